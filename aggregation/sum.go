@@ -1,0 +1,165 @@
+package aggregation
+
+import (
+	"fmt"
+	"math"
+	"runtime"
+	"sync"
+)
+
+// blockLen is the number of coordinates accumulated at a time: a float64
+// accumulator of blockLen entries (32 KiB) stays in L1 cache while every
+// update streams through it once.
+const blockLen = 4096
+
+// minPerWorker is the smallest number of elementary operations worth a
+// goroutine.
+const minPerWorker = 1 << 16
+
+// workersFor returns how many goroutines to use for a job of `work`
+// elementary operations when the caller asked for want (0 =
+// runtime.GOMAXPROCS).
+func workersFor(want, work int) int {
+	if want <= 0 {
+		want = runtime.GOMAXPROCS(0)
+	}
+	if most := work / minPerWorker; want > most {
+		want = most
+	}
+	if want < 1 {
+		want = 1
+	}
+	return want
+}
+
+// parallelRanges calls fn on `workers` contiguous, disjoint ranges that
+// cover [0, n), concurrently, and waits for them. Each coordinate is
+// handled by exactly one call, so results do not depend on workers.
+func parallelRanges(workers, n int, fn func(lo, hi int)) {
+	if workers <= 1 {
+		fn(0, n)
+		return
+	}
+	// Split on block boundaries so that every worker's blocks are whole.
+	blocks := (n + blockLen - 1) / blockLen
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		lo := blocks * w / workers * blockLen
+		hi := blocks * (w + 1) / workers * blockLen
+		if hi > n {
+			hi = n
+		}
+		if lo >= hi {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn(lo, hi)
+		}()
+	}
+	wg.Wait()
+}
+
+// TotalWeight returns the sum of the updates' weights, in float64.
+func TotalWeight(updates []Update) float64 {
+	var t float64
+	for _, u := range updates {
+		t += u.Weight
+	}
+	return t
+}
+
+// WeightedSum sets dst to Σ w_i·Δ_i over the updates and returns the total
+// weight Σ w_i. It is the numerator and denominator of FedAvg (McMahan et
+// al. 2017), for paths such as secure aggregation (Bonawitz et al. 2017)
+// where clients pre-scale their deltas and the server only sees sums.
+// Accumulation is in float64, in blocks, split over runtime.GOMAXPROCS
+// goroutines; the result is the same whatever the number of goroutines.
+// Every delta must have len(dst) values and every weight must be finite.
+func WeightedSum(dst []float32, updates []Update) (totalWeight float64, err error) {
+	if err := checkShapes("weighted sum", dst, updates, 0, ""); err != nil {
+		return 0, err
+	}
+	for _, u := range updates {
+		if math.IsNaN(u.Weight) || math.IsInf(u.Weight, 0) {
+			return 0, fmt.Errorf("weighted sum: update from client %q: %w: weight is %v", u.Client, ErrBadWeight, u.Weight)
+		}
+	}
+	weightedCombine(dst, updates, 1, 0)
+	return TotalWeight(updates), nil
+}
+
+// MeanFromSum sets dst to sum / totalWeight: the weighted mean when sum is
+// Σ w_i·Δ_i, as produced by WeightedSum or by unmasking a secure sum.
+// dst and sum may be the same slice.
+func MeanFromSum(dst, sum []float32, totalWeight float64) error {
+	if len(dst) != len(sum) {
+		return fmt.Errorf("mean from sum: dst has %d values, sum has %d", len(dst), len(sum))
+	}
+	if math.IsNaN(totalWeight) || math.IsInf(totalWeight, 0) || totalWeight <= 0 {
+		return fmt.Errorf("mean from sum: %w: total weight is %v, must be finite and > 0", ErrBadWeight, totalWeight)
+	}
+	inv := 1 / totalWeight
+	for j, v := range sum {
+		dst[j] = float32(float64(v) * inv)
+	}
+	return nil
+}
+
+// weightedCombine sets dst[j] = scale · Σ_i w_i·Δ_i[j], accumulating in
+// float64 block by block with `workers` goroutines (0 = GOMAXPROCS).
+func weightedCombine(dst []float32, updates []Update, scale float64, workers int) {
+	n := len(dst)
+	if len(updates) == 0 {
+		clear(dst)
+		return
+	}
+	ws := make([]float64, len(updates))
+	for i, u := range updates {
+		ws[i] = u.Weight
+	}
+	parallelRanges(workersFor(workers, n*len(updates)), n, func(lo, hi int) {
+		var acc [blockLen]float64
+		rows := make([][]float32, len(updates))
+		for b := lo; b < hi; b += blockLen {
+			e := min(b+blockLen, hi)
+			for i, u := range updates {
+				rows[i] = u.Delta[b:e]
+			}
+			a := acc[:e-b]
+			accumulate(a, rows, ws)
+			out := dst[b:e]
+			for j, v := range a {
+				out[j] = float32(v * scale)
+			}
+		}
+	})
+}
+
+// accumulate sets acc[j] = Σ_i ws[i]·rows[i][j]. Every row has len(acc)
+// values. Four rows are folded per pass over acc, which quarters the
+// accumulator traffic; the order of additions is fixed, so the result is
+// deterministic.
+func accumulate(acc []float64, rows [][]float32, ws []float64) {
+	clear(acc)
+	n := len(acc)
+	i := 0
+	for ; i+4 <= len(rows); i += 4 {
+		r0, r1, r2, r3 := rows[i][:n], rows[i+1][:n], rows[i+2][:n], rows[i+3][:n]
+		w0, w1, w2, w3 := ws[i], ws[i+1], ws[i+2], ws[i+3]
+		for j := range acc {
+			// Explicit float64 conversions of each product keep the
+			// rounding identical on every architecture (no fused
+			// multiply-add), which replicas rely on.
+			acc[j] += float64(w0*float64(r0[j])) + float64(w1*float64(r1[j])) +
+				float64(w2*float64(r2[j])) + float64(w3*float64(r3[j]))
+		}
+	}
+	for ; i < len(rows); i++ {
+		r, w := rows[i][:n], ws[i]
+		for j := range acc {
+			acc[j] += float64(w * float64(r[j]))
+		}
+	}
+}
