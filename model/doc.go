@@ -1,0 +1,19 @@
+// Package model implements the neural networks trained by Sovereign workers:
+// softmax regression, multi-layer perceptrons with ReLU, and the convolutional
+// network of the FedAvg paper (McMahan et al. 2017, "Communication-Efficient
+// Learning of Deep Networks from Decentralized Data", Section 3).
+//
+// All parameters of a network live in ONE flat []float32 vector; every layer's
+// weights and biases are views into it, and the gradients are laid out the same
+// way in a second flat vector. Aggregation, clipping, noising and masking only
+// ever see these flat vectors.
+//
+// Forward and backward passes run on whole minibatches through gonum's float32
+// BLAS (blas32.Gemm); convolutions use im2col + GEMM (Chellapilla et al. 2006,
+// "High Performance Convolutional Neural Networks for Document Processing").
+// Buffers are sized once for the largest batch seen and reused, so a training
+// step does not allocate.
+//
+// The package does no I/O and imports only gonum and the standard library.
+// A Network is not safe for concurrent use: give each goroutine its own.
+package model

@@ -1,0 +1,434 @@
+package model
+
+import (
+	"math"
+	"math/rand/v2"
+
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas32"
+)
+
+// layer is one stage of a network. Layers own their activation buffers,
+// sized by reserve for a maximum batch; forward and backward only
+// re-slice them, so a step does not allocate.
+//
+// Contract: backward must follow the forward of the same batch (it uses the
+// input and output kept by forward). backward overwrites (never accumulates)
+// the layer's gradient view and may modify dy in place. The returned slices
+// are owned by the layer and valid until its next forward/backward call.
+type layer interface {
+	// numParams is the length of the layer's slice of the flat vector.
+	numParams() int
+	// bind points the layer's weights and gradients at views of the flat
+	// parameter and gradient vectors (each of length numParams).
+	bind(w, g []float32)
+	// initParams draws weights from rng and zeroes biases.
+	initParams(rng *rand.Rand)
+	// inDim and outDim are the features per example in and out.
+	inDim() int
+	outDim() int
+	// reserve sizes the buffers for batches of up to batch examples.
+	reserve(batch int)
+	// bufPerExample is the number of float32 buffer elements per example.
+	bufPerExample() int
+	forward(x []float32, batch int) []float32
+	backward(dy []float32, batch int, needDX bool) []float32
+	// name describes the layer in error messages.
+	name() string
+}
+
+func general(data []float32, rows, cols int) blas32.General {
+	return blas32.General{Rows: rows, Cols: cols, Stride: cols, Data: data}
+}
+
+// uniformFill fills w with draws from U(-limit, limit).
+func uniformFill(w []float32, limit float64, rng *rand.Rand) {
+	for i := range w {
+		w[i] = float32((2*rng.Float64() - 1) * limit)
+	}
+}
+
+// initLimit returns the bound of the uniform initialiser: He et al. 2015
+// ("Delving Deep into Rectifiers") sqrt(6/fanIn) before a ReLU, Glorot &
+// Bengio 2010 sqrt(6/(fanIn+fanOut)) for the linear output layer.
+func initLimit(fanIn, fanOut int, relu bool) float64 {
+	if relu {
+		return math.Sqrt(6 / float64(fanIn))
+	}
+	return math.Sqrt(6 / float64(fanIn+fanOut))
+}
+
+// reluForward clamps y at zero in place.
+func reluForward(y []float32) {
+	for i, v := range y {
+		if v < 0 {
+			y[i] = 0
+		}
+	}
+}
+
+// reluBackward zeroes dy where the ReLU output y was not positive.
+func reluBackward(dy, y []float32) {
+	y = y[:len(dy)]
+	for i, v := range y {
+		if v <= 0 {
+			dy[i] = 0
+		}
+	}
+}
+
+// addBias sets every row of y (rows×len(b)) to b.
+func fillRows(y, b []float32, rows int) {
+	n := len(b)
+	for r := 0; r < rows; r++ {
+		copy(y[r*n:(r+1)*n], b)
+	}
+}
+
+// colSums writes the column sums of dy (rows×len(gb)) into gb.
+func colSums(gb, dy []float32, rows int) {
+	n := len(gb)
+	clear(gb)
+	for r := 0; r < rows; r++ {
+		row := dy[r*n : (r+1)*n]
+		for j, v := range row {
+			gb[j] += v
+		}
+	}
+}
+
+// dense is a fully connected layer y = x·W + b, optionally followed by ReLU.
+// W is stored in×out row-major, then b (out).
+type dense struct {
+	in, out int
+	relu    bool
+
+	w, b, gw, gb []float32
+
+	x     []float32 // input of the last forward (not owned)
+	y, dx []float32
+	cap   int
+}
+
+func (d *dense) numParams() int { return d.in*d.out + d.out }
+func (d *dense) inDim() int     { return d.in }
+func (d *dense) outDim() int    { return d.out }
+func (d *dense) name() string {
+	if d.relu {
+		return "dense+relu"
+	}
+	return "dense"
+}
+func (d *dense) bufPerExample() int { return d.out + d.in }
+
+func (d *dense) bind(w, g []float32) {
+	k := d.in * d.out
+	d.w, d.b = w[:k:k], w[k:]
+	d.gw, d.gb = g[:k:k], g[k:]
+}
+
+func (d *dense) initParams(rng *rand.Rand) {
+	uniformFill(d.w, initLimit(d.in, d.out, d.relu), rng)
+	clear(d.b)
+}
+
+func (d *dense) reserve(batch int) {
+	if batch <= d.cap {
+		return
+	}
+	d.y = make([]float32, batch*d.out)
+	d.dx = make([]float32, batch*d.in)
+	d.cap = batch
+}
+
+func (d *dense) forward(x []float32, batch int) []float32 {
+	d.x = x[:batch*d.in]
+	y := d.y[:batch*d.out]
+	fillRows(y, d.b, batch)
+	blas32.Gemm(blas.NoTrans, blas.NoTrans, 1, general(d.x, batch, d.in), general(d.w, d.in, d.out), 1, general(y, batch, d.out))
+	if d.relu {
+		reluForward(y)
+	}
+	return y
+}
+
+func (d *dense) backward(dy []float32, batch int, needDX bool) []float32 {
+	dy = dy[:batch*d.out]
+	if d.relu {
+		reluBackward(dy, d.y)
+	}
+	// dW = xᵀ·dy, db = column sums of dy, dx = dy·Wᵀ.
+	blas32.Gemm(blas.Trans, blas.NoTrans, 1, general(d.x, batch, d.in), general(dy, batch, d.out), 0, general(d.gw, d.in, d.out))
+	colSums(d.gb, dy, batch)
+	if !needDX {
+		return nil
+	}
+	dx := d.dx[:batch*d.in]
+	blas32.Gemm(blas.NoTrans, blas.Trans, 1, general(dy, batch, d.out), general(d.w, d.in, d.out), 0, general(dx, batch, d.in))
+	return dx
+}
+
+// conv is a k×k convolution, stride 1, "same" zero padding of k/2, computed
+// as im2col + GEMM (Chellapilla et al. 2006), optionally followed by ReLU.
+//
+// Output is HWC per example (rows (y,x), channels innermost). The input is
+// HWC, or CHW for the network's first layer (chw=true). Weights are stored
+// outC×(k·k·inC) row-major with the column index ((ky·k)+kx)·inC+c, then the
+// outC biases.
+type conv struct {
+	inC, h, w, outC, k, pad int
+	relu, chw               bool
+
+	wt, b, gw, gb []float32
+
+	x                []float32 // input of the last forward (not owned)
+	col, y, dcol, dx []float32
+	cap              int
+}
+
+func newConv(inC, h, w, outC, k int, relu, chw bool) *conv {
+	return &conv{inC: inC, h: h, w: w, outC: outC, k: k, pad: k / 2, relu: relu, chw: chw}
+}
+
+func (c *conv) kkc() int       { return c.k * c.k * c.inC }
+func (c *conv) numParams() int { return c.outC*c.kkc() + c.outC }
+func (c *conv) inDim() int     { return c.inC * c.h * c.w }
+func (c *conv) outDim() int    { return c.outC * c.h * c.w }
+func (c *conv) name() string   { return "conv" }
+func (c *conv) bufPerExample() int {
+	hw := c.h * c.w
+	return 2*hw*c.kkc() + hw*c.outC + c.inDim()
+}
+
+func (c *conv) bind(w, g []float32) {
+	n := c.outC * c.kkc()
+	c.wt, c.b = w[:n:n], w[n:]
+	c.gw, c.gb = g[:n:n], g[n:]
+}
+
+func (c *conv) initParams(rng *rand.Rand) {
+	uniformFill(c.wt, initLimit(c.kkc(), c.k*c.k*c.outC, c.relu), rng)
+	clear(c.b)
+}
+
+func (c *conv) reserve(batch int) {
+	if batch <= c.cap {
+		return
+	}
+	hw := c.h * c.w
+	c.col = make([]float32, batch*hw*c.kkc())
+	c.dcol = make([]float32, batch*hw*c.kkc())
+	c.y = make([]float32, batch*hw*c.outC)
+	c.dx = make([]float32, batch*c.inDim())
+	c.cap = batch
+}
+
+// strides returns the element strides of channel, row and column in one
+// input example.
+func (c *conv) strides() (cs, ys, xs int) {
+	if c.chw && c.inC > 1 {
+		return c.h * c.w, c.w, 1
+	}
+	return 1, c.w * c.inC, c.inC
+}
+
+// kxRange returns the kernel columns [kx0, kx1) that fall inside the image
+// for output column ox.
+func (c *conv) kxRange(ox int) (int, int) {
+	kx0 := max(0, c.pad-ox)
+	kx1 := min(c.k, c.w+c.pad-ox)
+	return kx0, kx1
+}
+
+// im2col writes one row of k·k·inC input values per output pixel.
+func (c *conv) im2col(x []float32, batch int) {
+	kkc, inC, k := c.kkc(), c.inC, c.k
+	cs, ys, xs := c.strides()
+	ex := c.inDim()
+	col := c.col[:batch*c.h*c.w*kkc]
+	r := 0
+	for b := 0; b < batch; b++ {
+		xb := x[b*ex : (b+1)*ex]
+		for oy := 0; oy < c.h; oy++ {
+			for ox := 0; ox < c.w; ox++ {
+				row := col[r*kkc : (r+1)*kkc]
+				r++
+				kx0, kx1 := c.kxRange(ox)
+				for ky := 0; ky < k; ky++ {
+					seg := row[ky*k*inC : (ky+1)*k*inC]
+					iy := oy + ky - c.pad
+					if iy < 0 || iy >= c.h {
+						clear(seg)
+						continue
+					}
+					clear(seg[:kx0*inC])
+					clear(seg[kx1*inC:])
+					ix0 := ox + kx0 - c.pad
+					if cs == 1 {
+						// HWC: the valid kernel columns are contiguous.
+						copy(seg[kx0*inC:kx1*inC], xb[iy*ys+ix0*xs:])
+						continue
+					}
+					for kx := kx0; kx < kx1; kx++ {
+						base := iy*ys + (ix0+kx-kx0)*xs
+						for ci := 0; ci < inC; ci++ {
+							seg[kx*inC+ci] = xb[base+ci*cs]
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// col2im adds every row of dcol back onto the input positions it was read
+// from (the adjoint of im2col), writing dx.
+func (c *conv) col2im(dx []float32, batch int) {
+	kkc, inC, k := c.kkc(), c.inC, c.k
+	cs, ys, xs := c.strides()
+	ex := c.inDim()
+	clear(dx)
+	dcol := c.dcol[:batch*c.h*c.w*kkc]
+	r := 0
+	for b := 0; b < batch; b++ {
+		db := dx[b*ex : (b+1)*ex]
+		for oy := 0; oy < c.h; oy++ {
+			for ox := 0; ox < c.w; ox++ {
+				row := dcol[r*kkc : (r+1)*kkc]
+				r++
+				kx0, kx1 := c.kxRange(ox)
+				for ky := 0; ky < k; ky++ {
+					iy := oy + ky - c.pad
+					if iy < 0 || iy >= c.h {
+						continue
+					}
+					seg := row[ky*k*inC : (ky+1)*k*inC]
+					ix0 := ox + kx0 - c.pad
+					if cs == 1 {
+						src := seg[kx0*inC : kx1*inC]
+						dst := db[iy*ys+ix0*xs:]
+						dst = dst[:len(src)]
+						for i, v := range src {
+							dst[i] += v
+						}
+						continue
+					}
+					for kx := kx0; kx < kx1; kx++ {
+						base := iy*ys + (ix0+kx-kx0)*xs
+						for ci := 0; ci < inC; ci++ {
+							db[base+ci*cs] += seg[kx*inC+ci]
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+func (c *conv) forward(x []float32, batch int) []float32 {
+	c.x = x[:batch*c.inDim()]
+	rows, kkc := batch*c.h*c.w, c.kkc()
+	c.im2col(c.x, batch)
+	y := c.y[:rows*c.outC]
+	fillRows(y, c.b, rows)
+	// y (rows×outC) += col (rows×kkc) · Wᵀ (kkc×outC)
+	blas32.Gemm(blas.NoTrans, blas.Trans, 1, general(c.col[:rows*kkc], rows, kkc), general(c.wt, c.outC, kkc), 1, general(y, rows, c.outC))
+	if c.relu {
+		reluForward(y)
+	}
+	return y
+}
+
+func (c *conv) backward(dy []float32, batch int, needDX bool) []float32 {
+	rows, kkc := batch*c.h*c.w, c.kkc()
+	dy = dy[:rows*c.outC]
+	if c.relu {
+		reluBackward(dy, c.y)
+	}
+	// dW (outC×kkc) = dyᵀ · col; db = column sums of dy.
+	blas32.Gemm(blas.Trans, blas.NoTrans, 1, general(dy, rows, c.outC), general(c.col[:rows*kkc], rows, kkc), 0, general(c.gw, c.outC, kkc))
+	colSums(c.gb, dy, rows)
+	if !needDX {
+		return nil
+	}
+	// dcol (rows×kkc) = dy · W, then scatter back to the input.
+	blas32.Gemm(blas.NoTrans, blas.NoTrans, 1, general(dy, rows, c.outC), general(c.wt, c.outC, kkc), 0, general(c.dcol[:rows*kkc], rows, kkc))
+	dx := c.dx[:batch*c.inDim()]
+	c.col2im(dx, batch)
+	return dx
+}
+
+// maxPool is 2×2 max pooling with stride 2 on HWC input; odd trailing rows
+// and columns are dropped (floor), as in the FedAvg CNN's "2x2 max pooling".
+type maxPool struct {
+	c, h, w, oh, ow int
+
+	y, dx []float32
+	arg   []int32 // per output: index of the winning input within its example
+	cap   int
+}
+
+func newMaxPool(c, h, w int) *maxPool {
+	return &maxPool{c: c, h: h, w: w, oh: h / 2, ow: w / 2}
+}
+
+func (p *maxPool) numParams() int            { return 0 }
+func (p *maxPool) bind(w, g []float32)       {}
+func (p *maxPool) initParams(rng *rand.Rand) {}
+func (p *maxPool) inDim() int                { return p.c * p.h * p.w }
+func (p *maxPool) outDim() int               { return p.c * p.oh * p.ow }
+func (p *maxPool) name() string              { return "maxpool" }
+func (p *maxPool) bufPerExample() int        { return 2*p.outDim() + p.inDim() }
+
+func (p *maxPool) reserve(batch int) {
+	if batch <= p.cap {
+		return
+	}
+	p.y = make([]float32, batch*p.outDim())
+	p.arg = make([]int32, batch*p.outDim())
+	p.dx = make([]float32, batch*p.inDim())
+	p.cap = batch
+}
+
+func (p *maxPool) forward(x []float32, batch int) []float32 {
+	ex, ox := p.inDim(), p.outDim()
+	y, arg := p.y[:batch*ox], p.arg[:batch*ox]
+	c, rowStride := p.c, p.w*p.c
+	o := 0
+	for b := 0; b < batch; b++ {
+		xb := x[b*ex : (b+1)*ex]
+		for py := 0; py < p.oh; py++ {
+			for px := 0; px < p.ow; px++ {
+				i00 := (2*py*p.w + 2*px) * c
+				for ch := 0; ch < c; ch++ {
+					best := i00 + ch
+					for _, j := range [3]int{best + c, best + rowStride, best + rowStride + c} {
+						if xb[j] > xb[best] {
+							best = j
+						}
+					}
+					y[o] = xb[best]
+					arg[o] = int32(best)
+					o++
+				}
+			}
+		}
+	}
+	return y
+}
+
+func (p *maxPool) backward(dy []float32, batch int, needDX bool) []float32 {
+	if !needDX {
+		return nil
+	}
+	ex, ox := p.inDim(), p.outDim()
+	dx := p.dx[:batch*ex]
+	clear(dx)
+	for b := 0; b < batch; b++ {
+		db := dx[b*ex : (b+1)*ex]
+		for o := b * ox; o < (b+1)*ox; o++ {
+			db[p.arg[o]] += dy[o]
+		}
+	}
+	return dx
+}
