@@ -19,10 +19,10 @@ func TestValidate(t *testing.T) {
 		return u
 	}
 	cases := []struct {
-		name    string
-		bad     Update
+		name     string
+		bad      Update
 		sentinel error
-		details []string // substrings the error must contain besides the client name
+		details  []string // substrings the error must contain besides the client name
 	}{
 		{"NaN", withValue("nan-client", 3, float32(math.NaN())), ErrNonFinite, []string{"delta[3]", "NaN"}},
 		{"+Inf", withValue("inf-client", 0, float32(math.Inf(1))), ErrNonFinite, []string{"delta[0]", "+Inf"}},
