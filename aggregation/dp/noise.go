@@ -47,12 +47,7 @@ import (
 //     and v is left unchanged: such an update must be refused by the caller
 //     (CheckFinite names the offending coordinate).
 func ClipL2(v []float32, c float64) float64 {
-	var ss float64
-	for _, x := range v {
-		f := float64(x)
-		ss += f * f
-	}
-	norm := math.Sqrt(ss)
+	norm := L2Norm(v)
 	if math.IsNaN(norm) || math.IsInf(norm, 0) {
 		return norm
 	}
@@ -63,14 +58,14 @@ func ClipL2(v []float32, c float64) float64 {
 	if norm <= c {
 		return norm
 	}
-	scale := c / norm
-	for i, x := range v {
-		v[i] = float32(float64(x) * scale)
+	scale := float32(c / norm)
+	for i := range v {
+		v[i] *= scale
 	}
 	// Rounding to float32 can leave the result a few ulps above c; shrink
 	// by the measured excess (at least one ulp) until the bound holds.
+	after := L2Norm(v)
 	for range 8 {
-		after := L2Norm(v)
 		if after <= c {
 			break
 		}
@@ -81,18 +76,28 @@ func ClipL2(v []float32, c float64) float64 {
 		for i := range v {
 			v[i] *= s
 		}
+		after = L2Norm(v)
 	}
 	return norm
 }
 
 // L2Norm returns the Euclidean norm of v, accumulated in float64.
 func L2Norm(v []float32) float64 {
-	var ss float64
-	for _, x := range v {
-		f := float64(x)
-		ss += f * f
+	// Four independent accumulators let the additions overlap.
+	var s0, s1, s2, s3 float64
+	i := 0
+	for ; i+4 <= len(v); i += 4 {
+		a, b, c, d := float64(v[i]), float64(v[i+1]), float64(v[i+2]), float64(v[i+3])
+		s0 += a * a
+		s1 += b * b
+		s2 += c * c
+		s3 += d * d
 	}
-	return math.Sqrt(ss)
+	for ; i < len(v); i++ {
+		a := float64(v[i])
+		s0 += a * a
+	}
+	return math.Sqrt((s0 + s1) + (s2 + s3))
 }
 
 // CheckFinite returns an error naming the first coordinate of v that is NaN
