@@ -121,7 +121,7 @@ func (r Bulyan) Combine(dst []float32, updates []Update) error {
 	}
 
 	perCoordinate(dst, selected, func(col []float32) float32 {
-		slices.Sort(col)
+		sortColumn(col)
 		t := len(col)
 		var med float64
 		if t%2 == 1 {

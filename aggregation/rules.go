@@ -85,12 +85,13 @@ func (Median) Combine(dst []float32, updates []Update) error {
 		return err
 	}
 	perCoordinate(dst, updates, func(col []float32) float32 {
-		slices.Sort(col)
 		n := len(col)
+		selectK(col, n/2)
 		if n%2 == 1 {
 			return col[n/2]
 		}
-		return float32((float64(col[n/2-1]) + float64(col[n/2])) / 2)
+		// col[:n/2] <= col[n/2]: the lower middle is their maximum.
+		return float32((float64(slices.Max(col[:n/2])) + float64(col[n/2])) / 2)
 	})
 	return nil
 }
@@ -121,7 +122,13 @@ func (r TrimmedMean) Combine(dst []float32, updates []Update) error {
 	}
 	k := int(math.Floor(r.Beta * float64(len(updates))))
 	perCoordinate(dst, updates, func(col []float32) float32 {
-		slices.Sort(col)
+		if k > 0 {
+			// Move the k smallest to the front, then the k largest of
+			// the rest to the back.
+			selectK(col, k)
+			rest := col[k:]
+			selectK(rest, len(rest)-k-1)
+		}
 		return meanOf(col[k : len(col)-k])
 	})
 	return nil

@@ -410,3 +410,36 @@ func TestWeightedSumAndMeanFromSum(t *testing.T) {
 		t.Errorf("WeightedSum with short dst: %v", err)
 	}
 }
+
+func TestSelectK(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	for trial := 0; trial < 300; trial++ {
+		n := 1 + rng.IntN(200)
+		x := make([]float32, n)
+		for i := range x {
+			// Few distinct values in some trials, to exercise duplicates.
+			if trial%3 == 0 {
+				x[i] = float32(rng.IntN(4))
+			} else {
+				x[i] = float32(rng.NormFloat64())
+			}
+		}
+		sorted := slices.Clone(x)
+		slices.Sort(sorted)
+		k := rng.IntN(n)
+		selectK(x, k)
+		if x[k] != sorted[k] {
+			t.Fatalf("n=%d k=%d: x[k] = %v, want %v", n, k, x[k], sorted[k])
+		}
+		for i := range x {
+			if (i < k && x[i] > x[k]) || (i > k && x[i] < x[k]) {
+				t.Fatalf("n=%d k=%d: x[%d] = %v on the wrong side of %v", n, k, i, x[i], x[k])
+			}
+		}
+		got := slices.Clone(x)
+		slices.Sort(got)
+		if !slices.Equal(got, sorted) {
+			t.Fatalf("n=%d: selectK changed the multiset", n)
+		}
+	}
+}
