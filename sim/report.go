@@ -1,0 +1,125 @@
+package sim
+
+import (
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"image/color"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+)
+
+// Output file names; scripts rely on them.
+const (
+	MetricsFile = "metrics.csv"
+	SummaryFile = "summary.json"
+	PlotFile    = "accuracy.png"
+)
+
+// metricsHeader is the first row of metrics.csv; scripts rely on its names.
+var metricsHeader = []string{"round", "accuracy", "loss", "local_accuracy", "train_loss", "clients", "sampled", "dropped", "rejected", "seconds", "epsilon"}
+
+// WriteOutputs writes metrics.csv, summary.json and accuracy.png into dir.
+func WriteOutputs(dir string, res *Result) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("--out %q: %w", dir, err)
+	}
+	if err := writeMetrics(filepath.Join(dir, MetricsFile), res.Rounds); err != nil {
+		return err
+	}
+	if err := writeSummary(filepath.Join(dir, SummaryFile), &res.Summary); err != nil {
+		return err
+	}
+	return writePlot(filepath.Join(dir, PlotFile), res.Rounds)
+}
+
+func ftoa(v float64) string {
+	if math.IsNaN(v) {
+		return ""
+	}
+	return strconv.FormatFloat(v, 'g', 8, 64)
+}
+
+func writeMetrics(path string, rounds []RoundMetrics) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := csv.NewWriter(f)
+	w.Write(metricsHeader)
+	for _, m := range rounds {
+		w.Write([]string{
+			strconv.Itoa(m.Round), ftoa(m.Accuracy), ftoa(m.Loss), ftoa(m.LocalAccuracy), ftoa(m.TrainLoss),
+			strconv.Itoa(m.Clients), strconv.Itoa(m.Sampled), strconv.Itoa(m.Dropped), strconv.Itoa(m.Rejected),
+			strconv.FormatFloat(m.Seconds, 'f', 4, 64), ftoa(m.Epsilon),
+		})
+	}
+	w.Flush()
+	if err := w.Error(); err != nil {
+		f.Close()
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return f.Close()
+}
+
+func writeSummary(path string, s *Summary) error {
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// writePlot draws held-out accuracy and loss per round.
+func writePlot(path string, rounds []RoundMetrics) error {
+	p := plot.New()
+	p.Title.Text = "Sovereign federation: held-out accuracy and loss"
+	p.X.Label.Text = "round"
+	p.Y.Label.Text = "accuracy / loss"
+	acc := make(plotter.XYs, len(rounds))
+	loss := make(plotter.XYs, len(rounds))
+	maxY := 1.0
+	for i, m := range rounds {
+		acc[i] = plotter.XY{X: float64(m.Round), Y: m.Accuracy}
+		loss[i] = plotter.XY{X: float64(m.Round), Y: m.Loss}
+		if !math.IsNaN(m.Loss) && !math.IsInf(m.Loss, 0) {
+			maxY = max(maxY, m.Loss)
+		} else {
+			loss[i].Y = 0
+		}
+	}
+	la, err := plotter.NewLine(acc)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	la.Color = color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff}
+	la.Width = vg.Points(1.5)
+	ll, err := plotter.NewLine(loss)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	ll.Color = color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff}
+	ll.Width = vg.Points(1.5)
+	ll.Dashes = []vg.Length{vg.Points(4), vg.Points(2)}
+	p.Add(plotter.NewGrid(), la, ll)
+	p.Legend.Add("accuracy", la)
+	p.Legend.Add("loss", ll)
+	p.Legend.Top = false
+	p.Legend.Left = false
+	p.Legend.XOffs = -vg.Points(10)
+	p.Legend.YOffs = vg.Points(30)
+	p.Y.Min, p.Y.Max = 0, math.Min(maxY, 5)
+	if len(rounds) == 1 {
+		p.X.Min, p.X.Max = 0, 2
+	}
+	if err := p.Save(8*vg.Inch, 5*vg.Inch, path); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,451 @@
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"runtime"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/sovereign-fl/sovereign/aggregation"
+	"github.com/sovereign-fl/sovereign/aggregation/dp"
+	"github.com/sovereign-fl/sovereign/data"
+	"github.com/sovereign-fl/sovereign/model"
+)
+
+// RoundMetrics is one row of metrics.csv.
+type RoundMetrics struct {
+	Round    int     `json:"round"`
+	Accuracy float64 `json:"accuracy"` // global model on the held-out test set
+	Loss     float64 `json:"loss"`     // held-out cross-entropy
+	// LocalAccuracy is the example-weighted accuracy of the global model on
+	// the local test splits of the round's participants (federated evaluation).
+	LocalAccuracy float64 `json:"local_accuracy"`
+	TrainLoss     float64 `json:"train_loss"` // mean local training loss
+	Clients       int     `json:"clients"`    // updates aggregated
+	Sampled       int     `json:"sampled"`
+	Dropped       int     `json:"dropped"`
+	Rejected      int     `json:"rejected"`
+	Seconds       float64 `json:"seconds"` // wall time of the round
+	Epsilon       float64 `json:"epsilon"` // privacy spent so far (NaN when DP is off)
+}
+
+// Summary is summary.json.
+type Summary struct {
+	FinalAccuracy  float64  `json:"final_accuracy"`
+	BestAccuracy   float64  `json:"best_accuracy"`
+	FinalLoss      float64  `json:"final_loss"`
+	RoundsRun      int      `json:"rounds_run"`
+	RoundsToTarget *int     `json:"rounds_to_target"`
+	WallSeconds    float64  `json:"wall_seconds"`
+	Epsilon        *float64 `json:"epsilon"`
+	DPOrder        *float64 `json:"dp_order,omitempty"`
+	Parameters     int      `json:"parameters"`
+	TrainExamples  int      `json:"train_examples"`
+	TestExamples   int      `json:"test_examples"`
+	Config         Config   `json:"config"`
+}
+
+// Result is what Run returns: the per-round metrics, the summary and the
+// final global parameters.
+type Result struct {
+	Rounds  []RoundMetrics
+	Summary Summary
+	Params  []float32
+}
+
+// Progress receives each round's metrics as the run goes (may be nil).
+type Progress func(m RoundMetrics, elapsed, eta time.Duration)
+
+// federation is the state of one run.
+type federation struct {
+	cfg      Config
+	spec     model.Spec
+	train    *data.Dataset
+	test     *data.Dataset
+	clients  []data.Client
+	attack   AttackSpec
+	attacker map[int]bool
+	strategy *aggregation.Strategy
+	pool     chan *model.Network
+	acct     *dp.Accountant
+}
+
+// seedFor derives an independent 64-bit seed for one purpose of one round
+// from the run's seed (SplitMix64 finaliser), so every random choice
+// depends on --seed only and not on scheduling.
+func seedFor(seed int64, parts ...uint64) int64 {
+	z := uint64(seed)
+	for _, p := range parts {
+		z += 0x9e3779b97f4a7c15 + p
+		z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+		z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+		z ^= z >> 31
+	}
+	return int64(z)
+}
+
+// Purposes of derived seeds; values reach results, don't renumber.
+const (
+	seedPartition uint64 = iota + 1
+	seedSample
+	seedTrain
+	seedDrop
+	seedAttack
+	seedInit
+	seedAttackers
+	seedNoise
+	seedSecAgg
+)
+
+func newRNG(s int64) *rand.Rand { return rand.New(rand.NewPCG(uint64(s), uint64(s)^0x5851f42d4c957f2d)) }
+
+// Run executes the simulated federation described by cfg. It writes nothing
+// to disk; see WriteOutputs.
+func Run(ctx context.Context, cfg Config, progress Progress) (*Result, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	train, test, err := data.Load(cfg.Dataset)
+	if err != nil {
+		return nil, fmt.Errorf("--dataset %q: %w", cfg.Dataset, err)
+	}
+	return RunOn(ctx, cfg, train, test, progress)
+}
+
+// RunOn is Run on data already loaded (cfg.Dataset is then only recorded).
+func RunOn(ctx context.Context, cfg Config, train, test *data.Dataset, progress Progress) (*Result, error) {
+	start := time.Now()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	f, err := newFederation(cfg, train, test)
+	if err != nil {
+		return nil, err
+	}
+	global, err := model.New(f.spec)
+	if err != nil {
+		return nil, fmt.Errorf("--model %q: %w", cfg.Model, err)
+	}
+	global.Init(seedFor(cfg.Seed, seedInit))
+	params := global.Params()
+
+	res := &Result{Summary: Summary{
+		Parameters:    len(params),
+		TrainExamples: train.N,
+		TestExamples:  test.N,
+		Config:        cfg,
+	}}
+	for r := 1; r <= cfg.Rounds; r++ {
+		if err := ctx.Err(); err != nil {
+			return res, fmt.Errorf("round %d: %w", r, err)
+		}
+		t0 := time.Now()
+		m, err := f.round(ctx, r, params)
+		if err != nil {
+			return res, fmt.Errorf("round %d: %w", r, err)
+		}
+		m.Loss, m.Accuracy = global.Evaluate(test.X, test.Y, test.N)
+		m.LocalAccuracy = f.localAccuracy(global, m.participants)
+		m.Seconds = time.Since(t0).Seconds()
+		m.Epsilon = math.NaN()
+		if f.acct != nil {
+			eps, order, err := f.acct.Epsilon(cfg.DPDelta, dp.DefaultOrders())
+			if err != nil {
+				return res, fmt.Errorf("round %d: privacy accounting: %w", r, err)
+			}
+			m.Epsilon = eps
+			res.Summary.Epsilon, res.Summary.DPOrder = &eps, &order
+		}
+		res.Rounds = append(res.Rounds, m.RoundMetrics)
+		s := &res.Summary
+		s.RoundsRun = r
+		s.FinalAccuracy, s.FinalLoss = m.Accuracy, m.Loss
+		s.BestAccuracy = max(s.BestAccuracy, m.Accuracy)
+		if cfg.Target > 0 && s.RoundsToTarget == nil && m.Accuracy >= cfg.Target {
+			rr := r
+			s.RoundsToTarget = &rr
+		}
+		if progress != nil {
+			elapsed := time.Since(start)
+			eta := time.Duration(float64(elapsed) / float64(r) * float64(cfg.Rounds-r))
+			progress(m.RoundMetrics, elapsed, eta)
+		}
+		if s.RoundsToTarget != nil {
+			break
+		}
+	}
+	res.Summary.WallSeconds = time.Since(start).Seconds()
+	res.Params = slices.Clone(params)
+	return res, nil
+}
+
+func newFederation(cfg Config, train, test *data.Dataset) (*federation, error) {
+	if err := train.Validate(); err != nil {
+		return nil, fmt.Errorf("training data: %w", err)
+	}
+	if err := test.Validate(); err != nil {
+		return nil, fmt.Errorf("test data: %w", err)
+	}
+	if train.Dim != test.Dim {
+		return nil, fmt.Errorf("training data has %d features but test data %d", train.Dim, test.Dim)
+	}
+	spec, err := model.ParseSpec(cfg.Model, train.C, train.H, train.W, max(train.Classes, test.Classes))
+	if err != nil {
+		return nil, fmt.Errorf("--model: %w", err)
+	}
+	clients, err := data.Partition(train, cfg.Clients, cfg.Partition, cfg.TestFraction, seedFor(cfg.Seed, seedPartition))
+	if err != nil {
+		return nil, fmt.Errorf("--partition: %w", err)
+	}
+	st, err := aggregation.ParseStrategy(cfg.Strategy, cfg.ServerLR)
+	if err != nil {
+		return nil, fmt.Errorf("--strategy: %w", err)
+	}
+	attack, _ := ParseAttackers(cfg.Attackers)
+	f := &federation{
+		cfg: cfg, spec: spec, train: train, test: test, clients: clients,
+		attack: attack, attacker: map[int]bool{}, strategy: st,
+	}
+	// The attackers are a fixed, seeded set of institutions.
+	for _, id := range newRNG(seedFor(cfg.Seed, seedAttackers)).Perm(cfg.Clients)[:attack.Count] {
+		f.attacker[id] = true
+	}
+	par := cfg.Parallel
+	if par == 0 {
+		par = runtime.GOMAXPROCS(0)
+	}
+	// A model exists only while a client trains: the pool holds one network
+	// per concurrent trainer, whatever the number of virtual clients.
+	f.pool = make(chan *model.Network, par)
+	for range par {
+		n, err := model.New(spec)
+		if err != nil {
+			return nil, fmt.Errorf("--model %q: %w", cfg.Model, err)
+		}
+		f.pool <- n
+	}
+	if cfg.DPNoise > 0 {
+		f.acct = &dp.Accountant{}
+	}
+	return f, nil
+}
+
+type roundResult struct {
+	RoundMetrics
+	participants []int
+}
+
+type clientOut struct {
+	id     int
+	delta  []float32
+	weight float64
+	loss   float64
+	err    error
+}
+
+// round samples clients, trains them in parallel, injects faults and
+// aggregates into params in place.
+func (f *federation) round(ctx context.Context, r int, params []float32) (roundResult, error) {
+	cfg := f.cfg
+	m := cfg.Sampled()
+	sampled := newRNG(seedFor(cfg.Seed, seedSample, uint64(r))).Perm(cfg.Clients)[:m]
+	slices.Sort(sampled)
+
+	// Dropout injection: a seeded fraction of the sampled clients vanish.
+	// In secure mode they vanish at a random SecAgg+ stage instead.
+	dropRNG := newRNG(seedFor(cfg.Seed, seedDrop, uint64(r)))
+	nDrop := int(math.Round(cfg.Dropout * float64(m)))
+	dropped := map[int]bool{}
+	for _, i := range dropRNG.Perm(m)[:nDrop] {
+		dropped[sampled[i]] = true
+	}
+
+	outs := make([]clientOut, len(sampled))
+	var wg sync.WaitGroup
+	for i, id := range sampled {
+		if dropped[id] && !cfg.Secure {
+			outs[i] = clientOut{id: id}
+			continue
+		}
+		wg.Add(1)
+		net := <-f.pool
+		go func() {
+			defer wg.Done()
+			defer func() { f.pool <- net }()
+			outs[i] = f.trainClient(net, r, id, params)
+		}()
+	}
+	wg.Wait()
+
+	res := roundResult{RoundMetrics: RoundMetrics{Round: r, Sampled: m}}
+	var updates []aggregation.Update
+	var lossSum, wSum float64
+	for _, o := range outs {
+		if o.delta == nil {
+			if o.err != nil {
+				return res, fmt.Errorf("client %d: %w", o.id, o.err)
+			}
+			continue
+		}
+		f.attackUpdate(r, o.id, o.delta)
+		updates = append(updates, aggregation.Update{Client: clientName(o.id), Delta: o.delta, Weight: o.weight})
+		lossSum += o.loss * o.weight
+		wSum += o.weight
+		res.participants = append(res.participants, o.id)
+	}
+	if wSum > 0 {
+		res.TrainLoss = lossSum / wSum
+	}
+	if f.acct != nil {
+		// DP-FedAvg (McMahan et al. 2018): clip each update, weight clients
+		// equally so one client's influence on the sum is at most C.
+		for i := range updates {
+			dp.ClipL2(updates[i].Delta, cfg.DPClip)
+			updates[i].Weight = 1
+		}
+	}
+
+	var err error
+	if cfg.Secure {
+		res.Dropped, err = f.secureRound(r, params, updates, dropped, &res)
+	} else {
+		res.Dropped = len(dropped)
+		err = f.plainRound(r, params, updates, &res)
+	}
+	if err != nil {
+		return res, err
+	}
+	if f.acct != nil {
+		f.acct.Step(float64(m)/float64(cfg.Clients), cfg.DPNoise, 1)
+	}
+	return res, nil
+}
+
+// plainRound aggregates in the clear, adding central DP noise if on.
+func (f *federation) plainRound(r int, params []float32, updates []aggregation.Update, res *roundResult) error {
+	if f.acct == nil {
+		rejected, err := f.strategy.Round(params, updates)
+		res.Rejected = len(rejected)
+		res.Clients = len(updates) - len(rejected)
+		if err != nil {
+			return err
+		}
+		return nil
+	}
+	valid, rejected := aggregation.Validate(updates, len(params))
+	res.Rejected = len(rejected)
+	res.Clients = len(valid)
+	if len(valid) == 0 {
+		return errors.New("no valid update to aggregate")
+	}
+	sum := make([]float32, len(params))
+	for _, u := range valid {
+		for j, v := range u.Delta {
+			sum[j] += v
+		}
+	}
+	// Central DP: the aggregator adds N(0, σ²C²) to the sum of clipped updates.
+	dp.AddGaussian(sum, dp.CentralStd(f.cfg.DPNoise, f.cfg.DPClip), newRNG(seedFor(f.cfg.Seed, seedNoise, uint64(r))))
+	inv := float32(1 / float64(len(valid)))
+	for j := range sum {
+		sum[j] *= inv
+	}
+	return f.strategy.Server.Step(params, sum)
+}
+
+func clientName(id int) string { return fmt.Sprintf("client-%04d", id) }
+
+// trainClient runs ClientUpdate (McMahan et al. 2017, Algorithm 1) for one
+// client on a pooled network and returns its delta Δ = w_local − w_global.
+func (f *federation) trainClient(net *model.Network, r, id int, global []float32) clientOut {
+	c := f.clients[id]
+	if len(c.Train) == 0 {
+		return clientOut{id: id}
+	}
+	p := net.Params()
+	copy(p, global)
+	loss, err := model.Train(net, f.train.X, f.train.Y, f.train.Dim, c.Train, model.TrainConfig{
+		Epochs:   f.cfg.Epochs,
+		Batch:    f.cfg.Batch,
+		LR:       float32(f.cfg.LR),
+		Momentum: float32(f.cfg.Momentum),
+		ProxMu:   f.strategy.ProxMu,
+		Seed:     seedFor(f.cfg.Seed, seedTrain, uint64(r), uint64(id)),
+	})
+	if err != nil {
+		return clientOut{id: id, err: err}
+	}
+	delta := make([]float32, len(p))
+	for j := range delta {
+		delta[j] = p[j] - global[j]
+	}
+	return clientOut{id: id, delta: delta, weight: float64(len(c.Train)), loss: loss}
+}
+
+// attackUpdate replaces an attacker's honest delta in place (Blanchard et
+// al. 2017 and Fang et al. 2020 use these simple attacks as baselines).
+func (f *federation) attackUpdate(r, id int, delta []float32) {
+	if !f.attacker[id] {
+		return
+	}
+	switch f.attack.Kind {
+	case "signflip":
+		s := float32(-f.attack.Param)
+		for j := range delta {
+			delta[j] *= s
+		}
+	case "scale":
+		s := float32(f.attack.Param)
+		for j := range delta {
+			delta[j] *= s
+		}
+	case "noise":
+		rng := newRNG(seedFor(f.cfg.Seed, seedAttack, uint64(r), uint64(id)))
+		for j := range delta {
+			delta[j] = float32(rng.NormFloat64() * f.attack.Param)
+		}
+	}
+}
+
+// localAccuracy is federated evaluation: the global model on each
+// participant's local test split, weighted by its size.
+func (f *federation) localAccuracy(global *model.Network, ids []int) float64 {
+	var correct, total float64
+	var x []float32
+	var y []int32
+	for _, id := range ids {
+		idx := f.clients[id].Test
+		if len(idx) == 0 {
+			continue
+		}
+		x, y = x[:0], y[:0]
+		for _, i := range idx {
+			x = append(x, f.train.Row(i)...)
+			y = append(y, f.train.Y[i])
+		}
+		_, acc := global.Evaluate(x, y, len(idx))
+		correct += acc * float64(len(idx))
+		total += float64(len(idx))
+	}
+	if total == 0 {
+		return math.NaN()
+	}
+	return correct / total
+}
+
+// Fprintf-style progress line used by the CLI.
+func FormatProgress(w io.Writer, total int, m RoundMetrics, elapsed, eta time.Duration) {
+	eps := ""
+	if !math.IsNaN(m.Epsilon) {
+		eps = fmt.Sprintf("  ε %.3f", m.Epsilon)
+	}
+	fmt.Fprintf(w, "round %*d/%d  accuracy %.4f  loss %.4f  clients %d/%d%s  elapsed %s  eta %s\n",
+		len(fmt.Sprint(total)), m.Round, total, m.Accuracy, m.Loss, m.Clients, m.Sampled, eps,
+		elapsed.Round(100*time.Millisecond), eta.Round(time.Second))
+}
