@@ -103,7 +103,9 @@ const (
 	seedSecAgg
 )
 
-func newRNG(s int64) *rand.Rand { return rand.New(rand.NewPCG(uint64(s), uint64(s)^0x5851f42d4c957f2d)) }
+func newRNG(s int64) *rand.Rand {
+	return rand.New(rand.NewPCG(uint64(s), uint64(s)^0x5851f42d4c957f2d))
+}
 
 // Run executes the simulated federation described by cfg. It writes nothing
 // to disk; see WriteOutputs.
