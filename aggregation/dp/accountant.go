@@ -216,6 +216,11 @@ func (a *Accountant) EpsilonWith(delta float64, orders []float64, conv Conversio
 // It returns an error naming the parameter when q ∉ [0, 1], σ ≤ 0 or not
 // finite, targetEps ≤ 0 or not finite, δ ∉ (0, 1), or an order is ≤ 1.
 func MaxSteps(q, sigma, targetEps, delta float64, orders []float64) (int, error) {
+	return MaxStepsWith(q, sigma, targetEps, delta, orders, ConversionBalle)
+}
+
+// MaxStepsWith is MaxSteps with an explicit conversion.
+func MaxStepsWith(q, sigma, targetEps, delta float64, orders []float64, conv Conversion) (int, error) {
 	if math.IsNaN(targetEps) || math.IsInf(targetEps, 0) || targetEps <= 0 {
 		return 0, fmt.Errorf("dp: target epsilon must be finite and > 0, got %v", targetEps)
 	}
@@ -234,7 +239,7 @@ func MaxSteps(q, sigma, targetEps, delta float64, orders []float64) (int, error)
 		for i, x := range perStep {
 			r[i] = x * float64(t)
 		}
-		eps, _, err := EpsilonFromRDP(orders, r, delta, ConversionBalle)
+		eps, _, err := EpsilonFromRDP(orders, r, delta, conv)
 		return eps <= targetEps, err
 	}
 	ok, err := fits(1)
