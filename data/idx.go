@@ -109,23 +109,54 @@ func (a *IDX) Value(i int) float64 {
 func (a *IDX) Offset(i int) int { return a.HeaderSize() + i*a.Type.Size() }
 
 // maxIDXBytes bounds the data section an IDX header may declare (16 GiB).
-// The reader never allocates for the declared size up front: it grows its
-// buffer as data actually arrives, so a forged header over a short file costs
-// nothing, and this bound only refuses sizes no machine here could hold.
 const maxIDXBytes = 1 << 34
 
-// readChunk is the most ReadIDX allocates ahead of data it has seen.
-const readChunk = 1 << 22
+// readChunk is the most ReadIDX allocates ahead of data it has seen when the
+// input's size cannot be known.
+const readChunk = 1 << 16
+
+// maxDeflateRatio bounds how many bytes one compressed byte can expand to:
+// DEFLATE (RFC 1951) emits at most 258 bytes per 2-bit-minimum code pair, a
+// ratio under 1032:1.
+const maxDeflateRatio = 1032
 
 var gzipMagic = []byte{0x1f, 0x8b}
+
+// inputSize returns how many bytes remain in r, if r can tell: a
+// *bytes.Reader, *strings.Reader or a regular *os.File.
+func inputSize(r io.Reader) (int64, bool) {
+	switch v := r.(type) {
+	case interface{ Len() int }:
+		return int64(v.Len()), true
+	case *os.File:
+		st, err := v.Stat()
+		if err != nil || !st.Mode().IsRegular() {
+			return 0, false
+		}
+		pos, err := v.Seek(0, io.SeekCurrent)
+		if err != nil {
+			return 0, false
+		}
+		return max(st.Size()-pos, 0), true
+	}
+	return 0, false
+}
 
 // ReadIDX decodes an IDX file (the format of the MNIST files) from r. The
 // input may be gzip-compressed; that is detected from the magic bytes 1f 8b.
 // name is used in error messages, which give the byte offset in the
 // decompressed stream where the problem lies: a wrong magic number, an
-// unknown element type, zero dimensions, a declared size that overflows,
-// a truncated data section or trailing bytes after it.
+// unknown element type, zero dimensions, a declared size that overflows or
+// exceeds what the input can hold, a truncated data section, a corrupt
+// compressed stream or trailing bytes after the data.
+//
+// A forged header cannot make ReadIDX allocate much more than the input's
+// real size: when r can tell its size (*bytes.Reader, *strings.Reader,
+// *os.File) the declared size is checked against it (for gzip input, against
+// the most its compressed bytes can expand to) before allocating; otherwise
+// the buffer grows only as data arrives.
 func ReadIDX(r io.Reader, name string) (*IDX, error) {
+	remaining, known := inputSize(r)
 	br := bufio.NewReader(r)
 	if head, _ := br.Peek(2); bytes.Equal(head, gzipMagic) {
 		zr, err := gzip.NewReader(br)
@@ -133,12 +164,22 @@ func ReadIDX(r io.Reader, name string) (*IDX, error) {
 			return nil, fmt.Errorf("data: idx %s: byte offset 0: bad gzip header: %v", name, err)
 		}
 		defer zr.Close()
-		return readIDX(bufio.NewReader(zr), name, true)
+		bound := int64(-1)
+		if known && remaining < maxIDXBytes/maxDeflateRatio {
+			bound = remaining * maxDeflateRatio
+		}
+		return readIDX(bufio.NewReader(zr), name, true, bound)
 	}
-	return readIDX(br, name, false)
+	bound := int64(-1)
+	if known {
+		bound = remaining
+	}
+	return readIDX(br, name, false, bound)
 }
 
-func readIDX(r io.Reader, name string, gz bool) (*IDX, error) {
+// readIDX decodes an uncompressed IDX stream of which at most bound bytes
+// remain (-1: unknown).
+func readIDX(r io.Reader, name string, gz bool, bound int64) (*IDX, error) {
 	what := "file"
 	if gz {
 		what = "decompressed stream"
@@ -175,25 +216,64 @@ func readIDX(r io.Reader, name string, gz bool) (*IDX, error) {
 		}
 		size *= d
 	}
-	// Read what is declared plus one byte, to detect trailing data, never
-	// allocating more than readChunk ahead of bytes actually received.
-	var buf bytes.Buffer
-	buf.Grow(int(min(size+1, readChunk)))
-	n, err := buf.ReadFrom(io.LimitReader(r, int64(size)+1))
-	off := a.HeaderSize() + int(n)
+	hs := a.HeaderSize()
+	if bound >= 0 && !gz && size > uint64(max(bound-int64(hs), 0)) {
+		return nil, fmt.Errorf("data: idx %s: byte offset %d: truncated data: dims %v of %s declare %d data bytes, the file ends after %d",
+			name, max(bound, int64(hs)), a.Dims, t, size, max(bound-int64(hs), 0))
+	}
+	if bound >= 0 && gz && size > uint64(bound) {
+		return nil, fmt.Errorf("data: idx %s: byte offset %d: dims %v of %s declare %d data bytes, more than the compressed input can hold (%d)",
+			name, hs, a.Dims, t, size, bound)
+	}
+	var data []byte
+	var n int
+	var err error
+	if bound >= 0 {
+		data = make([]byte, size)
+		n, err = io.ReadFull(r, data)
+	} else {
+		data, err = readGrowing(r, int(size))
+		n = len(data)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("data: idx %s: byte offset %d: reading data: %v", name, off, describeEOF(err))
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, fmt.Errorf("data: idx %s: byte offset %d: truncated data: dims %v of %s declare %d data bytes, %s ends after %d",
+				name, hs+n, a.Dims, t, size, what, n)
+		}
+		return nil, fmt.Errorf("data: idx %s: byte offset %d: reading data: %v", name, hs+n, err)
 	}
-	if uint64(n) < size {
-		return nil, fmt.Errorf("data: idx %s: byte offset %d: truncated data: dims %v of %s declare %d data bytes, %s ends after %d",
-			name, off, a.Dims, t, size, what, n)
+	// Nothing may follow the data; reading to the end also makes the gzip
+	// reader verify its checksum.
+	var extra [1]byte
+	if k, err := io.ReadFull(r, extra[:]); k > 0 {
+		return nil, fmt.Errorf("data: idx %s: byte offset %d: trailing bytes after the %d declared data bytes", name, hs+int(size), size)
+	} else if err != io.EOF {
+		return nil, fmt.Errorf("data: idx %s: byte offset %d: after the data: %v", name, hs+int(size), err)
 	}
-	if uint64(n) > size {
-		return nil, fmt.Errorf("data: idx %s: byte offset %d: trailing bytes after the %d declared data bytes",
-			name, a.HeaderSize()+int(size), size)
-	}
-	a.Data = buf.Bytes()
+	a.Data = data
 	return a, nil
+}
+
+// readGrowing reads exactly size bytes from r, growing its buffer
+// geometrically from readChunk as data arrives, never beyond size.
+func readGrowing(r io.Reader, size int) ([]byte, error) {
+	buf := make([]byte, 0, min(size, readChunk))
+	for len(buf) < size {
+		if len(buf) == cap(buf) {
+			grown := make([]byte, len(buf), min(size, 2*cap(buf)))
+			copy(grown, buf)
+			buf = grown
+		}
+		k, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+k]
+		if err == io.EOF && len(buf) < size {
+			return buf, io.ErrUnexpectedEOF
+		}
+		if err != nil && err != io.EOF {
+			return buf, err
+		}
+	}
+	return buf, nil
 }
 
 func describeEOF(err error) string {

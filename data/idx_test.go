@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/binary"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -143,7 +145,7 @@ func TestLoadIDXErrors(t *testing.T) {
 		{"zero dims", []byte{0, 0, 8, 0}, lab, "img", []string{"byte offset 3", "zero dimensions"}},
 		{"truncated header", img[:9], lab, "img", []string{"byte offset 9", "truncated header"}},
 		{"truncated data", img[:len(img)-3], lab, "img", []string{"byte offset 29", "truncated data"}},
-		{"truncated gz", gz(t, img)[:30], lab, "img", []string{"byte offset", "unexpected end of file"}},
+		{"truncated gz", gz(t, img)[:30], lab, "img", []string{"byte offset 23", "truncated data"}},
 		{"trailing", trailing, lab, "img", []string{"byte offset 32", "trailing"}},
 		{"huge declared", encodeIDX(IDXFloat64, []int{1 << 20, 1 << 20, 1 << 20}, nil), lab, "img", []string{"byte offset 8", "larger than"}},
 		{"declared beyond data", encodeIDX(IDXUint8, []int{1 << 24, 28, 28}, []byte{1, 2, 3}), lab, "img", []string{"byte offset 19", "truncated data"}},
@@ -209,5 +211,60 @@ func TestLoadIDXDir(t *testing.T) {
 	_, _, err := Load("idx:" + dir)
 	if err == nil || !strings.Contains(err.Error(), "train-labels-idx1-ubyte") || !strings.Contains(err.Error(), dir) {
 		t.Errorf("missing labels: got %v", err)
+	}
+}
+
+// opaque hides the size of its reader, forcing ReadIDX onto its growing path.
+type opaque struct{ r io.Reader }
+
+func (o opaque) Read(p []byte) (int, error) { return o.r.Read(p) }
+
+func TestReadIDXUnknownSize(t *testing.T) {
+	big := make([]byte, 3*readChunk+17)
+	for i := range big {
+		big[i] = byte(i * 31)
+	}
+	file := encodeIDX(IDXUint8, []int{len(big)}, big)
+	for _, tc := range []struct {
+		name string
+		in   []byte
+		want string // "" = success
+	}{
+		{"whole", file, ""},
+		{"whole gz", gz(t, file), ""},
+		{"truncated", file[:len(file)-5], "byte offset 196628: truncated data"},
+		{"trailing", append(slices.Clone(file), 0), "byte offset 196633: trailing"},
+		{"forged size", encodeIDX(IDXUint8, []int{1 << 30, 16}, []byte{1, 2}), "byte offset 14: truncated data"},
+	} {
+		for _, wrap := range []bool{false, true} {
+			var r io.Reader = bytes.NewReader(tc.in)
+			if wrap {
+				r = opaque{r}
+			}
+			a, err := ReadIDX(r, "f")
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("%s wrap=%v: %v", tc.name, wrap, err)
+				}
+				if !bytes.Equal(a.Data, big) {
+					t.Fatalf("%s wrap=%v: data differ", tc.name, wrap)
+				}
+				continue
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%s wrap=%v: got %v, want %q", tc.name, wrap, err, tc.want)
+			}
+		}
+	}
+	// A flipped bit in the compressed data is caught (by inflate or by the CRC).
+	z := gz(t, file)
+	z[len(z)-6] ^= 0x40 // inside the CRC-32 trailer
+	if _, err := ReadIDX(bytes.NewReader(z), "crc"); err == nil || !strings.Contains(err.Error(), "crc") {
+		t.Errorf("corrupt checksum: got %v", err)
+	}
+	// Declared sizes beyond what the compressed input can expand to are refused before allocating.
+	zf := gz(t, encodeIDX(IDXUint8, []int{1 << 20, 1 << 10}, nil))
+	if _, err := ReadIDX(bytes.NewReader(zf), "bomb"); err == nil || !strings.Contains(err.Error(), "more than the compressed input can hold") {
+		t.Errorf("forged gz size: got %v", err)
 	}
 }
