@@ -1,0 +1,452 @@
+package secagg
+
+import (
+	"bytes"
+	"crypto/ecdh"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"slices"
+)
+
+// sharePlainSize is the plaintext of one encrypted share:
+// from ‖ to ‖ share of b_u ‖ share of s_u^SK.
+const sharePlainSize = 4 + 4 + 2*ShareSize
+
+// CiphertextSize is the size of EncryptedShare.Ciphertext.
+const CiphertextSize = sharePlainSize + aeadOverhead
+
+// testHookQuantized, when set by a test, sees each client's quantized
+// vector before masking, so tests can check the unmasked sum bit for bit.
+var testHookQuantized func(id uint32, q []uint32)
+
+// released kinds, recorded per peer so a client never reveals both.
+const (
+	releasedSelf uint8 = 1
+	releasedKey  uint8 = 2
+)
+
+// peerRec is what a client knows about one neighbour.
+type peerRec struct {
+	EncKey, MaskKey []byte
+	// HasShares is set once the neighbour's shares arrived (stage 2): the
+	// neighbour is then part of this client's pairwise masks.
+	HasShares bool
+	// SelfShare and KeyShare are this client's shares of the neighbour's
+	// self-mask seed b_v and mask private key s_v.
+	SelfShare, KeyShare []byte
+}
+
+// clientState is everything a client must persist to survive a restart.
+type clientState struct {
+	Version int
+	Cfg     Config
+	ID      uint32
+	// Stage is the stage whose call comes next (StageDone after Unmask).
+	Stage    Stage
+	EncSeed  [KeySize]byte // c_u^SK
+	MaskSeed [KeySize]byte // s_u^SK
+	SelfSeed [KeySize]byte // b_u
+	Peers    map[uint32]peerRec
+	// OwnSelfShare is this client's own share of b_u.
+	OwnSelfShare []byte
+	Ads          AdvertiseKeys
+	Sent         []EncryptedShare
+	Masked       MaskedInput
+	Survivors    []uint32
+	Dropped      []uint32
+	Response     UnmaskResponse
+	Released     map[uint32]uint8
+}
+
+// Client is one client's side of a SecAgg+ round: a pure state machine whose
+// methods take the previous stage's messages and return the next message.
+// It is not safe for concurrent use. Each method is idempotent once its
+// stage has passed: it returns the cached message (for resending after a
+// coordinator failover) instead of computing a new one.
+type Client struct {
+	st      clientState
+	rand    io.Reader
+	graph   *Graph
+	quant   *Quantizer
+	encKey  *ecdh.PrivateKey
+	maskKey *ecdh.PrivateKey
+	exp     *maskExpander
+}
+
+// NewClient creates client id for the round described by cfg. All its random
+// choices (keys, self-mask seed, share polynomials, stochastic rounding) are
+// read from rand, which must be a cryptographically secure source in
+// production and may be a seeded generator in tests.
+func NewClient(cfg Config, id uint32, rand io.Reader) (*Client, error) {
+	if rand == nil {
+		return nil, fmt.Errorf("secagg: NewClient: nil random source")
+	}
+	cfg = cfg.WithDefaults()
+	cfg.Clients = slices.Clone(cfg.Clients)
+	c := &Client{rand: rand}
+	c.st = clientState{Version: 1, Cfg: cfg, ID: id, Peers: map[uint32]peerRec{}, Released: map[uint32]uint8{}}
+	if err := c.init(); err != nil {
+		return nil, err
+	}
+	var err error
+	if c.encKey, c.st.EncSeed, err = newPrivateKey(rand); err != nil {
+		return nil, err
+	}
+	if c.maskKey, c.st.MaskSeed, err = newPrivateKey(rand); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// init builds the derived (non-persisted) fields from c.st.Cfg.
+func (c *Client) init() error {
+	cfg := c.st.Cfg
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if _, ok := slices.BinarySearch(cfg.Clients, c.st.ID); !ok {
+		return fmt.Errorf("%w: client %d is not sampled in round %d", ErrUnknownPeer, c.st.ID, cfg.Round)
+	}
+	g, err := NewGraph(cfg.Clients, cfg.Degree, cfg.GraphSeed)
+	if err != nil {
+		return err
+	}
+	q, err := NewQuantizer(cfg.Bits, cfg.ClipRange, cfg.MaxWeight, len(cfg.Clients))
+	if err != nil {
+		return err
+	}
+	c.graph, c.quant, c.exp = g, q, new(maskExpander)
+	return nil
+}
+
+// ID returns the client's index.
+func (c *Client) ID() uint32 { return c.st.ID }
+
+// Round returns the client's round.
+func (c *Client) Round() uint64 { return c.st.Cfg.Round }
+
+// Stage returns the stage whose call comes next (StageDone once answered).
+func (c *Client) Stage() Stage { return c.st.Stage }
+
+// Quantizer returns the quantizer of the round.
+func (c *Client) Quantizer() *Quantizer { return c.quant }
+
+// AnsweredSurvivors returns the survivor set this client answered in stage 3
+// (nil if none yet). Persist it: the client never answers another one.
+func (c *Client) AnsweredSurvivors() []uint32 {
+	if c.st.Stage != StageDone {
+		return nil
+	}
+	return slices.Clone(c.st.Survivors)
+}
+
+// CachedMaskedInput returns the masked input computed in stage 2, for
+// resending after a failover, and whether there is one.
+func (c *Client) CachedMaskedInput() (MaskedInput, bool) {
+	if c.st.Stage <= StageMaskedInput {
+		return MaskedInput{}, false
+	}
+	return c.st.Masked, true
+}
+
+func (c *Client) wrongStage(call string, want Stage) error {
+	return fmt.Errorf("%w: client %d round %d: %s called in %v, needs %v", ErrWrongStage, c.st.ID, c.st.Cfg.Round, call, c.st.Stage, want)
+}
+
+// Advertise runs stage 0: it returns the client's two public keys.
+func (c *Client) Advertise() (AdvertiseKeys, error) {
+	if c.st.Stage > StageAdvertise {
+		return c.st.Ads, nil
+	}
+	c.st.Ads = AdvertiseKeys{
+		Round:   c.st.Cfg.Round,
+		From:    c.st.ID,
+		EncKey:  c.encKey.PublicKey().Bytes(),
+		MaskKey: c.maskKey.PublicKey().Bytes(),
+	}
+	c.st.Stage = StageShareKeys
+	return c.st.Ads, nil
+}
+
+// ShareKeys runs stage 1. ads is the server's broadcast of the keys of this
+// client's neighbours that advertised (KeyBroadcast.Keys; this client's own
+// advertisement may be included). It Shamir-shares b_u and s_u^SK among
+// those neighbours and itself and returns one encrypted share per neighbour.
+// It refuses keys for another round, from non-neighbours, duplicated or
+// malformed, and fails if fewer than Threshold holders remain.
+func (c *Client) ShareKeys(ads []AdvertiseKeys) ([]EncryptedShare, error) {
+	switch {
+	case c.st.Stage > StageShareKeys:
+		return c.st.Sent, nil
+	case c.st.Stage < StageShareKeys:
+		return nil, c.wrongStage("ShareKeys", StageShareKeys)
+	}
+	cfg, me := c.st.Cfg, c.st.ID
+	peers := make(map[uint32]peerRec, len(ads))
+	for i, a := range ads {
+		if a.Round != cfg.Round {
+			return nil, fmt.Errorf("%w: client %d: keys[%d] from client %d are for round %d, expected %d", ErrStaleRound, me, i, a.From, a.Round, cfg.Round)
+		}
+		if a.From == me {
+			if !bytes.Equal(a.EncKey, c.st.Ads.EncKey) || !bytes.Equal(a.MaskKey, c.st.Ads.MaskKey) {
+				return nil, fmt.Errorf("%w: client %d round %d: broadcast carries different keys under this client's own index", ErrMalformed, me, cfg.Round)
+			}
+			continue
+		}
+		if !c.graph.Contains(a.From) {
+			return nil, fmt.Errorf("%w: client %d round %d: keys from client %d, which is not sampled", ErrUnknownPeer, me, cfg.Round, a.From)
+		}
+		if !c.graph.AreNeighbours(me, a.From) {
+			return nil, fmt.Errorf("%w: client %d round %d: keys from client %d, which is not a neighbour", ErrNotNeighbour, me, cfg.Round, a.From)
+		}
+		if _, dup := peers[a.From]; dup {
+			return nil, fmt.Errorf("%w: client %d round %d: keys from client %d twice", ErrDuplicate, me, cfg.Round, a.From)
+		}
+		if _, err := parsePublicKey(a.EncKey, fmt.Sprintf("encryption key of client %d (round %d)", a.From, cfg.Round)); err != nil {
+			return nil, err
+		}
+		if _, err := parsePublicKey(a.MaskKey, fmt.Sprintf("mask key of client %d (round %d)", a.From, cfg.Round)); err != nil {
+			return nil, err
+		}
+		peers[a.From] = peerRec{EncKey: slices.Clone(a.EncKey), MaskKey: slices.Clone(a.MaskKey)}
+	}
+	if len(peers)+1 < cfg.Threshold {
+		return nil, &InsufficientError{Round: cfg.Round, Stage: StageShareKeys, Threshold: cfg.Threshold,
+			Missing: missingFrom(c.graph.Neighbours(me), peers), Unrecoverable: []uint32{me}}
+	}
+	if _, err := io.ReadFull(c.rand, c.st.SelfSeed[:]); err != nil {
+		return nil, fmt.Errorf("secagg: client %d: reading self-mask seed: %w", me, err)
+	}
+	ids := make([]uint32, 0, len(peers))
+	for id := range peers {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	holders := append(slices.Clone(ids), me) // b_u: neighbours and itself
+	bShares, err := splitSecret(c.st.SelfSeed[:], holders, cfg.Threshold, c.rand)
+	if err != nil {
+		return nil, err
+	}
+	sShares, err := splitSecret(c.st.MaskSeed[:], ids, cfg.Threshold, c.rand)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]EncryptedShare, len(ids))
+	pt := make([]byte, sharePlainSize)
+	for i, v := range ids {
+		pub, _ := parsePublicKey(peers[v].EncKey, "")
+		key, err := agreeKey(c.encKey, pub, cfg.Round, me, v, purposeShareKey)
+		if err != nil {
+			return nil, err
+		}
+		binary.BigEndian.PutUint32(pt[0:], me)
+		binary.BigEndian.PutUint32(pt[4:], v)
+		copy(pt[8:], bShares[i])
+		copy(pt[8+ShareSize:], sShares[i])
+		ct, err := sealShare(key, cfg.Round, me, v, pt)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = EncryptedShare{Round: cfg.Round, From: me, To: v, Ciphertext: ct}
+	}
+	clear(pt)
+	c.st.Peers = peers
+	c.st.OwnSelfShare = bShares[len(ids)]
+	c.st.Sent = out
+	c.st.Stage = StageMaskedInput
+	return out, nil
+}
+
+func missingFrom(all []uint32, have map[uint32]peerRec) []uint32 {
+	var m []uint32
+	for _, v := range all {
+		if _, ok := have[v]; !ok {
+			m = append(m, v)
+		}
+	}
+	return m
+}
+
+// MaskedInput runs stage 2. shares are the encrypted shares addressed to this
+// client (ShareBundle.Shares); update has Dim coordinates and weight is in
+// [0, MaxWeight]. It returns y = q(w·x, w) + PRG(b_u) + Σ_v ±PRG(s_uv) over
+// the neighbours v whose shares arrived (+ if u < v, − if u > v).
+func (c *Client) MaskedInput(shares []EncryptedShare, update []float32, weight float64) (MaskedInput, error) {
+	switch {
+	case c.st.Stage > StageMaskedInput:
+		return c.st.Masked, nil
+	case c.st.Stage < StageMaskedInput:
+		return MaskedInput{}, c.wrongStage("MaskedInput", StageMaskedInput)
+	}
+	cfg, me := c.st.Cfg, c.st.ID
+	if len(update) != cfg.Dim {
+		return MaskedInput{}, fmt.Errorf("%w: client %d round %d: update has %d coordinates, Config.Dim is %d", ErrInvalidInput, me, cfg.Round, len(update), cfg.Dim)
+	}
+	got := make(map[uint32]peerRec, len(shares))
+	for i, s := range shares {
+		if s.Round != cfg.Round {
+			return MaskedInput{}, fmt.Errorf("%w: client %d: shares[%d] from client %d are for round %d, expected %d", ErrStaleRound, me, i, s.From, s.Round, cfg.Round)
+		}
+		if s.To != me {
+			return MaskedInput{}, fmt.Errorf("%w: client %d round %d: shares[%d] from client %d is addressed to client %d", ErrMalformed, me, cfg.Round, i, s.From, s.To)
+		}
+		p, ok := c.st.Peers[s.From]
+		if !ok {
+			if c.graph.Contains(s.From) {
+				return MaskedInput{}, fmt.Errorf("%w: client %d round %d: share from client %d, which is not an advertised neighbour", ErrNotNeighbour, me, cfg.Round, s.From)
+			}
+			return MaskedInput{}, fmt.Errorf("%w: client %d round %d: share from client %d, which is not sampled", ErrUnknownPeer, me, cfg.Round, s.From)
+		}
+		if _, dup := got[s.From]; dup {
+			return MaskedInput{}, fmt.Errorf("%w: client %d round %d: two shares from client %d", ErrDuplicate, me, cfg.Round, s.From)
+		}
+		if len(s.Ciphertext) != CiphertextSize {
+			return MaskedInput{}, fmt.Errorf("%w: client %d round %d: share from client %d has %d bytes, want %d", ErrMalformed, me, cfg.Round, s.From, len(s.Ciphertext), CiphertextSize)
+		}
+		pub, _ := parsePublicKey(p.EncKey, "")
+		key, err := agreeKey(c.encKey, pub, cfg.Round, me, s.From, purposeShareKey)
+		if err != nil {
+			return MaskedInput{}, err
+		}
+		pt, err := openShare(key, cfg.Round, s.From, me, s.Ciphertext)
+		if err != nil {
+			return MaskedInput{}, err
+		}
+		if binary.BigEndian.Uint32(pt[0:]) != s.From || binary.BigEndian.Uint32(pt[4:]) != me {
+			return MaskedInput{}, fmt.Errorf("%w: client %d round %d: share from client %d names the wrong pair", ErrMalformed, me, cfg.Round, s.From)
+		}
+		p.HasShares = true
+		p.SelfShare = slices.Clone(pt[8 : 8+ShareSize])
+		p.KeyShare = slices.Clone(pt[8+ShareSize:])
+		got[s.From] = p
+	}
+	if len(got)+1 < cfg.Threshold {
+		return MaskedInput{}, &InsufficientError{Round: cfg.Round, Stage: StageMaskedInput, Threshold: cfg.Threshold,
+			Missing: missingFrom(c.graph.Neighbours(me), got), Unrecoverable: []uint32{me}}
+	}
+	var qseed [32]byte
+	if _, err := io.ReadFull(c.rand, qseed[:]); err != nil {
+		return MaskedInput{}, fmt.Errorf("secagg: client %d: reading rounding seed: %w", me, err)
+	}
+	y := make([]uint32, cfg.Dim+1)
+	if err := c.quant.Quantize(y, update, weight, rand.New(rand.NewChaCha8(qseed))); err != nil {
+		return MaskedInput{}, fmt.Errorf("client %d round %d: %w", me, cfg.Round, err)
+	}
+	if testHookQuantized != nil {
+		testHookQuantized(me, y)
+	}
+	c.exp.Add(y, &c.st.SelfSeed)
+	ids := make([]uint32, 0, len(got))
+	for id := range got {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, v := range ids {
+		pub, _ := parsePublicKey(got[v].MaskKey, "")
+		seed, err := agreeKey(c.maskKey, pub, cfg.Round, me, v, purposeMaskSeed)
+		if err != nil {
+			return MaskedInput{}, err
+		}
+		if me < v {
+			c.exp.Add(y, &seed)
+		} else {
+			c.exp.Sub(y, &seed)
+		}
+	}
+	reduceBits(y, cfg.Bits)
+	for id, p := range got {
+		c.st.Peers[id] = p
+	}
+	c.st.Masked = MaskedInput{Round: cfg.Round, From: me, Vector: y}
+	c.st.Stage = StageUnmask
+	return c.st.Masked, nil
+}
+
+// normalizeIDs sorts a copy of ids and checks they are sampled and distinct.
+func (c *Client) normalizeIDs(ids []uint32, field string) ([]uint32, error) {
+	s := slices.Clone(ids)
+	slices.Sort(s)
+	for i, v := range s {
+		if !c.graph.Contains(v) {
+			return nil, fmt.Errorf("%w: client %d round %d: %s lists client %d, which is not sampled", ErrUnknownPeer, c.st.ID, c.st.Cfg.Round, field, v)
+		}
+		if i > 0 && s[i-1] == v {
+			return nil, fmt.Errorf("%w: client %d round %d: %s lists client %d twice", ErrDuplicate, c.st.ID, c.st.Cfg.Round, field, v)
+		}
+	}
+	return s, nil
+}
+
+// Unmask runs stage 3. For the survivor set of req it reveals its shares of
+// the self-mask seeds of surviving neighbours (and of its own), and for the
+// dropped set its shares of the mask keys of dropped neighbours. It answers
+// exactly one survivor set per round: the same request again returns the
+// same response, a different one is refused with an *EquivocationError. It
+// never reveals both shares of one peer (ErrBothShares).
+func (c *Client) Unmask(req UnmaskRequest) (UnmaskResponse, error) {
+	cfg, me := c.st.Cfg, c.st.ID
+	if req.Round != cfg.Round {
+		return UnmaskResponse{}, fmt.Errorf("%w: client %d: unmask request for round %d, expected %d", ErrStaleRound, me, req.Round, cfg.Round)
+	}
+	if req.To != me {
+		return UnmaskResponse{}, fmt.Errorf("%w: client %d round %d: unmask request addressed to client %d", ErrMalformed, me, cfg.Round, req.To)
+	}
+	if c.st.Stage < StageUnmask {
+		return UnmaskResponse{}, c.wrongStage("Unmask", StageUnmask)
+	}
+	surv, err := c.normalizeIDs(req.Survivors, "survivors")
+	if err != nil {
+		return UnmaskResponse{}, err
+	}
+	dropped, err := c.normalizeIDs(req.Dropped, "dropped")
+	if err != nil {
+		return UnmaskResponse{}, err
+	}
+	if c.st.Stage == StageDone {
+		if slices.Equal(surv, c.st.Survivors) && slices.Equal(dropped, c.st.Dropped) {
+			return c.st.Response, nil
+		}
+		return UnmaskResponse{}, &EquivocationError{Round: cfg.Round, Client: me, Answered: slices.Clone(c.st.Survivors), Requested: surv}
+	}
+	for _, v := range dropped {
+		if _, both := slices.BinarySearch(surv, v); both {
+			return UnmaskResponse{}, fmt.Errorf("%w: client %d round %d: client %d is listed both as survivor and as dropped", ErrBothShares, me, cfg.Round, v)
+		}
+	}
+	if _, ok := slices.BinarySearch(surv, me); !ok {
+		return UnmaskResponse{}, fmt.Errorf("%w: client %d round %d: unmask request does not list this client as a survivor", ErrMalformed, me, cfg.Round)
+	}
+	if len(surv) < cfg.Threshold {
+		return UnmaskResponse{}, &InsufficientError{Round: cfg.Round, Stage: StageUnmask, Threshold: cfg.Threshold, Unrecoverable: surv}
+	}
+	resp := UnmaskResponse{Round: cfg.Round, From: me}
+	resp.SelfMaskShares = append(resp.SelfMaskShares, Share{Owner: me, Value: slices.Clone(c.st.OwnSelfShare)})
+	for _, v := range surv {
+		if p, ok := c.st.Peers[v]; ok && p.HasShares {
+			if c.st.Released[v]&releasedKey != 0 {
+				return UnmaskResponse{}, fmt.Errorf("%w: client %d round %d: mask-key share of client %d already revealed", ErrBothShares, me, cfg.Round, v)
+			}
+			resp.SelfMaskShares = append(resp.SelfMaskShares, Share{Owner: v, Value: slices.Clone(p.SelfShare)})
+		}
+	}
+	for _, v := range dropped {
+		if p, ok := c.st.Peers[v]; ok && p.HasShares {
+			if c.st.Released[v]&releasedSelf != 0 {
+				return UnmaskResponse{}, fmt.Errorf("%w: client %d round %d: self-mask share of client %d already revealed", ErrBothShares, me, cfg.Round, v)
+			}
+			resp.MaskKeyShares = append(resp.MaskKeyShares, Share{Owner: v, Value: slices.Clone(p.KeyShare)})
+		}
+	}
+	for _, s := range resp.SelfMaskShares {
+		c.st.Released[s.Owner] |= releasedSelf
+	}
+	for _, s := range resp.MaskKeyShares {
+		c.st.Released[s.Owner] |= releasedKey
+	}
+	c.st.Survivors, c.st.Dropped = surv, dropped
+	c.st.Response = resp
+	c.st.Stage = StageDone
+	return resp, nil
+}

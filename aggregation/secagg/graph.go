@@ -1,0 +1,79 @@
+package secagg
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+)
+
+// Graph is the SecAgg+ communication graph (Bell et al. 2020, §3): a Harary
+// graph H(k, n) — the clients placed on a ring, each joined to the k/2
+// nearest on either side — under a uniformly random relabelling drawn from a
+// public seed, so every client has exactly k neighbours and the server cannot
+// choose who neighbours whom. k = n-1 gives the complete graph of classic
+// SecAgg (Bonawitz et al. 2017).
+type Graph struct {
+	ids  []uint32
+	idx  map[uint32]int
+	nbrs [][]uint32 // sorted neighbour lists, by client position in ids
+}
+
+// NewGraph builds the degree-k graph over the sorted, distinct client
+// indices, deterministically from seed.
+func NewGraph(clients []uint32, k int, seed [32]byte) (*Graph, error) {
+	n := len(clients)
+	if n < 2 {
+		return nil, fmt.Errorf("secagg: graph needs at least 2 clients, got %d", n)
+	}
+	if k < 1 || k > n-1 || (k != n-1 && k%2 != 0) {
+		return nil, fmt.Errorf("secagg: graph degree %d must be even in 1..%d or exactly %d", k, n-1, n-1)
+	}
+	g := &Graph{ids: slices.Clone(clients), idx: make(map[uint32]int, n), nbrs: make([][]uint32, n)}
+	for i, id := range clients {
+		if _, dup := g.idx[id]; dup {
+			return nil, fmt.Errorf("secagg: graph: duplicate client %d", id)
+		}
+		g.idx[id] = i
+	}
+	if k == n-1 {
+		for i := range clients {
+			l := make([]uint32, 0, n-1)
+			l = append(l, clients[:i]...)
+			l = append(l, clients[i+1:]...)
+			g.nbrs[i] = l
+		}
+		return g, nil
+	}
+	perm := rand.New(rand.NewChaCha8(seed)).Perm(n) // ring position → client position
+	for p, ci := range perm {
+		l := make([]uint32, 0, k)
+		for j := 1; j <= k/2; j++ {
+			l = append(l, clients[perm[(p+j)%n]], clients[perm[(p-j+n)%n]])
+		}
+		slices.Sort(l)
+		g.nbrs[ci] = l
+	}
+	return g, nil
+}
+
+// Clients returns the graph's client indices (sorted). Do not modify.
+func (g *Graph) Clients() []uint32 { return g.ids }
+
+// Contains reports whether id is a client of the graph.
+func (g *Graph) Contains(id uint32) bool { _, ok := g.idx[id]; return ok }
+
+// Neighbours returns the sorted neighbours of id (nil if id is unknown).
+// Do not modify the returned slice.
+func (g *Graph) Neighbours(id uint32) []uint32 {
+	i, ok := g.idx[id]
+	if !ok {
+		return nil
+	}
+	return g.nbrs[i]
+}
+
+// AreNeighbours reports whether a and b are joined by an edge.
+func (g *Graph) AreNeighbours(a, b uint32) bool {
+	_, found := slices.BinarySearch(g.Neighbours(a), b)
+	return found
+}

@@ -1,0 +1,90 @@
+package secagg
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"encoding/binary"
+)
+
+// Pseudo-random generator for masks (Bonawitz et al. 2017, §3 "Pseudorandom
+// Generator"): AES-256-CTR keyed by the full 256-bit seed with a zero IV
+// (every seed is used for exactly one expansion), read as little-endian
+// uint32 words. Masks are added or subtracted with uint32 wrap-around, i.e.
+// in Z_(2^32); reducing mod 2^b afterwards gives arithmetic in Z_(2^b).
+
+// prgChunk is the keystream block generated at a time (fits in L1/L2).
+const prgChunk = 16 << 10
+
+var prgZeros [prgChunk]byte
+
+// maskExpander expands seeds into masks; it owns a scratch buffer so that
+// repeated expansions allocate nothing. Not safe for concurrent use.
+type maskExpander struct {
+	buf [prgChunk]byte
+}
+
+func newPRGStream(seed *[KeySize]byte) cipher.Stream {
+	block, err := aes.NewCipher(seed[:])
+	if err != nil {
+		// Unreachable: a 32-byte key is always valid for AES-256.
+		panic("secagg: aes.NewCipher with 32-byte key: " + err.Error())
+	}
+	var iv [aes.BlockSize]byte
+	return cipher.NewCTR(block, iv[:])
+}
+
+// Expand writes PRG(seed) into dst.
+func (m *maskExpander) Expand(dst []uint32, seed *[KeySize]byte) {
+	s := newPRGStream(seed)
+	for len(dst) > 0 {
+		n := min(len(dst), prgChunk/4)
+		b := m.buf[:4*n]
+		s.XORKeyStream(b, prgZeros[:4*n])
+		d := dst[:n]
+		for i := range d {
+			d[i] = binary.LittleEndian.Uint32(b[4*i:])
+		}
+		dst = dst[n:]
+	}
+}
+
+// Add adds PRG(seed) to acc word by word (mod 2^32).
+func (m *maskExpander) Add(acc []uint32, seed *[KeySize]byte) {
+	s := newPRGStream(seed)
+	for len(acc) > 0 {
+		n := min(len(acc), prgChunk/4)
+		b := m.buf[:4*n]
+		s.XORKeyStream(b, prgZeros[:4*n])
+		d := acc[:n]
+		for i := range d {
+			d[i] += binary.LittleEndian.Uint32(b[4*i:])
+		}
+		acc = acc[n:]
+	}
+}
+
+// Sub subtracts PRG(seed) from acc word by word (mod 2^32).
+func (m *maskExpander) Sub(acc []uint32, seed *[KeySize]byte) {
+	s := newPRGStream(seed)
+	for len(acc) > 0 {
+		n := min(len(acc), prgChunk/4)
+		b := m.buf[:4*n]
+		s.XORKeyStream(b, prgZeros[:4*n])
+		d := acc[:n]
+		for i := range d {
+			d[i] -= binary.LittleEndian.Uint32(b[4*i:])
+		}
+		acc = acc[n:]
+	}
+}
+
+// reduceBits reduces every word of v modulo 2^b.
+func reduceBits(v []uint32, b int) {
+	if b >= 32 {
+		return
+	}
+	mask := uint32(1)<<b - 1
+	for i := range v {
+		v[i] &= mask
+	}
+}

@@ -1,0 +1,139 @@
+package secagg
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+)
+
+// Fixed-point quantization with stochastic rounding (as used for secure
+// aggregation by Bonawitz et al. 2017 §7 and, with the weight appended, in
+// FedAvg-style weighted means, McMahan et al. 2017).
+//
+// A client with update x (clipped to [-R, R]) and weight w ∈ [0, W] sends
+//
+//	q = [round(w·x_1·S), …, round(w·x_d·S), round(w·S_w)]  in Z_(2^b)
+//
+// where round is stochastic (unbiased) rounding and negative numbers wrap
+// around (two's complement in b bits). With at most n clients,
+//
+//	S   = (2^(b-1) - 1 - n) / (n·R·W)
+//	S_w = (2^(b-1) - 1 - n) / (n·W)
+//
+// so that |Σ q| ≤ n·R·W·S + n ≤ 2^(b-1) - 1: the sum of any subset of the n
+// clients never overflows and reads back as a signed b-bit number. Each
+// rounding errs by less than one unit, so the dequantized sum errs by less
+// than m/S per coordinate (m/S_w for the total weight) for m summed clients;
+// see ErrorBound.
+
+// Quantizer maps weighted updates into Z_(2^b) and sums back to reals.
+type Quantizer struct {
+	bits    int
+	clip    float64
+	maxW    float64
+	scale   float64
+	scaleW  float64
+	modMask uint32
+}
+
+// NewQuantizer returns the quantizer for b-bit arithmetic, clip range R,
+// maximum weight W and at most n summed clients.
+func NewQuantizer(b int, clip, maxWeight float64, n int) (*Quantizer, error) {
+	if b < 8 || b > 32 {
+		return nil, fmt.Errorf("secagg: quantizer bits %d out of range 8..32", b)
+	}
+	if !(clip > 0) || math.IsInf(clip, 0) {
+		return nil, fmt.Errorf("secagg: quantizer clip range %v must be finite and > 0", clip)
+	}
+	if !(maxWeight > 0) || math.IsInf(maxWeight, 0) {
+		return nil, fmt.Errorf("secagg: quantizer max weight %v must be finite and > 0", maxWeight)
+	}
+	h := headroom(b, n)
+	if n < 1 || h <= 0 {
+		return nil, fmt.Errorf("secagg: quantizer: %d clients do not fit in %d bits", n, b)
+	}
+	q := &Quantizer{
+		bits:   b,
+		clip:   clip,
+		maxW:   maxWeight,
+		scale:  h / (float64(n) * clip * maxWeight),
+		scaleW: h / (float64(n) * maxWeight),
+	}
+	if b == 32 {
+		q.modMask = math.MaxUint32
+	} else {
+		q.modMask = uint32(1)<<b - 1
+	}
+	return q, nil
+}
+
+// Scale returns S, the number of quantization units per unit of w·x.
+func (q *Quantizer) Scale() float64 { return q.scale }
+
+// WeightScale returns S_w, the number of quantization units per unit of weight.
+func (q *Quantizer) WeightScale() float64 { return q.scaleW }
+
+// ErrorBound returns the largest absolute error of a dequantized sum of m
+// clients: per coordinate of Σ w_i·clip(x_i), and for Σ w_i.
+func (q *Quantizer) ErrorBound(m int) (perCoord, weight float64) {
+	return float64(m) / q.scale, float64(m) / q.scaleW
+}
+
+func (q *Quantizer) round(v float64, rng *rand.Rand) uint32 {
+	f := math.Floor(v)
+	if rng.Float64() < v-f {
+		f++
+	}
+	return uint32(int64(f)) & q.modMask
+}
+
+// Quantize writes the quantized [w·x, w] into dst (len(x)+1 words) using
+// stochastic rounding driven by rng. Coordinates are clipped to [-R, R];
+// NaN or infinite coordinates and weights outside [0, W] are refused.
+func (q *Quantizer) Quantize(dst []uint32, x []float32, weight float64, rng *rand.Rand) error {
+	if len(dst) != len(x)+1 {
+		return fmt.Errorf("%w: quantize destination has %d words, want %d", ErrInvalidInput, len(dst), len(x)+1)
+	}
+	if math.IsNaN(weight) || weight < 0 || weight > q.maxW {
+		return fmt.Errorf("%w: weight %v outside [0, MaxWeight=%v]", ErrInvalidInput, weight, q.maxW)
+	}
+	ws := weight * q.scale
+	lim := float32(q.clip)
+	for i, v := range x {
+		if v != v || math.IsInf(float64(v), 0) {
+			return fmt.Errorf("%w: update[%d] = %v is not finite", ErrInvalidInput, i, v)
+		}
+		if v > lim {
+			v = lim
+		} else if v < -lim {
+			v = -lim
+		}
+		dst[i] = q.round(float64(v)*ws, rng)
+	}
+	dst[len(x)] = q.round(weight*q.scaleW, rng)
+	return nil
+}
+
+// Dequantize reads a sum in Z_(2^b) back as signed numbers: the weighted
+// sum Σ w_i·x_i (len(sum)-1 values) and the total weight Σ w_i.
+func (q *Quantizer) Dequantize(sum []uint32) (weighted []float64, totalWeight float64) {
+	if len(sum) == 0 {
+		return nil, 0
+	}
+	weighted = make([]float64, len(sum)-1)
+	for i := range weighted {
+		weighted[i] = float64(q.signed(sum[i])) / q.scale
+	}
+	return weighted, float64(q.signed(sum[len(sum)-1])) / q.scaleW
+}
+
+func (q *Quantizer) signed(v uint32) int64 {
+	v &= q.modMask
+	if q.bits == 32 {
+		return int64(int32(v))
+	}
+	if v >= 1<<(q.bits-1) {
+		return int64(v) - int64(1)<<q.bits
+	}
+	return int64(v)
+}

@@ -1,0 +1,120 @@
+package secagg
+
+import (
+	"errors"
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+func TestQuantizationErrorBound(t *testing.T) {
+	for _, tc := range []struct {
+		bits       int
+		clip, maxW float64
+		n          int
+	}{{32, 1, 100, 10}, {32, 0.05, 1e4, 500}, {16, 2, 3, 20}, {12, 1, 1, 100}} {
+		q, err := NewQuantizer(tc.bits, tc.clip, tc.maxW, tc.n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := rand.New(seeded(uint64(tc.bits)))
+		const dim = 200
+		sum := make([]uint32, dim+1)
+		plain := make([]float64, dim)
+		tw := 0.0
+		for range tc.n { // the worst case: all n clients, extreme values
+			x := make([]float32, dim)
+			for i := range x {
+				switch i % 4 {
+				case 0:
+					x[i] = float32(tc.clip * 5) // clipped to +R
+				case 1:
+					x[i] = float32(-tc.clip * 5) // clipped to -R
+				default:
+					x[i] = float32((2*r.Float64() - 1) * tc.clip)
+				}
+			}
+			w := tc.maxW
+			if r.IntN(2) == 0 {
+				w = r.Float64() * tc.maxW
+			}
+			q1 := make([]uint32, dim+1)
+			if err := q.Quantize(q1, x, w, r); err != nil {
+				t.Fatal(err)
+			}
+			for i := range sum {
+				sum[i] += q1[i]
+			}
+			for i, v := range x {
+				plain[i] += w * float64(float32(min(max(float64(v), -tc.clip), tc.clip)))
+			}
+			tw += w
+		}
+		reduceBits(sum, tc.bits)
+		got, gw := q.Dequantize(sum)
+		bc, bw := q.ErrorBound(tc.n)
+		if math.Abs(gw-tw) > bw {
+			t.Fatalf("%+v: weight error %v above bound %v", tc, gw-tw, bw)
+		}
+		worst := 0.0
+		for i := range plain {
+			worst = max(worst, math.Abs(got[i]-plain[i]))
+		}
+		if worst > bc {
+			t.Fatalf("%+v: error %v above bound %v (overflow?)", tc, worst, bc)
+		}
+		// The documented formula: m/S with S = (2^(b-1)-1-n)/(n·R·W).
+		h := math.Ldexp(1, tc.bits-1) - 1 - float64(tc.n)
+		if want := float64(tc.n) * float64(tc.n) * tc.clip * tc.maxW / h; math.Abs(bc-want) > 1e-9*want {
+			t.Fatalf("%+v: bound %v, formula gives %v", tc, bc, want)
+		}
+	}
+}
+
+// TestStochasticRoundingUnbiased: the mean of many roundings of the same
+// value approaches it far closer than one rounding unit.
+func TestStochasticRoundingUnbiased(t *testing.T) {
+	q, _ := NewQuantizer(32, 1, 1, 1<<20)
+	r := rand.New(seeded(6))
+	x := []float32{0.3}
+	v := float64(float32(0.3)) * q.Scale()
+	const trials = 20000
+	total := 0.0
+	dst := make([]uint32, 2)
+	for range trials {
+		q.Quantize(dst, x, 1, r)
+		total += float64(int32(dst[0]))
+	}
+	if mean := total / trials; math.Abs(mean-v) > 0.02 {
+		t.Fatalf("mean rounding %v, value %v: biased", mean, v)
+	}
+}
+
+func TestQuantizerRefuses(t *testing.T) {
+	q, _ := NewQuantizer(32, 1, 10, 4)
+	dst := make([]uint32, 3)
+	for name, tc := range map[string]struct {
+		x []float32
+		w float64
+	}{
+		"NaN":        {[]float32{float32(math.NaN()), 0}, 1},
+		"Inf":        {[]float32{0, float32(math.Inf(-1))}, 1},
+		"weight>max": {[]float32{0, 0}, 11},
+		"weight<0":   {[]float32{0, 0}, -1},
+		"weight NaN": {[]float32{0, 0}, math.NaN()},
+		"wrong size": {[]float32{0}, 1},
+	} {
+		if err := q.Quantize(dst, tc.x, tc.w, rand.New(seeded(1))); !errors.Is(err, ErrInvalidInput) {
+			t.Fatalf("%s: err = %v", name, err)
+		}
+	}
+	for _, bad := range []struct {
+		b    int
+		c, w float64
+		n    int
+	}{{7, 1, 1, 2}, {33, 1, 1, 2}, {32, 0, 1, 2}, {32, 1, math.Inf(1), 2}, {8, 1, 1, 200}} {
+		if _, err := NewQuantizer(bad.b, bad.c, bad.w, bad.n); err == nil {
+			t.Fatalf("NewQuantizer%+v accepted", bad)
+		}
+	}
+}

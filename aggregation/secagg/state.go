@@ -1,0 +1,59 @@
+package secagg
+
+import (
+	"bytes"
+	"crypto/ecdh"
+	"encoding/gob"
+	"fmt"
+	"io"
+)
+
+// MarshalState encodes everything the client needs to resume after a
+// restart: its private keys and self-mask seed, the shares it holds, the
+// cached messages (including the masked input) and the survivor set it
+// answered. The encoding contains secrets: store it as such.
+func (c *Client) MarshalState() ([]byte, error) {
+	var b bytes.Buffer
+	if err := gob.NewEncoder(&b).Encode(&c.st); err != nil {
+		return nil, fmt.Errorf("secagg: encoding state of client %d round %d: %w", c.st.ID, c.st.Cfg.Round, err)
+	}
+	return b.Bytes(), nil
+}
+
+// RestoreClient rebuilds a client from MarshalState's output. rand supplies
+// the randomness of the stages still to run.
+func RestoreClient(data []byte, rand io.Reader) (*Client, error) {
+	if rand == nil {
+		return nil, fmt.Errorf("secagg: RestoreClient: nil random source")
+	}
+	c := &Client{rand: rand}
+	if err := gob.NewDecoder(bytes.NewReader(data)).Decode(&c.st); err != nil {
+		return nil, fmt.Errorf("%w: client state: %v", ErrMalformed, err)
+	}
+	if c.st.Version != 1 {
+		return nil, fmt.Errorf("%w: client state version %d, want 1", ErrMalformed, c.st.Version)
+	}
+	if c.st.Stage < StageAdvertise || c.st.Stage > StageDone {
+		return nil, fmt.Errorf("%w: client state stage %d", ErrMalformed, int(c.st.Stage))
+	}
+	if err := c.init(); err != nil {
+		return nil, fmt.Errorf("secagg: restoring client %d: %w", c.st.ID, err)
+	}
+	if c.st.Peers == nil {
+		c.st.Peers = map[uint32]peerRec{}
+	}
+	if c.st.Released == nil {
+		c.st.Released = map[uint32]uint8{}
+	}
+	if c.st.Stage > StageMaskedInput && len(c.st.Masked.Vector) != c.st.Cfg.Dim+1 {
+		return nil, fmt.Errorf("%w: client %d state: cached masked input has %d words, want %d", ErrMalformed, c.st.ID, len(c.st.Masked.Vector), c.st.Cfg.Dim+1)
+	}
+	var err error
+	if c.encKey, err = ecdh.X25519().NewPrivateKey(c.st.EncSeed[:]); err != nil {
+		return nil, fmt.Errorf("%w: client %d state: encryption key: %v", ErrMalformed, c.st.ID, err)
+	}
+	if c.maskKey, err = ecdh.X25519().NewPrivateKey(c.st.MaskSeed[:]); err != nil {
+		return nil, fmt.Errorf("%w: client %d state: mask key: %v", ErrMalformed, c.st.ID, err)
+	}
+	return c, nil
+}
