@@ -31,8 +31,9 @@ type RoundMetrics struct {
 	Sampled       int     `json:"sampled"`
 	Dropped       int     `json:"dropped"`
 	Rejected      int     `json:"rejected"`
-	Seconds       float64 `json:"seconds"` // wall time of the round
-	Epsilon       float64 `json:"epsilon"` // privacy spent so far (NaN when DP is off)
+	Attempts      int     `json:"attempts"` // samples tried (secure rounds retry when too many vanish)
+	Seconds       float64 `json:"seconds"`  // wall time of the round
+	Epsilon       float64 `json:"epsilon"`  // privacy spent so far (NaN when DP is off)
 }
 
 // Summary is summary.json.
@@ -251,17 +252,39 @@ type clientOut struct {
 	err    error
 }
 
-// round samples clients, trains them in parallel, injects faults and
-// aggregates into params in place.
+// maxAttempts bounds how often a round whose secure aggregation could not
+// complete is retried with a new sample.
+const maxAttempts = 3
+
+// round runs one round, retrying with a new sample when secure aggregation
+// reports that too many sampled clients vanished.
 func (f *federation) round(ctx context.Context, r int, params []float32) (roundResult, error) {
+	for attempt := 0; ; attempt++ {
+		res, err := f.attempt(ctx, r, attempt, params)
+		var re *retryError
+		if errors.As(err, &re) && attempt+1 < maxAttempts {
+			continue
+		}
+		res.Attempts = attempt + 1
+		return res, err
+	}
+}
+
+// attempt samples clients, trains them in parallel, injects faults and
+// aggregates into params in place.
+func (f *federation) attempt(ctx context.Context, r, attempt int, params []float32) (roundResult, error) {
 	cfg := f.cfg
 	m := cfg.Sampled()
-	sampled := newRNG(seedFor(cfg.Seed, seedSample, uint64(r))).Perm(cfg.Clients)[:m]
+	sampleSeed := seedFor(cfg.Seed, seedSample, uint64(r))
+	if attempt > 0 {
+		sampleSeed = seedFor(cfg.Seed, seedSample, uint64(r), uint64(attempt))
+	}
+	sampled := newRNG(sampleSeed).Perm(cfg.Clients)[:m]
 	slices.Sort(sampled)
 
 	// Dropout injection: a seeded fraction of the sampled clients vanish.
 	// In secure mode they vanish at a random SecAgg+ stage instead.
-	dropRNG := newRNG(seedFor(cfg.Seed, seedDrop, uint64(r)))
+	dropRNG := newRNG(seedFor(cfg.Seed, seedDrop, uint64(r), uint64(attempt)))
 	nDrop := int(math.Round(cfg.Dropout * float64(m)))
 	dropped := map[int]bool{}
 	for _, i := range dropRNG.Perm(m)[:nDrop] {
@@ -289,17 +312,16 @@ func (f *federation) round(ctx context.Context, r int, params []float32) (roundR
 	var updates []aggregation.Update
 	var lossSum, wSum float64
 	for _, o := range outs {
+		if o.err != nil {
+			return res, fmt.Errorf("client %d: %w", o.id, o.err)
+		}
 		if o.delta == nil {
-			if o.err != nil {
-				return res, fmt.Errorf("client %d: %w", o.id, o.err)
-			}
 			continue
 		}
 		f.attackUpdate(r, o.id, o.delta)
 		updates = append(updates, aggregation.Update{Client: clientName(o.id), Delta: o.delta, Weight: o.weight})
 		lossSum += o.loss * o.weight
 		wSum += o.weight
-		res.participants = append(res.participants, o.id)
 	}
 	if wSum > 0 {
 		res.TrainLoss = lossSum / wSum
@@ -315,7 +337,7 @@ func (f *federation) round(ctx context.Context, r int, params []float32) (roundR
 
 	var err error
 	if cfg.Secure {
-		res.Dropped, err = f.secureRound(r, params, updates, dropped, &res)
+		err = f.secureRound(r, params, updates, len(sampled), dropped, &res)
 	} else {
 		res.Dropped = len(dropped)
 		err = f.plainRound(r, params, updates, &res)
@@ -324,7 +346,9 @@ func (f *federation) round(ctx context.Context, r int, params []float32) (roundR
 		return res, err
 	}
 	if f.acct != nil {
-		f.acct.Step(float64(m)/float64(cfg.Clients), cfg.DPNoise, 1)
+		if err := f.acct.Step(float64(m)/float64(cfg.Clients), cfg.DPNoise, 1); err != nil {
+			return res, fmt.Errorf("privacy accounting: %w", err)
+		}
 	}
 	return res, nil
 }
@@ -335,6 +359,7 @@ func (f *federation) plainRound(r int, params []float32, updates []aggregation.U
 		rejected, err := f.strategy.Round(params, updates)
 		res.Rejected = len(rejected)
 		res.Clients = len(updates) - len(rejected)
+		res.participants = participantIDs(updates)
 		if err != nil {
 			return err
 		}
@@ -343,6 +368,7 @@ func (f *federation) plainRound(r int, params []float32, updates []aggregation.U
 	valid, rejected := aggregation.Validate(updates, len(params))
 	res.Rejected = len(rejected)
 	res.Clients = len(valid)
+	res.participants = participantIDs(valid)
 	if len(valid) == 0 {
 		return errors.New("no valid update to aggregate")
 	}
@@ -362,6 +388,21 @@ func (f *federation) plainRound(r int, params []float32, updates []aggregation.U
 }
 
 func clientName(id int) string { return fmt.Sprintf("client-%04d", id) }
+
+// clientIndex inverts clientName.
+func clientIndex(name string) int {
+	var id int
+	fmt.Sscanf(name, "client-%d", &id)
+	return id
+}
+
+func participantIDs(updates []aggregation.Update) []int {
+	ids := make([]int, len(updates))
+	for i, u := range updates {
+		ids[i] = clientIndex(u.Client)
+	}
+	return ids
+}
 
 // trainClient runs ClientUpdate (McMahan et al. 2017, Algorithm 1) for one
 // client on a pooled network and returns its delta Δ = w_local − w_global.

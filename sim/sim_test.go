@@ -242,3 +242,49 @@ func TestValidateNamesFlag(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A secure run differs from the plain one only by SecAgg+'s quantization:
+// its final accuracy must be within 0.5 percentage points.
+func TestSecureMatchesPlain(t *testing.T) {
+	train, test := digits(t)
+	cfg := small()
+	plain, err := RunOn(context.Background(), cfg, train, test, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Secure = true
+	sec, err := RunOn(context.Background(), cfg, train, test, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := math.Abs(plain.Summary.FinalAccuracy - sec.Summary.FinalAccuracy); d > 0.005 {
+		t.Fatalf("secure %.4f vs plain %.4f: differ by %.4f > 0.005", sec.Summary.FinalAccuracy, plain.Summary.FinalAccuracy, d)
+	}
+	var maxDiff float64
+	for j := range plain.Params {
+		maxDiff = max(maxDiff, math.Abs(float64(plain.Params[j]-sec.Params[j])))
+	}
+	if maxDiff > 1e-4 {
+		t.Fatalf("secure and plain parameters differ by up to %g", maxDiff)
+	}
+}
+
+func TestSecureWithDropoutAndDP(t *testing.T) {
+	train, test := digits(t)
+	cfg := small()
+	cfg.Secure = true
+	cfg.Dropout = 0.2
+	cfg.DPClip, cfg.DPNoise, cfg.DPDelta = 1, 0.5, 1e-5
+	res, err := RunOn(context.Background(), cfg, train, test, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range res.Rounds {
+		if m.Clients+m.Dropped != m.Sampled || m.Clients < 4 {
+			t.Fatalf("round %d: clients %d + dropped %d != sampled %d", m.Round, m.Clients, m.Dropped, m.Sampled)
+		}
+	}
+	if res.Summary.Epsilon == nil || !(*res.Summary.Epsilon > 0) {
+		t.Fatalf("epsilon %v", res.Summary.Epsilon)
+	}
+}
