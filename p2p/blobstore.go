@@ -186,4 +186,3 @@ func FetchBlob(ctx context.Context, h *Host, p peer.ID, want Hash, w io.Writer, 
 	_ = ns.Close()
 	return int64(hdr.Size), nil
 }
-
