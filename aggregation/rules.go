@@ -145,16 +145,32 @@ func meanOf(x []float32) float32 {
 
 // perCoordinate sets dst[j] = f(column j), where column j holds
 // updates[i].Delta[j] for every i in order. f may reorder its argument.
-// Coordinates are split over GOMAXPROCS goroutines.
+// Columns are gathered a tile at a time (each update's chunk read
+// sequentially into a small column-major scratch) and coordinates are
+// split over GOMAXPROCS goroutines.
 func perCoordinate(dst []float32, updates []Update, f func(col []float32) float32) {
 	n := len(dst)
-	parallelRanges(workersFor(0, 8*n*len(updates)), n, func(lo, hi int) {
-		col := make([]float32, len(updates))
-		for j := lo; j < hi; j++ {
-			for i, u := range updates {
-				col[i] = u.Delta[j]
+	m := len(updates)
+	// Tile width: about 32 KiB of scratch, at least 1 coordinate.
+	tile := max(8192/max(m, 1), 1)
+	parallelRanges(workersFor(0, 8*n*m), n, func(lo, hi int) {
+		scratch := make([]float32, tile*m)
+		rows := make([][]float32, m)
+		for i := range updates {
+			rows[i] = updates[i].Delta
+		}
+		for b := lo; b < hi; b += tile {
+			e := min(b+tile, hi)
+			w := e - b
+			for i, r := range rows {
+				for j, v := range r[b:e] {
+					scratch[j*m+i] = v
+				}
 			}
-			dst[j] = f(col)
+			out := dst[b:e]
+			for j := 0; j < w; j++ {
+				out[j] = f(scratch[j*m : (j+1)*m])
+			}
 		}
 	})
 }
