@@ -202,8 +202,9 @@ func TestPartitionQuantitySkew(t *testing.T) {
 	for _, s := range sizes {
 		v += (s - mean) * (s - mean) / float64(len(cs))
 	}
-	// Dir(0.3) over 20 clients: the coefficient of variation is about
-	// sqrt((1-1/20)/(0.3*20+1)) / (1/20) ... ~ 1.6; iid gives ~0.
+	// Under Dir(alpha) over k clients Var(p_i) = (1/k)(1-1/k)/(k*alpha+1), so
+	// the sizes' coefficient of variation is about sqrt((k-1)/(k*alpha+1)),
+	// 1.65 for k = 20, alpha = 0.3; an iid split gives about 0.
 	if cv := math.Sqrt(v) / mean; cv < 0.7 {
 		t.Errorf("quantity:0.3 size coefficient of variation %.2f, want >= 0.7 (sizes %v)", cv, sizes)
 	}
