@@ -6,6 +6,18 @@ import (
 	"slices"
 )
 
+// MaxF is the largest number of Byzantine clients the Krum family accepts;
+// it keeps 4F+3 far from integer overflow.
+const MaxF = 1 << 20
+
+// checkF refuses F outside [0, MaxF].
+func checkF(name string, f int) error {
+	if f < 0 || f > MaxF {
+		return fmt.Errorf("%s: F is %d, needs 0 <= F <= %d", name, f, MaxF)
+	}
+	return nil
+}
+
 // Krum selects the one update closest to its neighbours (Blanchard et al.
 // 2017, "Machine Learning with Adversaries: Byzantine Tolerant Gradient
 // Descent", §4): each update i is scored by the sum of squared Euclidean
@@ -20,8 +32,8 @@ type Krum struct {
 // Name returns "krum:F".
 func (r Krum) Name() string { return fmt.Sprintf("krum:%d", r.F) }
 
-// MinUpdates returns 2F+3.
-func (r Krum) MinUpdates() int { return 2*r.F + 3 }
+// MinUpdates returns 2F+3 (F clamped to [0, MaxF]).
+func (r Krum) MinUpdates() int { return 2*clampF(r.F) + 3 }
 
 // Combine copies the Krum-selected delta into dst.
 func (r Krum) Combine(dst []float32, updates []Update) error {
@@ -53,8 +65,8 @@ func (r MultiKrum) Name() string {
 	return fmt.Sprintf("multikrum:%d:%d", r.F, r.M)
 }
 
-// MinUpdates returns max(2F+3, M).
-func (r MultiKrum) MinUpdates() int { return max(2*r.F+3, r.M) }
+// MinUpdates returns max(2F+3, M) (F clamped to [0, MaxF]).
+func (r MultiKrum) MinUpdates() int { return max(2*clampF(r.F)+3, r.M) }
 
 // Combine writes the mean of the M best-scored deltas into dst.
 func (r MultiKrum) Combine(dst []float32, updates []Update) error {
@@ -91,13 +103,17 @@ type Bulyan struct {
 // Name returns "bulyan:F".
 func (r Bulyan) Name() string { return fmt.Sprintf("bulyan:%d", r.F) }
 
-// MinUpdates returns 4F+3.
-func (r Bulyan) MinUpdates() int { return 4*r.F + 3 }
+// MinUpdates returns 4F+3 (F clamped to [0, MaxF]).
+func (r Bulyan) MinUpdates() int { return 4*clampF(r.F) + 3 }
+
+// clampF limits f to [0, MaxF] so that MinUpdates cannot overflow;
+// Combine refuses such F with an error.
+func clampF(f int) int { return min(max(f, 0), MaxF) }
 
 // Combine writes the Bulyan aggregate of the deltas into dst.
 func (r Bulyan) Combine(dst []float32, updates []Update) error {
-	if r.F < 0 {
-		return fmt.Errorf("%s: F is %d, needs F >= 0", r.Name(), r.F)
+	if err := checkF(r.Name(), r.F); err != nil {
+		return err
 	}
 	need := fmt.Sprintf("n >= 4F+3 = %d to tolerate F = %d Byzantine clients", r.MinUpdates(), r.F)
 	if err := checkShapes(r.Name(), dst, updates, r.MinUpdates(), need); err != nil {
@@ -147,8 +163,8 @@ func (r Bulyan) Combine(dst []float32, updates []Update) error {
 // multiKrumSelect checks Krum's preconditions and returns the indices of
 // the m updates with the lowest Krum scores, best first.
 func multiKrumSelect(name string, dst []float32, updates []Update, f, m int) ([]int, error) {
-	if f < 0 {
-		return nil, fmt.Errorf("%s: F is %d, needs F >= 0", name, f)
+	if err := checkF(name, f); err != nil {
+		return nil, err
 	}
 	need := fmt.Sprintf("n >= 2F+3 = %d to tolerate F = %d Byzantine clients", 2*f+3, f)
 	if err := checkShapes(name, dst, updates, 2*f+3, need); err != nil {

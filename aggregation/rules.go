@@ -120,7 +120,8 @@ func (r TrimmedMean) Combine(dst []float32, updates []Update) error {
 	if err := checkShapes(r.Name(), dst, updates, 1, "at least 1"); err != nil {
 		return err
 	}
-	k := int(math.Floor(r.Beta * float64(len(updates))))
+	// min guards against β·n rounding up to n/2 for β just below 0.5.
+	k := min(int(math.Floor(r.Beta*float64(len(updates)))), (len(updates)-1)/2)
 	perCoordinate(dst, updates, func(col []float32) float32 {
 		if k > 0 {
 			// Move the k smallest to the front, then the k largest of

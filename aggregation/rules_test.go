@@ -280,6 +280,8 @@ func TestRulePreconditions(t *testing.T) {
 		{Bulyan{F: 2}, 10, "n >= 4F+3 = 11"},
 		{Bulyan{F: 2}, 11, ""},
 		{Bulyan{F: -1}, 11, "F is -1"},
+		{Bulyan{F: 1 << 61}, 11, "needs 0 <= F <= 1048576"},
+		{Krum{F: 1 << 62}, 11, "needs 0 <= F <= 1048576"},
 		{TrimmedMean{Beta: 0.5}, 5, "0 <= beta < 0.5"},
 		{TrimmedMean{Beta: math.NaN()}, 5, "0 <= beta < 0.5"},
 		{WeightedMean{}, 0, "at least 1"},

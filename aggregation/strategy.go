@@ -73,8 +73,8 @@ func ParseStrategy(s string, serverLR float64) (*Strategy, error) {
 	}
 	intParam := func(i int, what string, lo int) (int, error) {
 		v, err := strconv.Atoi(params[i])
-		if err != nil || v < lo {
-			return 0, bad("%s is %q, needs an integer >= %d", what, params[i], lo)
+		if err != nil || v < lo || v > MaxF {
+			return 0, bad("%s is %q, needs an integer %d <= %s <= %d", what, params[i], lo, what, MaxF)
 		}
 		return v, nil
 	}

@@ -82,10 +82,11 @@ func TestParseStrategyErrors(t *testing.T) {
 		{"trimmed", 0, "trimmed:BETA needs one parameter"},
 		{"trimmed:0.1:2", 0, "trimmed:BETA needs one parameter"},
 		{"krum", 0, "krum:F needs one integer parameter F >= 0"},
-		{"krum:-1", 0, `F is "-1", needs an integer >= 0`},
+		{"krum:-1", 0, `F is "-1", needs an integer 0 <= F <= 1048576`},
 		{"krum:1.5", 0, `F is "1.5"`},
 		{"bulyan:x", 0, `F is "x"`},
-		{"multikrum:1:0", 0, `M is "0", needs an integer >= 1`},
+		{"krum:1048577", 0, `F is "1048577"`},
+		{"multikrum:1:0", 0, `M is "0", needs an integer 1 <= M <= 1048576`},
 		{"multikrum:1:2:3", 0, "multikrum:F or multikrum:F:M"},
 		{"fedprox", 0, "fedprox:MU needs one parameter MU >= 0"},
 		{"fedprox:-1", 0, "fedprox:MU needs MU >= 0"},
@@ -204,4 +205,26 @@ func TestRoundNilStrategy(t *testing.T) {
 	if _, err := empty.Round(global, nil); !errors.Is(err, ErrTooFewUpdates) {
 		t.Errorf("round without updates: %v", err)
 	}
+}
+
+// FuzzParseStrategy: any string either parses into a usable strategy or
+// gives an error; never a panic.
+func FuzzParseStrategy(f *testing.F) {
+	for _, s := range []string{"fedavg", "krum:2", "multikrum:1:3", "trimmed:0.49", "fedprox:1e-3", "bulyan:-0", ":", "krum:99999999999999999999", "krum:4611686018427387904", "bulyan:2305843009213693952", "multikrum:4611686018427387904:1"} {
+		f.Add(s, 0.0)
+	}
+	f.Fuzz(func(t *testing.T, s string, lr float64) {
+		st, err := ParseStrategy(s, lr)
+		if err != nil {
+			return
+		}
+		if st.Rule == nil || st.Server == nil {
+			t.Fatalf("%q parsed to an incomplete strategy %v", s, st)
+		}
+		global := make([]float32, 3)
+		us := randomUpdates(1, 3, 3)
+		if _, err := st.Round(global, us); err != nil && !errors.Is(err, ErrTooFewUpdates) && !strings.Contains(err.Error(), "M is") {
+			t.Fatalf("%q: round failed: %v", s, err)
+		}
+	})
 }
