@@ -14,6 +14,20 @@
 // Buffers are sized once for the largest batch seen and reused, so a training
 // step does not allocate.
 //
+// Parameter layout, layer after layer in forward order:
+//
+//   - dense layer in→out: weights in×out row-major (W[i][j] at i·out+j), then
+//     out biases;
+//   - convolution inC→outC with k×k kernels: weights outC×(k·k·inC)
+//     row-major, column ((ky·k)+kx)·inC+c, then outC biases.
+//
+// The network's input rows are CHW; inside the CNN activations are HWC
+// (channels innermost), so the first dense layer after the last pool reads
+// its inputs in (y, x, c) order. Every convolution is followed by ReLU and
+// then 2x2 max-pooling (the paper names the ReLU only for the FC layer; a
+// ReLU after each convolution is the usual reading and adds no parameters,
+// so the paper's count of 1,663,370 holds).
+//
 // The package does no I/O and imports only gonum and the standard library.
 // A Network is not safe for concurrent use: give each goroutine its own.
 package model

@@ -17,10 +17,7 @@ const (
 // convolution layers (the first with 32 channels, the second with 64, each
 // followed with 2x2 max pooling), a fully connected layer with 512 units and
 // ReLu activation, and a final softmax output layer").
-var (
-	// DefaultCNNChannels are the output channels of the CNN's convolution layers.
-	DefaultCNNChannels = []int{32, 64}
-)
+var defaultCNNChannels = []int{32, 64}
 
 // DefaultCNNFC is the width of the CNN's fully connected hidden layer.
 const DefaultCNNFC = 512
@@ -41,7 +38,7 @@ type Spec struct {
 	Hidden []int
 	// Channels lists the output channels of the cnn's convolution layers
 	// (each is 5x5 "same" convolution + ReLU + 2x2 max-pool). Nil means
-	// DefaultCNNChannels.
+	// the paper's {32, 64}.
 	Channels []int
 	// FC is the width of the cnn's fully connected ReLU layer; 0 means
 	// DefaultCNNFC.
@@ -141,7 +138,7 @@ func (s Spec) String() string {
 		return KindMLP + ":" + joinInts(s.Hidden)
 	case KindCNN:
 		ch, fc := s.cnnShape()
-		if equalInts(ch, DefaultCNNChannels) && fc == DefaultCNNFC {
+		if equalInts(ch, defaultCNNChannels) && fc == DefaultCNNFC {
 			return KindCNN
 		}
 		return KindCNN + ":" + joinInts(append(append([]int(nil), ch...), fc))
@@ -165,7 +162,7 @@ func equalInts(a, b []int) bool {
 func (s Spec) cnnShape() ([]int, int) {
 	ch, fc := s.Channels, s.FC
 	if ch == nil {
-		ch = DefaultCNNChannels
+		ch = defaultCNNChannels
 	}
 	if fc == 0 {
 		fc = DefaultCNNFC
