@@ -227,8 +227,19 @@ func (s Spec) Validate() error {
 	default:
 		return fmt.Errorf("model: spec: unknown Kind %q (allowed: %s, %s, %s)", s.Kind, KindLogReg, KindMLP, KindCNN)
 	}
+	total := 0
+	for i, l := range s.layerShapes() {
+		total += l.numParams()
+		if total > MaxParams {
+			return fmt.Errorf("model: spec %s: more than MaxParams=%d parameters (reached at layer %d)", s, MaxParams, i)
+		}
+	}
 	return nil
 }
+
+// MaxParams is the largest parameter vector a Spec may describe (2^30
+// float32 values, 4 GiB).
+const MaxParams = 1 << 30
 
 // NumParams returns the length of the flat parameter vector of a network
 // built from s, or 0 if s is invalid.

@@ -79,6 +79,7 @@ func TestParseSpecErrors(t *testing.T) {
 		{"logreg", 1, 1, 5, 1, "Classes=1"},
 		{"cnn", 1, 3, 3, 10, "too small"},
 		{"cnn:2,2,2,4", 1, 6, 6, 10, "too small"},
+		{"mlp:60000,60000", 1, 1, 784, 10, "MaxParams"},
 	}
 	for _, tc := range cases {
 		_, err := ParseSpec(tc.s, tc.inC, tc.inH, tc.inW, tc.classes)
