@@ -30,6 +30,9 @@ const (
 // peerRec is what a client knows about one neighbour.
 type peerRec struct {
 	EncKey, MaskKey []byte
+	// ShareKey is the pairwise share-encryption key (derived once in
+	// stage 1, reused to open the neighbour's shares in stage 2).
+	ShareKey [KeySize]byte
 	// HasShares is set once the neighbour's shares arrived (stage 2): the
 	// neighbour is then part of this client's pairwise masks.
 	HasShares bool
@@ -236,11 +239,14 @@ func (c *Client) ShareKeys(ads []AdvertiseKeys) ([]EncryptedShare, error) {
 	out := make([]EncryptedShare, len(ids))
 	pt := make([]byte, sharePlainSize)
 	for i, v := range ids {
-		pub, _ := parsePublicKey(peers[v].EncKey, "")
+		p := peers[v]
+		pub, _ := parsePublicKey(p.EncKey, "")
 		key, err := agreeKey(c.encKey, pub, cfg.Round, me, v, purposeShareKey)
 		if err != nil {
 			return nil, err
 		}
+		p.ShareKey = key
+		peers[v] = p
 		binary.BigEndian.PutUint32(pt[0:], me)
 		binary.BigEndian.PutUint32(pt[4:], v)
 		copy(pt[8:], bShares[i])
@@ -305,12 +311,7 @@ func (c *Client) MaskedInput(shares []EncryptedShare, update []float32, weight f
 		if len(s.Ciphertext) != CiphertextSize {
 			return MaskedInput{}, fmt.Errorf("%w: client %d round %d: share from client %d has %d bytes, want %d", ErrMalformed, me, cfg.Round, s.From, len(s.Ciphertext), CiphertextSize)
 		}
-		pub, _ := parsePublicKey(p.EncKey, "")
-		key, err := agreeKey(c.encKey, pub, cfg.Round, me, s.From, purposeShareKey)
-		if err != nil {
-			return MaskedInput{}, err
-		}
-		pt, err := openShare(key, cfg.Round, s.From, me, s.Ciphertext)
+		pt, err := openShare(p.ShareKey, cfg.Round, s.From, me, s.Ciphertext)
 		if err != nil {
 			return MaskedInput{}, err
 		}

@@ -4,6 +4,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"encoding/binary"
+	"unsafe"
 )
 
 // Pseudo-random generator for masks (Bonawitz et al. 2017, §3 "Pseudorandom
@@ -20,7 +21,8 @@ var prgZeros [prgChunk]byte
 // maskExpander expands seeds into masks; it owns a scratch buffer so that
 // repeated expansions allocate nothing. Not safe for concurrent use.
 type maskExpander struct {
-	buf [prgChunk]byte
+	buf  [prgChunk]byte
+	conv [prgChunk / 4]uint32 // used on big-endian machines only
 }
 
 func newPRGStream(seed *[KeySize]byte) cipher.Stream {
@@ -33,50 +35,68 @@ func newPRGStream(seed *[KeySize]byte) cipher.Stream {
 	return cipher.NewCTR(block, iv[:])
 }
 
-// Expand writes PRG(seed) into dst.
-func (m *maskExpander) Expand(dst []uint32, seed *[KeySize]byte) {
+// littleEndian reports whether uint32 words in memory are little-endian,
+// in which case the keystream bytes are read as words in place.
+var littleEndian = func() bool {
+	x := uint32(1)
+	return *(*byte)(unsafe.Pointer(&x)) == 1
+}()
+
+// words returns the keystream block b (a multiple of 4 bytes) as words.
+// On little-endian machines it is a view of b; otherwise the bytes are
+// converted into dst.
+func words(b []byte, dst []uint32) []uint32 {
+	if littleEndian {
+		return unsafe.Slice((*uint32)(unsafe.Pointer(unsafe.SliceData(b))), len(b)/4)
+	}
+	for i := range dst {
+		dst[i] = binary.LittleEndian.Uint32(b[4*i:])
+	}
+	return dst
+}
+
+// op selects what Expand/Add/Sub do with each keystream word.
+type op int
+
+const (
+	opSet op = iota
+	opAdd
+	opSub
+)
+
+func (m *maskExpander) apply(acc []uint32, seed *[KeySize]byte, o op) {
 	s := newPRGStream(seed)
-	for len(dst) > 0 {
-		n := min(len(dst), prgChunk/4)
+	for len(acc) > 0 {
+		n := min(len(acc), prgChunk/4)
 		b := m.buf[:4*n]
 		s.XORKeyStream(b, prgZeros[:4*n])
-		d := dst[:n]
-		for i := range d {
-			d[i] = binary.LittleEndian.Uint32(b[4*i:])
+		w := words(b, m.conv[:n])
+		d := acc[:n]
+		w = w[:len(d)]
+		switch o {
+		case opSet:
+			copy(d, w)
+		case opAdd:
+			for i := range d {
+				d[i] += w[i]
+			}
+		case opSub:
+			for i := range d {
+				d[i] -= w[i]
+			}
 		}
-		dst = dst[n:]
+		acc = acc[n:]
 	}
 }
+
+// Expand writes PRG(seed) into dst.
+func (m *maskExpander) Expand(dst []uint32, seed *[KeySize]byte) { m.apply(dst, seed, opSet) }
 
 // Add adds PRG(seed) to acc word by word (mod 2^32).
-func (m *maskExpander) Add(acc []uint32, seed *[KeySize]byte) {
-	s := newPRGStream(seed)
-	for len(acc) > 0 {
-		n := min(len(acc), prgChunk/4)
-		b := m.buf[:4*n]
-		s.XORKeyStream(b, prgZeros[:4*n])
-		d := acc[:n]
-		for i := range d {
-			d[i] += binary.LittleEndian.Uint32(b[4*i:])
-		}
-		acc = acc[n:]
-	}
-}
+func (m *maskExpander) Add(acc []uint32, seed *[KeySize]byte) { m.apply(acc, seed, opAdd) }
 
 // Sub subtracts PRG(seed) from acc word by word (mod 2^32).
-func (m *maskExpander) Sub(acc []uint32, seed *[KeySize]byte) {
-	s := newPRGStream(seed)
-	for len(acc) > 0 {
-		n := min(len(acc), prgChunk/4)
-		b := m.buf[:4*n]
-		s.XORKeyStream(b, prgZeros[:4*n])
-		d := acc[:n]
-		for i := range d {
-			d[i] -= binary.LittleEndian.Uint32(b[4*i:])
-		}
-		acc = acc[n:]
-	}
-}
+func (m *maskExpander) Sub(acc []uint32, seed *[KeySize]byte) { m.apply(acc, seed, opSub) }
 
 // reduceBits reduces every word of v modulo 2^b.
 func reduceBits(v []uint32, b int) {
