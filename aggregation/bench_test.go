@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"sync"
 	"testing"
+	"time"
 )
 
 // benchUpdates returns n updates of dim uniform values, built fast.
@@ -88,6 +89,28 @@ func BenchmarkFedAvg1M(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
+	})
+	// paired alternates the baseline and both kernels inside every
+	// iteration, so that load from other processes on the machine hits all
+	// three alike, and reports each one's throughput and their ratios.
+	b.Run("paired", func(b *testing.B) {
+		var tBase, tOne, tPar time.Duration
+		timeIt := func(acc *time.Duration, f func()) {
+			start := time.Now()
+			f()
+			*acc += time.Since(start)
+		}
+		for b.Loop() {
+			timeIt(&tBase, func() { baselineLoop(dst, us) })
+			timeIt(&tOne, func() { _ = WeightedMean{Workers: 1}.Combine(dst, us) })
+			timeIt(&tPar, func() { _ = WeightedMean{}.Combine(dst, us) })
+		}
+		mbps := func(d time.Duration) float64 { return float64(bytes) * float64(b.N) / d.Seconds() / 1e6 }
+		b.ReportMetric(mbps(tBase), "baseline-MB/s")
+		b.ReportMetric(mbps(tOne), "fedavg1-MB/s")
+		b.ReportMetric(mbps(tPar), "fedavg-MB/s")
+		b.ReportMetric(tBase.Seconds()/tOne.Seconds(), "fedavg1/baseline")
+		b.ReportMetric(tBase.Seconds()/tPar.Seconds(), "fedavg/baseline")
 	})
 }
 
