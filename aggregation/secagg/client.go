@@ -338,24 +338,25 @@ func (c *Client) MaskedInput(shares []EncryptedShare, update []float32, weight f
 	if testHookQuantized != nil {
 		testHookQuantized(me, y)
 	}
-	c.exp.Add(y, &c.st.SelfSeed)
 	ids := make([]uint32, 0, len(got))
 	for id := range got {
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
+	seeds := make([][KeySize]byte, 1, len(ids)+1)
+	neg := make([]bool, 1, len(ids)+1)
+	seeds[0] = c.st.SelfSeed
 	for _, v := range ids {
 		pub, _ := parsePublicKey(got[v].MaskKey, "")
 		seed, err := agreeKey(c.maskKey, pub, cfg.Round, me, v, purposeMaskSeed)
 		if err != nil {
 			return MaskedInput{}, err
 		}
-		if me < v {
-			c.exp.Add(y, &seed)
-		} else {
-			c.exp.Sub(y, &seed)
-		}
+		seeds = append(seeds, seed)
+		neg = append(neg, me > v)
 	}
+	c.exp.AddMany(y, seeds, neg)
+	clear(seeds)
 	reduceBits(y, cfg.Bits)
 	for id, p := range got {
 		c.st.Peers[id] = p

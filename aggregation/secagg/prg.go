@@ -89,6 +89,43 @@ func (m *maskExpander) apply(acc []uint32, seed *[KeySize]byte, o op) {
 	}
 }
 
+// maskGroup is how many PRG streams are kept open at once by AddMany.
+const maskGroup = 64
+
+// AddMany adds PRG(seeds[i]) (or subtracts it where neg[i]) to acc. It walks
+// acc in L1-sized blocks and applies up to maskGroup masks to each block
+// before moving on, so acc crosses the memory bus once per group instead of
+// once per mask; the result equals calling Add/Sub for each seed.
+func (m *maskExpander) AddMany(acc []uint32, seeds [][KeySize]byte, neg []bool) {
+	const blk = prgChunk / 4
+	streams := make([]cipher.Stream, 0, maskGroup)
+	for g := 0; g < len(seeds); g += maskGroup {
+		end := min(g+maskGroup, len(seeds))
+		streams = streams[:0]
+		for i := g; i < end; i++ {
+			streams = append(streams, newPRGStream(&seeds[i]))
+		}
+		for off := 0; off < len(acc); off += blk {
+			d := acc[off:min(off+blk, len(acc))]
+			b := m.buf[:4*len(d)]
+			for si, s := range streams {
+				s.XORKeyStream(b, prgZeros[:len(b)])
+				w := words(b, m.conv[:len(d)])
+				w = w[:len(d)]
+				if neg[g+si] {
+					for i := range d {
+						d[i] -= w[i]
+					}
+				} else {
+					for i := range d {
+						d[i] += w[i]
+					}
+				}
+			}
+		}
+	}
+}
+
 // Expand writes PRG(seed) into dst.
 func (m *maskExpander) Expand(dst []uint32, seed *[KeySize]byte) { m.apply(dst, seed, opSet) }
 

@@ -69,3 +69,35 @@ func TestReduceBits(t *testing.T) {
 		t.Fatal("reduceBits(32) changed the value")
 	}
 }
+
+// TestAddManyMatchesAddSub checks the blocked multi-mask path against the
+// plain one, across group and block boundaries.
+func TestAddManyMatchesAddSub(t *testing.T) {
+	var m maskExpander
+	const n = prgChunk/4*2 + 5
+	seeds := make([][KeySize]byte, maskGroup+3)
+	neg := make([]bool, len(seeds))
+	for i := range seeds {
+		seeds[i][0], seeds[i][1] = byte(i), 7
+		neg[i] = i%3 == 0
+	}
+	a := make([]uint32, n)
+	b := make([]uint32, n)
+	for i := range a {
+		a[i] = uint32(i)
+		b[i] = uint32(i)
+	}
+	m.AddMany(a, seeds, neg)
+	for i := range seeds {
+		if neg[i] {
+			m.Sub(b, &seeds[i])
+		} else {
+			m.Add(b, &seeds[i])
+		}
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			t.Fatalf("word %d: AddMany %d, Add/Sub %d", i, a[i], b[i])
+		}
+	}
+}

@@ -79,12 +79,17 @@ func (q *Quantizer) ErrorBound(m int) (perCoord, weight float64) {
 	return float64(m) / q.scale, float64(m) / q.scaleW
 }
 
-func (q *Quantizer) round(v float64, rng *rand.Rand) uint32 {
-	f := math.Floor(v)
-	if rng.Float64() < v-f {
+// round rounds v stochastically using 32 random bits r: up with
+// probability frac(v) (to within 2^-32), so the rounding is unbiased.
+func (q *Quantizer) round(v float64, r uint32) uint32 {
+	f := int64(v)
+	if v < float64(f) { // int64() truncates toward zero; make it floor
+		f--
+	}
+	if uint64(r) < uint64((v-float64(f))*(1<<32)) {
 		f++
 	}
-	return uint32(int64(f)) & q.modMask
+	return uint32(f) & q.modMask
 }
 
 // Quantize writes the quantized [w·x, w] into dst (len(x)+1 words) using
@@ -99,8 +104,9 @@ func (q *Quantizer) Quantize(dst []uint32, x []float32, weight float64, rng *ran
 	}
 	ws := weight * q.scale
 	lim := float32(q.clip)
+	var bits uint64
 	for i, v := range x {
-		if v != v || math.IsInf(float64(v), 0) {
+		if v != v || v > math.MaxFloat32 || v < -math.MaxFloat32 {
 			return fmt.Errorf("%w: update[%d] = %v is not finite", ErrInvalidInput, i, v)
 		}
 		if v > lim {
@@ -108,9 +114,14 @@ func (q *Quantizer) Quantize(dst []uint32, x []float32, weight float64, rng *ran
 		} else if v < -lim {
 			v = -lim
 		}
-		dst[i] = q.round(float64(v)*ws, rng)
+		if i&1 == 0 { // one 64-bit draw serves two coordinates
+			bits = rng.Uint64()
+		} else {
+			bits >>= 32
+		}
+		dst[i] = q.round(float64(v)*ws, uint32(bits))
 	}
-	dst[len(x)] = q.round(weight*q.scaleW, rng)
+	dst[len(x)] = q.round(weight*q.scaleW, uint32(rng.Uint64()))
 	return nil
 }
 

@@ -517,6 +517,8 @@ func (s *Server) closeUnmask() error {
 		return &InsufficientError{Round: s.cfg.Round, Stage: StageUnmask, Threshold: s.cfg.Threshold,
 			Missing: s.missing(s.got), Unrecoverable: bad}
 	}
+	var seeds [][KeySize]byte
+	var neg []bool
 	for _, u := range s.u3 {
 		xs, ys := s.collect(s.bShares[u])
 		lam, err := s.lag.get(xs)
@@ -529,7 +531,8 @@ func (s *Server) closeUnmask() error {
 		}
 		var seed [KeySize]byte
 		copy(seed[:], b)
-		s.exp.Sub(s.sum, &seed)
+		seeds = append(seeds, seed)
+		neg = append(neg, true)
 	}
 	for _, v := range s.needKey {
 		xs, ys := s.collect(s.sShares[v])
@@ -561,13 +564,12 @@ func (s *Server) closeUnmask() error {
 				return err
 			}
 			// Survivor u added +PRG(s_uv) if u < v and -PRG(s_uv) otherwise.
-			if u < v {
-				s.exp.Sub(s.sum, &seed)
-			} else {
-				s.exp.Add(s.sum, &seed)
-			}
+			seeds = append(seeds, seed)
+			neg = append(neg, u < v)
 		}
 	}
+	s.exp.AddMany(s.sum, seeds, neg)
+	clear(seeds)
 	reduceBits(s.sum, s.cfg.Bits)
 	s.result, s.totalWeight = s.quant.Dequantize(s.sum)
 	s.sum = nil
