@@ -114,7 +114,7 @@ func BenchmarkFedAvg1M(b *testing.B) {
 	})
 }
 
-// BenchmarkRobust: the robust rules on 20 updates × 100K parameters, each
+// BenchmarkRobust: the robust rules on 23 updates × 100K parameters, each
 // beside the plain reference implementation from the tests.
 func BenchmarkRobust(b *testing.B) {
 	const n, dim = 23, 100_000
