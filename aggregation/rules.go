@@ -23,6 +23,16 @@ type Rule interface {
 	Combine(dst []float32, updates []Update) error
 }
 
+// Compile-time checks.
+var (
+	_ Rule = WeightedMean{}
+	_ Rule = Median{}
+	_ Rule = TrimmedMean{}
+	_ Rule = Krum{}
+	_ Rule = MultiKrum{}
+	_ Rule = Bulyan{}
+)
+
 // MinUpdater is implemented by rules that need a minimum number of updates,
 // so that a coordinator can size its cohort before a round starts.
 type MinUpdater interface {

@@ -202,7 +202,9 @@ func (o *adaptive) step(name string, global, delta []float32, useBeta2 bool, sec
 }
 
 // FedAdagrad is Reddi et al. 2021, Algorithm 2 with the Adagrad second
-// moment v_t = v_{t−1} + Δ_t². Defaults: η = 0.1, β1 = 0.9, τ = 1e-3
+// moment v_t = v_{t−1} + Δ_t². Like FedAdam and FedYogi it has the
+// exported hyper-parameter fields LR (η), Beta1 (β1), Beta2 (β2) and Tau
+// (τ), which Step checks each time. Defaults: η = 0.1, β1 = 0.9, τ = 1e-3
 // (values in the range of the paper's grid search, Appendix D; tune η per
 // task). Beta2 is not used.
 type FedAdagrad struct{ adaptive }

@@ -28,7 +28,12 @@ type Rejection struct {
 }
 
 // Error implements error so that a Rejection can be returned or wrapped.
-func (r Rejection) Error() string { return r.Err.Error() }
+func (r Rejection) Error() string {
+	if r.Err == nil {
+		return fmt.Sprintf("update from client %q rejected", r.Client)
+	}
+	return r.Err.Error()
+}
 
 // Unwrap returns the reason, for errors.Is and errors.As.
 func (r Rejection) Unwrap() error { return r.Err }
