@@ -445,3 +445,41 @@ func TestSelectK(t *testing.T) {
 		}
 	}
 }
+
+// TestRulesMatchNaiveWithTies uses small integer values, so that columns
+// hold many equal values, Bulyan's "closest to the median" has ties and
+// Krum scores tie exactly (integer distances are exact in float64): the
+// tie rules must match the reference too.
+func TestRulesMatchNaiveWithTies(t *testing.T) {
+	for seed := uint64(0); seed < 20; seed++ {
+		rng := rand.New(rand.NewPCG(seed, 99))
+		n := 7 + rng.IntN(10)
+		dim := 1 + rng.IntN(40)
+		us := make([]Update, n)
+		for i := range us {
+			d := make([]float32, dim)
+			for j := range d {
+				d[j] = float32(rng.IntN(5) - 2)
+			}
+			us[i] = Update{Client: fmt.Sprintf("c%d", i), Delta: d, Weight: float64(1 + rng.IntN(3))}
+		}
+		f := (n - 3) / 4
+		checks := []struct {
+			rule Rule
+			want []float32
+		}{
+			{Median{}, naiveMedian(us, dim)},
+			{TrimmedMean{Beta: 0.25}, naiveTrimmed(us, dim, 0.25)},
+			{Krum{F: f}, naiveMultiKrum(us, dim, f, 1)},
+			{MultiKrum{F: f, M: 3}, naiveMultiKrum(us, dim, f, 3)},
+			{Bulyan{F: f}, naiveBulyan(us, dim, f)},
+		}
+		for _, c := range checks {
+			got := make([]float32, dim)
+			if err := c.rule.Combine(got, us); err != nil {
+				t.Fatal(err)
+			}
+			assertClose(t, fmt.Sprintf("%s seed=%d n=%d", c.rule.Name(), seed, n), got, c.want, 1e-6)
+		}
+	}
+}
