@@ -1,0 +1,754 @@
+package coordinator
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"sync"
+
+	"github.com/sovereign-fl/sovereign/aggregation/dp"
+	"github.com/sovereign-fl/sovereign/aggregation/secagg"
+)
+
+// CommandVersion is the encoding version of commands and snapshots.
+const CommandVersion = 1
+
+// CommandKind names a command. The values reach the Raft log and snapshots:
+// do not renumber.
+type CommandKind int
+
+// Command kinds.
+const (
+	// KindRoundStarted opens a round: sample, announcement, model.
+	KindRoundStarted CommandKind = 1
+	// KindStageClosed closes SecAgg+ stage 0 or 1 with its payloads.
+	KindStageClosed CommandKind = 2
+	// KindSurvivorsCommitted closes stage 2: the survivor set that the
+	// unmask requests will name. It is committed before any goes out.
+	KindSurvivorsCommitted CommandKind = 3
+	// KindModelCommitted closes a round with a new model and ledger entry
+	// (round 0: the initial model).
+	KindModelCommitted CommandKind = 4
+	// KindRoundFailed closes a round without a model.
+	KindRoundFailed CommandKind = 5
+	// KindMetricsRecorded stores the federated evaluation of a model.
+	KindMetricsRecorded CommandKind = 6
+	// KindMembersSeen records the workers online when a round was sampled.
+	KindMembersSeen CommandKind = 7
+)
+
+// String names the kind.
+func (k CommandKind) String() string {
+	switch k {
+	case KindRoundStarted:
+		return "RoundStarted"
+	case KindStageClosed:
+		return "StageClosed"
+	case KindSurvivorsCommitted:
+		return "SurvivorsCommitted"
+	case KindModelCommitted:
+		return "ModelCommitted"
+	case KindRoundFailed:
+		return "RoundFailed"
+	case KindMetricsRecorded:
+		return "MetricsRecorded"
+	case KindMembersSeen:
+		return "MembersSeen"
+	}
+	return fmt.Sprintf("CommandKind(%d)", int(k))
+}
+
+// Command is one state change of the coordinator. Exactly the field that
+// matches Kind is set. Encode it with EncodeCommand; the FSM applies the
+// bytes.
+type Command struct {
+	V                  int                 `json:"v"`
+	Kind               CommandKind         `json:"kind"`
+	RoundStarted       *RoundStarted       `json:"round_started,omitempty"`
+	StageClosed        *StageClosed        `json:"stage_closed,omitempty"`
+	SurvivorsCommitted *SurvivorsCommitted `json:"survivors_committed,omitempty"`
+	ModelCommitted     *ModelCommitted     `json:"model_committed,omitempty"`
+	RoundFailed        *RoundFailed        `json:"round_failed,omitempty"`
+	MetricsRecorded    *MetricsRecorded    `json:"metrics_recorded,omitempty"`
+	MembersSeen        *MembersSeen        `json:"members_seen,omitempty"`
+}
+
+// RoundStarted opens round Round. Round numbers are never reused: a round
+// retried after a failure gets the next number, so a worker's cached
+// answers for one round number always belong to one sample.
+type RoundStarted struct {
+	Round uint64 `json:"round"`
+	// Announce is what every sampled worker receives; its SecAgg config is
+	// complete (defaults applied) so that every replica rebuilds the same
+	// server.
+	Announce Announce `json:"announce"`
+	// OnlineCount is the number of workers online when sampling (the
+	// denominator of the privacy accountant's sampling rate).
+	OnlineCount int `json:"online_count"`
+}
+
+// StageClosed closes SecAgg+ stage 0 (Keys set) or 1 (Shares set) of Round:
+// Completed lists the node indices whose messages the server accepted, and
+// the payloads let a new leader rebuild the server without asking again.
+type StageClosed struct {
+	Round     uint64                  `json:"round"`
+	Stage     secagg.Stage            `json:"stage"`
+	Completed []uint32                `json:"completed"`
+	Keys      []secagg.AdvertiseKeys  `json:"keys,omitempty"`
+	Shares    []secagg.EncryptedShare `json:"shares,omitempty"`
+}
+
+// SurvivorsCommitted closes stage 2: Survivors are the node indices whose
+// masked inputs are in the sum and Dropped those that shared keys but sent
+// no masked input. Unmask requests name exactly this set.
+type SurvivorsCommitted struct {
+	Round     uint64   `json:"round"`
+	Survivors []uint32 `json:"survivors"`
+	Dropped   []uint32 `json:"dropped"`
+}
+
+// ModelCommitted closes a round with its model. Round 0 registers the
+// initial model (no participants, no privacy spent) and must come first.
+type ModelCommitted struct {
+	Round     uint64 `json:"round"`
+	ModelHash Hash   `json:"model_hash"`
+	// Participants are the survivors as worker IDs, sorted.
+	Participants []WorkerID `json:"participants"`
+	// Epsilon is the total privacy spent once this round commits.
+	Epsilon float64 `json:"epsilon"`
+	// Prev is the hash of the ledger head this entry extends.
+	Prev Hash `json:"prev"`
+	// DP, if non-nil, is the accountant step of this round.
+	DP *dp.Entry `json:"dp,omitempty"`
+	// Optimizer is the server optimizer's state after this round.
+	Optimizer OptimizerRef `json:"optimizer"`
+}
+
+// OptimizerRef names the server optimizer state: its bytes (the JSON of an
+// aggregation.OptimizerState) are a blob of the model registry, found by
+// hash like a model; a zero hash means "no state".
+type OptimizerRef struct {
+	Name  string `json:"name"`
+	Steps int    `json:"steps"`
+	State Hash   `json:"state"`
+}
+
+// RoundFailed closes a round without a model.
+type RoundFailed struct {
+	Round   uint64     `json:"round"`
+	Reason  string     `json:"reason"`
+	Missing []WorkerID `json:"missing"`
+}
+
+// MetricsRecorded stores the federated evaluation of the model committed in
+// Round: accuracy and loss weighted by the reporting workers' examples.
+type MetricsRecorded struct {
+	Round    uint64  `json:"round"`
+	Accuracy float64 `json:"accuracy"`
+	Loss     float64 `json:"loss"`
+	Examples int     `json:"examples"`
+	Workers  int     `json:"workers"`
+}
+
+// MembersSeen records the workers online (sorted) before round Round was
+// sampled.
+type MembersSeen struct {
+	Round   uint64     `json:"round"`
+	Members []WorkerID `json:"members"`
+}
+
+// EncodeCommand encodes c (setting V and Kind from the payload set).
+func EncodeCommand(c Command) ([]byte, error) {
+	c.V = CommandVersion
+	set := 0
+	for k, p := range map[CommandKind]bool{
+		KindRoundStarted: c.RoundStarted != nil, KindStageClosed: c.StageClosed != nil,
+		KindSurvivorsCommitted: c.SurvivorsCommitted != nil, KindModelCommitted: c.ModelCommitted != nil,
+		KindRoundFailed: c.RoundFailed != nil, KindMetricsRecorded: c.MetricsRecorded != nil,
+		KindMembersSeen: c.MembersSeen != nil,
+	} {
+		if p {
+			c.Kind = k
+			set++
+		}
+	}
+	if set != 1 {
+		return nil, fmt.Errorf("command: %d payloads set, want exactly 1", set)
+	}
+	return json.Marshal(c)
+}
+
+// DecodeCommand decodes and checks the envelope of a command.
+func DecodeCommand(b []byte) (Command, error) {
+	var c Command
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return Command{}, fmt.Errorf("command: malformed: %w", err)
+	}
+	if c.V != CommandVersion {
+		return Command{}, fmt.Errorf("command %v: version %d, want %d", c.Kind, c.V, CommandVersion)
+	}
+	var ok bool
+	switch c.Kind {
+	case KindRoundStarted:
+		ok = c.RoundStarted != nil
+	case KindStageClosed:
+		ok = c.StageClosed != nil
+	case KindSurvivorsCommitted:
+		ok = c.SurvivorsCommitted != nil
+	case KindModelCommitted:
+		ok = c.ModelCommitted != nil
+	case KindRoundFailed:
+		ok = c.RoundFailed != nil
+	case KindMetricsRecorded:
+		ok = c.MetricsRecorded != nil
+	case KindMembersSeen:
+		ok = c.MembersSeen != nil
+	default:
+		return Command{}, fmt.Errorf("command: unknown kind %d", int(c.Kind))
+	}
+	if !ok {
+		return Command{}, fmt.Errorf("command %v: payload missing", c.Kind)
+	}
+	return c, nil
+}
+
+// Round returns the round a command is about.
+func (c *Command) Round() uint64 {
+	switch {
+	case c.RoundStarted != nil:
+		return c.RoundStarted.Round
+	case c.StageClosed != nil:
+		return c.StageClosed.Round
+	case c.SurvivorsCommitted != nil:
+		return c.SurvivorsCommitted.Round
+	case c.ModelCommitted != nil:
+		return c.ModelCommitted.Round
+	case c.RoundFailed != nil:
+		return c.RoundFailed.Round
+	case c.MetricsRecorded != nil:
+		return c.MetricsRecorded.Round
+	case c.MembersSeen != nil:
+		return c.MembersSeen.Round
+	}
+	return 0
+}
+
+// RoundState is the committed progress of the round in flight.
+type RoundState struct {
+	Round       uint64   `json:"round"`
+	Announce    Announce `json:"announce"`
+	OnlineCount int      `json:"online_count"`
+	// Next is the SecAgg+ stage whose close is committed next: 0 after
+	// RoundStarted, 1 after stage 0 closed, 2 after stage 1, 3 once the
+	// survivors are committed.
+	Next       secagg.Stage            `json:"next"`
+	Advertised []uint32                `json:"advertised"`
+	Keys       []secagg.AdvertiseKeys  `json:"keys"`
+	Shared     []uint32                `json:"shared"`
+	Shares     []secagg.EncryptedShare `json:"shares"`
+	Survivors  []uint32                `json:"survivors"`
+	Dropped    []uint32                `json:"dropped"`
+}
+
+// ModelRecord indexes a committed model: the bytes are in the registry.
+type ModelRecord struct {
+	Round uint64 `json:"round"`
+	Hash  Hash   `json:"hash"`
+}
+
+// State is everything the FSM holds. It is plain data with no maps, so its
+// JSON encoding (the snapshot) is byte-identical on every replica.
+type State struct {
+	// Round is the last round started (0 before the first).
+	Round uint64 `json:"round"`
+	// Current is the round in flight, nil when idle.
+	Current *RoundState `json:"current"`
+	// Failures counts the rounds failed since the last committed model.
+	Failures int `json:"failures"`
+	// LastFailure is the most recent RoundFailed.
+	LastFailure *RoundFailed `json:"last_failure"`
+	// Members are the workers last seen online, sorted.
+	Members []WorkerID `json:"members"`
+	// Models index the committed models, oldest first.
+	Models []ModelRecord `json:"models"`
+	// Ledger is the hash chain, one entry per committed model.
+	Ledger []LedgerEntry `json:"ledger"`
+	// Metrics are the recorded evaluations, oldest first.
+	Metrics []MetricsRecorded `json:"metrics"`
+	// Privacy is the accountant's history.
+	Privacy []dp.Entry `json:"privacy"`
+	// Optimizer is the server optimizer state after the last commit.
+	Optimizer OptimizerRef `json:"optimizer"`
+}
+
+// Head returns the latest ledger entry, or nil.
+func (s *State) Head() *LedgerEntry {
+	if len(s.Ledger) == 0 {
+		return nil
+	}
+	return &s.Ledger[len(s.Ledger)-1]
+}
+
+// CommittedRounds returns the number of models committed after the
+// initial one.
+func (s *State) CommittedRounds() int { return max(0, len(s.Models)-1) }
+
+// Accountant rebuilds the privacy accountant from the history.
+func (s *State) Accountant() *dp.Accountant {
+	a := &dp.Accountant{}
+	for _, e := range s.Privacy {
+		a.Step(e.Q, e.Sigma, e.Steps)
+	}
+	return a
+}
+
+// FSM is the coordinator's replicated state machine. Apply must be
+// deterministic: the same commands in the same order give byte-identical
+// state and snapshots on every replica. It does no I/O besides Snapshot and
+// Restore, reads no clock and no randomness. Safe for concurrent use.
+type FSM struct {
+	mu sync.RWMutex
+	s  State
+}
+
+// NewFSM returns an empty state machine.
+func NewFSM() *FSM { return &FSM{} }
+
+// CommandError is a refused command: it names the round and the command.
+type CommandError struct {
+	Kind   CommandKind
+	Round  uint64
+	Reason string
+}
+
+func (e *CommandError) Error() string {
+	return fmt.Sprintf("round %d: command %v refused: %s", e.Round, e.Kind, e.Reason)
+}
+
+// ErrStale is wrapped by refusals of commands for a round other than the
+// one they must follow (a stale or replayed command).
+var ErrStale = errors.New("stale command")
+
+// Apply decodes and applies one command. A malformed or out-of-order
+// command is refused with a *CommandError naming the round and command and
+// leaves the state unchanged. This has the shape of raft.FSM.Apply.
+func (f *FSM) Apply(cmd []byte) error {
+	c, err := DecodeCommand(cmd)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.apply(&c)
+}
+
+func refuse(c *Command, format string, a ...any) error {
+	return &CommandError{Kind: c.Kind, Round: c.Round(), Reason: fmt.Sprintf(format, a...)}
+}
+
+type staleError struct{ *CommandError }
+
+func (e staleError) Unwrap() error { return ErrStale }
+
+func stale(c *Command, format string, a ...any) error {
+	return staleError{refuse(c, format, a...).(*CommandError)}
+}
+
+// apply checks everything first and mutates last, so a refused command
+// changes nothing.
+func (f *FSM) apply(c *Command) error {
+	s := &f.s
+	switch c.Kind {
+	case KindMembersSeen:
+		m := c.MembersSeen
+		if !sortedDistinctIDs(m.Members) {
+			return refuse(c, "members not sorted and distinct")
+		}
+		s.Members = slices.Clone(m.Members)
+		return nil
+
+	case KindRoundStarted:
+		m := c.RoundStarted
+		if len(s.Models) == 0 {
+			return refuse(c, "no initial model committed")
+		}
+		if s.Current != nil {
+			return stale(c, "round %d is still in flight", s.Current.Round)
+		}
+		if m.Round != s.Round+1 {
+			return stale(c, "round must be %d", s.Round+1)
+		}
+		a := &m.Announce
+		if a.Round != m.Round || a.SecAgg.Round != m.Round {
+			return refuse(c, "announce round %d / secagg round %d differ", a.Round, a.SecAgg.Round)
+		}
+		head := s.Models[len(s.Models)-1]
+		if Hash(a.ModelHash) != head.Hash || a.ModelVersion != head.Round {
+			return stale(c, "announce model %s (round %d) is not the latest %s (round %d)",
+				Hash(a.ModelHash), a.ModelVersion, head.Hash, head.Round)
+		}
+		if len(a.Sampled) < 2 || !sortedDistinctIDs(a.Sampled) {
+			return refuse(c, "sampled workers must be at least 2, sorted and distinct")
+		}
+		if len(a.SecAgg.Clients) != len(a.Sampled) {
+			return refuse(c, "secagg has %d clients for %d sampled workers", len(a.SecAgg.Clients), len(a.Sampled))
+		}
+		for i, id := range a.SecAgg.Clients {
+			if id != uint32(i+1) {
+				return refuse(c, "secagg client %d at position %d, want %d", id, i, i+1)
+			}
+		}
+		if a.SecAgg.WithDefaults().Degree != a.SecAgg.Degree || a.SecAgg.WithDefaults().Threshold != a.SecAgg.Threshold {
+			return refuse(c, "secagg config must have its defaults applied")
+		}
+		if err := a.SecAgg.Validate(); err != nil {
+			return refuse(c, "secagg: %v", err)
+		}
+		if a.NumParams != a.SecAgg.Dim || a.NumParams <= 0 {
+			return refuse(c, "num_params %d vs secagg dim %d", a.NumParams, a.SecAgg.Dim)
+		}
+		if m.OnlineCount < len(a.Sampled) {
+			return refuse(c, "online count %d below the %d sampled", m.OnlineCount, len(a.Sampled))
+		}
+		s.Round = m.Round
+		s.Current = &RoundState{Round: m.Round, Announce: cloneAnnounce(a), OnlineCount: m.OnlineCount}
+		return nil
+
+	case KindStageClosed:
+		m := c.StageClosed
+		cur, err := f.current(c, m.Round)
+		if err != nil {
+			return err
+		}
+		if m.Stage != cur.Next || m.Stage > secagg.StageShareKeys {
+			return stale(c, "stage %v closed, expected stage %v", m.Stage, cur.Next)
+		}
+		n := uint32(len(cur.Announce.Sampled))
+		allowed := func(id uint32) bool { return id >= 1 && id <= n }
+		if m.Stage == secagg.StageShareKeys {
+			allowed = func(id uint32) bool { _, ok := slices.BinarySearch(cur.Advertised, id); return ok }
+		}
+		if !sortedDistinct(m.Completed) {
+			return refuse(c, "completed not sorted and distinct")
+		}
+		for _, id := range m.Completed {
+			if !allowed(id) {
+				return refuse(c, "completed client %d not eligible for stage %v", id, m.Stage)
+			}
+		}
+		switch m.Stage {
+		case secagg.StageAdvertise:
+			if len(m.Shares) != 0 || len(m.Keys) != len(m.Completed) {
+				return refuse(c, "stage 0 needs one key advertisement per completed client, have %d for %d", len(m.Keys), len(m.Completed))
+			}
+			for i, k := range m.Keys {
+				if k.From != m.Completed[i] || k.Round != m.Round || len(k.EncKey) != secagg.KeySize || len(k.MaskKey) != secagg.KeySize {
+					return refuse(c, "key advertisement %d (from %d) malformed or out of order", i, k.From)
+				}
+			}
+			cur.Keys = slices.Clone(m.Keys)
+			cur.Advertised = slices.Clone(m.Completed)
+		case secagg.StageShareKeys:
+			if len(m.Keys) != 0 {
+				return refuse(c, "stage 1 carries no keys")
+			}
+			for i, e := range m.Shares {
+				if _, ok := slices.BinarySearch(m.Completed, e.From); !ok || e.Round != m.Round || len(e.Ciphertext) != secagg.CiphertextSize {
+					return refuse(c, "share %d (from %d to %d) malformed or from a client not completed", i, e.From, e.To)
+				}
+				if i > 0 && e.From < m.Shares[i-1].From {
+					return refuse(c, "shares not grouped by sender at %d", i)
+				}
+			}
+			cur.Shares = slices.Clone(m.Shares)
+			cur.Shared = slices.Clone(m.Completed)
+		}
+		cur.Next = m.Stage + 1
+		return nil
+
+	case KindSurvivorsCommitted:
+		m := c.SurvivorsCommitted
+		cur, err := f.current(c, m.Round)
+		if err != nil {
+			return err
+		}
+		if cur.Next != secagg.StageMaskedInput {
+			return stale(c, "survivors committed at stage %v, expected after stage 1 closed", cur.Next)
+		}
+		if !sortedDistinct(m.Survivors) || !sortedDistinct(m.Dropped) {
+			return refuse(c, "survivors and dropped must be sorted and distinct")
+		}
+		union := append(slices.Clone(m.Survivors), m.Dropped...)
+		slices.Sort(union)
+		if !slices.Equal(union, cur.Shared) {
+			return refuse(c, "survivors %v + dropped %v must be exactly the stage-1 clients %v", m.Survivors, m.Dropped, cur.Shared)
+		}
+		if len(m.Survivors) < 2 {
+			return refuse(c, "%d survivors, need at least 2", len(m.Survivors))
+		}
+		cur.Survivors = slices.Clone(m.Survivors)
+		cur.Dropped = slices.Clone(m.Dropped)
+		cur.Next = secagg.StageUnmask
+		return nil
+
+	case KindModelCommitted:
+		m := c.ModelCommitted
+		if m.Epsilon < 0 || math.IsNaN(m.Epsilon) || math.IsInf(m.Epsilon, 0) {
+			return refuse(c, "epsilon %v not finite and non-negative", m.Epsilon)
+		}
+		if !sortedDistinctIDs(m.Participants) {
+			return refuse(c, "participants not sorted and distinct")
+		}
+		var headHash Hash
+		if h := s.Head(); h != nil {
+			headHash = h.Hash
+		}
+		if m.Prev != headHash {
+			return stale(c, "prev %s is not the ledger head %s", m.Prev, headHash)
+		}
+		if m.DP != nil {
+			if a := s.Accountant(); a.Step(m.DP.Q, m.DP.Sigma, m.DP.Steps) != nil {
+				return refuse(c, "privacy step q=%v sigma=%v steps=%d invalid", m.DP.Q, m.DP.Sigma, m.DP.Steps)
+			}
+		}
+		if m.Round == 0 {
+			if len(s.Models) != 0 || s.Round != 0 {
+				return stale(c, "the initial model is already committed")
+			}
+			if len(m.Participants) != 0 || m.Epsilon != 0 || m.DP != nil {
+				return refuse(c, "the initial model has no participants and no privacy spent")
+			}
+		} else {
+			cur, err := f.current(c, m.Round)
+			if err != nil {
+				return err
+			}
+			if cur.Next != secagg.StageUnmask {
+				return stale(c, "model committed before the survivors")
+			}
+			want := make([]WorkerID, len(cur.Survivors))
+			for i, id := range cur.Survivors {
+				want[i] = cur.Announce.Sampled[id-1]
+			}
+			slices.Sort(want)
+			if !slices.Equal(want, m.Participants) {
+				return refuse(c, "participants %v are not the committed survivors %v", m.Participants, want)
+			}
+		}
+		e := NewLedgerEntry(s.Head(), m.Round, m.ModelHash, m.Participants, m.Epsilon)
+		s.Ledger = append(s.Ledger, e)
+		s.Models = append(s.Models, ModelRecord{Round: m.Round, Hash: m.ModelHash})
+		if m.DP != nil {
+			s.Privacy = appendPrivacy(s.Privacy, *m.DP)
+		}
+		s.Optimizer = m.Optimizer
+		s.Current = nil
+		s.Failures = 0
+		return nil
+
+	case KindRoundFailed:
+		m := c.RoundFailed
+		if _, err := f.current(c, m.Round); err != nil {
+			return err
+		}
+		if !sortedDistinctIDs(m.Missing) {
+			return refuse(c, "missing workers not sorted and distinct")
+		}
+		fail := *m
+		fail.Missing = slices.Clone(m.Missing)
+		s.LastFailure = &fail
+		s.Current = nil
+		s.Failures++
+		return nil
+
+	case KindMetricsRecorded:
+		m := c.MetricsRecorded
+		if len(s.Models) == 0 || s.Models[len(s.Models)-1].Round != m.Round || m.Round == 0 {
+			return stale(c, "round %d did not commit the latest model", m.Round)
+		}
+		if n := len(s.Metrics); n > 0 && s.Metrics[n-1].Round >= m.Round {
+			return stale(c, "metrics of round %d already recorded", m.Round)
+		}
+		if !(m.Accuracy >= 0 && m.Accuracy <= 1) || math.IsNaN(m.Loss) || math.IsInf(m.Loss, 0) || m.Examples < 0 || m.Workers < 0 {
+			return refuse(c, "accuracy %v, loss %v, examples %d, workers %d out of range", m.Accuracy, m.Loss, m.Examples, m.Workers)
+		}
+		s.Metrics = append(s.Metrics, *m)
+		return nil
+	}
+	return refuse(c, "unknown kind")
+}
+
+func (f *FSM) current(c *Command, round uint64) (*RoundState, error) {
+	if f.s.Current == nil {
+		return nil, stale(c, "no round in flight")
+	}
+	if f.s.Current.Round != round {
+		return nil, stale(c, "round %d is in flight", f.s.Current.Round)
+	}
+	return f.s.Current, nil
+}
+
+func appendPrivacy(h []dp.Entry, e dp.Entry) []dp.Entry {
+	if n := len(h); n > 0 && h[n-1].Q == e.Q && h[n-1].Sigma == e.Sigma {
+		h[n-1].Steps += e.Steps
+		return h
+	}
+	return append(h, e)
+}
+
+func cloneAnnounce(a *Announce) Announce {
+	b := *a
+	b.Sampled = slices.Clone(a.Sampled)
+	b.SecAgg.Clients = slices.Clone(a.SecAgg.Clients)
+	return b
+}
+
+func sortedDistinct(x []uint32) bool {
+	for i := 1; i < len(x); i++ {
+		if x[i] <= x[i-1] {
+			return false
+		}
+	}
+	return true
+}
+
+func sortedDistinctIDs(x []WorkerID) bool {
+	for i := 1; i < len(x); i++ {
+		if x[i] <= x[i-1] {
+			return false
+		}
+	}
+	return true
+}
+
+// State returns a deep copy of the state.
+func (f *FSM) State() State {
+	f.mu.RLock()
+	b, err := json.Marshal(&f.s)
+	f.mu.RUnlock()
+	if err != nil {
+		panic("coordinator: state does not encode: " + err.Error()) // plain data: cannot happen
+	}
+	var s State
+	if err := json.Unmarshal(b, &s); err != nil {
+		panic("coordinator: state does not decode: " + err.Error())
+	}
+	return s
+}
+
+// Ledger returns a copy of the ledger.
+func (f *FSM) Ledger() []LedgerEntry {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]LedgerEntry, len(f.s.Ledger))
+	for i, e := range f.s.Ledger {
+		e.Participants = slices.Clone(e.Participants)
+		out[i] = e
+	}
+	return out
+}
+
+// Model returns the hash of the model committed in round and whether there
+// is one.
+func (f *FSM) Model(round uint64) (Hash, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	for _, m := range f.s.Models {
+		if m.Round == round {
+			return m.Hash, true
+		}
+	}
+	return Hash{}, false
+}
+
+// ModelRound returns the round that committed the model with hash h and
+// whether it is known.
+func (f *FSM) ModelRound(h Hash) (uint64, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	for _, m := range f.s.Models {
+		if m.Hash == h {
+			return m.Round, true
+		}
+	}
+	return 0, false
+}
+
+// LatestModel returns the newest committed model (ok false before the
+// initial model).
+func (f *FSM) LatestModel() (ModelRecord, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if len(f.s.Models) == 0 {
+		return ModelRecord{}, false
+	}
+	return f.s.Models[len(f.s.Models)-1], true
+}
+
+type snapshot struct {
+	V     int   `json:"v"`
+	State State `json:"state"`
+}
+
+// Snapshot writes the whole state; the bytes are identical on replicas that
+// applied the same commands.
+func (f *FSM) Snapshot(w io.Writer) error {
+	f.mu.RLock()
+	b, err := json.Marshal(snapshot{V: CommandVersion, State: f.s})
+	f.mu.RUnlock()
+	if err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	if _, err := w.Write(b); err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	return nil
+}
+
+// Restore replaces the state with a snapshot. The snapshot's ledger is
+// verified first; on any error the state is unchanged.
+func (f *FSM) Restore(r io.Reader) error {
+	var sn snapshot
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&sn); err != nil {
+		return fmt.Errorf("restore: malformed snapshot: %w", err)
+	}
+	if sn.V != CommandVersion {
+		return fmt.Errorf("restore: snapshot version %d, want %d", sn.V, CommandVersion)
+	}
+	if err := VerifyLedger(sn.State.Ledger); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	if len(sn.State.Ledger) != len(sn.State.Models) {
+		return fmt.Errorf("restore: %d ledger entries for %d models", len(sn.State.Ledger), len(sn.State.Models))
+	}
+	for i, m := range sn.State.Models {
+		if e := sn.State.Ledger[i]; e.Round != m.Round || e.ModelHash != m.Hash {
+			return fmt.Errorf("restore: model %d (round %d) disagrees with its ledger entry", i, m.Round)
+		}
+	}
+	f.mu.Lock()
+	f.s = sn.State
+	f.mu.Unlock()
+	return nil
+}
+
+// ReadSnapshotLedger reads the ledger out of a snapshot written by
+// FSM.Snapshot, without verifying it.
+func ReadSnapshotLedger(r io.Reader) ([]LedgerEntry, error) {
+	var sn snapshot
+	if err := json.NewDecoder(r).Decode(&sn); err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	if sn.V != CommandVersion {
+		return nil, fmt.Errorf("snapshot: version %d, want %d", sn.V, CommandVersion)
+	}
+	return sn.State.Ledger, nil
+}
