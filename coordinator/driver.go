@@ -1,0 +1,939 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/sovereign-fl/sovereign/aggregation"
+	"github.com/sovereign-fl/sovereign/aggregation/dp"
+	"github.com/sovereign-fl/sovereign/aggregation/secagg"
+	"github.com/sovereign-fl/sovereign/model"
+)
+
+// Config holds the federation-level settings of the round driver. Secure
+// aggregation (SecAgg+, Bell et al. 2020) is always on in the networked
+// federation, so only weighted-mean strategies are accepted: the server
+// only ever sees the sum of the updates.
+type Config struct {
+	// Model is the architecture (model.ParseSpec syntax, e.g. "2nn").
+	Model string
+	// InC, InH, InW and Classes give the input shape and class count.
+	InC, InH, InW, Classes int
+	// Rounds is the number of models to commit after the initial one.
+	Rounds int
+	// WorkersPerRound is how many workers each round samples; if 0,
+	// Fraction of the online workers (rounded up) is sampled.
+	WorkersPerRound int
+	// Fraction is the share of online workers sampled when
+	// WorkersPerRound is 0, in (0, 1].
+	Fraction float64
+	// MinWorkers is the fewest workers a round samples and the fewest
+	// survivors whose sum may be released (≥ 2). With DP on it is the t of
+	// the distributed noise σC/√t (DPParams.MinClients).
+	MinWorkers int
+	// Train are the local-training settings sent to workers.
+	Train TrainParams
+	// Strategy is a fedavg-family strategy (fedavg, fedavgm, fedadam,
+	// fedyogi, fedadagrad, fedprox:MU); ServerLR its server learning rate
+	// (0 = the optimizer's default).
+	Strategy string
+	ServerLR float64
+	// DP are the differential-privacy settings (Noise 0 = off); Delta is
+	// the δ of the reported (ε, δ).
+	DP    DPParams
+	Delta float64
+	// ClipRange is SecAgg+'s coordinate range [-R, R] when DP is off
+	// (with DP on it is Clip + 6 noise std).
+	ClipRange float64
+	// MaxWeight is the largest weight (example count) a worker may use.
+	MaxWeight float64
+	// SecAggDegree is the SecAgg+ graph degree (0 = the default, capped
+	// at sampled-1).
+	SecAggDegree int
+	// StageTimeout bounds each stage (and the evaluation).
+	StageTimeout time.Duration
+	// RetryLimit is how many failed rounds in a row Run tolerates.
+	RetryLimit int
+	// Seed drives the initial model, the sampling and the SecAgg+ graphs.
+	Seed int64
+	// PollInterval is how often Run checks again for enough online
+	// workers (default 1s).
+	PollInterval time.Duration
+}
+
+// DefaultConfig returns a configuration with the documented defaults
+// (2nn on 28×28 MNIST-shaped input, 10 rounds, 10 workers per round).
+func DefaultConfig() Config {
+	return Config{
+		Model: "2nn", InC: 1, InH: 28, InW: 28, Classes: 10,
+		Rounds: 10, WorkersPerRound: 10, Fraction: 0.1, MinWorkers: 3,
+		Train:     TrainParams{Epochs: 1, Batch: 10, LR: 0.05},
+		Strategy:  "fedavg",
+		Delta:     1e-5,
+		ClipRange: 1, MaxWeight: 1e4,
+		StageTimeout: time.Minute, RetryLimit: 3, PollInterval: time.Second,
+	}
+}
+
+// Validate checks c; its errors name the field and its limit.
+func (c Config) Validate() error {
+	if _, err := c.spec(); err != nil {
+		return fmt.Errorf("model %q: %w", c.Model, err)
+	}
+	if c.Rounds < 1 {
+		return fmt.Errorf("rounds %d must be >= 1", c.Rounds)
+	}
+	if c.WorkersPerRound < 0 || c.WorkersPerRound == 1 || c.WorkersPerRound > secagg.MaxClients {
+		return fmt.Errorf("workers per round %d must be 0 or in 2..%d", c.WorkersPerRound, secagg.MaxClients)
+	}
+	if c.WorkersPerRound == 0 && !(c.Fraction > 0 && c.Fraction <= 1) {
+		return fmt.Errorf("fraction %v must be in (0, 1] when workers per round is 0", c.Fraction)
+	}
+	if c.MinWorkers < 2 {
+		return fmt.Errorf("min workers %d must be >= 2", c.MinWorkers)
+	}
+	if c.WorkersPerRound > 0 && c.MinWorkers > c.WorkersPerRound {
+		return fmt.Errorf("min workers %d must be <= workers per round %d", c.MinWorkers, c.WorkersPerRound)
+	}
+	if c.Train.Epochs < 1 || c.Train.Batch < 1 || !(c.Train.LR > 0) || math.IsInf(c.Train.LR, 0) {
+		return fmt.Errorf("train: epochs %d, batch %d must be >= 1 and lr %v finite > 0", c.Train.Epochs, c.Train.Batch, c.Train.LR)
+	}
+	if _, err := c.strategy(); err != nil {
+		return err
+	}
+	if c.DP.Noise < 0 || math.IsNaN(c.DP.Noise) || math.IsInf(c.DP.Noise, 0) {
+		return fmt.Errorf("dp noise %v must be finite and >= 0", c.DP.Noise)
+	}
+	if c.DP.Noise > 0 {
+		if !(c.DP.Clip > 0) || math.IsInf(c.DP.Clip, 0) {
+			return fmt.Errorf("dp clip %v must be finite and > 0 when noise is on", c.DP.Clip)
+		}
+		if !(c.Delta > 0 && c.Delta < 1) {
+			return fmt.Errorf("dp delta %v must be in (0, 1)", c.Delta)
+		}
+	} else if !(c.ClipRange > 0) || math.IsInf(c.ClipRange, 0) {
+		return fmt.Errorf("clip range %v must be finite and > 0", c.ClipRange)
+	}
+	if !(c.MaxWeight > 0) || math.IsInf(c.MaxWeight, 0) {
+		return fmt.Errorf("max weight %v must be finite and > 0", c.MaxWeight)
+	}
+	if c.SecAggDegree < 0 {
+		return fmt.Errorf("secagg degree %d must be >= 0", c.SecAggDegree)
+	}
+	if c.StageTimeout <= 0 {
+		return fmt.Errorf("stage timeout %v must be > 0", c.StageTimeout)
+	}
+	if c.RetryLimit < 0 {
+		return fmt.Errorf("retry limit %d must be >= 0", c.RetryLimit)
+	}
+	if c.PollInterval < 0 {
+		return fmt.Errorf("poll interval %v must be >= 0", c.PollInterval)
+	}
+	return nil
+}
+
+func (c Config) spec() (model.Spec, error) {
+	return model.ParseSpec(c.Model, c.InC, c.InH, c.InW, c.Classes)
+}
+
+func (c Config) strategy() (*aggregation.Strategy, error) {
+	st, err := aggregation.ParseStrategy(c.Strategy, c.ServerLR)
+	if err != nil {
+		return nil, fmt.Errorf("strategy: %w", err)
+	}
+	if _, ok := st.Rule.(aggregation.WeightedMean); !ok {
+		if _, ok := st.Rule.(*aggregation.WeightedMean); !ok {
+			return nil, fmt.Errorf("strategy %q: secure aggregation only sums updates, so only the fedavg family (fedavg, fedavgm, fedadam, fedyogi, fedadagrad, fedprox:MU) is allowed", c.Strategy)
+		}
+	}
+	return st, nil
+}
+
+// Replicator commits commands to the FSM: directly on a single node
+// (Local), through Raft when replicated. Apply returns once the command is
+// applied to the local FSM, with the FSM's error if it refused it.
+type Replicator interface {
+	Apply(ctx context.Context, cmd []byte) error
+	IsLeader() bool
+}
+
+// Local is the single-node Replicator: it applies commands directly.
+type Local struct{ fsm *FSM }
+
+var _ Replicator = (*Local)(nil)
+
+// NewLocal returns a Replicator that applies to fsm directly.
+func NewLocal(fsm *FSM) *Local { return &Local{fsm: fsm} }
+
+// Apply implements Replicator.
+func (l *Local) Apply(ctx context.Context, cmd []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return l.fsm.Apply(cmd)
+}
+
+// IsLeader implements Replicator: a single node always leads.
+func (l *Local) IsLeader() bool { return true }
+
+// ErrNotLeader is returned by Run when the replicator is not the leader.
+var ErrNotLeader = errors.New("coordinator: not the leader")
+
+// ErrNotEnoughOnline marks a round that cannot start for lack of workers.
+var ErrNotEnoughOnline = errors.New("not enough workers online")
+
+// RoundFailedError reports a round closed by a RoundFailed command.
+type RoundFailedError struct {
+	Round   uint64
+	Reason  string
+	Missing []WorkerID
+}
+
+func (e *RoundFailedError) Error() string {
+	return fmt.Sprintf("round %d failed: %s (missing %v)", e.Round, e.Reason, e.Missing)
+}
+
+// Driver runs rounds on the leader. Build it with NewDriver; the FSM holds
+// all state, so a Driver may be dropped and a new one started on another
+// replica at any time: Run resumes the round in flight from its last
+// committed stage.
+type Driver struct {
+	cfg      Config
+	spec     model.Spec
+	fsm      *FSM
+	repl     Replicator
+	reg      ModelStore
+	cohort   Cohort
+	log      *slog.Logger
+	stratErr error
+
+	// LedgerPath, if set, is rewritten with the whole ledger after every
+	// committed model (see WriteLedgerFile); the coordinator command sets
+	// it to filepath.Join(dataDir, LedgerFileName).
+	LedgerPath string
+
+	mu    sync.Mutex
+	stage string
+	// unmasked remembers the survivor set sent per round: the driver
+	// refuses to send a different one.
+	unmasked map[uint64][]uint32
+}
+
+// NewDriver builds a round driver. fsm is the state (replicated through
+// repl, or NewLocal(fsm) on one node), reg stores the models (Registry or
+// MemRegistry; serve it to workers with p2p.ServeBlobs), cohort reaches the
+// workers, and logger (nil = slog.Default()) receives progress lines.
+func NewDriver(cfg Config, fsm *FSM, repl Replicator, reg ModelStore, cohort Cohort, logger *slog.Logger) (*Driver, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if fsm == nil || repl == nil || reg == nil || cohort == nil {
+		return nil, errors.New("coordinator: NewDriver needs an FSM, a replicator, a registry and a cohort")
+	}
+	if cfg.PollInterval == 0 {
+		cfg.PollInterval = time.Second
+	}
+	if logger == nil {
+		logger = slog.Default()
+	}
+	spec, _ := cfg.spec()
+	return &Driver{cfg: cfg, spec: spec, fsm: fsm, repl: repl, reg: reg, cohort: cohort, log: logger, unmasked: map[uint64][]uint32{}}, nil
+}
+
+func (d *Driver) commit(ctx context.Context, c Command) error {
+	b, err := EncodeCommand(c)
+	if err != nil {
+		return err
+	}
+	if err := d.repl.Apply(ctx, b); err != nil {
+		return fmt.Errorf("round %d: committing %v: %w", c.Round(), kindOf(c), err)
+	}
+	return nil
+}
+
+func kindOf(c Command) CommandKind {
+	b, _ := EncodeCommand(c)
+	dc, _ := DecodeCommand(b)
+	return dc.Kind
+}
+
+func (d *Driver) setStage(s string) {
+	d.mu.Lock()
+	d.stage = s
+	d.mu.Unlock()
+}
+
+// Init commits the initial model (round 0) if none is committed yet: the
+// spec's network initialised from the seed.
+func (d *Driver) Init(ctx context.Context) error {
+	if _, ok := d.fsm.LatestModel(); ok {
+		return nil
+	}
+	n, err := model.New(d.spec)
+	if err != nil {
+		return fmt.Errorf("model %q: %w", d.cfg.Model, err)
+	}
+	n.Init(d.cfg.Seed)
+	h, err := d.reg.Put(n.Params())
+	if err != nil {
+		return err
+	}
+	st, _ := d.cfg.strategy()
+	d.log.Info("initial model", "round", 0, "stage", "init", "model", h, "params", len(n.Params()))
+	return d.commit(ctx, Command{ModelCommitted: &ModelCommitted{
+		Round: 0, ModelHash: h, Participants: []WorkerID{}, Optimizer: OptimizerRef{Name: optimizerName(st)},
+	}})
+}
+
+func optimizerName(st *aggregation.Strategy) string {
+	if st.Server == nil {
+		return "fedavg"
+	}
+	return st.Server.Name()
+}
+
+// Run drives rounds until Rounds models are committed, ctx ends, the
+// replicator loses leadership (ErrNotLeader) or more than RetryLimit rounds
+// fail in a row. A round in flight in the FSM is resumed first.
+func (d *Driver) Run(ctx context.Context) error {
+	if !d.repl.IsLeader() {
+		return ErrNotLeader
+	}
+	if err := d.Init(ctx); err != nil {
+		return err
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if !d.repl.IsLeader() {
+			return ErrNotLeader
+		}
+		st := d.fsm.State()
+		if st.Current == nil && st.CommittedRounds() >= d.cfg.Rounds {
+			d.setStage("finished")
+			return nil
+		}
+		if st.Current == nil && st.Failures > d.cfg.RetryLimit {
+			reason := ""
+			if st.LastFailure != nil {
+				reason = st.LastFailure.Reason
+			}
+			return fmt.Errorf("round %d: %d rounds failed in a row (retry limit %d); last: %s", st.Round, st.Failures, d.cfg.RetryLimit, reason)
+		}
+		r := st.Round + 1
+		if st.Current != nil {
+			r = st.Current.Round
+		}
+		err := d.RunRound(ctx, r)
+		var rf *RoundFailedError
+		switch {
+		case err == nil, errors.As(err, &rf):
+		case errors.Is(err, ErrNotEnoughOnline):
+			d.log.Info("waiting for workers", "round", r, "stage", "sample", "err", err)
+			t := time.NewTimer(d.cfg.PollInterval)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
+		default:
+			return err
+		}
+	}
+}
+
+// RunRound runs round r to its end: it starts it (r must be the next
+// round) or resumes it (r is the round in flight). It returns nil once the
+// model is committed, a *RoundFailedError once a RoundFailed is committed,
+// an error wrapping ErrNotEnoughOnline when too few workers are online, or
+// the error that stopped it (the round then stays in flight for a later
+// resume).
+func (d *Driver) RunRound(ctx context.Context, r uint64) error {
+	st := d.fsm.State()
+	var cur *RoundState
+	switch {
+	case st.Current != nil && st.Current.Round == r:
+		cur = st.Current
+		d.log.Info("resuming", "round", r, "stage", cur.Next.String())
+	case st.Current != nil:
+		return fmt.Errorf("round %d: round %d is in flight", r, st.Current.Round)
+	case r != st.Round+1:
+		return fmt.Errorf("round %d: the next round is %d", r, st.Round+1)
+	default:
+		var err error
+		if cur, err = d.start(ctx, r, &st); err != nil {
+			return err
+		}
+	}
+	return d.drive(ctx, cur)
+}
+
+// seed32 derives a 32-byte public seed for round r and a purpose label.
+func (d *Driver) seed32(label string, r uint64) [32]byte {
+	var b [8 + 8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(d.cfg.Seed))
+	binary.BigEndian.PutUint64(b[8:], r)
+	return sha256.Sum256(append([]byte("sovereign/"+label+"\x00"), b[:]...))
+}
+
+// sampleSize returns how many of online workers a round samples.
+func (d *Driver) sampleSize(online int) int {
+	if d.cfg.WorkersPerRound > 0 {
+		return d.cfg.WorkersPerRound
+	}
+	return max(d.cfg.MinWorkers, int(math.Ceil(d.cfg.Fraction*float64(online))))
+}
+
+func (d *Driver) start(ctx context.Context, r uint64, st *State) (*RoundState, error) {
+	log := d.log.With("round", r, "stage", "sample")
+	online := slices.Clone(d.cohort.Online())
+	slices.Sort(online)
+	online = slices.Compact(online)
+	if !slices.Equal(online, st.Members) && !(len(online) == 0 && len(st.Members) == 0) {
+		if online == nil {
+			online = []WorkerID{}
+		}
+		if err := d.commit(ctx, Command{MembersSeen: &MembersSeen{Round: r, Members: online}}); err != nil {
+			return nil, err
+		}
+	}
+	n := d.sampleSize(len(online))
+	if len(online) < n {
+		return nil, fmt.Errorf("round %d: %w: %d online, need %d", r, ErrNotEnoughOnline, len(online), n)
+	}
+	seed := d.seed32("sample", r)
+	rng := rand.New(rand.NewChaCha8(seed))
+	perm := rng.Perm(len(online))[:n]
+	sampled := make([]WorkerID, n)
+	for i, j := range perm {
+		sampled[i] = online[j]
+	}
+	slices.Sort(sampled)
+	head, _ := d.fsm.LatestModel()
+	clients := make([]uint32, n)
+	for i := range clients {
+		clients[i] = uint32(i + 1)
+	}
+	sc := secagg.Config{
+		Round: r, Clients: clients, Degree: d.cfg.SecAggDegree, ClipRange: d.cfg.ClipRange,
+		MaxWeight: d.cfg.MaxWeight, Dim: d.spec.NumParams(), GraphSeed: d.seed32("graph", r),
+		StageTimeout: d.cfg.StageTimeout,
+	}
+	if sc.Degree > n-1 {
+		sc.Degree = n - 1
+	}
+	sc = sc.WithDefaults()
+	dpp := d.cfg.DP
+	dpp.MinClients = d.cfg.MinWorkers
+	eps := 0.0
+	if dpp.Noise > 0 {
+		// Distributed DP: each worker adds N(0, σ²C²/t); a released sum of
+		// at least t = MinWorkers survivors carries noise σC (Truex et
+		// al. 2019; Kairouz, Liu, Steinke 2021), accounted with RDP
+		// (Mironov 2017) at sampling rate n/online.
+		sc.ClipRange = dpp.Clip + 6*dp.DistributedStd(dpp.Noise, dpp.Clip, dpp.MinClients)
+		a := st.Accountant()
+		if err := a.Step(float64(n)/float64(len(online)), dpp.Noise, 1); err != nil {
+			return nil, fmt.Errorf("round %d: privacy accounting: %w", r, err)
+		}
+		var err error
+		if eps, _, err = a.Epsilon(d.cfg.Delta, nil); err != nil {
+			return nil, fmt.Errorf("round %d: privacy accounting: %w", r, err)
+		}
+	}
+	strat, _ := d.cfg.strategy()
+	train := d.cfg.Train
+	if strat.ProxMu > 0 {
+		train.ProxMu = float64(strat.ProxMu)
+	}
+	a := Announce{
+		Round: r, ModelHash: head.Hash, ModelVersion: head.Round, ModelSpec: d.cfg.Model,
+		NumParams: d.spec.NumParams(), Train: train, DP: dpp, SecAgg: sc, Sampled: sampled, Epsilon: eps,
+	}
+	if err := d.commit(ctx, Command{RoundStarted: &RoundStarted{Round: r, Announce: a, OnlineCount: len(online)}}); err != nil {
+		return nil, err
+	}
+	log.Info("round started", "sampled", len(sampled), "online", len(online), "model", head.Hash, "epsilon", eps)
+	s := d.fsm.State()
+	return s.Current, nil
+}
+
+type reply[T any] struct {
+	v   T
+	err error
+}
+
+// callAll calls f for every id concurrently under a deadline of one stage
+// timeout and returns the replies in the order of ids.
+func callAll[T any](ctx context.Context, timeout time.Duration, ids []uint32, f func(context.Context, uint32) (T, error)) []reply[T] {
+	sctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	out := make([]reply[T], len(ids))
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			v, err := f(sctx, id)
+			out[i] = reply[T]{v, err}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+func (d *Driver) fail(ctx context.Context, cur *RoundState, reason string, missing []uint32) error {
+	ids := d.workers(cur, missing)
+	d.log.Warn("round failed", "round", cur.Round, "stage", cur.Next.String(), "reason", reason, "missing", ids)
+	if err := d.commit(ctx, Command{RoundFailed: &RoundFailed{Round: cur.Round, Reason: reason, Missing: ids}}); err != nil {
+		return err
+	}
+	return &RoundFailedError{Round: cur.Round, Reason: reason, Missing: ids}
+}
+
+func (d *Driver) workers(cur *RoundState, idx []uint32) []WorkerID {
+	ids := make([]WorkerID, 0, len(idx))
+	for _, i := range idx {
+		if i >= 1 && int(i) <= len(cur.Announce.Sampled) {
+			ids = append(ids, cur.Announce.Sampled[i-1])
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// drive runs the SecAgg+ stages of cur from its last committed stage.
+func (d *Driver) drive(ctx context.Context, cur *RoundState) error {
+	r := cur.Round
+	a := &cur.Announce
+	srv, err := secagg.NewServer(a.SecAgg)
+	if err != nil {
+		return fmt.Errorf("round %d: %w", r, err)
+	}
+	// The server's clock is virtual: the driver enforces real deadlines
+	// with contexts and then closes each stage at its virtual deadline.
+	vnow := time.Unix(0, 0)
+	closeStage := func() ([]secagg.Outbound, bool, error) {
+		s := srv.Stage()
+		out, done, err := srv.Advance(vnow)
+		if err != nil || done || srv.Stage() != s {
+			return out, done, err
+		}
+		vnow = srv.Deadline()
+		return srv.Advance(vnow)
+	}
+	insufficient := func(err error) error {
+		var ie *secagg.InsufficientError
+		if errors.As(err, &ie) {
+			return d.fail(ctx, cur, err.Error(), ie.Missing)
+		}
+		return fmt.Errorf("round %d: %w", r, err)
+	}
+	who := func(id uint32) WorkerID { return a.Sampled[id-1] }
+	all := slices.Clone(a.SecAgg.Clients)
+
+	// Stage 0: advertise keys.
+	log := d.log.With("round", r, "stage", secagg.StageAdvertise.String())
+	d.setStage(secagg.StageAdvertise.String())
+	if cur.Next > secagg.StageAdvertise {
+		for _, k := range cur.Keys {
+			if err := srv.Receive(k, vnow); err != nil {
+				return fmt.Errorf("round %d: committed keys of client %d refused: %w", r, k.From, err)
+			}
+		}
+	} else {
+		replies := callAll(ctx, d.cfg.StageTimeout, all, func(c context.Context, id uint32) (secagg.AdvertiseKeys, error) {
+			return d.cohort.Advertise(c, who(id), a)
+		})
+		var keys []secagg.AdvertiseKeys
+		var done []uint32
+		for i, rp := range replies {
+			id := all[i]
+			if rp.err == nil && rp.v.From != id {
+				rp.err = fmt.Errorf("keys claim node %d", rp.v.From)
+			}
+			if rp.err == nil {
+				rp.err = srv.Receive(rp.v, vnow)
+			}
+			if rp.err != nil {
+				log.Warn("no keys", "worker", who(id), "err", rp.err)
+				continue
+			}
+			keys, done = append(keys, rp.v), append(done, id)
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("round %d: %w", r, err)
+		}
+		if err := d.commit(ctx, Command{StageClosed: &StageClosed{Round: r, Stage: secagg.StageAdvertise, Completed: done, Keys: keys}}); err != nil {
+			return err
+		}
+		log.Info("stage closed", "completed", len(done), "sampled", len(all))
+	}
+	out, _, err := closeStage()
+	if err != nil {
+		return insufficient(err)
+	}
+
+	// Stage 1: share keys.
+	log = d.log.With("round", r, "stage", secagg.StageShareKeys.String())
+	d.setStage(secagg.StageShareKeys.String())
+	if cur.Next > secagg.StageShareKeys {
+		for _, id := range cur.Shared {
+			var batch []secagg.EncryptedShare
+			for _, e := range cur.Shares {
+				if e.From == id {
+					batch = append(batch, e)
+				}
+			}
+			if err := srv.Receive(batch, vnow); err != nil {
+				return fmt.Errorf("round %d: committed shares of client %d refused: %w", r, id, err)
+			}
+		}
+	} else {
+		kb := map[uint32]secagg.KeyBroadcast{}
+		var to []uint32
+		for _, o := range out {
+			if m, ok := o.Msg.(secagg.KeyBroadcast); ok {
+				kb[o.To] = m
+				to = append(to, o.To)
+			}
+		}
+		slices.Sort(to)
+		replies := callAll(ctx, d.cfg.StageTimeout, to, func(c context.Context, id uint32) ([]secagg.EncryptedShare, error) {
+			return d.cohort.ShareKeys(c, who(id), kb[id])
+		})
+		var shares []secagg.EncryptedShare
+		var done []uint32
+		for i, rp := range replies {
+			id := to[i]
+			for _, e := range rp.v {
+				if rp.err == nil && e.From != id {
+					rp.err = fmt.Errorf("share claims node %d", e.From)
+				}
+			}
+			if rp.err == nil && len(rp.v) == 0 {
+				rp.err = errors.New("no shares")
+			}
+			if rp.err == nil {
+				rp.err = srv.Receive(rp.v, vnow)
+			}
+			if rp.err != nil {
+				log.Warn("no shares", "worker", who(id), "err", rp.err)
+				continue
+			}
+			shares, done = append(shares, rp.v...), append(done, id)
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("round %d: %w", r, err)
+		}
+		if err := d.commit(ctx, Command{StageClosed: &StageClosed{Round: r, Stage: secagg.StageShareKeys, Completed: done, Shares: shares}}); err != nil {
+			return err
+		}
+		log.Info("stage closed", "completed", len(done))
+	}
+	out, _, err = closeStage()
+	if err != nil {
+		return insufficient(err)
+	}
+
+	// Stage 2: masked inputs. After a failover with the survivors already
+	// committed, only they are asked (they answer from their cache).
+	log = d.log.With("round", r, "stage", secagg.StageMaskedInput.String())
+	d.setStage(secagg.StageMaskedInput.String())
+	bundles := map[uint32]secagg.ShareBundle{}
+	var to []uint32
+	for _, o := range out {
+		if m, ok := o.Msg.(secagg.ShareBundle); ok {
+			if cur.Next == secagg.StageUnmask {
+				if _, ok := slices.BinarySearch(cur.Survivors, o.To); !ok {
+					continue
+				}
+			}
+			bundles[o.To] = m
+			to = append(to, o.To)
+		}
+	}
+	slices.Sort(to)
+	replies := callAll(ctx, d.cfg.StageTimeout, to, func(c context.Context, id uint32) (secagg.MaskedInput, error) {
+		return d.cohort.MaskedInput(c, who(id), bundles[id])
+	})
+	for i, rp := range replies {
+		id := to[i]
+		if rp.err == nil && rp.v.From != id {
+			rp.err = fmt.Errorf("masked input claims node %d", rp.v.From)
+		}
+		if rp.err == nil {
+			rp.err = srv.Receive(rp.v, vnow)
+		}
+		if rp.err != nil {
+			log.Warn("no masked input", "worker", who(id), "err", rp.err)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("round %d: %w", r, err)
+	}
+	out, _, err = closeStage()
+	if err != nil {
+		return insufficient(err)
+	}
+	survivors := slices.Clone(srv.Survivors())
+	slices.Sort(survivors)
+	if cur.Next == secagg.StageUnmask {
+		if !slices.Equal(survivors, cur.Survivors) {
+			var missing []uint32
+			for _, id := range cur.Survivors {
+				if _, ok := slices.BinarySearch(survivors, id); !ok {
+					missing = append(missing, id)
+				}
+			}
+			return d.fail(ctx, cur, "committed survivors did not resend their masked inputs", missing)
+		}
+	} else {
+		var dropped []uint32
+		for _, id := range cur.Shared {
+			if _, ok := slices.BinarySearch(survivors, id); !ok {
+				dropped = append(dropped, id)
+			}
+		}
+		if len(survivors) < d.cfg.MinWorkers {
+			return d.fail(ctx, cur, fmt.Sprintf("%d survivors, fewer than min workers %d", len(survivors), d.cfg.MinWorkers), dropped)
+		}
+		if dropped == nil {
+			dropped = []uint32{}
+		}
+		if err := d.commit(ctx, Command{SurvivorsCommitted: &SurvivorsCommitted{Round: r, Survivors: survivors, Dropped: dropped}}); err != nil {
+			return err
+		}
+		cur.Survivors, cur.Dropped, cur.Next = survivors, dropped, secagg.StageUnmask
+		log.Info("survivors committed", "survivors", len(survivors), "dropped", len(dropped))
+	}
+
+	// Stage 3: unmask, only for the committed survivor set.
+	log = d.log.With("round", r, "stage", secagg.StageUnmask.String())
+	d.setStage(secagg.StageUnmask.String())
+	d.mu.Lock()
+	if prev, ok := d.unmasked[r]; ok && !slices.Equal(prev, cur.Survivors) {
+		d.mu.Unlock()
+		return fmt.Errorf("round %d: refusing to request unmasking of survivors %v after %v", r, cur.Survivors, prev)
+	}
+	d.unmasked[r] = slices.Clone(cur.Survivors)
+	d.mu.Unlock()
+	reqs := map[uint32]secagg.UnmaskRequest{}
+	to = to[:0]
+	for _, o := range out {
+		if m, ok := o.Msg.(secagg.UnmaskRequest); ok {
+			if !slices.Equal(m.Survivors, cur.Survivors) {
+				return fmt.Errorf("round %d: unmask request for client %d names survivors %v, committed %v", r, o.To, m.Survivors, cur.Survivors)
+			}
+			reqs[o.To] = m
+			to = append(to, o.To)
+		}
+	}
+	slices.Sort(to)
+	ureplies := callAll(ctx, d.cfg.StageTimeout, to, func(c context.Context, id uint32) (secagg.UnmaskResponse, error) {
+		return d.cohort.Unmask(c, who(id), reqs[id])
+	})
+	for i, rp := range ureplies {
+		id := to[i]
+		if rp.err == nil && rp.v.From != id {
+			rp.err = fmt.Errorf("unmask response claims node %d", rp.v.From)
+		}
+		if rp.err == nil {
+			rp.err = srv.Receive(rp.v, vnow)
+		}
+		if rp.err != nil {
+			log.Warn("no unmask response", "worker", who(id), "err", rp.err)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("round %d: %w", r, err)
+	}
+	if _, _, err := closeStage(); err != nil {
+		return insufficient(err)
+	}
+	sum, tw, _, err := srv.Result()
+	if err != nil {
+		return insufficient(err)
+	}
+	return d.finish(ctx, cur, sum, tw)
+}
+
+// finish applies the server optimizer to sum/totalWeight, stores and
+// commits the model, then runs the federated evaluation.
+func (d *Driver) finish(ctx context.Context, cur *RoundState, sum []float64, tw float64) error {
+	r := cur.Round
+	log := d.log.With("round", r, "stage", "commit")
+	d.setStage("commit")
+	if !(tw > 0) || math.IsInf(tw, 0) {
+		return d.fail(ctx, cur, fmt.Sprintf("total weight %v of the survivors is not positive", tw), nil)
+	}
+	mean := make([]float32, len(sum))
+	for i, v := range sum {
+		mean[i] = float32(v / tw)
+		if math.IsNaN(float64(mean[i])) || math.IsInf(float64(mean[i]), 0) {
+			return d.fail(ctx, cur, fmt.Sprintf("unmasked mean is not finite at coordinate %d", i), nil)
+		}
+	}
+	st := d.fsm.State()
+	params, err := d.reg.Get(Hash(cur.Announce.ModelHash))
+	if err != nil {
+		return fmt.Errorf("round %d: global model: %w", r, err)
+	}
+	if len(params) != len(mean) {
+		return fmt.Errorf("round %d: global model %s has %d params, sum has %d", r, Hash(cur.Announce.ModelHash), len(params), len(mean))
+	}
+	strat, _ := d.cfg.strategy()
+	opt := strat.Server
+	if opt == nil {
+		opt = aggregation.NewFedAvg(1)
+	}
+	if sf, ok := opt.(aggregation.Stateful); ok && !st.Optimizer.State.IsZero() {
+		b, err := d.reg.GetBytes(st.Optimizer.State)
+		if err != nil {
+			return fmt.Errorf("round %d: optimizer state: %w", r, err)
+		}
+		var os aggregation.OptimizerState
+		if err := json.Unmarshal(b, &os); err != nil {
+			return fmt.Errorf("round %d: optimizer state %s: %w", r, st.Optimizer.State, err)
+		}
+		if err := sf.SetState(os); err != nil {
+			return fmt.Errorf("round %d: optimizer state %s: %w", r, st.Optimizer.State, err)
+		}
+	}
+	// Server step of Reddi et al. 2021 (FedAvg of McMahan et al. 2017 when
+	// the optimizer is fedavg with η = 1) on the mean delta.
+	if err := opt.Step(params, mean); err != nil {
+		return d.fail(ctx, cur, "server optimizer: "+err.Error(), nil)
+	}
+	h, err := d.reg.Put(params)
+	if err != nil {
+		return fmt.Errorf("round %d: %w", r, err)
+	}
+	ref := OptimizerRef{Name: opt.Name()}
+	if sf, ok := opt.(aggregation.Stateful); ok {
+		os := sf.State()
+		ref.Steps = os.Steps
+		b, err := json.Marshal(os)
+		if err != nil {
+			return fmt.Errorf("round %d: optimizer state: %w", r, err)
+		}
+		if ref.State, err = d.reg.PutBytes(b); err != nil {
+			return fmt.Errorf("round %d: %w", r, err)
+		}
+	}
+	mc := &ModelCommitted{
+		Round: r, ModelHash: h, Participants: d.workers(cur, cur.Survivors),
+		Epsilon: cur.Announce.Epsilon, Optimizer: ref,
+	}
+	if head := st.Head(); head != nil {
+		mc.Prev = head.Hash
+	}
+	if cur.Announce.DP.Noise > 0 {
+		mc.DP = &dp.Entry{Q: float64(len(cur.Announce.Sampled)) / float64(cur.OnlineCount), Sigma: cur.Announce.DP.Noise, Steps: 1}
+	}
+	if err := d.commit(ctx, Command{ModelCommitted: mc}); err != nil {
+		return err
+	}
+	log.Info("model committed", "model", h, "participants", len(mc.Participants), "epsilon", mc.Epsilon)
+	if d.LedgerPath != "" {
+		if err := WriteLedgerFile(d.LedgerPath, d.fsm.Ledger()); err != nil {
+			log.Warn("ledger export", "err", err)
+		}
+	}
+	d.evaluate(ctx, r, h, mc.Participants)
+	return nil
+}
+
+// evaluate asks the participants to evaluate the committed model and
+// records the example-weighted accuracy. Failures are logged, not fatal:
+// the model is already committed.
+func (d *Driver) evaluate(ctx context.Context, r uint64, h Hash, workers []WorkerID) {
+	log := d.log.With("round", r, "stage", "evaluate")
+	d.setStage("evaluate")
+	idx := make([]uint32, len(workers))
+	for i := range idx {
+		idx[i] = uint32(i)
+	}
+	replies := callAll(ctx, d.cfg.StageTimeout, idx, func(c context.Context, i uint32) (Metrics, error) {
+		return d.cohort.Evaluate(c, workers[i], r, h)
+	})
+	var acc, loss float64
+	var n, k int
+	for i, rp := range replies {
+		m := rp.v
+		if rp.err == nil && (m.Examples <= 0 || !(m.Accuracy >= 0 && m.Accuracy <= 1) || math.IsNaN(m.Loss) || math.IsInf(m.Loss, 0)) {
+			rp.err = fmt.Errorf("metrics out of range: examples %d, accuracy %v, loss %v", m.Examples, m.Accuracy, m.Loss)
+		}
+		if rp.err != nil {
+			log.Warn("no metrics", "worker", workers[i], "err", rp.err)
+			continue
+		}
+		acc += m.Accuracy * float64(m.Examples)
+		loss += m.Loss * float64(m.Examples)
+		n += m.Examples
+		k++
+	}
+	if n == 0 {
+		log.Warn("no worker reported metrics")
+		return
+	}
+	mr := &MetricsRecorded{Round: r, Accuracy: acc / float64(n), Loss: loss / float64(n), Examples: n, Workers: k}
+	if err := d.commit(ctx, Command{MetricsRecorded: mr}); err != nil {
+		log.Warn("recording metrics", "err", err)
+		return
+	}
+	log.Info("metrics recorded", "accuracy", mr.Accuracy, "loss", mr.Loss, "examples", n, "workers", k)
+}
+
+// Status is what `sovereign status` shows of a coordinator.
+type Status struct {
+	// Round is the last round started; Stage what the driver is doing.
+	Round uint64
+	Stage string
+	// InFlight is true while a round is open.
+	InFlight bool
+	// Online are the workers reachable now.
+	Online []WorkerID
+	// CommittedRounds counts the models committed after the initial one.
+	CommittedRounds int
+	// Accuracy is the latest recorded accuracy (of AccuracyRound's model).
+	Accuracy      float64
+	AccuracyRound uint64
+	// LedgerHead is the hash of the latest ledger entry; LedgerLength the
+	// number of entries.
+	LedgerHead   Hash
+	LedgerLength int
+	// Failures counts the rounds failed since the last commit.
+	Failures int
+}
+
+// Status reports the driver's progress.
+func (d *Driver) Status() Status {
+	st := d.fsm.State()
+	d.mu.Lock()
+	stage := d.stage
+	d.mu.Unlock()
+	s := Status{
+		Round: st.Round, Stage: stage, InFlight: st.Current != nil, Online: d.cohort.Online(),
+		CommittedRounds: st.CommittedRounds(), LedgerLength: len(st.Ledger), Failures: st.Failures,
+	}
+	if h := st.Head(); h != nil {
+		s.LedgerHead = h.Hash
+	}
+	if n := len(st.Metrics); n > 0 {
+		s.Accuracy, s.AccuracyRound = st.Metrics[n-1].Accuracy, st.Metrics[n-1].Round
+	}
+	return s
+}
