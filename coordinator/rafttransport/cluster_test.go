@@ -148,8 +148,10 @@ func (r *replica) stop(t testing.TB) {
 
 type clusterOpts struct {
 	sync      bool          // badger SyncWrites
+	inmem     bool          // raft.InmemStore instead of badger (benchmark baseline)
 	timeout   time.Duration // transport timeout
-	heartbeat time.Duration
+	heartbeat time.Duration // raft HeartbeatTimeout and ElectionTimeout
+	lease     time.Duration // raft LeaderLeaseTimeout; 0 means heartbeat/2
 }
 
 // makeCluster starts n raft replicas on libp2p hosts, each knowing the
@@ -178,6 +180,12 @@ func makeCluster(t testing.TB, n int, o clusterOpts) []*replica {
 			t.Fatal(err)
 		}
 		r.store = logs
+		var ls raft.LogStore = logs
+		var ss raft.StableStore = stable
+		if o.inmem {
+			m := raft.NewInmemStore()
+			ls, ss = m, m
+		}
 		trans, err := New(r.host, o.timeout, quietLogger())
 		if err != nil {
 			t.Fatal(err)
@@ -190,9 +198,12 @@ func makeCluster(t testing.TB, n int, o clusterOpts) []*replica {
 		c.HeartbeatTimeout = o.heartbeat
 		c.ElectionTimeout = o.heartbeat
 		c.LeaderLeaseTimeout = o.heartbeat / 2
+		if o.lease > 0 {
+			c.LeaderLeaseTimeout = o.lease
+		}
 		c.CommitTimeout = 5 * time.Millisecond
 		c.Logger = hcLogger(quietLogger(), "raft")
-		r.raft, err = raft.NewRaft(c, r.fsm, logs, stable, snaps, trans)
+		r.raft, err = raft.NewRaft(c, r.fsm, ls, ss, snaps, trans)
 		if err != nil {
 			t.Fatal(err)
 		}
