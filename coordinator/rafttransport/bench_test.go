@@ -1,6 +1,7 @@
 package rafttransport
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -15,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-msgpack/v2/codec"
+	"github.com/hashicorp/raft"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
@@ -133,6 +136,41 @@ func BenchmarkCommitModel(b *testing.B) {
 				checkSame(b, reps, n)
 			})
 		}
+	}
+}
+
+// BenchmarkCommitModelChunked commits a model through Raft by value but cut
+// into 256 KiB commands, all handed to Apply at once (Raft batches up to
+// MaxAppendEntries of them per AppendEntries request); the time is until
+// the last one is committed. Chunks stay below go-msgpack's 256 KiB read
+// step, so decoding is linear in the model's size (see
+// BenchmarkMsgpackDecodeEntry). Synced badger stores.
+func BenchmarkCommitModelChunked(b *testing.B) {
+	const chunk = 256 << 10
+	for _, sz := range benchSizes {
+		b.Run(sz.name, func(b *testing.B) {
+			blob := modelBlob(sz.floats, 42)
+			reps := benchCluster(b, "badger-sync")
+			defer stopAll(b, reps)
+			b.SetBytes(int64(len(blob)))
+			n := 0
+			for b.Loop() {
+				binary.BigEndian.PutUint64(blob, uint64(n)) // badger copies each entry on StoreLogs
+				l := leader(reps)
+				var futures []raft.ApplyFuture
+				for off := 0; off < len(blob); off += chunk {
+					futures = append(futures, l.raft.Apply(blob[off:min(off+chunk, len(blob))], time.Minute))
+				}
+				for i, f := range futures {
+					if err := f.Error(); err != nil {
+						b.Fatalf("apply chunk %d of %d: %v", i, len(futures), err)
+					}
+				}
+				n += len(futures)
+			}
+			b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/op")
+			checkSame(b, reps, n)
+		})
 	}
 }
 
@@ -311,6 +349,46 @@ func BenchmarkLibp2pPush(b *testing.B) {
 				n++
 			}
 			b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/op")
+		})
+	}
+}
+
+// BenchmarkMsgpackDecodeEntry isolates the cost that dominates large
+// entries in BenchmarkCommitModel: raft.NetworkTransport decodes every
+// AppendEntries request with go-msgpack's default handle, which reads a
+// byte string in 256 KiB steps and copies everything read so far at each
+// step (hashicorp/go-msgpack v2.1.5 codec/decode.go, decByteSlice with
+// decInferLen), so an n-byte entry costs O(n²/256 KiB) of copying. The
+// baseline in the same run reads the same bytes with io.ReadFull.
+func BenchmarkMsgpackDecodeEntry(b *testing.B) {
+	for _, sz := range benchSizes {
+		blob := modelBlob(sz.floats, 42)
+		var enc bytes.Buffer
+		req := raft.AppendEntriesRequest{Term: 1, Entries: []*raft.Log{{Index: 1, Term: 1, Data: blob}}}
+		if err := codec.NewEncoder(&enc, &codec.MsgpackHandle{}).Encode(&req); err != nil {
+			b.Fatal(err)
+		}
+		b.Run(sz.name+"/readfull", func(b *testing.B) {
+			b.SetBytes(int64(enc.Len()))
+			buf := make([]byte, enc.Len())
+			for b.Loop() {
+				if _, err := io.ReadFull(bufio.NewReaderSize(bytes.NewReader(enc.Bytes()), 256<<10), buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(sz.name+"/msgpack", func(b *testing.B) {
+			b.SetBytes(int64(enc.Len()))
+			for b.Loop() {
+				var got raft.AppendEntriesRequest
+				dec := codec.NewDecoder(bufio.NewReaderSize(bytes.NewReader(enc.Bytes()), 256<<10), &codec.MsgpackHandle{})
+				if err := dec.Decode(&got); err != nil {
+					b.Fatal(err)
+				}
+				if len(got.Entries) != 1 || len(got.Entries[0].Data) != len(blob) {
+					b.Fatalf("decoded %d entries", len(got.Entries))
+				}
+			}
 		})
 	}
 }
