@@ -579,6 +579,7 @@ func (d *Driver) drive(ctx context.Context, cur *RoundState) error {
 		if err := d.commit(ctx, Command{StageClosed: &StageClosed{Round: r, Stage: secagg.StageAdvertise, Completed: done, Keys: keys}}); err != nil {
 			return err
 		}
+		cur.Advertised, cur.Keys, cur.Next = done, keys, secagg.StageShareKeys
 		log.Info("stage closed", "completed", len(done), "sampled", len(all))
 	}
 	out, _, err := closeStage()
@@ -641,6 +642,7 @@ func (d *Driver) drive(ctx context.Context, cur *RoundState) error {
 		if err := d.commit(ctx, Command{StageClosed: &StageClosed{Round: r, Stage: secagg.StageShareKeys, Completed: done, Shares: shares}}); err != nil {
 			return err
 		}
+		cur.Shared, cur.Shares, cur.Next = done, shares, secagg.StageMaskedInput
 		log.Info("stage closed", "completed", len(done))
 	}
 	out, _, err = closeStage()

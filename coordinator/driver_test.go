@@ -1,0 +1,379 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"math"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/sovereign-fl/sovereign/aggregation/secagg"
+)
+
+func announceOf(t *testing.T, rec *recorder, r uint64) Announce {
+	t.Helper()
+	for _, b := range rec.cmds {
+		c, _ := DecodeCommand(b)
+		if c.RoundStarted != nil && c.RoundStarted.Round == r {
+			return c.RoundStarted.Announce
+		}
+	}
+	t.Fatalf("round %d never started", r)
+	return Announce{}
+}
+
+// checkPlainMean checks that the model committed in round r moved from the
+// previous model by the plain weighted mean of the participants' updates,
+// within the quantization bound of SecAgg+.
+func checkPlainMean(t *testing.T, f *FSM, reg ModelStore, c *memCohort, a Announce, r uint64) {
+	t.Helper()
+	st := f.State()
+	var entry *LedgerEntry
+	for i := range st.Ledger {
+		if st.Ledger[i].Round == r {
+			entry = &st.Ledger[i]
+		}
+	}
+	if entry == nil {
+		t.Fatalf("round %d: no ledger entry", r)
+	}
+	before, err := reg.Get(Hash(a.ModelHash))
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := reg.Get(entry.ModelHash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := make([]float64, len(before))
+	var w float64
+	for _, p := range entry.Participants {
+		wk := c.workers[p]
+		for i, v := range c.updates[r][p] {
+			sum[i] += wk.weight * float64(v)
+		}
+		w += wk.weight
+	}
+	cfg := a.SecAgg
+	q, err := secagg.NewQuantizer(cfg.Bits, cfg.ClipRange, cfg.MaxWeight, len(cfg.Clients))
+	if err != nil {
+		t.Fatal(err)
+	}
+	per, werr := q.ErrorBound(len(entry.Participants))
+	for i := range sum {
+		want := sum[i] / w
+		got := float64(after[i]) - float64(before[i])
+		bound := per/(w-werr) + math.Abs(sum[i])*werr/(w*(w-werr)) + 1e-6*(1+math.Abs(float64(before[i])))
+		if bound > 1e-3 {
+			t.Fatalf("bound %g too loose to test anything", bound)
+		}
+		if math.Abs(got-want) > bound {
+			t.Errorf("round %d coordinate %d: model moved by %v, plain weighted mean %v (bound %g)", r, i, got, want, bound)
+		}
+	}
+}
+
+func TestFullRoundsEqualPlainMean(t *testing.T) {
+	cfg := testConfig()
+	c := newMemCohort(8, 1)
+	f := NewFSM()
+	rec := &recorder{fsm: f}
+	reg := NewMemRegistry()
+	d := newTestDriver(t, cfg, f, rec, reg, c)
+	if err := d.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st := f.State()
+	if st.CommittedRounds() != 2 || len(st.Ledger) != 3 {
+		t.Fatalf("committed %d rounds, %d ledger entries", st.CommittedRounds(), len(st.Ledger))
+	}
+	for r := uint64(1); r <= 2; r++ {
+		a := announceOf(t, rec, r)
+		if len(a.Sampled) != 5 {
+			t.Fatalf("round %d sampled %d", r, len(a.Sampled))
+		}
+		checkPlainMean(t, f, reg, c, a, r)
+		if got := st.Ledger[r].Participants; !slices.Equal(got, a.Sampled) {
+			t.Errorf("round %d participants %v, sampled %v", r, got, a.Sampled)
+		}
+	}
+	if err := VerifyLedger(st.Ledger); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Metrics) != 2 || st.Metrics[1].Round != 2 {
+		t.Fatalf("metrics %+v", st.Metrics)
+	}
+	// Example-weighted accuracy over the participants.
+	h := st.Ledger[2].ModelHash
+	if want := float64(h[0]) / 255; math.Abs(st.Metrics[1].Accuracy-want) > 1e-12 {
+		t.Errorf("accuracy %v, want %v", st.Metrics[1].Accuracy, want)
+	}
+	s := d.Status()
+	if s.LedgerHead != st.Ledger[2].Hash || s.CommittedRounds != 2 || s.Round != 2 || s.InFlight {
+		t.Errorf("status %+v", s)
+	}
+	c.distinctUnmaskSets(t)
+}
+
+func TestRunIsDeterministic(t *testing.T) {
+	run := func() []LedgerEntry {
+		f := NewFSM()
+		d := newTestDriver(t, testConfig(), f, NewLocal(f), NewMemRegistry(), newMemCohort(8, 3))
+		if err := d.Run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return f.Ledger()
+	}
+	a, b := run(), run()
+	if a[len(a)-1].Hash != b[len(b)-1].Hash {
+		t.Fatalf("same seed, different ledger heads %s and %s", a[len(a)-1].Hash, b[len(b)-1].Hash)
+	}
+}
+
+func TestDropoutAtEachStage(t *testing.T) {
+	for _, s := range []secagg.Stage{secagg.StageAdvertise, secagg.StageShareKeys, secagg.StageMaskedInput, secagg.StageUnmask} {
+		t.Run(s.String(), func(t *testing.T) {
+			cfg := testConfig()
+			cfg.Rounds = 1
+			cfg.WorkersPerRound = 6
+			cfg.SecAggDegree = 5
+			c := newMemCohort(6, 2)
+			c.dropAt(1, "w02", s)
+			f := NewFSM()
+			rec := &recorder{fsm: f}
+			reg := NewMemRegistry()
+			d := newTestDriver(t, cfg, f, rec, reg, c)
+			if err := d.Init(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if err := d.RunRound(context.Background(), 1); err != nil {
+				t.Fatal(err)
+			}
+			st := f.State()
+			parts := st.Ledger[1].Participants
+			in := slices.Contains(parts, "w02")
+			if want := s == secagg.StageUnmask; in != want {
+				t.Errorf("w02 dropped at %v: in participants = %v, want %v", s, in, want)
+			}
+			if len(parts) != 5+btoi(in) {
+				t.Errorf("%d participants", len(parts))
+			}
+			checkPlainMean(t, f, reg, c, announceOf(t, rec, 1), 1)
+		})
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func TestStageTimeoutDropsBlockedWorker(t *testing.T) {
+	cfg := testConfig()
+	cfg.Rounds = 1
+	cfg.WorkersPerRound = 4
+	cfg.StageTimeout = 50 * time.Millisecond
+	c := newMemCohort(4, 4)
+	c.block = true
+	c.dropAt(1, "w01", secagg.StageMaskedInput)
+	f := NewFSM()
+	d := newTestDriver(t, cfg, f, NewLocal(f), NewMemRegistry(), c)
+	if err := d.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	parts := f.State().Ledger[1].Participants
+	if slices.Contains(parts, "w01") || len(parts) != 3 {
+		t.Fatalf("participants %v", parts)
+	}
+}
+
+func TestRetryOnInsufficientSurvivors(t *testing.T) {
+	cfg := testConfig()
+	cfg.Rounds = 1
+	cfg.WorkersPerRound = 5
+	c := newMemCohort(5, 5)
+	// Round 1: three of five vanish before unmasking: too few shares.
+	for _, w := range []WorkerID{"w00", "w01", "w02"} {
+		c.dropAt(1, w, secagg.StageUnmask)
+	}
+	f := NewFSM()
+	rec := &recorder{fsm: f}
+	reg := NewMemRegistry()
+	d := newTestDriver(t, cfg, f, rec, reg, c)
+	if err := d.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st := f.State()
+	if st.LastFailure == nil || st.LastFailure.Round != 1 {
+		t.Fatalf("last failure %+v", st.LastFailure)
+	}
+	if len(st.LastFailure.Missing) == 0 {
+		t.Errorf("failure names no missing worker: %+v", st.LastFailure)
+	}
+	for _, m := range st.LastFailure.Missing {
+		if !slices.Contains([]WorkerID{"w00", "w01", "w02"}, m) {
+			t.Errorf("failure names %s, which did not drop", m)
+		}
+	}
+	if len(st.Ledger) != 2 || st.Ledger[1].Round != 2 {
+		t.Fatalf("ledger %+v", st.Ledger)
+	}
+	checkPlainMean(t, f, reg, c, announceOf(t, rec, 2), 2)
+	c.distinctUnmaskSets(t)
+}
+
+func TestRetryLimit(t *testing.T) {
+	cfg := testConfig()
+	cfg.RetryLimit = 1
+	cfg.WorkersPerRound = 3
+	c := newMemCohort(3, 6)
+	for r := uint64(1); r <= 5; r++ {
+		c.dropAt(r, "w00", secagg.StageMaskedInput)
+		c.dropAt(r, "w01", secagg.StageMaskedInput)
+	}
+	f := NewFSM()
+	d := newTestDriver(t, cfg, f, NewLocal(f), NewMemRegistry(), c)
+	err := d.Run(context.Background())
+	if err == nil {
+		t.Fatal("run with every round failing succeeded")
+	}
+	if st := f.State(); st.Failures != 2 || st.Round != 2 {
+		t.Fatalf("failures %d after round %d: %v", st.Failures, st.Round, err)
+	}
+}
+
+// TestResumeAfterLeaderCrash stops the leader right after each kind of
+// commit of round 1, hands the committed commands to a fresh FSM (as a new
+// leader would have them) and checks that the new driver finishes the
+// round with the same model as an uninterrupted run, without any worker
+// asked to unmask two survivor sets.
+func TestResumeAfterLeaderCrash(t *testing.T) {
+	cfg := testConfig()
+	cfg.Rounds = 1
+	ref := func() Hash {
+		f := NewFSM()
+		d := newTestDriver(t, cfg, f, NewLocal(f), NewMemRegistry(), newMemCohort(6, 9))
+		if err := d.Run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return f.Ledger()[1].ModelHash
+	}()
+	points := map[string]func(Command) bool{
+		"RoundStarted":       func(c Command) bool { return c.RoundStarted != nil },
+		"Stage0Closed":       func(c Command) bool { return c.StageClosed != nil && c.StageClosed.Stage == 0 },
+		"Stage1Closed":       func(c Command) bool { return c.StageClosed != nil && c.StageClosed.Stage == 1 },
+		"SurvivorsCommitted": func(c Command) bool { return c.SurvivorsCommitted != nil },
+	}
+	for name, crash := range points {
+		t.Run(name, func(t *testing.T) {
+			c := newMemCohort(6, 9)
+			reg := NewMemRegistry()
+			f1 := NewFSM()
+			rec := &recorder{fsm: f1, crashAfter: crash}
+			d1 := newTestDriver(t, cfg, f1, rec, reg, c)
+			if err := d1.Run(context.Background()); !errors.Is(err, errCrash) {
+				t.Fatalf("first leader: %v, want crash", err)
+			}
+			f2 := NewFSM()
+			for _, b := range rec.cmds {
+				if err := f2.Apply(b); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if f2.State().Current == nil {
+				t.Fatal("no round in flight after the crash")
+			}
+			before := c.calls[secagg.StageShareKeys]
+			d2 := newTestDriver(t, cfg, f2, NewLocal(f2), reg, c)
+			if err := d2.Run(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if got := f2.Ledger()[1].ModelHash; got != ref {
+				t.Errorf("resumed round committed %s, uninterrupted run %s", got, ref)
+			}
+			if name == "Stage1Closed" || name == "SurvivorsCommitted" {
+				if c.calls[secagg.StageShareKeys] != before {
+					t.Errorf("new leader asked for shares again although they were committed")
+				}
+			}
+			c.distinctUnmaskSets(t)
+		})
+	}
+}
+
+// TestEquivocationGuard: after a failover with the survivors committed, one
+// survivor cannot resend its masked input. The new leader must fail the
+// round rather than ask anyone to unmask a different survivor set.
+func TestEquivocationGuard(t *testing.T) {
+	cfg := testConfig()
+	cfg.Rounds = 1
+	c := newMemCohort(6, 10)
+	reg := NewMemRegistry()
+	f1 := NewFSM()
+	rec := &recorder{fsm: f1, crashAfter: func(c Command) bool { return c.SurvivorsCommitted != nil }}
+	d1 := newTestDriver(t, cfg, f1, rec, reg, c)
+	if err := d1.Run(context.Background()); !errors.Is(err, errCrash) {
+		t.Fatalf("first leader: %v", err)
+	}
+	surv := f1.State().Current.Survivors
+	victim := f1.State().Current.Announce.Sampled[surv[0]-1]
+	c.dropAt(1, victim, secagg.StageMaskedInput)
+	f2 := NewFSM()
+	for _, b := range rec.cmds {
+		if err := f2.Apply(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d2 := newTestDriver(t, cfg, f2, NewLocal(f2), reg, c)
+	err := d2.RunRound(context.Background(), 1)
+	var rf *RoundFailedError
+	if !errors.As(err, &rf) || !slices.Equal(rf.Missing, []WorkerID{victim}) {
+		t.Fatalf("got %v, want round 1 failed naming %s", err, victim)
+	}
+	if n := len(c.unmask[1]); n != 0 {
+		t.Errorf("%d workers were asked to unmask round 1", n)
+	}
+}
+
+func TestNotEnoughOnlineWaits(t *testing.T) {
+	cfg := testConfig()
+	cfg.WorkersPerRound = 5
+	c := newMemCohort(3, 11)
+	f := NewFSM()
+	d := newTestDriver(t, cfg, f, NewLocal(f), NewMemRegistry(), c)
+	if err := d.Init(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	err := d.RunRound(context.Background(), 1)
+	if !errors.Is(err, ErrNotEnoughOnline) {
+		t.Fatalf("got %v", err)
+	}
+	if f.State().Current != nil {
+		t.Fatal("a round started without enough workers")
+	}
+}
+
+func TestConfigValidateNamesField(t *testing.T) {
+	for name, mod := range map[string]func(*Config){
+		"rounds":        func(c *Config) { c.Rounds = 0 },
+		"min workers":   func(c *Config) { c.MinWorkers = 1 },
+		"strategy":      func(c *Config) { c.Strategy = "krum:1" },
+		"dp clip":       func(c *Config) { c.DP.Noise = 1 },
+		"stage timeout": func(c *Config) { c.StageTimeout = 0 },
+		"model":         func(c *Config) { c.Model = "nope" },
+		"fraction":      func(c *Config) { c.WorkersPerRound = 0; c.Fraction = 2 },
+	} {
+		c := testConfig()
+		mod(&c)
+		err := c.Validate()
+		if err == nil || !containsFold(err.Error(), name) {
+			t.Errorf("%s: got %v", name, err)
+		}
+	}
+	if err := testConfig().Validate(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,7 @@
+package coordinator
+
+import "strings"
+
+func containsFold(s, sub string) bool {
+	return strings.Contains(strings.ToLower(s), strings.ToLower(sub))
+}
