@@ -325,6 +325,16 @@ type CommandError struct {
 	Kind   CommandKind
 	Round  uint64
 	Reason string
+	// Stale is true when the command is for the wrong round or stage.
+	Stale bool
+}
+
+// Unwrap lets errors.Is(err, ErrStale) match stale commands.
+func (e *CommandError) Unwrap() error {
+	if e.Stale {
+		return ErrStale
+	}
+	return nil
 }
 
 func (e *CommandError) Error() string {
@@ -352,12 +362,10 @@ func refuse(c *Command, format string, a ...any) error {
 	return &CommandError{Kind: c.Kind, Round: c.Round(), Reason: fmt.Sprintf(format, a...)}
 }
 
-type staleError struct{ *CommandError }
-
-func (e staleError) Unwrap() error { return ErrStale }
-
 func stale(c *Command, format string, a ...any) error {
-	return staleError{refuse(c, format, a...).(*CommandError)}
+	e := refuse(c, format, a...).(*CommandError)
+	e.Stale = true
+	return e
 }
 
 // apply checks everything first and mutates last, so a refused command
@@ -367,6 +375,9 @@ func (f *FSM) apply(c *Command) error {
 	switch c.Kind {
 	case KindMembersSeen:
 		m := c.MembersSeen
+		if s.Current != nil || m.Round != s.Round+1 {
+			return stale(c, "members are recorded before round %d starts", s.Round+1)
+		}
 		if !sortedDistinctIDs(m.Members) {
 			return refuse(c, "members not sorted and distinct")
 		}
