@@ -1,0 +1,292 @@
+// Package worker is an institution's node in a Sovereign federation: it
+// holds the institution's data, applies its policy, trains locally (FedAvg,
+// McMahan et al. 2017, or FedProx, Li et al. 2020), clips and noises its
+// update for differential privacy (McMahan et al. 2018; distributed noise as
+// in Truex et al. 2019), and runs the client side of SecAgg+ (Bell et al.
+// 2020, over the stages of Bonawitz et al. 2017) with every answer kept in a
+// badger store so that a restarted node, or a coordinator asking again after
+// a failover, gets the same answer.
+//
+// The package has no network code. A Node's methods map one to one onto the
+// coordinator's Cohort interface; the libp2p server that exposes them lives
+// beside it (serve.go) and converts wire messages to these types.
+package worker
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+
+	ma "github.com/multiformats/go-multiaddr"
+	"github.com/pelletier/go-toml/v2"
+
+	"github.com/sovereign-fl/sovereign/model"
+)
+
+// DefaultMinCohort is the smallest cohort a worker accepts when its policy
+// does not say: secure aggregation needs at least two clients to hide one.
+const DefaultMinCohort = 2
+
+// Config is a worker's configuration file (TOML), as read by LoadConfig:
+//
+//	name       = "st-marys"
+//	identity   = "st-marys.key"          # private key from `sovereign keygen`
+//	federation = "federation.toml"
+//	listen     = ["/ip4/0.0.0.0/tcp/4101", "/ip4/0.0.0.0/udp/4101/quic-v1"]
+//	announce   = []                      # optional public addresses
+//	dataset    = "csv:/data/cohort.csv?label=outcome"   # or "idx:DIR", see data.Load
+//	store      = "store"                 # the worker's own badger folder
+//	log_level  = "info"                  # debug, info, warn, error
+//
+//	[policy]
+//	max_epsilon     = 8.0                # refuse rounds beyond this ε
+//	min_cohort      = 3                  # refuse rounds sampling fewer institutions
+//	accepted_models = ["2nn", "mlp:32"]  # refuse other architectures
+//
+// Relative paths are resolved against the folder of the configuration file.
+type Config struct {
+	// Name is the institution's name in the federation file.
+	Name string `toml:"name"`
+	// Identity is the private key file (written by `sovereign keygen`).
+	Identity string `toml:"identity"`
+	// Federation is the federation file listing the enrolled peers.
+	Federation string `toml:"federation"`
+	// Listen are the multiaddrs the worker listens on.
+	Listen []string `toml:"listen"`
+	// Announce are the multiaddrs the worker announces instead (optional).
+	Announce []string `toml:"announce"`
+	// Dataset is a data.Load spec: "csv:FILE?label=NAME", "idx:DIR",
+	// "digits" or "mnist". The train split trains, the test split serves
+	// federated evaluation.
+	Dataset string `toml:"dataset"`
+	// Store is the folder of the worker's badger store.
+	Store string `toml:"store"`
+	// Policy is what the institution agrees to take part in.
+	Policy Policy `toml:"policy"`
+	// LogLevel is debug, info, warn or error (default info).
+	LogLevel string `toml:"log_level"`
+
+	// path is the file the configuration was read from (for messages).
+	path string
+}
+
+// Policy is an institution's conditions for taking part in a round.
+type Policy struct {
+	// MaxEpsilon is the largest cumulative ε (of the federation's privacy
+	// accountant, as announced for the end of the round) the institution
+	// accepts. Absent means no budget: +Inf. With a finite budget, rounds
+	// without differential privacy are refused.
+	MaxEpsilon float64 `toml:"max_epsilon"`
+	// MinCohort is the fewest institutions a round must sample
+	// (default DefaultMinCohort).
+	MinCohort int `toml:"min_cohort"`
+	// AcceptedModels are the model specs (model.ParseSpec forms) the
+	// institution trains; empty means any.
+	AcceptedModels []string `toml:"accepted_models"`
+}
+
+// rawConfig mirrors Config with pointers where absence differs from zero.
+type rawConfig struct {
+	Name       string   `toml:"name"`
+	Identity   string   `toml:"identity"`
+	Federation string   `toml:"federation"`
+	Listen     []string `toml:"listen"`
+	Announce   []string `toml:"announce"`
+	Dataset    string   `toml:"dataset"`
+	Store      string   `toml:"store"`
+	LogLevel   string   `toml:"log_level"`
+	Policy     struct {
+		MaxEpsilon     *float64 `toml:"max_epsilon"`
+		MinCohort      *int     `toml:"min_cohort"`
+		AcceptedModels []string `toml:"accepted_models"`
+	} `toml:"policy"`
+}
+
+// LoadConfig reads, resolves and validates a worker configuration file.
+// Errors name the file and the offending field.
+func LoadConfig(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("worker config: %w", err)
+	}
+	c, err := ParseConfig(filepath.Base(path), b, filepath.Dir(path))
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// ParseConfig parses a configuration from b; src names it in errors and
+// relative paths are resolved against dir.
+func ParseConfig(src string, b []byte, dir string) (*Config, error) {
+	var raw rawConfig
+	dec := toml.NewDecoder(bytes.NewReader(b)).DisallowUnknownFields()
+	if err := dec.Decode(&raw); err != nil {
+		var sm *toml.StrictMissingError
+		if errors.As(err, &sm) && len(sm.Errors) > 0 {
+			return nil, fmt.Errorf("%s: unknown field %q", src, strings.Join(sm.Errors[0].Key(), "."))
+		}
+		var de *toml.DecodeError
+		if errors.As(err, &de) {
+			row, col := de.Position()
+			return nil, fmt.Errorf("%s:%d:%d: %v", src, row, col, de)
+		}
+		return nil, fmt.Errorf("%s: %v", src, err)
+	}
+	c := &Config{
+		Name: raw.Name, Identity: raw.Identity, Federation: raw.Federation,
+		Listen: raw.Listen, Announce: raw.Announce, Dataset: raw.Dataset, Store: raw.Store,
+		LogLevel: raw.LogLevel, path: src,
+	}
+	c.Policy.AcceptedModels = raw.Policy.AcceptedModels
+	c.Policy.MaxEpsilon = math.Inf(1)
+	if raw.Policy.MaxEpsilon != nil {
+		c.Policy.MaxEpsilon = *raw.Policy.MaxEpsilon
+	}
+	c.Policy.MinCohort = DefaultMinCohort
+	if raw.Policy.MinCohort != nil {
+		c.Policy.MinCohort = *raw.Policy.MinCohort
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = "info"
+	}
+	resolve := func(p string) string {
+		if p == "" || filepath.IsAbs(p) || dir == "" {
+			return p
+		}
+		return filepath.Join(dir, p)
+	}
+	c.Identity = resolve(c.Identity)
+	c.Federation = resolve(c.Federation)
+	c.Store = resolve(c.Store)
+	c.Dataset = resolveDataset(c.Dataset, resolve)
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// resolveDataset resolves the path inside an "idx:" or "csv:" spec.
+func resolveDataset(spec string, resolve func(string) string) string {
+	kind, rest, ok := strings.Cut(spec, ":")
+	if !ok || rest == "" {
+		return spec
+	}
+	switch strings.ToLower(kind) {
+	case "idx":
+		return kind + ":" + resolve(rest)
+	case "csv":
+		file, query, hasQ := cutLast(rest, "?")
+		out := kind + ":" + resolve(file)
+		if hasQ {
+			out += "?" + query
+		}
+		return out
+	}
+	return spec
+}
+
+func cutLast(s, sep string) (before, after string, found bool) {
+	if i := strings.LastIndex(s, sep); i >= 0 {
+		return s[:i], s[i+len(sep):], true
+	}
+	return s, "", false
+}
+
+// fieldError is a validation error naming the file and the field.
+func (c *Config) fieldError(field, format string, a ...any) error {
+	src := c.path
+	if src == "" {
+		src = "worker config"
+	}
+	return fmt.Errorf("%s: %s: %s", src, field, fmt.Sprintf(format, a...))
+}
+
+// Validate checks every field and returns an error naming the first bad one,
+// e.g. "worker.toml: policy.min_cohort: -1 out of range [1, ∞)".
+func (c *Config) Validate() error {
+	if strings.TrimSpace(c.Name) == "" {
+		return c.fieldError("name", "missing")
+	}
+	if c.Identity == "" {
+		return c.fieldError("identity", "missing (the key file written by `sovereign keygen`)")
+	}
+	if c.Federation == "" {
+		return c.fieldError("federation", "missing (the federation file)")
+	}
+	if len(c.Listen) == 0 {
+		return c.fieldError("listen", "missing (at least one multiaddr, e.g. /ip4/0.0.0.0/tcp/4101)")
+	}
+	for i, a := range c.Listen {
+		if _, err := ma.NewMultiaddr(a); err != nil {
+			return c.fieldError(fmt.Sprintf("listen[%d]", i), "%q is not a multiaddr: %v", a, err)
+		}
+	}
+	for i, a := range c.Announce {
+		if _, err := ma.NewMultiaddr(a); err != nil {
+			return c.fieldError(fmt.Sprintf("announce[%d]", i), "%q is not a multiaddr: %v", a, err)
+		}
+	}
+	if c.Dataset == "" {
+		return c.fieldError("dataset", `missing ("csv:FILE?label=NAME", "idx:DIR", "digits" or "mnist")`)
+	}
+	kind, rest, _ := strings.Cut(c.Dataset, ":")
+	switch strings.ToLower(kind) {
+	case "digits", "mnist":
+		if rest != "" {
+			return c.fieldError("dataset", "%q: %s takes no argument", c.Dataset, kind)
+		}
+	case "idx", "csv":
+		if rest == "" {
+			return c.fieldError("dataset", "%q: %s needs a path", c.Dataset, kind)
+		}
+	default:
+		return c.fieldError("dataset", `%q: unknown kind %q (want csv:, idx:, digits or mnist)`, c.Dataset, kind)
+	}
+	if c.Store == "" {
+		return c.fieldError("store", "missing (the worker's store folder)")
+	}
+	if _, err := c.SlogLevel(); err != nil {
+		return c.fieldError("log_level", "%v", err)
+	}
+	p := c.Policy
+	if math.IsNaN(p.MaxEpsilon) || p.MaxEpsilon <= 0 {
+		return c.fieldError("policy.max_epsilon", "%v out of range (0, ∞]", p.MaxEpsilon)
+	}
+	if p.MinCohort < 1 {
+		return c.fieldError("policy.min_cohort", "%d out of range [1, ∞)", p.MinCohort)
+	}
+	for i, s := range p.AcceptedModels {
+		if err := checkSpecSyntax(s); err != nil {
+			return c.fieldError(fmt.Sprintf("policy.accepted_models[%d]", i), "%v", err)
+		}
+	}
+	return nil
+}
+
+// checkSpecSyntax parses a model spec against a nominal 28x28, 10-class
+// input; the real input shape is only known once the data is loaded.
+func checkSpecSyntax(s string) error {
+	_, err := model.ParseSpec(s, 1, 28, 28, 10)
+	return err
+}
+
+// SlogLevel returns the configured log level.
+func (c *Config) SlogLevel() (slog.Level, error) {
+	switch strings.ToLower(c.LogLevel) {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info", "":
+		return slog.LevelInfo, nil
+	case "warn", "warning":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("%q is not one of debug, info, warn, error", c.LogLevel)
+}

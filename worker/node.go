@@ -1,0 +1,796 @@
+package worker
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/gob"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	mrand "math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/sovereign-fl/sovereign/aggregation/dp"
+	"github.com/sovereign-fl/sovereign/aggregation/secagg"
+	"github.com/sovereign-fl/sovereign/data"
+	"github.com/sovereign-fl/sovereign/model"
+	"github.com/sovereign-fl/sovereign/p2p"
+)
+
+// TrainParams are the local-training settings of a round (mirrors
+// coordinator.TrainParams).
+type TrainParams struct {
+	Epochs int     `json:"epochs"`
+	Batch  int     `json:"batch"`
+	LR     float64 `json:"lr"`
+	ProxMu float64 `json:"prox_mu"` // FedProx μ (Li et al. 2020); 0 = FedAvg
+}
+
+// DPParams are the differential-privacy settings of a round (mirrors
+// coordinator.DPParams). Noise 0 means off; otherwise each worker clips its
+// update to Clip and adds N(0, σ²C²/MinClients) (distributed DP).
+type DPParams struct {
+	Clip       float64 `json:"clip"`
+	Noise      float64 `json:"noise"`
+	MinClients int     `json:"min_clients"`
+}
+
+// Announce opens a round for one worker (mirrors coordinator.Announce).
+type Announce struct {
+	// Round is the round number.
+	Round uint64
+	// ModelHash is the SHA-256 of the global model's bytes (little-endian
+	// float32, see ModelHash).
+	ModelHash [32]byte
+	// ModelVersion is the round that produced the model (0 = initial).
+	ModelVersion uint64
+	// ModelSpec is the architecture, e.g. "2nn" or "mlp:32".
+	ModelSpec string
+	// NumParams is the length of the model's parameter vector.
+	NumParams int
+	// Train are the local-training settings.
+	Train TrainParams
+	// DP are the differential-privacy settings.
+	DP DPParams
+	// SecAgg is the round's SecAgg+ configuration; Sampled[i] has index i+1.
+	SecAgg secagg.Config
+	// Sampled lists the round's workers (peer IDs), sorted.
+	Sampled []string
+	// Epsilon is the cumulative ε the federation will have spent when the
+	// round commits.
+	Epsilon float64
+}
+
+// NodeIndex returns id's SecAgg+ node index (1-based), or 0 if id was not
+// sampled.
+func (a *Announce) NodeIndex(id string) uint32 {
+	for i, s := range a.Sampled {
+		if s == id {
+			return uint32(i + 1)
+		}
+	}
+	return 0
+}
+
+// Refusal is a worker's reasoned refusal of a round: a policy condition
+// (model, cohort size, privacy budget), a stale round, or a request it must
+// not answer (a second survivor set, Err then being the
+// *secagg.EquivocationError).
+type Refusal struct {
+	Round  uint64
+	Reason string
+	Err    error
+}
+
+// Error implements error.
+func (r *Refusal) Error() string {
+	return fmt.Sprintf("worker refuses round %d: %s", r.Round, r.Reason)
+}
+
+// Unwrap returns the underlying error, if any.
+func (r *Refusal) Unwrap() error { return r.Err }
+
+// ModelHash returns the SHA-256 of params encoded as little-endian float32,
+// the hash models are announced and fetched by.
+func ModelHash(params []float32) [32]byte {
+	h := sha256.New()
+	var buf [4096]byte
+	for len(params) > 0 {
+		n := min(len(params), len(buf)/4)
+		for i, v := range params[:n] {
+			binary.LittleEndian.PutUint32(buf[4*i:], math.Float32bits(v))
+		}
+		h.Write(buf[:4*n])
+		params = params[n:]
+	}
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
+}
+
+// Option configures a Node.
+type Option func(*Node) error
+
+// WithID sets the worker's ID (its peer ID string, as listed in
+// Announce.Sampled). Without it NewNode reads the peer ID of the
+// configuration's identity file.
+func WithID(id string) Option {
+	return func(n *Node) error {
+		if id == "" {
+			return errors.New("worker: WithID: empty ID")
+		}
+		n.id = id
+		return nil
+	}
+}
+
+// WithRand sets the source of the worker's secret randomness (SecAgg+ keys,
+// self-mask seeds, share polynomials, DP noise, stochastic rounding). The
+// default is crypto/rand; tests pass a seeded generator. Reads happen under
+// the node's lock, so r need not be safe for concurrent use.
+func WithRand(r io.Reader) Option {
+	return func(n *Node) error {
+		if r == nil {
+			return errors.New("worker: WithRand: nil reader")
+		}
+		n.rand = r
+		return nil
+	}
+}
+
+// Node is an institution's worker: it answers the SecAgg+ stages of the
+// rounds it takes part in, trains on its local data and evaluates
+// committed models. Every method is idempotent per round: asked again (by a
+// coordinator after a failover, or after the node restarted on the same
+// store) it returns what it returned the first time, without retraining.
+// Every answer is written to the store before it is returned. Safe for
+// concurrent use; calls for one node are serialised except Evaluate.
+type Node struct {
+	cfg         *Config
+	st          *Store
+	train, test *data.Dataset
+	log         *slog.Logger
+	id          string
+	rand        io.Reader
+	accepted    map[string]bool // canonical specs; nil = any
+
+	mu      sync.Mutex
+	clients map[uint64]*secagg.Client
+
+	trainCalls atomic.Int64
+}
+
+// NewNode creates the worker of cfg on store st with its local train and
+// test splits. logger may be nil (slog.Default()).
+func NewNode(cfg *Config, st *Store, train, test *data.Dataset, logger *slog.Logger, opts ...Option) (*Node, error) {
+	if cfg == nil || st == nil {
+		return nil, errors.New("worker: NewNode: nil config or store")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := train.Validate(); err != nil {
+		return nil, fmt.Errorf("worker %s: train split: %w", cfg.Name, err)
+	}
+	if train.N == 0 {
+		return nil, fmt.Errorf("worker %s: train split %s has no examples", cfg.Name, train.Name)
+	}
+	if err := test.Validate(); err != nil {
+		return nil, fmt.Errorf("worker %s: test split: %w", cfg.Name, err)
+	}
+	if test.Dim != train.Dim || test.Classes != train.Classes {
+		return nil, fmt.Errorf("worker %s: test split has %d features and %d classes, train split %d and %d",
+			cfg.Name, test.Dim, test.Classes, train.Dim, train.Classes)
+	}
+	if logger == nil {
+		logger = slog.Default()
+	}
+	n := &Node{cfg: cfg, st: st, train: train, test: test, rand: rand.Reader, clients: map[uint64]*secagg.Client{}}
+	for _, o := range opts {
+		if err := o(n); err != nil {
+			return nil, err
+		}
+	}
+	if n.id == "" {
+		id, err := p2p.PeerIDFromFile(cfg.Identity)
+		if err != nil {
+			return nil, fmt.Errorf("worker %s: identity: %w", cfg.Name, err)
+		}
+		n.id = id.String()
+	}
+	n.log = logger.With("worker", cfg.Name, "peer", n.id)
+	if len(cfg.Policy.AcceptedModels) > 0 {
+		n.accepted = map[string]bool{}
+		for i, s := range cfg.Policy.AcceptedModels {
+			c, err := n.canonicalSpec(s)
+			if err != nil {
+				return nil, cfg.fieldError(fmt.Sprintf("policy.accepted_models[%d]", i), "does not fit the local data: %v", err)
+			}
+			n.accepted[c] = true
+		}
+	}
+	return n, nil
+}
+
+// ID returns the worker's ID.
+func (n *Node) ID() string { return n.id }
+
+// Name returns the institution's name.
+func (n *Node) Name() string { return n.cfg.Name }
+
+// Policy returns the institution's policy.
+func (n *Node) Policy() Policy { return n.cfg.Policy }
+
+// Examples returns the number of local training examples (the FedAvg weight
+// of the worker's update when differential privacy is off).
+func (n *Node) Examples() int { return n.train.N }
+
+// EpsilonSpent returns the ε recorded by the last committed round.
+func (n *Node) EpsilonSpent() (float64, error) { return n.st.Epsilon() }
+
+func (n *Node) canonicalSpec(s string) (string, error) {
+	sp, err := model.ParseSpec(s, n.train.C, n.train.H, n.train.W, n.train.Classes)
+	if err != nil {
+		return "", err
+	}
+	return sp.String(), nil
+}
+
+func (n *Node) parseSpec(s string) (model.Spec, error) {
+	return model.ParseSpec(s, n.train.C, n.train.H, n.train.W, n.train.Classes)
+}
+
+// refuse logs and returns a refusal.
+func (n *Node) refuse(round uint64, err error, format string, a ...any) *Refusal {
+	r := &Refusal{Round: round, Reason: fmt.Sprintf(format, a...), Err: err}
+	n.log.Warn("round refused", "round", round, "reason", r.Reason)
+	return r
+}
+
+// checkStale refuses a round at or before the last committed one: its
+// secrets are gone and it can never be answered again.
+func (n *Node) checkStale(round uint64) error {
+	c, ok, err := n.st.Committed()
+	if err != nil {
+		return err
+	}
+	if ok && round <= c {
+		return n.refuse(round, nil, "round %d is not after the last committed round %d", round, c)
+	}
+	return nil
+}
+
+// validateAnnounce checks an announcement's structure; its errors name the
+// field.
+func (n *Node) validateAnnounce(a *Announce) (uint32, error) {
+	bad := func(field, format string, v ...any) error {
+		return fmt.Errorf("worker %s: announce of round %d: %s: %s", n.cfg.Name, a.Round, field, fmt.Sprintf(format, v...))
+	}
+	if a.SecAgg.Round != a.Round {
+		return 0, bad("secagg.round", "%d, want %d", a.SecAgg.Round, a.Round)
+	}
+	if err := a.SecAgg.Validate(); err != nil {
+		return 0, bad("secagg", "%v", err)
+	}
+	if a.SecAgg.Dim != a.NumParams {
+		return 0, bad("secagg.dim", "%d, but num_params is %d", a.SecAgg.Dim, a.NumParams)
+	}
+	if len(a.SecAgg.Clients) != len(a.Sampled) {
+		return 0, bad("secagg.clients", "%d clients for %d sampled workers", len(a.SecAgg.Clients), len(a.Sampled))
+	}
+	for i, c := range a.SecAgg.Clients {
+		if c != uint32(i+1) {
+			return 0, bad(fmt.Sprintf("secagg.clients[%d]", i), "%d, want %d (sampled[%d])", c, i+1, i)
+		}
+	}
+	if !slices.IsSorted(a.Sampled) {
+		return 0, bad("sampled", "not sorted")
+	}
+	idx := a.NodeIndex(n.id)
+	if idx == 0 {
+		return 0, bad("sampled", "does not list this worker (%s)", n.id)
+	}
+	if a.ModelVersion >= a.Round && a.ModelVersion != 0 {
+		return 0, bad("model_version", "%d is not before the round", a.ModelVersion)
+	}
+	t := a.Train
+	tc := model.TrainConfig{Epochs: t.Epochs, Batch: t.Batch, LR: float32(t.LR), ProxMu: float32(t.ProxMu)}
+	if err := tc.Validate(); err != nil {
+		return 0, bad("train", "%v", err)
+	}
+	if math.IsNaN(a.Epsilon) || a.Epsilon < 0 {
+		return 0, bad("epsilon", "%v must be >= 0", a.Epsilon)
+	}
+	d := a.DP
+	if math.IsNaN(d.Noise) || math.IsInf(d.Noise, 0) || d.Noise < 0 {
+		return 0, bad("dp.noise", "%v must be finite and >= 0", d.Noise)
+	}
+	if d.Noise > 0 {
+		if err := (dp.Params{Clip: d.Clip, NoiseMultiplier: d.Noise, MinClients: d.MinClients}).Validate(); err != nil {
+			return 0, bad("dp", "%v", err)
+		}
+	}
+	return idx, nil
+}
+
+// policy applies the institution's policy and the worker's own safety
+// conditions to a valid announcement.
+func (n *Node) policy(a *Announce) *Refusal {
+	p := n.cfg.Policy
+	sp, err := n.parseSpec(a.ModelSpec)
+	if err != nil {
+		return n.refuse(a.Round, err, "model %q does not fit the local data: %v", a.ModelSpec, err)
+	}
+	if n.accepted != nil && !n.accepted[sp.String()] {
+		return n.refuse(a.Round, nil, "model %q is not in policy.accepted_models %v", a.ModelSpec, p.AcceptedModels)
+	}
+	if got := sp.NumParams(); got != a.NumParams {
+		return n.refuse(a.Round, nil, "model %q has %d parameters on the local data, the announcement says %d", a.ModelSpec, got, a.NumParams)
+	}
+	if len(a.Sampled) < p.MinCohort {
+		return n.refuse(a.Round, nil, "cohort of %d institutions is below policy.min_cohort %d", len(a.Sampled), p.MinCohort)
+	}
+	if !math.IsInf(p.MaxEpsilon, 1) && a.DP.Noise == 0 {
+		return n.refuse(a.Round, nil, "round has no differential privacy (dp.noise = 0) and policy.max_epsilon is %g", p.MaxEpsilon)
+	}
+	if a.Epsilon > p.MaxEpsilon {
+		return n.refuse(a.Round, nil, "ε after this round would be %.4g, above policy.max_epsilon %.4g", a.Epsilon, p.MaxEpsilon)
+	}
+	sc := a.SecAgg.WithDefaults()
+	if a.DP.Noise > 0 && a.DP.MinClients > sc.Threshold {
+		// A sum of Threshold clients would carry less than the σ·C the
+		// accountant assumes (dp.DistributedStd).
+		return n.refuse(a.Round, nil, "dp.min_clients %d exceeds the SecAgg+ threshold %d, so an unmasked sum could carry less noise than announced", a.DP.MinClients, sc.Threshold)
+	}
+	if w := n.weight(a); w > sc.MaxWeight {
+		return n.refuse(a.Round, nil, "this worker's weight %g exceeds secagg.max_weight %g", w, sc.MaxWeight)
+	}
+	return nil
+}
+
+// weight is the worker's FedAvg weight: its example count, or 1 with DP
+// (DP-FedAvg weights clients equally, McMahan et al. 2018).
+func (n *Node) weight(a *Announce) float64 {
+	if a.DP.Noise > 0 {
+		return 1
+	}
+	return float64(n.train.N)
+}
+
+func announceDigest(a *Announce) ([32]byte, error) {
+	c := *a
+	c.SecAgg = c.SecAgg.WithDefaults()
+	var b bytes.Buffer
+	if err := gob.NewEncoder(&b).Encode(&c); err != nil {
+		return [32]byte{}, err
+	}
+	return sha256.Sum256(b.Bytes()), nil
+}
+
+// implicitCommit records round as committed when a later message proves it
+// (an announcement built on its model, or an evaluation of it).
+func (n *Node) implicitCommit(round uint64) error {
+	c, ok, err := n.st.Committed()
+	if err != nil || (ok && round <= c) {
+		return err
+	}
+	eps := 0.0
+	if a, ok, err := n.st.Announce(round); err != nil {
+		return err
+	} else if ok && !math.IsInf(a.Epsilon, 0) {
+		eps = a.Epsilon
+	}
+	return n.commitLocked(round, eps)
+}
+
+// Commit records that round committed with ε = epsilon spent in total: the
+// cached masked input and the round's secrets are deleted (with those of
+// every earlier round), and later requests for those rounds are refused.
+func (n *Node) Commit(round uint64, epsilon float64) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.commitLocked(round, epsilon)
+}
+
+func (n *Node) commitLocked(round uint64, epsilon float64) error {
+	if err := n.st.Commit(round, epsilon); err != nil {
+		return err
+	}
+	for r := range n.clients {
+		if r <= round {
+			delete(n.clients, r)
+		}
+	}
+	n.log.Info("round committed", "round", round, "epsilon", epsilon)
+	return nil
+}
+
+// client returns the SecAgg+ client of round, from memory or the store.
+func (n *Node) client(round uint64) (*secagg.Client, error) {
+	if c, ok := n.clients[round]; ok {
+		return c, nil
+	}
+	state, ok, err := n.st.Client(round)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, n.refuse(round, nil, "no announcement of round %d was accepted", round)
+	}
+	c, err := secagg.RestoreClient(state, n.rand)
+	if err != nil {
+		return nil, &CorruptError{Key: roundKey(round, recClient), Reason: err.Error()}
+	}
+	if c.Round() != round {
+		return nil, &CorruptError{Key: roundKey(round, recClient), Reason: fmt.Sprintf("holds round %d", c.Round())}
+	}
+	n.clients[round] = c
+	return c, nil
+}
+
+// Advertise runs stage 0: it applies the policy (refusing with a *Refusal)
+// and returns the worker's public keys for the round. Asked again with the
+// same announcement it returns the same keys. A different announcement of
+// the same round replaces the earlier one while no masked input was sent;
+// afterwards it is refused, since a second masked input of one round would
+// release the update twice.
+func (n *Node) Advertise(a Announce) (secagg.AdvertiseKeys, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	a.Sampled = slices.Clone(a.Sampled)
+	a.SecAgg.Clients = slices.Clone(a.SecAgg.Clients)
+	if a.ModelVersion > 0 && a.ModelVersion < a.Round {
+		if err := n.implicitCommit(a.ModelVersion); err != nil {
+			return secagg.AdvertiseKeys{}, err
+		}
+	}
+	if err := n.checkStale(a.Round); err != nil {
+		return secagg.AdvertiseKeys{}, err
+	}
+	idx, err := n.validateAnnounce(&a)
+	if err != nil {
+		return secagg.AdvertiseKeys{}, err
+	}
+	if r := n.policy(&a); r != nil {
+		return secagg.AdvertiseKeys{}, r
+	}
+	dig, err := announceDigest(&a)
+	if err != nil {
+		return secagg.AdvertiseKeys{}, fmt.Errorf("worker %s: round %d: %w", n.cfg.Name, a.Round, err)
+	}
+	prev, ok, err := n.st.Announce(a.Round)
+	if err != nil {
+		return secagg.AdvertiseKeys{}, err
+	}
+	if ok {
+		pd, err := announceDigest(prev)
+		if err != nil {
+			return secagg.AdvertiseKeys{}, err
+		}
+		if pd == dig {
+			c, err := n.client(a.Round)
+			if err != nil {
+				return secagg.AdvertiseKeys{}, err
+			}
+			return c.Advertise()
+		}
+		if _, sent, err := n.st.Masked(a.Round); err != nil {
+			return secagg.AdvertiseKeys{}, err
+		} else if sent {
+			return secagg.AdvertiseKeys{}, n.refuse(a.Round, nil, "a masked input was already sent for a different announcement of round %d", a.Round)
+		}
+		n.log.Info("announcement replaced before masking", "round", a.Round)
+		delete(n.clients, a.Round)
+		if err := n.st.DropRound(a.Round); err != nil {
+			return secagg.AdvertiseKeys{}, err
+		}
+	}
+	c, err := secagg.NewClient(a.SecAgg, idx, n.rand)
+	if err != nil {
+		return secagg.AdvertiseKeys{}, fmt.Errorf("worker %s: round %d: %w", n.cfg.Name, a.Round, err)
+	}
+	ads, err := c.Advertise()
+	if err != nil {
+		return secagg.AdvertiseKeys{}, err
+	}
+	state, err := c.MarshalState()
+	if err != nil {
+		return secagg.AdvertiseKeys{}, err
+	}
+	if err := n.st.PutClient(a.Round, state, &a); err != nil {
+		return secagg.AdvertiseKeys{}, err
+	}
+	if err := n.st.PutLastSpec(a.ModelSpec); err != nil {
+		return secagg.AdvertiseKeys{}, err
+	}
+	n.clients[a.Round] = c
+	n.log.Info("round accepted", "round", a.Round, "index", idx, "cohort", len(a.Sampled), "model", a.ModelSpec, "epsilon", a.Epsilon)
+	return ads, nil
+}
+
+// persist writes the client's state after a stage moved it on; on failure
+// the in-memory client is dropped so that nothing unrecorded is answered.
+func (n *Node) persist(round uint64, c *secagg.Client, write func(state []byte) error) error {
+	state, err := c.MarshalState()
+	if err == nil {
+		err = write(state)
+	}
+	if err != nil {
+		delete(n.clients, round)
+		return fmt.Errorf("worker %s: round %d: %w", n.cfg.Name, round, err)
+	}
+	return nil
+}
+
+// ShareKeys runs stage 1: given the neighbours' keys it returns the
+// worker's encrypted shares for them (the same ones when asked again).
+func (n *Node) ShareKeys(kb secagg.KeyBroadcast) ([]secagg.EncryptedShare, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := n.checkStale(kb.Round); err != nil {
+		return nil, err
+	}
+	c, err := n.client(kb.Round)
+	if err != nil {
+		return nil, err
+	}
+	if kb.To != c.ID() {
+		return nil, fmt.Errorf("worker %s: round %d: key broadcast addressed to node %d, this worker is node %d", n.cfg.Name, kb.Round, kb.To, c.ID())
+	}
+	before := c.Stage()
+	out, err := c.ShareKeys(kb.Keys)
+	if err != nil {
+		return nil, fmt.Errorf("worker %s: %w", n.cfg.Name, err)
+	}
+	if c.Stage() != before {
+		if err := n.persist(kb.Round, c, func(s []byte) error { return n.st.PutClient(kb.Round, s, nil) }); err != nil {
+			return nil, err
+		}
+		n.log.Info("shares sent", "round", kb.Round, "neighbours", len(out))
+	}
+	return out, nil
+}
+
+// MaskedInput runs stage 2: from the global model it trains locally, takes
+// the delta, clips and noises it when DP is on, and returns it weighted,
+// quantized and masked. The result is stored before it is returned; asked
+// again for the same round it returns the stored vector without
+// retraining.
+func (n *Node) MaskedInput(sb secagg.ShareBundle, global []float32) (secagg.MaskedInput, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := n.checkStale(sb.Round); err != nil {
+		return secagg.MaskedInput{}, err
+	}
+	if mi, ok, err := n.st.Masked(sb.Round); err != nil {
+		return secagg.MaskedInput{}, err
+	} else if ok {
+		if mi.From != sb.To {
+			return secagg.MaskedInput{}, fmt.Errorf("worker %s: round %d: share bundle addressed to node %d, this worker is node %d", n.cfg.Name, sb.Round, sb.To, mi.From)
+		}
+		return mi, nil
+	}
+	c, err := n.client(sb.Round)
+	if err != nil {
+		return secagg.MaskedInput{}, err
+	}
+	if sb.To != c.ID() {
+		return secagg.MaskedInput{}, fmt.Errorf("worker %s: round %d: share bundle addressed to node %d, this worker is node %d", n.cfg.Name, sb.Round, sb.To, c.ID())
+	}
+	if mi, ok := c.CachedMaskedInput(); ok {
+		return mi, nil
+	}
+	if c.Stage() != secagg.StageMaskedInput {
+		return secagg.MaskedInput{}, fmt.Errorf("worker %s: round %d: masked input requested in stage %v (shares not sent yet)", n.cfg.Name, sb.Round, c.Stage())
+	}
+	a, ok, err := n.st.Announce(sb.Round)
+	if err != nil {
+		return secagg.MaskedInput{}, err
+	}
+	if !ok {
+		return secagg.MaskedInput{}, &CorruptError{Key: roundKey(sb.Round, recAnnounce), Reason: "missing while the client state exists"}
+	}
+	delta, loss, err := n.update(a, global)
+	if err != nil {
+		return secagg.MaskedInput{}, err
+	}
+	mi, err := c.MaskedInput(sb.Shares, delta, n.weight(a))
+	if err != nil {
+		return secagg.MaskedInput{}, fmt.Errorf("worker %s: %w", n.cfg.Name, err)
+	}
+	if err := n.persist(sb.Round, c, func(s []byte) error { return n.st.PutMasked(sb.Round, s, mi) }); err != nil {
+		return secagg.MaskedInput{}, err
+	}
+	n.log.Info("masked input sent", "round", sb.Round, "train_loss", loss, "shares", len(sb.Shares), "dp", a.DP.Noise > 0)
+	return mi, nil
+}
+
+// trainSeed derives the shuffling seed of local training from the round, the
+// model and the worker, so that retraining after a crash repeats itself.
+func trainSeed(a *Announce, id string) int64 {
+	h := sha256.New()
+	h.Write([]byte("sovereign/worker/train\x00"))
+	h.Write(binary.BigEndian.AppendUint64(nil, a.Round))
+	h.Write(a.ModelHash[:])
+	h.Write([]byte(id))
+	return int64(binary.BigEndian.Uint64(h.Sum(nil)) >> 1)
+}
+
+// update runs ClientUpdate (McMahan et al. 2017, Algorithm 1; FedProx when
+// ProxMu > 0, Li et al. 2020) from global and returns Δ = w_local − w_global,
+// clipped to C and noised with N(0, σ²C²/t) when DP is on (DP-FedAvg,
+// McMahan et al. 2018, with the noise distributed over the t clients a sum
+// contains at least, dp.DistributedStd) — the same steps as the simulator's
+// secure rounds.
+func (n *Node) update(a *Announce, global []float32) ([]float32, float64, error) {
+	if len(global) != a.NumParams {
+		return nil, 0, fmt.Errorf("worker %s: round %d: model has %d parameters, the announcement says %d", n.cfg.Name, a.Round, len(global), a.NumParams)
+	}
+	if h := ModelHash(global); h != a.ModelHash {
+		return nil, 0, fmt.Errorf("worker %s: round %d: model hash %x differs from the announced %x", n.cfg.Name, a.Round, h[:8], a.ModelHash[:8])
+	}
+	sp, err := n.parseSpec(a.ModelSpec)
+	if err != nil {
+		return nil, 0, err
+	}
+	net, err := model.New(sp)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := net.SetParams(global); err != nil {
+		return nil, 0, fmt.Errorf("worker %s: round %d: global model: %w", n.cfg.Name, a.Round, err)
+	}
+	idx := make([]int, n.train.N)
+	for i := range idx {
+		idx[i] = i
+	}
+	n.trainCalls.Add(1)
+	loss, err := model.Train(net, n.train.X, n.train.Y, n.train.Dim, idx, model.TrainConfig{
+		Epochs: a.Train.Epochs,
+		Batch:  a.Train.Batch,
+		LR:     float32(a.Train.LR),
+		ProxMu: float32(a.Train.ProxMu),
+		Seed:   trainSeed(a, n.id),
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("worker %s: round %d: local training: %w", n.cfg.Name, a.Round, err)
+	}
+	p := net.Params()
+	delta := make([]float32, len(p))
+	for j := range delta {
+		delta[j] = p[j] - global[j]
+	}
+	if err := dp.CheckFinite(delta); err != nil {
+		return nil, 0, fmt.Errorf("worker %s: round %d: local update: %w", n.cfg.Name, a.Round, err)
+	}
+	if a.DP.Noise > 0 {
+		dp.ClipL2(delta, a.DP.Clip)
+		var seed [32]byte
+		if _, err := io.ReadFull(n.rand, seed[:]); err != nil {
+			return nil, 0, fmt.Errorf("worker %s: round %d: noise seed: %w", n.cfg.Name, a.Round, err)
+		}
+		std := dp.DistributedStd(a.DP.Noise, a.DP.Clip, a.DP.MinClients)
+		if err := dp.AddGaussian(delta, std, mrand.New(mrand.NewChaCha8(seed))); err != nil {
+			return nil, 0, fmt.Errorf("worker %s: round %d: %w", n.cfg.Name, a.Round, err)
+		}
+	}
+	return delta, loss, nil
+}
+
+// Unmask runs stage 3: it records the survivor set durably, then returns
+// the worker's shares for it. Asked again with the same set it returns the
+// same shares; a different set for the same round is refused with a
+// *Refusal wrapping the *secagg.EquivocationError, also after a restart.
+func (n *Node) Unmask(req secagg.UnmaskRequest) (secagg.UnmaskResponse, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := n.checkStale(req.Round); err != nil {
+		return secagg.UnmaskResponse{}, err
+	}
+	c, err := n.client(req.Round)
+	if err != nil {
+		return secagg.UnmaskResponse{}, err
+	}
+	if req.To != c.ID() {
+		return secagg.UnmaskResponse{}, fmt.Errorf("worker %s: round %d: unmask request addressed to node %d, this worker is node %d", n.cfg.Name, req.Round, req.To, c.ID())
+	}
+	before := c.Stage()
+	resp, err := c.Unmask(req)
+	if err != nil {
+		var eq *secagg.EquivocationError
+		if errors.As(err, &eq) {
+			return secagg.UnmaskResponse{}, n.refuse(req.Round, err, "already answered survivor set %v, refusing %v", eq.Answered, eq.Requested)
+		}
+		return secagg.UnmaskResponse{}, fmt.Errorf("worker %s: %w", n.cfg.Name, err)
+	}
+	if before != secagg.StageDone {
+		ans := Answer{Survivors: c.AnsweredSurvivors(), Dropped: sortedCopy(req.Dropped)}
+		if err := n.persist(req.Round, c, func(s []byte) error { return n.st.PutAnswer(req.Round, s, ans) }); err != nil {
+			return secagg.UnmaskResponse{}, err
+		}
+		n.log.Info("unmask answered", "round", req.Round, "survivors", len(ans.Survivors), "dropped", len(ans.Dropped))
+	}
+	return resp, nil
+}
+
+func sortedCopy(v []uint32) []uint32 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s
+}
+
+// Evaluate evaluates the model committed in round on the local test split
+// and returns the example count, mean loss and accuracy. The model's spec
+// is the one announced for that round, else the latest announced one, else
+// the only accepted model with len(params) parameters. It also records the
+// round as committed.
+func (n *Node) Evaluate(round uint64, params []float32) (examples int, loss, accuracy float64, err error) {
+	n.mu.Lock()
+	spec, err := n.evalSpec(round, len(params))
+	if err == nil {
+		err = n.implicitCommit(round)
+	}
+	n.mu.Unlock()
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	return n.EvaluateSpec(spec, params)
+}
+
+func (n *Node) evalSpec(round uint64, numParams int) (string, error) {
+	if a, ok, err := n.st.Announce(round); err != nil {
+		return "", err
+	} else if ok {
+		return a.ModelSpec, nil
+	}
+	if s, ok, err := n.st.LastSpec(); err != nil {
+		return "", err
+	} else if ok {
+		return s, nil
+	}
+	var match []string
+	for _, s := range n.cfg.Policy.AcceptedModels {
+		if sp, err := n.parseSpec(s); err == nil && sp.NumParams() == numParams {
+			match = append(match, s)
+		}
+	}
+	if len(match) == 1 {
+		return match[0], nil
+	}
+	return "", fmt.Errorf("worker %s: round %d: cannot tell the model spec of a %d-parameter model (no announcement seen; accepted models matching: %s)",
+		n.cfg.Name, round, numParams, strings.Join(match, ", "))
+}
+
+// EvaluateSpec evaluates params as a model of the given spec on the local
+// test split.
+func (n *Node) EvaluateSpec(spec string, params []float32) (examples int, loss, accuracy float64, err error) {
+	sp, err := n.parseSpec(spec)
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("worker %s: evaluate: %w", n.cfg.Name, err)
+	}
+	if sp.NumParams() != len(params) {
+		return 0, 0, 0, fmt.Errorf("worker %s: evaluate: model %q has %d parameters, got %d", n.cfg.Name, spec, sp.NumParams(), len(params))
+	}
+	net, err := model.New(sp)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	if err := net.SetParams(params); err != nil {
+		return 0, 0, 0, fmt.Errorf("worker %s: evaluate: %w", n.cfg.Name, err)
+	}
+	if n.test.N == 0 {
+		return 0, 0, 0, nil
+	}
+	loss, accuracy, err = net.EvaluateChecked(n.test.X, n.test.Y, n.test.N)
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("worker %s: evaluate: %w", n.cfg.Name, err)
+	}
+	return n.test.N, loss, accuracy, nil
+}
