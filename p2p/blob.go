@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"sync"
@@ -90,11 +91,57 @@ func blobName(hdr *pb.BlobHeader) string {
 	return s
 }
 
-// chunkBufPool holds send and receive buffers of MaxChunkSize plus overhead.
+// chunkBufs is a pair of chunk buffers: while one chunk is hashed, the next
+// is read into the other.
+type chunkBufs [2][]byte
+
+// chunkBufPool holds buffer pairs of MaxChunkSize plus overhead.
 var chunkBufPool = sync.Pool{New: func() any {
-	b := make([]byte, MaxChunkSize+2*chunkOverhead)
-	return &b
+	return &chunkBufs{make([]byte, MaxChunkSize+2*chunkOverhead), make([]byte, MaxChunkSize+2*chunkOverhead)}
 }}
+
+// asyncHashMin is the chunk size from which hashing runs beside the I/O.
+const asyncHashMin = 64 << 10
+
+// asyncHasher hashes chunks in order, each one concurrently with the I/O of
+// the next, so that SHA-256 and the network use separate cores. A chunk's
+// buffer must not change until the following write (or wait) returns.
+type asyncHasher struct {
+	h    hash.Hash
+	done chan struct{}
+	busy bool
+}
+
+func newAsyncHasher() *asyncHasher {
+	return &asyncHasher{h: sha256.New(), done: make(chan struct{}, 1)}
+}
+
+func (a *asyncHasher) write(p []byte) {
+	a.wait()
+	if len(p) < asyncHashMin {
+		a.h.Write(p)
+		return
+	}
+	a.busy = true
+	go func() {
+		a.h.Write(p)
+		a.done <- struct{}{}
+	}()
+}
+
+func (a *asyncHasher) wait() {
+	if a.busy {
+		<-a.done
+		a.busy = false
+	}
+}
+
+func (a *asyncHasher) sum() Hash {
+	a.wait()
+	var s Hash
+	a.h.Sum(s[:0])
+	return s
+}
 
 // deadlineFunc, when not nil, is called before each frame with the idle deadline.
 type deadlineFunc func()
@@ -128,16 +175,17 @@ func writeBlob(w io.Writer, hdr *pb.BlobHeader, r io.Reader, beforeWrite deadlin
 // (checked by writeBlob) has been sent.
 func writeBlobBody(w io.Writer, hdr *pb.BlobHeader, r io.Reader, beforeWrite deadlineFunc) (Hash, error) {
 	var zero Hash
-	bp := chunkBufPool.Get().(*[]byte)
-	defer chunkBufPool.Put(bp)
-	buf := *bp
-	h := sha256.New()
+	bufs := chunkBufPool.Get().(*chunkBufs)
+	defer chunkBufPool.Put(bufs)
+	h := newAsyncHasher()
+	defer h.wait() // before the buffers go back to the pool
 	// The chunk payload is read straight into buf after room for the
 	// longest possible prefix; the prefix is then written right-aligned in
 	// front of it so each chunk goes out in one Write, with no copy.
 	const room = 2 * chunkOverhead
 	remaining := hdr.Size
-	for remaining > 0 {
+	for i := 0; remaining > 0; i++ {
+		buf := bufs[i%2]
 		n := uint64(hdr.ChunkSize)
 		if remaining < n {
 			n = remaining
@@ -150,7 +198,7 @@ func writeBlobBody(w io.Writer, hdr *pb.BlobHeader, r io.Reader, beforeWrite dea
 			}
 			return zero, fmt.Errorf("%s: read source: %w", blobName(hdr), err)
 		}
-		h.Write(payload)
+		h.write(payload)
 		var pre [room]byte
 		body := protowire.SizeTag(1) + protowire.SizeBytes(int(n))
 		p := binary.AppendUvarint(pre[:0], uint64(body))
@@ -170,8 +218,7 @@ func writeBlobBody(w io.Writer, hdr *pb.BlobHeader, r io.Reader, beforeWrite dea
 	if n, _ := io.ReadFull(r, extra[:]); n > 0 {
 		return zero, fmt.Errorf("%s: %w: source has more than %d bytes", blobName(hdr), ErrBlobLong, hdr.Size)
 	}
-	var sum Hash
-	h.Sum(sum[:0])
+	sum := h.sum()
 	if len(hdr.Sha256) == sha256.Size && !bytes.Equal(hdr.Sha256, sum[:]) {
 		// Never send a trailer for content that is not what the header promised.
 		return zero, fmt.Errorf("%s: %w: header promises %x, source hashes to %s", blobName(hdr), ErrBlobHashMismatch, hdr.Sha256, sum)
@@ -205,14 +252,15 @@ func checkHeader(where string, hdr *pb.BlobHeader, maxSize int64) error {
 func readBlobBody(r *frameReader, hdr *pb.BlobHeader, w io.Writer, expect *Hash, beforeRead deadlineFunc) (Hash, error) {
 	var zero Hash
 	pre := where(r.proto, r.peer)
-	bp := chunkBufPool.Get().(*[]byte)
-	defer chunkBufPool.Put(bp)
-	buf := *bp
+	bufs := chunkBufPool.Get().(*chunkBufs)
+	defer chunkBufPool.Put(bufs)
 	maxFrame := int(hdr.ChunkSize) + chunkOverhead
-	h := sha256.New()
+	h := newAsyncHasher()
+	defer h.wait() // before the buffers go back to the pool
 	var got uint64
 	chunk := &pb.BlobChunk{}
-	for got < hdr.Size {
+	for i := 0; got < hdr.Size; i++ {
+		buf := bufs[i%2]
 		if beforeRead != nil {
 			beforeRead()
 		}
@@ -233,7 +281,7 @@ func readBlobBody(r *frameReader, hdr *pb.BlobHeader, w io.Writer, expect *Hash,
 		if uint64(len(data)) > hdr.Size-got {
 			return zero, fmt.Errorf("%s%s: %w: more than the %d bytes announced", pre, blobName(hdr), ErrBlobLong, hdr.Size)
 		}
-		h.Write(data)
+		h.write(data)
 		if _, err := w.Write(data); err != nil {
 			return zero, fmt.Errorf("%s%s: write content: %w", pre, blobName(hdr), err)
 		}
@@ -249,8 +297,7 @@ func readBlobBody(r *frameReader, hdr *pb.BlobHeader, w io.Writer, expect *Hash,
 		}
 		return zero, fmt.Errorf("%s: trailer: %w", blobName(hdr), err)
 	}
-	var sum Hash
-	h.Sum(sum[:0])
+	sum := h.sum()
 	if !bytes.Equal(tr.Sha256, sum[:]) {
 		return zero, fmt.Errorf("%s%s: %w: trailer says %x, content hashes to %s", pre, blobName(hdr), ErrBlobHashMismatch, tr.Sha256, sum)
 	}

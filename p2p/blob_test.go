@@ -177,7 +177,7 @@ func TestCorruptBlobRefused(t *testing.T) {
 		{"header-hash", append(append([]proto.Message{&pb.BlobHeader{Name: "header-hash", Size: 3000, ChunkSize: 1024, Sha256: bad[:]}}, chunks...), &pb.BlobTrailer{Sha256: good[:]}), nil, ErrBlobHashMismatch, true},
 		{"short", append([]proto.Message{hdr("short", 3000)}, chunks[:2]...), nil, ErrBlobShort, true},
 		{"long", append(append([]proto.Message{hdr("long", 2500)}, chunks...), &pb.BlobTrailer{Sha256: good[:]}), nil, ErrBlobLong, true},
-		{"oversize", []proto.Message{hdr("oversize", 2 << 20)}, nil, ErrBlobTooLarge, false},
+		{"oversize", []proto.Message{hdr("oversize", 2<<20)}, nil, ErrBlobTooLarge, false},
 		{"big-chunk", []proto.Message{&pb.BlobHeader{Name: "big-chunk", Size: 3000, ChunkSize: 1000}, chunks[0]}, nil, ErrFrameTooLarge, true},
 		{"garbage-chunk", []proto.Message{hdr("garbage-chunk", 3000)}, []byte{4, 0x0a, 0xff, 0xff, 0xff}, ErrMalformedFrame, true},
 		{"empty-chunk", []proto.Message{hdr("empty-chunk", 3000), &pb.BlobChunk{}}, nil, ErrMalformedFrame, true},
