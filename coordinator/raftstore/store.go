@@ -110,12 +110,21 @@ type Store struct {
 	db  *badger.DB
 	dir string
 
-	// mu guards first, last and closed. first and last cache the lowest
-	// and highest stored log index (0 and 0 when the log is empty) so that
-	// FirstIndex and LastIndex do not walk badger's tombstones.
-	mu          sync.RWMutex
+	// life guards closed. Every operation holds it shared for its whole
+	// run so that Close (which takes it exclusively) never closes badger
+	// under a running operation; readers thus never wait for writers.
+	life   sync.RWMutex
+	closed bool
+
+	// wmu serializes the log writers (StoreLogs, DeleteRange), which
+	// raft may call from its main loop and its snapshot goroutine at once.
+	wmu sync.Mutex
+
+	// bmu guards first and last, the cached lowest and highest stored log
+	// index (0 and 0 when the log is empty), so that FirstIndex and
+	// LastIndex do not walk badger's tombstones.
+	bmu         sync.RWMutex
 	first, last uint64
-	closed      bool
 
 	stopGC chan struct{}
 	gcDone chan struct{}
@@ -211,17 +220,17 @@ func (s *Store) gcLoop(interval time.Duration, logger *slog.Logger) {
 // Close stops background collection and closes the badger database.
 // Later calls return ErrClosed.
 func (s *Store) Close() error {
-	s.mu.Lock()
+	s.life.Lock()
 	if s.closed {
-		s.mu.Unlock()
+		s.life.Unlock()
 		return ErrClosed
 	}
 	s.closed = true
-	s.mu.Unlock()
+	s.life.Unlock()
 	close(s.stopGC)
 	<-s.gcDone
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.life.Lock()
+	defer s.life.Unlock()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("raftstore: close %q: %w", s.dir, err)
 	}
@@ -232,8 +241,8 @@ func (s *Store) Close() error {
 // discardRatio is garbage (entries removed by DeleteRange after a
 // snapshot), until none is left. It returns nil when nothing was to do.
 func (s *Store) RunValueLogGC(discardRatio float64) error {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
+	s.life.RLock()
+	defer s.life.RUnlock()
 	if s.closed {
 		return ErrClosed
 	}
@@ -293,21 +302,25 @@ func scanBounds(txn *badger.Txn) (first, last uint64, err error) {
 
 // FirstIndex returns the lowest stored log index, or 0 for an empty log.
 func (s *Store) FirstIndex() (uint64, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
+	s.life.RLock()
+	defer s.life.RUnlock()
 	if s.closed {
 		return 0, ErrClosed
 	}
+	s.bmu.RLock()
+	defer s.bmu.RUnlock()
 	return s.first, nil
 }
 
 // LastIndex returns the highest stored log index, or 0 for an empty log.
 func (s *Store) LastIndex() (uint64, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
+	s.life.RLock()
+	defer s.life.RUnlock()
 	if s.closed {
 		return 0, ErrClosed
 	}
+	s.bmu.RLock()
+	defer s.bmu.RUnlock()
 	return s.last, nil
 }
 
@@ -315,8 +328,8 @@ func (s *Store) LastIndex() (uint64, error) {
 // (unwrapped, as raft compares it with ==) when there is none, and an error
 // naming the index and key when the stored value cannot be decoded.
 func (s *Store) GetLog(index uint64, log *raft.Log) error {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
+	s.life.RLock()
+	defer s.life.RUnlock()
 	if s.closed {
 		return ErrClosed
 	}
@@ -363,11 +376,13 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 			return fmt.Errorf("raftstore: StoreLogs: entry %d of %d is nil", i, len(logs))
 		}
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.life.RLock()
+	defer s.life.RUnlock()
 	if s.closed {
 		return ErrClosed
 	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	stored := 0
 	txn := s.db.NewTransaction(true)
 	defer func() { txn.Discard() }()
@@ -400,8 +415,10 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 	return nil
 }
 
-// noteStored widens the cached bounds by committed entries. Callers hold mu.
+// noteStored widens the cached bounds by committed entries. Callers hold wmu.
 func (s *Store) noteStored(logs []*raft.Log) {
+	s.bmu.Lock()
+	defer s.bmu.Unlock()
 	for _, l := range logs {
 		if s.first == 0 || l.Index < s.first {
 			s.first = l.Index
@@ -419,11 +436,13 @@ func (s *Store) DeleteRange(min, max uint64) error {
 	if min > max {
 		return nil
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.life.RLock()
+	defer s.life.RUnlock()
 	if s.closed {
 		return ErrClosed
 	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
 	err := s.db.View(func(txn *badger.Txn) error {
@@ -447,12 +466,17 @@ func (s *Store) DeleteRange(min, max uint64) error {
 	if err == nil {
 		err = wb.Flush()
 	}
-	if err == nil {
-		err = s.db.View(func(txn *badger.Txn) error {
-			var err error
-			s.first, s.last, err = scanBounds(txn)
-			return err
-		})
+	// Rescan the bounds even after a failure: part of the range may be gone.
+	if scanErr := s.db.View(func(txn *badger.Txn) error {
+		first, last, err := scanBounds(txn)
+		if err == nil {
+			s.bmu.Lock()
+			s.first, s.last = first, last
+			s.bmu.Unlock()
+		}
+		return err
+	}); err == nil {
+		err = scanErr
 	}
 	if err != nil {
 		return fmt.Errorf("raftstore: DeleteRange(%d, %d): %w", min, max, err)
@@ -462,8 +486,8 @@ func (s *Store) DeleteRange(min, max uint64) error {
 
 // Set stores val under key in the stable store.
 func (s *Store) Set(key, val []byte) error {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
+	s.life.RLock()
+	defer s.life.RUnlock()
 	if s.closed {
 		return ErrClosed
 	}
@@ -476,8 +500,8 @@ func (s *Store) Set(key, val []byte) error {
 
 // Get returns the value stored under key, or ErrKeyNotFound.
 func (s *Store) Get(key []byte) ([]byte, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
+	s.life.RLock()
+	defer s.life.RUnlock()
 	if s.closed {
 		return nil, ErrClosed
 	}

@@ -375,3 +375,89 @@ func TestCorruptValueNamesKey(t *testing.T) {
 	}
 	s.Close()
 }
+
+// TestConcurrentReadersAndWriters runs raft's access pattern under the race
+// detector: one appender, one compactor deleting prefixes, and readers.
+func TestConcurrentReadersAndWriters(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	defer s.Close()
+	payload := func(i uint64) []byte { return []byte(fmt.Sprintf("entry-%d", i)) }
+	const total = 1500
+	done := make(chan struct{})
+	errs := make(chan error, 4)
+	go func() { // appender
+		defer close(done)
+		for i := uint64(1); i <= total; i += 10 {
+			var batch []*raft.Log
+			for j := i; j < i+10; j++ {
+				batch = append(batch, &raft.Log{Index: j, Term: 1, Data: payload(j)})
+			}
+			if err := s.StoreLogs(batch); err != nil {
+				errs <- err
+				return
+			}
+		}
+	}()
+	go func() { // compactor
+		for {
+			select {
+			case <-done:
+				errs <- nil
+				return
+			default:
+			}
+			last, _ := s.LastIndex()
+			if last > 100 {
+				if err := s.DeleteRange(0, last-100); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}
+	}()
+	for r := 0; r < 2; r++ {
+		go func() { // readers
+			for {
+				select {
+				case <-done:
+					errs <- nil
+					return
+				default:
+				}
+				last, _ := s.LastIndex()
+				if last == 0 {
+					continue
+				}
+				// The compactor always keeps the newest 100 entries.
+				var l raft.Log
+				if err := s.GetLog(last, &l); err != nil {
+					errs <- err
+					return
+				}
+				if l.Index != last || string(l.Data) != string(payload(last)) {
+					errs <- fmt.Errorf("GetLog(%d) = index %d data %q", last, l.Index, l.Data)
+					return
+				}
+			}
+		}()
+	}
+	<-done
+	for i := 0; i < 3; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case err := <-errs:
+		t.Fatal(err)
+	default:
+	}
+	last, _ := s.LastIndex()
+	if last != total {
+		t.Fatalf("LastIndex = %d after appending up to %d", last, total)
+	}
+	if err := s.DeleteRange(0, last-100); err != nil {
+		t.Fatal(err)
+	}
+	checkBounds(t, s, last-99, last)
+}
