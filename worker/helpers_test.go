@@ -87,7 +87,7 @@ func seeded(seed uint64) *rand.ChaCha8 {
 
 // cluster is n workers of one test, each with its own store.
 type cluster struct {
-	t      *testing.T
+	t      testing.TB
 	n      int
 	dirs   []string
 	stores []*Store
@@ -112,7 +112,7 @@ func (cl *cluster) trainCalls() int64 {
 
 func workerID(i int) string { return fmt.Sprintf("peer-%02d", i) }
 
-func newCluster(t *testing.T, n int, mutate func(i int, c *Config)) *cluster {
+func newCluster(t testing.TB, n int, mutate func(i int, c *Config)) *cluster {
 	t.Helper()
 	cl := &cluster{t: t, n: n}
 	for i := range n {
@@ -202,6 +202,9 @@ type hooks struct {
 	// repeat restarts each worker after it answered and asks it again;
 	// the second answer must equal the first.
 	repeat bool
+	// concurrent asks each worker three times at once per stage; the
+	// answers must agree.
+	concurrent bool
 }
 
 // runRound drives one SecAgg+ round with a secagg.Server fed by the
@@ -261,6 +264,20 @@ func (cl *cluster) runRound(a Announce, h hooks) (sum []float64, total float64, 
 				return nil, nil
 			}
 			reply, err := ask()
+			if h.concurrent {
+				var wg sync.WaitGroup
+				others := make([]any, 3)
+				errs := make([]error, 3)
+				for k := range others {
+					wg.Go(func() { others[k], errs[k] = ask() })
+				}
+				wg.Wait()
+				for k := range others {
+					if errs[k] != nil || !reflect.DeepEqual(others[k], reply) {
+						t.Fatalf("worker %d at %v: concurrent answer %d differs (%v)", o.To-1, srv.Stage(), k, errs[k])
+					}
+				}
+			}
 			if err != nil {
 				t.Fatalf("worker %d at %v: %v", o.To-1, srv.Stage(), err)
 			}

@@ -213,6 +213,19 @@ func TestRestartMidRound(t *testing.T) {
 	}
 }
 
+// TestConcurrentRequests asks every stage concurrently several times: the
+// answers agree and each worker trains once.
+func TestConcurrentRequests(t *testing.T) {
+	cl := newCluster(t, 4, func(i int, c *Config) { c.Policy.MaxEpsilon = math.Inf(1) })
+	_, total, surv, _ := cl.runRound(cl.announce(1, maxExamples), hooks{concurrent: true})
+	if len(surv) != 4 || !(total > 0) {
+		t.Fatalf("survivors %v total %v", surv, total)
+	}
+	if got := cl.trainCalls(); got != 4 {
+		t.Fatalf("%d training runs, want 4", got)
+	}
+}
+
 // TestRestartMidRoundContinues restarts workers between stages of a round
 // they have not finished, and the round completes.
 func TestRestartMidRoundContinues(t *testing.T) {

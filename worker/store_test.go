@@ -12,7 +12,7 @@ import (
 	"github.com/sovereign-fl/sovereign/aggregation/secagg"
 )
 
-func openTestStore(t *testing.T, dir string) *Store {
+func openTestStore(t testing.TB, dir string) *Store {
 	t.Helper()
 	s, err := OpenStore(dir, StoreOptions{})
 	if err != nil {
