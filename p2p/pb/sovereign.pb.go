@@ -467,8 +467,11 @@ type RoundConfig struct {
 	// Time each stage may take, in milliseconds.
 	StageTimeoutMs uint64 `protobuf:"varint,8,opt,name=stage_timeout_ms,json=stageTimeoutMs,proto3" json:"stage_timeout_ms,omitempty"`
 	Seed           uint64 `protobuf:"varint,9,opt,name=seed,proto3" json:"seed,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// FedProx/DP: the fewest clients an unmasked sum may contain (the t of the
+	// distributed noise σC/√t).
+	DpMinClients  uint32 `protobuf:"varint,10,opt,name=dp_min_clients,json=dpMinClients,proto3" json:"dp_min_clients,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RoundConfig) Reset() {
@@ -564,6 +567,13 @@ func (x *RoundConfig) GetSeed() uint64 {
 	return 0
 }
 
+func (x *RoundConfig) GetDpMinClients() uint32 {
+	if x != nil {
+		return x.DpMinClients
+	}
+	return 0
+}
+
 // SecAggParams are the SecAgg+ parameters of a round (Bell et al. 2020,
 // building on Bonawitz et al. 2017).
 type SecAggParams struct {
@@ -579,9 +589,16 @@ type SecAggParams struct {
 	ClipRange    float64 `protobuf:"fixed64,5,opt,name=clip_range,json=clipRange,proto3" json:"clip_range,omitempty"`
 	VectorLength uint64  `protobuf:"varint,6,opt,name=vector_length,json=vectorLength,proto3" json:"vector_length,omitempty"`
 	// Seed of the neighbour graph, shared by all participants.
-	GraphSeed     []byte `protobuf:"bytes,7,opt,name=graph_seed,json=graphSeed,proto3" json:"graph_seed,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	GraphSeed []byte `protobuf:"bytes,7,opt,name=graph_seed,json=graphSeed,proto3" json:"graph_seed,omitempty"`
+	// SecAgg+ node indices of the sampled clients, ascending; sampled_workers[i]
+	// of the RoundAnnounce has index i+1.
+	Clients []uint32 `protobuf:"varint,8,rep,packed,name=clients,proto3" json:"clients,omitempty"`
+	// Largest weight (example count) a client may use.
+	MaxWeight float64 `protobuf:"fixed64,9,opt,name=max_weight,json=maxWeight,proto3" json:"max_weight,omitempty"`
+	// Server deadline of each stage, in milliseconds.
+	StageTimeoutMs uint64 `protobuf:"varint,10,opt,name=stage_timeout_ms,json=stageTimeoutMs,proto3" json:"stage_timeout_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *SecAggParams) Reset() {
@@ -663,6 +680,27 @@ func (x *SecAggParams) GetGraphSeed() []byte {
 	return nil
 }
 
+func (x *SecAggParams) GetClients() []uint32 {
+	if x != nil {
+		return x.Clients
+	}
+	return nil
+}
+
+func (x *SecAggParams) GetMaxWeight() float64 {
+	if x != nil {
+		return x.MaxWeight
+	}
+	return 0
+}
+
+func (x *SecAggParams) GetStageTimeoutMs() uint64 {
+	if x != nil {
+		return x.StageTimeoutMs
+	}
+	return 0
+}
+
 // RoundAnnounce starts a round (protocol /sovereign/round/1.0.0).
 type RoundAnnounce struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
@@ -674,8 +712,15 @@ type RoundAnnounce struct {
 	// Binary peer IDs of the sampled workers.
 	SampledWorkers [][]byte `protobuf:"bytes,6,rep,name=sampled_workers,json=sampledWorkers,proto3" json:"sampled_workers,omitempty"`
 	// Whether the round uses secure aggregation; secagg is set when it does.
-	Secure        bool          `protobuf:"varint,7,opt,name=secure,proto3" json:"secure,omitempty"`
-	Secagg        *SecAggParams `protobuf:"bytes,8,opt,name=secagg,proto3" json:"secagg,omitempty"`
+	Secure bool          `protobuf:"varint,7,opt,name=secure,proto3" json:"secure,omitempty"`
+	Secagg *SecAggParams `protobuf:"bytes,8,opt,name=secagg,proto3" json:"secagg,omitempty"`
+	// Model architecture (model.ParseSpec syntax), e.g. "2nn" or "mlp:32".
+	ModelSpec string `protobuf:"bytes,9,opt,name=model_spec,json=modelSpec,proto3" json:"model_spec,omitempty"`
+	// Number of parameters of the flat model vector.
+	NumParams uint64 `protobuf:"varint,10,opt,name=num_params,json=numParams,proto3" json:"num_params,omitempty"`
+	// Cumulative (ε, δ) ε the federation will have spent when the round
+	// commits, so a worker can refuse a round beyond its budget.
+	Epsilon       float64 `protobuf:"fixed64,11,opt,name=epsilon,proto3" json:"epsilon,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -766,6 +811,27 @@ func (x *RoundAnnounce) GetSecagg() *SecAggParams {
 	return nil
 }
 
+func (x *RoundAnnounce) GetModelSpec() string {
+	if x != nil {
+		return x.ModelSpec
+	}
+	return ""
+}
+
+func (x *RoundAnnounce) GetNumParams() uint64 {
+	if x != nil {
+		return x.NumParams
+	}
+	return 0
+}
+
+func (x *RoundAnnounce) GetEpsilon() float64 {
+	if x != nil {
+		return x.Epsilon
+	}
+	return 0
+}
+
 // AdvertiseKeys is SecAgg+ round 0: a client's two public keys.
 type AdvertiseKeys struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -776,7 +842,11 @@ type AdvertiseKeys struct {
 	// Public key used to derive pairwise masks.
 	SPk []byte `protobuf:"bytes,4,opt,name=s_pk,json=sPk,proto3" json:"s_pk,omitempty"`
 	// Optional signature over (round, c_pk, s_pk) with the sender's identity key.
-	Signature     []byte `protobuf:"bytes,5,opt,name=signature,proto3" json:"signature,omitempty"`
+	Signature []byte `protobuf:"bytes,5,opt,name=signature,proto3" json:"signature,omitempty"`
+	// SecAgg+ node index of the sender.
+	FromIndex uint32 `protobuf:"varint,6,opt,name=from_index,json=fromIndex,proto3" json:"from_index,omitempty"`
+	// Set when the worker refuses the round; the keys are then empty.
+	Refusal       *Refusal `protobuf:"bytes,15,opt,name=refusal,proto3" json:"refusal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -846,11 +916,27 @@ func (x *AdvertiseKeys) GetSignature() []byte {
 	return nil
 }
 
+func (x *AdvertiseKeys) GetFromIndex() uint32 {
+	if x != nil {
+		return x.FromIndex
+	}
+	return 0
+}
+
+func (x *AdvertiseKeys) GetRefusal() *Refusal {
+	if x != nil {
+		return x.Refusal
+	}
+	return nil
+}
+
 // KeysBroadcast relays the advertised keys of a client's neighbours.
 type KeysBroadcast struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Round         uint64                 `protobuf:"varint,1,opt,name=round,proto3" json:"round,omitempty"`
-	Keys          []*AdvertiseKeys       `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Round uint64                 `protobuf:"varint,1,opt,name=round,proto3" json:"round,omitempty"`
+	Keys  []*AdvertiseKeys       `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
+	// SecAgg+ node index of the recipient.
+	ToIndex       uint32 `protobuf:"varint,3,opt,name=to_index,json=toIndex,proto3" json:"to_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -899,13 +985,23 @@ func (x *KeysBroadcast) GetKeys() []*AdvertiseKeys {
 	return nil
 }
 
+func (x *KeysBroadcast) GetToIndex() uint32 {
+	if x != nil {
+		return x.ToIndex
+	}
+	return 0
+}
+
 // EncryptedShare is one Shamir share pair encrypted from sender to recipient;
 // the coordinator relays it without being able to read it.
 type EncryptedShare struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Sender        []byte                 `protobuf:"bytes,1,opt,name=sender,proto3" json:"sender,omitempty"`
-	Recipient     []byte                 `protobuf:"bytes,2,opt,name=recipient,proto3" json:"recipient,omitempty"`
-	Ciphertext    []byte                 `protobuf:"bytes,3,opt,name=ciphertext,proto3" json:"ciphertext,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Sender     []byte                 `protobuf:"bytes,1,opt,name=sender,proto3" json:"sender,omitempty"`
+	Recipient  []byte                 `protobuf:"bytes,2,opt,name=recipient,proto3" json:"recipient,omitempty"`
+	Ciphertext []byte                 `protobuf:"bytes,3,opt,name=ciphertext,proto3" json:"ciphertext,omitempty"`
+	// SecAgg+ node indices of the sender and the recipient.
+	FromIndex     uint32 `protobuf:"varint,4,opt,name=from_index,json=fromIndex,proto3" json:"from_index,omitempty"`
+	ToIndex       uint32 `protobuf:"varint,5,opt,name=to_index,json=toIndex,proto3" json:"to_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -961,12 +1057,31 @@ func (x *EncryptedShare) GetCiphertext() []byte {
 	return nil
 }
 
+func (x *EncryptedShare) GetFromIndex() uint32 {
+	if x != nil {
+		return x.FromIndex
+	}
+	return 0
+}
+
+func (x *EncryptedShare) GetToIndex() uint32 {
+	if x != nil {
+		return x.ToIndex
+	}
+	return 0
+}
+
 // EncryptedShares is SecAgg+ round 1: sent by a client for its neighbours,
 // and relayed by the coordinator to each recipient.
 type EncryptedShares struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Round         uint64                 `protobuf:"varint,1,opt,name=round,proto3" json:"round,omitempty"`
-	Shares        []*EncryptedShare      `protobuf:"bytes,2,rep,name=shares,proto3" json:"shares,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Round  uint64                 `protobuf:"varint,1,opt,name=round,proto3" json:"round,omitempty"`
+	Shares []*EncryptedShare      `protobuf:"bytes,2,rep,name=shares,proto3" json:"shares,omitempty"`
+	// Node index of the recipient when the coordinator relays a bundle (0 on
+	// a client's submission).
+	ToIndex uint32 `protobuf:"varint,3,opt,name=to_index,json=toIndex,proto3" json:"to_index,omitempty"`
+	// Set when the worker refuses the round; shares is then empty.
+	Refusal       *Refusal `protobuf:"bytes,15,opt,name=refusal,proto3" json:"refusal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1015,6 +1130,20 @@ func (x *EncryptedShares) GetShares() []*EncryptedShare {
 	return nil
 }
 
+func (x *EncryptedShares) GetToIndex() uint32 {
+	if x != nil {
+		return x.ToIndex
+	}
+	return 0
+}
+
+func (x *EncryptedShares) GetRefusal() *Refusal {
+	if x != nil {
+		return x.Refusal
+	}
+	return nil
+}
+
 // MaskedInputHeader is SecAgg+ round 2; the masked vector itself travels as
 // a blob (BlobHeader/BlobChunk/BlobTrailer) whose hash is named here.
 type MaskedInputHeader struct {
@@ -1023,9 +1152,13 @@ type MaskedInputHeader struct {
 	Sender       []byte                 `protobuf:"bytes,2,opt,name=sender,proto3" json:"sender,omitempty"`
 	VectorLength uint64                 `protobuf:"varint,3,opt,name=vector_length,json=vectorLength,proto3" json:"vector_length,omitempty"`
 	// Width of each element in bits on the wire (little-endian).
-	ElementBits   uint32 `protobuf:"varint,4,opt,name=element_bits,json=elementBits,proto3" json:"element_bits,omitempty"`
-	BlobSha256    []byte `protobuf:"bytes,5,opt,name=blob_sha256,json=blobSha256,proto3" json:"blob_sha256,omitempty"`
-	BlobSize      uint64 `protobuf:"varint,6,opt,name=blob_size,json=blobSize,proto3" json:"blob_size,omitempty"`
+	ElementBits uint32 `protobuf:"varint,4,opt,name=element_bits,json=elementBits,proto3" json:"element_bits,omitempty"`
+	BlobSha256  []byte `protobuf:"bytes,5,opt,name=blob_sha256,json=blobSha256,proto3" json:"blob_sha256,omitempty"`
+	BlobSize    uint64 `protobuf:"varint,6,opt,name=blob_size,json=blobSize,proto3" json:"blob_size,omitempty"`
+	// SecAgg+ node index of the sender.
+	FromIndex uint32 `protobuf:"varint,7,opt,name=from_index,json=fromIndex,proto3" json:"from_index,omitempty"`
+	// Set when the worker refuses the round; no blob follows.
+	Refusal       *Refusal `protobuf:"bytes,15,opt,name=refusal,proto3" json:"refusal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1102,14 +1235,32 @@ func (x *MaskedInputHeader) GetBlobSize() uint64 {
 	return 0
 }
 
+func (x *MaskedInputHeader) GetFromIndex() uint32 {
+	if x != nil {
+		return x.FromIndex
+	}
+	return 0
+}
+
+func (x *MaskedInputHeader) GetRefusal() *Refusal {
+	if x != nil {
+		return x.Refusal
+	}
+	return nil
+}
+
 // UnmaskRequest is SecAgg+ round 3: the committed survivor and dropped sets.
 type UnmaskRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Round         uint64                 `protobuf:"varint,1,opt,name=round,proto3" json:"round,omitempty"`
-	Survivors     [][]byte               `protobuf:"bytes,2,rep,name=survivors,proto3" json:"survivors,omitempty"`
-	Dropped       [][]byte               `protobuf:"bytes,3,rep,name=dropped,proto3" json:"dropped,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Round     uint64                 `protobuf:"varint,1,opt,name=round,proto3" json:"round,omitempty"`
+	Survivors [][]byte               `protobuf:"bytes,2,rep,name=survivors,proto3" json:"survivors,omitempty"`
+	Dropped   [][]byte               `protobuf:"bytes,3,rep,name=dropped,proto3" json:"dropped,omitempty"`
+	// Node indices of the recipient, the survivors and the dropped clients.
+	ToIndex         uint32   `protobuf:"varint,4,opt,name=to_index,json=toIndex,proto3" json:"to_index,omitempty"`
+	SurvivorIndices []uint32 `protobuf:"varint,5,rep,packed,name=survivor_indices,json=survivorIndices,proto3" json:"survivor_indices,omitempty"`
+	DroppedIndices  []uint32 `protobuf:"varint,6,rep,packed,name=dropped_indices,json=droppedIndices,proto3" json:"dropped_indices,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *UnmaskRequest) Reset() {
@@ -1163,13 +1314,36 @@ func (x *UnmaskRequest) GetDropped() [][]byte {
 	return nil
 }
 
+func (x *UnmaskRequest) GetToIndex() uint32 {
+	if x != nil {
+		return x.ToIndex
+	}
+	return 0
+}
+
+func (x *UnmaskRequest) GetSurvivorIndices() []uint32 {
+	if x != nil {
+		return x.SurvivorIndices
+	}
+	return nil
+}
+
+func (x *UnmaskRequest) GetDroppedIndices() []uint32 {
+	if x != nil {
+		return x.DroppedIndices
+	}
+	return nil
+}
+
 // Share is one revealed Shamir share.
 type Share struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Peer whose secret this share reconstructs.
-	Owner         []byte    `protobuf:"bytes,1,opt,name=owner,proto3" json:"owner,omitempty"`
-	Kind          ShareKind `protobuf:"varint,2,opt,name=kind,proto3,enum=sovereign.p2p.v1.ShareKind" json:"kind,omitempty"`
-	Value         []byte    `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	Owner []byte    `protobuf:"bytes,1,opt,name=owner,proto3" json:"owner,omitempty"`
+	Kind  ShareKind `protobuf:"varint,2,opt,name=kind,proto3,enum=sovereign.p2p.v1.ShareKind" json:"kind,omitempty"`
+	Value []byte    `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	// SecAgg+ node index of the owner.
+	OwnerIndex    uint32 `protobuf:"varint,4,opt,name=owner_index,json=ownerIndex,proto3" json:"owner_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1225,6 +1399,13 @@ func (x *Share) GetValue() []byte {
 	return nil
 }
 
+func (x *Share) GetOwnerIndex() uint32 {
+	if x != nil {
+		return x.OwnerIndex
+	}
+	return 0
+}
+
 // UnmaskResponse answers UnmaskRequest.
 type UnmaskResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -1233,7 +1414,9 @@ type UnmaskResponse struct {
 	Shares []*Share               `protobuf:"bytes,3,rep,name=shares,proto3" json:"shares,omitempty"`
 	// Set when the worker refuses to answer (e.g. a survivor set that differs
 	// from the one it already answered for this round); shares is then empty.
-	Refusal       *Refusal `protobuf:"bytes,4,opt,name=refusal,proto3" json:"refusal,omitempty"`
+	Refusal *Refusal `protobuf:"bytes,4,opt,name=refusal,proto3" json:"refusal,omitempty"`
+	// SecAgg+ node index of the sender.
+	FromIndex     uint32 `protobuf:"varint,5,opt,name=from_index,json=fromIndex,proto3" json:"from_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1294,6 +1477,13 @@ func (x *UnmaskResponse) GetRefusal() *Refusal {
 		return x.Refusal
 	}
 	return nil
+}
+
+func (x *UnmaskResponse) GetFromIndex() uint32 {
+	if x != nil {
+		return x.FromIndex
+	}
+	return 0
 }
 
 // Refusal is how any party declines a request, with a reason for humans.
@@ -1405,12 +1595,14 @@ func (x *Ack) GetRefusal() *Refusal {
 
 // MetricsReport is a worker's training report for a round.
 type MetricsReport struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Round         uint64                 `protobuf:"varint,1,opt,name=round,proto3" json:"round,omitempty"`
-	Sender        []byte                 `protobuf:"bytes,2,opt,name=sender,proto3" json:"sender,omitempty"`
-	Examples      uint64                 `protobuf:"varint,3,opt,name=examples,proto3" json:"examples,omitempty"`
-	Loss          float64                `protobuf:"fixed64,4,opt,name=loss,proto3" json:"loss,omitempty"`
-	Accuracy      float64                `protobuf:"fixed64,5,opt,name=accuracy,proto3" json:"accuracy,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Round    uint64                 `protobuf:"varint,1,opt,name=round,proto3" json:"round,omitempty"`
+	Sender   []byte                 `protobuf:"bytes,2,opt,name=sender,proto3" json:"sender,omitempty"`
+	Examples uint64                 `protobuf:"varint,3,opt,name=examples,proto3" json:"examples,omitempty"`
+	Loss     float64                `protobuf:"fixed64,4,opt,name=loss,proto3" json:"loss,omitempty"`
+	Accuracy float64                `protobuf:"fixed64,5,opt,name=accuracy,proto3" json:"accuracy,omitempty"`
+	// Set when the worker refuses to evaluate; the figures are then zero.
+	Refusal       *Refusal `protobuf:"bytes,15,opt,name=refusal,proto3" json:"refusal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1480,6 +1672,86 @@ func (x *MetricsReport) GetAccuracy() float64 {
 	return 0
 }
 
+func (x *MetricsReport) GetRefusal() *Refusal {
+	if x != nil {
+		return x.Refusal
+	}
+	return nil
+}
+
+// EvaluateRequest asks a worker to evaluate a committed model on its local
+// test split (protocol /sovereign/round-evaluate/1.0.0); the worker fetches
+// the model by hash and answers with a MetricsReport.
+type EvaluateRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Round       uint64                 `protobuf:"varint,1,opt,name=round,proto3" json:"round,omitempty"`
+	ModelSha256 []byte                 `protobuf:"bytes,2,opt,name=model_sha256,json=modelSha256,proto3" json:"model_sha256,omitempty"`
+	// Architecture of the model (model.ParseSpec syntax), when known.
+	ModelSpec string `protobuf:"bytes,3,opt,name=model_spec,json=modelSpec,proto3" json:"model_spec,omitempty"`
+	// Cumulative ε spent once the round committed.
+	Epsilon       float64 `protobuf:"fixed64,4,opt,name=epsilon,proto3" json:"epsilon,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EvaluateRequest) Reset() {
+	*x = EvaluateRequest{}
+	mi := &file_sovereign_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EvaluateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EvaluateRequest) ProtoMessage() {}
+
+func (x *EvaluateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sovereign_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EvaluateRequest.ProtoReflect.Descriptor instead.
+func (*EvaluateRequest) Descriptor() ([]byte, []int) {
+	return file_sovereign_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *EvaluateRequest) GetRound() uint64 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *EvaluateRequest) GetModelSha256() []byte {
+	if x != nil {
+		return x.ModelSha256
+	}
+	return nil
+}
+
+func (x *EvaluateRequest) GetModelSpec() string {
+	if x != nil {
+		return x.ModelSpec
+	}
+	return ""
+}
+
+func (x *EvaluateRequest) GetEpsilon() float64 {
+	if x != nil {
+		return x.Epsilon
+	}
+	return 0
+}
+
 // StatusRequest asks a node for its status (protocol /sovereign/status/1.0.0).
 type StatusRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -1490,7 +1762,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_sovereign_proto_msgTypes[18]
+	mi := &file_sovereign_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1502,7 +1774,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[18]
+	mi := &file_sovereign_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1515,7 +1787,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{18}
+	return file_sovereign_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *StatusRequest) GetIncludeMembers() bool {
@@ -1539,7 +1811,7 @@ type MemberStatus struct {
 
 func (x *MemberStatus) Reset() {
 	*x = MemberStatus{}
-	mi := &file_sovereign_proto_msgTypes[19]
+	mi := &file_sovereign_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1551,7 +1823,7 @@ func (x *MemberStatus) String() string {
 func (*MemberStatus) ProtoMessage() {}
 
 func (x *MemberStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[19]
+	mi := &file_sovereign_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1564,7 +1836,7 @@ func (x *MemberStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberStatus.ProtoReflect.Descriptor instead.
 func (*MemberStatus) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{19}
+	return file_sovereign_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *MemberStatus) GetName() string {
@@ -1614,13 +1886,26 @@ type StatusResponse struct {
 	Leader          []byte                 `protobuf:"bytes,7,opt,name=leader,proto3" json:"leader,omitempty"`
 	Members         []*MemberStatus        `protobuf:"bytes,8,rep,name=members,proto3" json:"members,omitempty"`
 	SoftwareVersion string                 `protobuf:"bytes,9,opt,name=software_version,json=softwareVersion,proto3" json:"software_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Latest federated accuracy (example-weighted) and the round of the
+	// model it measures.
+	Accuracy      float64 `protobuf:"fixed64,10,opt,name=accuracy,proto3" json:"accuracy,omitempty"`
+	AccuracyRound uint64  `protobuf:"varint,11,opt,name=accuracy_round,json=accuracyRound,proto3" json:"accuracy_round,omitempty"`
+	// Hash of the ledger head and the number of entries.
+	LedgerHead   []byte `protobuf:"bytes,12,opt,name=ledger_head,json=ledgerHead,proto3" json:"ledger_head,omitempty"`
+	LedgerLength uint64 `protobuf:"varint,13,opt,name=ledger_length,json=ledgerLength,proto3" json:"ledger_length,omitempty"`
+	// Models committed after the initial one.
+	CommittedRounds uint64 `protobuf:"varint,14,opt,name=committed_rounds,json=committedRounds,proto3" json:"committed_rounds,omitempty"`
+	// Whether a round is open.
+	InFlight bool `protobuf:"varint,15,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
+	// Rounds failed since the last committed model.
+	Failures      uint64 `protobuf:"varint,16,opt,name=failures,proto3" json:"failures,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_sovereign_proto_msgTypes[20]
+	mi := &file_sovereign_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1632,7 +1917,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[20]
+	mi := &file_sovereign_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1645,7 +1930,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{20}
+	return file_sovereign_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *StatusResponse) GetName() string {
@@ -1711,6 +1996,55 @@ func (x *StatusResponse) GetSoftwareVersion() string {
 	return ""
 }
 
+func (x *StatusResponse) GetAccuracy() float64 {
+	if x != nil {
+		return x.Accuracy
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetAccuracyRound() uint64 {
+	if x != nil {
+		return x.AccuracyRound
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetLedgerHead() []byte {
+	if x != nil {
+		return x.LedgerHead
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetLedgerLength() uint64 {
+	if x != nil {
+		return x.LedgerLength
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetCommittedRounds() uint64 {
+	if x != nil {
+		return x.CommittedRounds
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetInFlight() bool {
+	if x != nil {
+		return x.InFlight
+	}
+	return false
+}
+
+func (x *StatusResponse) GetFailures() uint64 {
+	if x != nil {
+		return x.Failures
+	}
+	return 0
+}
+
 // BlobHeader opens a chunked blob transfer. It is followed by BlobChunk
 // frames carrying exactly size bytes in total, then one BlobTrailer.
 type BlobHeader struct {
@@ -1728,7 +2062,7 @@ type BlobHeader struct {
 
 func (x *BlobHeader) Reset() {
 	*x = BlobHeader{}
-	mi := &file_sovereign_proto_msgTypes[21]
+	mi := &file_sovereign_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1740,7 +2074,7 @@ func (x *BlobHeader) String() string {
 func (*BlobHeader) ProtoMessage() {}
 
 func (x *BlobHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[21]
+	mi := &file_sovereign_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1753,7 +2087,7 @@ func (x *BlobHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobHeader.ProtoReflect.Descriptor instead.
 func (*BlobHeader) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{21}
+	return file_sovereign_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *BlobHeader) GetKind() BlobKind {
@@ -1808,7 +2142,7 @@ type BlobChunk struct {
 
 func (x *BlobChunk) Reset() {
 	*x = BlobChunk{}
-	mi := &file_sovereign_proto_msgTypes[22]
+	mi := &file_sovereign_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1820,7 +2154,7 @@ func (x *BlobChunk) String() string {
 func (*BlobChunk) ProtoMessage() {}
 
 func (x *BlobChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[22]
+	mi := &file_sovereign_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1833,7 +2167,7 @@ func (x *BlobChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobChunk.ProtoReflect.Descriptor instead.
 func (*BlobChunk) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{22}
+	return file_sovereign_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *BlobChunk) GetData() []byte {
@@ -1853,7 +2187,7 @@ type BlobTrailer struct {
 
 func (x *BlobTrailer) Reset() {
 	*x = BlobTrailer{}
-	mi := &file_sovereign_proto_msgTypes[23]
+	mi := &file_sovereign_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1865,7 +2199,7 @@ func (x *BlobTrailer) String() string {
 func (*BlobTrailer) ProtoMessage() {}
 
 func (x *BlobTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[23]
+	mi := &file_sovereign_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1878,7 +2212,7 @@ func (x *BlobTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobTrailer.ProtoReflect.Descriptor instead.
 func (*BlobTrailer) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{23}
+	return file_sovereign_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *BlobTrailer) GetSha256() []byte {
@@ -1900,7 +2234,7 @@ type BlobReceipt struct {
 
 func (x *BlobReceipt) Reset() {
 	*x = BlobReceipt{}
-	mi := &file_sovereign_proto_msgTypes[24]
+	mi := &file_sovereign_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1912,7 +2246,7 @@ func (x *BlobReceipt) String() string {
 func (*BlobReceipt) ProtoMessage() {}
 
 func (x *BlobReceipt) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[24]
+	mi := &file_sovereign_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1925,7 +2259,7 @@ func (x *BlobReceipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobReceipt.ProtoReflect.Descriptor instead.
 func (*BlobReceipt) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{24}
+	return file_sovereign_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *BlobReceipt) GetAccepted() bool {
@@ -1959,7 +2293,7 @@ type BlobRequest struct {
 
 func (x *BlobRequest) Reset() {
 	*x = BlobRequest{}
-	mi := &file_sovereign_proto_msgTypes[25]
+	mi := &file_sovereign_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1971,7 +2305,7 @@ func (x *BlobRequest) String() string {
 func (*BlobRequest) ProtoMessage() {}
 
 func (x *BlobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[25]
+	mi := &file_sovereign_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1984,7 +2318,7 @@ func (x *BlobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobRequest.ProtoReflect.Descriptor instead.
 func (*BlobRequest) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{25}
+	return file_sovereign_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *BlobRequest) GetSha256() []byte {
@@ -2009,7 +2343,7 @@ type BlobFetchResponse struct {
 
 func (x *BlobFetchResponse) Reset() {
 	*x = BlobFetchResponse{}
-	mi := &file_sovereign_proto_msgTypes[26]
+	mi := &file_sovereign_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2021,7 +2355,7 @@ func (x *BlobFetchResponse) String() string {
 func (*BlobFetchResponse) ProtoMessage() {}
 
 func (x *BlobFetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[26]
+	mi := &file_sovereign_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2034,7 +2368,7 @@ func (x *BlobFetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobFetchResponse.ProtoReflect.Descriptor instead.
 func (*BlobFetchResponse) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{26}
+	return file_sovereign_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *BlobFetchResponse) GetResult() isBlobFetchResponse_Result {
@@ -2103,7 +2437,7 @@ const file_sovereign_proto_rawDesc = "" +
 	"\baccepted\x18\x01 \x01(\bR\baccepted\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12#\n" +
 	"\rcurrent_round\x18\x03 \x01(\x04R\fcurrentRound\x120\n" +
-	"\x14current_model_sha256\x18\x04 \x01(\fR\x12currentModelSha256\"\xb9\x02\n" +
+	"\x14current_model_sha256\x18\x04 \x01(\fR\x12currentModelSha256\"\xdf\x02\n" +
 	"\vRoundConfig\x12\x1c\n" +
 	"\talgorithm\x18\x01 \x01(\tR\talgorithm\x12!\n" +
 	"\flocal_epochs\x18\x02 \x01(\rR\vlocalEpochs\x12\x1d\n" +
@@ -2115,7 +2449,9 @@ const file_sovereign_proto_rawDesc = "" +
 	"\tclip_norm\x18\x06 \x01(\x01R\bclipNorm\x12)\n" +
 	"\x10noise_multiplier\x18\a \x01(\x01R\x0fnoiseMultiplier\x12(\n" +
 	"\x10stage_timeout_ms\x18\b \x01(\x04R\x0estageTimeoutMs\x12\x12\n" +
-	"\x04seed\x18\t \x01(\x04R\x04seed\"\xff\x01\n" +
+	"\x04seed\x18\t \x01(\x04R\x04seed\x12$\n" +
+	"\x0edp_min_clients\x18\n" +
+	" \x01(\rR\fdpMinClients\"\xe2\x02\n" +
 	"\fSecAggParams\x12\x1c\n" +
 	"\tthreshold\x18\x01 \x01(\rR\tthreshold\x12\x1e\n" +
 	"\n" +
@@ -2127,7 +2463,12 @@ const file_sovereign_proto_rawDesc = "" +
 	"clip_range\x18\x05 \x01(\x01R\tclipRange\x12#\n" +
 	"\rvector_length\x18\x06 \x01(\x04R\fvectorLength\x12\x1d\n" +
 	"\n" +
-	"graph_seed\x18\a \x01(\fR\tgraphSeed\"\xbc\x02\n" +
+	"graph_seed\x18\a \x01(\fR\tgraphSeed\x12\x18\n" +
+	"\aclients\x18\b \x03(\rR\aclients\x12\x1d\n" +
+	"\n" +
+	"max_weight\x18\t \x01(\x01R\tmaxWeight\x12(\n" +
+	"\x10stage_timeout_ms\x18\n" +
+	" \x01(\x04R\x0estageTimeoutMs\"\x94\x03\n" +
 	"\rRoundAnnounce\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12!\n" +
 	"\fmodel_sha256\x18\x02 \x01(\fR\vmodelSha256\x12\x1d\n" +
@@ -2137,25 +2478,40 @@ const file_sovereign_proto_rawDesc = "" +
 	"\x06config\x18\x05 \x01(\v2\x1d.sovereign.p2p.v1.RoundConfigR\x06config\x12'\n" +
 	"\x0fsampled_workers\x18\x06 \x03(\fR\x0esampledWorkers\x12\x16\n" +
 	"\x06secure\x18\a \x01(\bR\x06secure\x126\n" +
-	"\x06secagg\x18\b \x01(\v2\x1e.sovereign.p2p.v1.SecAggParamsR\x06secagg\"\x81\x01\n" +
+	"\x06secagg\x18\b \x01(\v2\x1e.sovereign.p2p.v1.SecAggParamsR\x06secagg\x12\x1d\n" +
+	"\n" +
+	"model_spec\x18\t \x01(\tR\tmodelSpec\x12\x1d\n" +
+	"\n" +
+	"num_params\x18\n" +
+	" \x01(\x04R\tnumParams\x12\x18\n" +
+	"\aepsilon\x18\v \x01(\x01R\aepsilon\"\xd5\x01\n" +
 	"\rAdvertiseKeys\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12\x16\n" +
 	"\x06sender\x18\x02 \x01(\fR\x06sender\x12\x11\n" +
 	"\x04c_pk\x18\x03 \x01(\fR\x03cPk\x12\x11\n" +
 	"\x04s_pk\x18\x04 \x01(\fR\x03sPk\x12\x1c\n" +
-	"\tsignature\x18\x05 \x01(\fR\tsignature\"Z\n" +
+	"\tsignature\x18\x05 \x01(\fR\tsignature\x12\x1d\n" +
+	"\n" +
+	"from_index\x18\x06 \x01(\rR\tfromIndex\x123\n" +
+	"\arefusal\x18\x0f \x01(\v2\x19.sovereign.p2p.v1.RefusalR\arefusal\"u\n" +
 	"\rKeysBroadcast\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x123\n" +
-	"\x04keys\x18\x02 \x03(\v2\x1f.sovereign.p2p.v1.AdvertiseKeysR\x04keys\"f\n" +
+	"\x04keys\x18\x02 \x03(\v2\x1f.sovereign.p2p.v1.AdvertiseKeysR\x04keys\x12\x19\n" +
+	"\bto_index\x18\x03 \x01(\rR\atoIndex\"\xa0\x01\n" +
 	"\x0eEncryptedShare\x12\x16\n" +
 	"\x06sender\x18\x01 \x01(\fR\x06sender\x12\x1c\n" +
 	"\trecipient\x18\x02 \x01(\fR\trecipient\x12\x1e\n" +
 	"\n" +
 	"ciphertext\x18\x03 \x01(\fR\n" +
-	"ciphertext\"a\n" +
+	"ciphertext\x12\x1d\n" +
+	"\n" +
+	"from_index\x18\x04 \x01(\rR\tfromIndex\x12\x19\n" +
+	"\bto_index\x18\x05 \x01(\rR\atoIndex\"\xb1\x01\n" +
 	"\x0fEncryptedShares\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x128\n" +
-	"\x06shares\x18\x02 \x03(\v2 .sovereign.p2p.v1.EncryptedShareR\x06shares\"\xc7\x01\n" +
+	"\x06shares\x18\x02 \x03(\v2 .sovereign.p2p.v1.EncryptedShareR\x06shares\x12\x19\n" +
+	"\bto_index\x18\x03 \x01(\rR\atoIndex\x123\n" +
+	"\arefusal\x18\x0f \x01(\v2\x19.sovereign.p2p.v1.RefusalR\arefusal\"\x9b\x02\n" +
 	"\x11MaskedInputHeader\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12\x16\n" +
 	"\x06sender\x18\x02 \x01(\fR\x06sender\x12#\n" +
@@ -2163,32 +2519,49 @@ const file_sovereign_proto_rawDesc = "" +
 	"\felement_bits\x18\x04 \x01(\rR\velementBits\x12\x1f\n" +
 	"\vblob_sha256\x18\x05 \x01(\fR\n" +
 	"blobSha256\x12\x1b\n" +
-	"\tblob_size\x18\x06 \x01(\x04R\bblobSize\"]\n" +
+	"\tblob_size\x18\x06 \x01(\x04R\bblobSize\x12\x1d\n" +
+	"\n" +
+	"from_index\x18\a \x01(\rR\tfromIndex\x123\n" +
+	"\arefusal\x18\x0f \x01(\v2\x19.sovereign.p2p.v1.RefusalR\arefusal\"\xcc\x01\n" +
 	"\rUnmaskRequest\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12\x1c\n" +
 	"\tsurvivors\x18\x02 \x03(\fR\tsurvivors\x12\x18\n" +
-	"\adropped\x18\x03 \x03(\fR\adropped\"d\n" +
+	"\adropped\x18\x03 \x03(\fR\adropped\x12\x19\n" +
+	"\bto_index\x18\x04 \x01(\rR\atoIndex\x12)\n" +
+	"\x10survivor_indices\x18\x05 \x03(\rR\x0fsurvivorIndices\x12'\n" +
+	"\x0fdropped_indices\x18\x06 \x03(\rR\x0edroppedIndices\"\x85\x01\n" +
 	"\x05Share\x12\x14\n" +
 	"\x05owner\x18\x01 \x01(\fR\x05owner\x12/\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1b.sovereign.p2p.v1.ShareKindR\x04kind\x12\x14\n" +
-	"\x05value\x18\x03 \x01(\fR\x05value\"\xa4\x01\n" +
+	"\x05value\x18\x03 \x01(\fR\x05value\x12\x1f\n" +
+	"\vowner_index\x18\x04 \x01(\rR\n" +
+	"ownerIndex\"\xc3\x01\n" +
 	"\x0eUnmaskResponse\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12\x16\n" +
 	"\x06sender\x18\x02 \x01(\fR\x06sender\x12/\n" +
 	"\x06shares\x18\x03 \x03(\v2\x17.sovereign.p2p.v1.ShareR\x06shares\x123\n" +
-	"\arefusal\x18\x04 \x01(\v2\x19.sovereign.p2p.v1.RefusalR\arefusal\"7\n" +
+	"\arefusal\x18\x04 \x01(\v2\x19.sovereign.p2p.v1.RefusalR\arefusal\x12\x1d\n" +
+	"\n" +
+	"from_index\x18\x05 \x01(\rR\tfromIndex\"7\n" +
 	"\aRefusal\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"P\n" +
 	"\x03Ack\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x123\n" +
-	"\arefusal\x18\x02 \x01(\v2\x19.sovereign.p2p.v1.RefusalR\arefusal\"\x89\x01\n" +
+	"\arefusal\x18\x02 \x01(\v2\x19.sovereign.p2p.v1.RefusalR\arefusal\"\xbe\x01\n" +
 	"\rMetricsReport\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12\x16\n" +
 	"\x06sender\x18\x02 \x01(\fR\x06sender\x12\x1a\n" +
 	"\bexamples\x18\x03 \x01(\x04R\bexamples\x12\x12\n" +
 	"\x04loss\x18\x04 \x01(\x01R\x04loss\x12\x1a\n" +
-	"\baccuracy\x18\x05 \x01(\x01R\baccuracy\"8\n" +
+	"\baccuracy\x18\x05 \x01(\x01R\baccuracy\x123\n" +
+	"\arefusal\x18\x0f \x01(\v2\x19.sovereign.p2p.v1.RefusalR\arefusal\"\x83\x01\n" +
+	"\x0fEvaluateRequest\x12\x14\n" +
+	"\x05round\x18\x01 \x01(\x04R\x05round\x12!\n" +
+	"\fmodel_sha256\x18\x02 \x01(\fR\vmodelSha256\x12\x1d\n" +
+	"\n" +
+	"model_spec\x18\x03 \x01(\tR\tmodelSpec\x12\x18\n" +
+	"\aepsilon\x18\x04 \x01(\x01R\aepsilon\"8\n" +
 	"\rStatusRequest\x12'\n" +
 	"\x0finclude_members\x18\x01 \x01(\bR\x0eincludeMembers\"\xa4\x01\n" +
 	"\fMemberStatus\x12\x12\n" +
@@ -2197,7 +2570,7 @@ const file_sovereign_proto_rawDesc = "" +
 	"\x04role\x18\x03 \x01(\x0e2\x16.sovereign.p2p.v1.RoleR\x04role\x12\x1c\n" +
 	"\tconnected\x18\x04 \x01(\bR\tconnected\x12\x1d\n" +
 	"\n" +
-	"last_round\x18\x05 \x01(\x04R\tlastRound\"\xc1\x02\n" +
+	"last_round\x18\x05 \x01(\x04R\tlastRound\"\xae\x04\n" +
 	"\x0eStatusResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x16.sovereign.p2p.v1.RoleR\x04role\x12\x14\n" +
@@ -2207,7 +2580,16 @@ const file_sovereign_proto_rawDesc = "" +
 	"\rmodel_version\x18\x06 \x01(\x04R\fmodelVersion\x12\x16\n" +
 	"\x06leader\x18\a \x01(\fR\x06leader\x128\n" +
 	"\amembers\x18\b \x03(\v2\x1e.sovereign.p2p.v1.MemberStatusR\amembers\x12)\n" +
-	"\x10software_version\x18\t \x01(\tR\x0fsoftwareVersion\"\xb1\x01\n" +
+	"\x10software_version\x18\t \x01(\tR\x0fsoftwareVersion\x12\x1a\n" +
+	"\baccuracy\x18\n" +
+	" \x01(\x01R\baccuracy\x12%\n" +
+	"\x0eaccuracy_round\x18\v \x01(\x04R\raccuracyRound\x12\x1f\n" +
+	"\vledger_head\x18\f \x01(\fR\n" +
+	"ledgerHead\x12#\n" +
+	"\rledger_length\x18\r \x01(\x04R\fledgerLength\x12)\n" +
+	"\x10committed_rounds\x18\x0e \x01(\x04R\x0fcommittedRounds\x12\x1b\n" +
+	"\tin_flight\x18\x0f \x01(\bR\binFlight\x12\x1a\n" +
+	"\bfailures\x18\x10 \x01(\x04R\bfailures\"\xb1\x01\n" +
 	"\n" +
 	"BlobHeader\x12.\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1a.sovereign.p2p.v1.BlobKindR\x04kind\x12\x12\n" +
@@ -2257,7 +2639,7 @@ func file_sovereign_proto_rawDescGZIP() []byte {
 }
 
 var file_sovereign_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_sovereign_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_sovereign_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_sovereign_proto_goTypes = []any{
 	(Role)(0),                 // 0: sovereign.p2p.v1.Role
 	(ShareKind)(0),            // 1: sovereign.p2p.v1.ShareKind
@@ -2280,38 +2662,43 @@ var file_sovereign_proto_goTypes = []any{
 	(*Refusal)(nil),           // 18: sovereign.p2p.v1.Refusal
 	(*Ack)(nil),               // 19: sovereign.p2p.v1.Ack
 	(*MetricsReport)(nil),     // 20: sovereign.p2p.v1.MetricsReport
-	(*StatusRequest)(nil),     // 21: sovereign.p2p.v1.StatusRequest
-	(*MemberStatus)(nil),      // 22: sovereign.p2p.v1.MemberStatus
-	(*StatusResponse)(nil),    // 23: sovereign.p2p.v1.StatusResponse
-	(*BlobHeader)(nil),        // 24: sovereign.p2p.v1.BlobHeader
-	(*BlobChunk)(nil),         // 25: sovereign.p2p.v1.BlobChunk
-	(*BlobTrailer)(nil),       // 26: sovereign.p2p.v1.BlobTrailer
-	(*BlobReceipt)(nil),       // 27: sovereign.p2p.v1.BlobReceipt
-	(*BlobRequest)(nil),       // 28: sovereign.p2p.v1.BlobRequest
-	(*BlobFetchResponse)(nil), // 29: sovereign.p2p.v1.BlobFetchResponse
+	(*EvaluateRequest)(nil),   // 21: sovereign.p2p.v1.EvaluateRequest
+	(*StatusRequest)(nil),     // 22: sovereign.p2p.v1.StatusRequest
+	(*MemberStatus)(nil),      // 23: sovereign.p2p.v1.MemberStatus
+	(*StatusResponse)(nil),    // 24: sovereign.p2p.v1.StatusResponse
+	(*BlobHeader)(nil),        // 25: sovereign.p2p.v1.BlobHeader
+	(*BlobChunk)(nil),         // 26: sovereign.p2p.v1.BlobChunk
+	(*BlobTrailer)(nil),       // 27: sovereign.p2p.v1.BlobTrailer
+	(*BlobReceipt)(nil),       // 28: sovereign.p2p.v1.BlobReceipt
+	(*BlobRequest)(nil),       // 29: sovereign.p2p.v1.BlobRequest
+	(*BlobFetchResponse)(nil), // 30: sovereign.p2p.v1.BlobFetchResponse
 }
 var file_sovereign_proto_depIdxs = []int32{
 	3,  // 0: sovereign.p2p.v1.ModelShape.tensors:type_name -> sovereign.p2p.v1.TensorShape
 	4,  // 1: sovereign.p2p.v1.Hello.accepted_models:type_name -> sovereign.p2p.v1.ModelShape
 	7,  // 2: sovereign.p2p.v1.RoundAnnounce.config:type_name -> sovereign.p2p.v1.RoundConfig
 	8,  // 3: sovereign.p2p.v1.RoundAnnounce.secagg:type_name -> sovereign.p2p.v1.SecAggParams
-	10, // 4: sovereign.p2p.v1.KeysBroadcast.keys:type_name -> sovereign.p2p.v1.AdvertiseKeys
-	12, // 5: sovereign.p2p.v1.EncryptedShares.shares:type_name -> sovereign.p2p.v1.EncryptedShare
-	1,  // 6: sovereign.p2p.v1.Share.kind:type_name -> sovereign.p2p.v1.ShareKind
-	16, // 7: sovereign.p2p.v1.UnmaskResponse.shares:type_name -> sovereign.p2p.v1.Share
-	18, // 8: sovereign.p2p.v1.UnmaskResponse.refusal:type_name -> sovereign.p2p.v1.Refusal
-	18, // 9: sovereign.p2p.v1.Ack.refusal:type_name -> sovereign.p2p.v1.Refusal
-	0,  // 10: sovereign.p2p.v1.MemberStatus.role:type_name -> sovereign.p2p.v1.Role
-	0,  // 11: sovereign.p2p.v1.StatusResponse.role:type_name -> sovereign.p2p.v1.Role
-	22, // 12: sovereign.p2p.v1.StatusResponse.members:type_name -> sovereign.p2p.v1.MemberStatus
-	2,  // 13: sovereign.p2p.v1.BlobHeader.kind:type_name -> sovereign.p2p.v1.BlobKind
-	24, // 14: sovereign.p2p.v1.BlobFetchResponse.header:type_name -> sovereign.p2p.v1.BlobHeader
-	18, // 15: sovereign.p2p.v1.BlobFetchResponse.refusal:type_name -> sovereign.p2p.v1.Refusal
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	18, // 4: sovereign.p2p.v1.AdvertiseKeys.refusal:type_name -> sovereign.p2p.v1.Refusal
+	10, // 5: sovereign.p2p.v1.KeysBroadcast.keys:type_name -> sovereign.p2p.v1.AdvertiseKeys
+	12, // 6: sovereign.p2p.v1.EncryptedShares.shares:type_name -> sovereign.p2p.v1.EncryptedShare
+	18, // 7: sovereign.p2p.v1.EncryptedShares.refusal:type_name -> sovereign.p2p.v1.Refusal
+	18, // 8: sovereign.p2p.v1.MaskedInputHeader.refusal:type_name -> sovereign.p2p.v1.Refusal
+	1,  // 9: sovereign.p2p.v1.Share.kind:type_name -> sovereign.p2p.v1.ShareKind
+	16, // 10: sovereign.p2p.v1.UnmaskResponse.shares:type_name -> sovereign.p2p.v1.Share
+	18, // 11: sovereign.p2p.v1.UnmaskResponse.refusal:type_name -> sovereign.p2p.v1.Refusal
+	18, // 12: sovereign.p2p.v1.Ack.refusal:type_name -> sovereign.p2p.v1.Refusal
+	18, // 13: sovereign.p2p.v1.MetricsReport.refusal:type_name -> sovereign.p2p.v1.Refusal
+	0,  // 14: sovereign.p2p.v1.MemberStatus.role:type_name -> sovereign.p2p.v1.Role
+	0,  // 15: sovereign.p2p.v1.StatusResponse.role:type_name -> sovereign.p2p.v1.Role
+	23, // 16: sovereign.p2p.v1.StatusResponse.members:type_name -> sovereign.p2p.v1.MemberStatus
+	2,  // 17: sovereign.p2p.v1.BlobHeader.kind:type_name -> sovereign.p2p.v1.BlobKind
+	25, // 18: sovereign.p2p.v1.BlobFetchResponse.header:type_name -> sovereign.p2p.v1.BlobHeader
+	18, // 19: sovereign.p2p.v1.BlobFetchResponse.refusal:type_name -> sovereign.p2p.v1.Refusal
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_sovereign_proto_init() }
@@ -2319,7 +2706,7 @@ func file_sovereign_proto_init() {
 	if File_sovereign_proto != nil {
 		return
 	}
-	file_sovereign_proto_msgTypes[26].OneofWrappers = []any{
+	file_sovereign_proto_msgTypes[27].OneofWrappers = []any{
 		(*BlobFetchResponse_Header)(nil),
 		(*BlobFetchResponse_Refusal)(nil),
 	}
@@ -2329,7 +2716,7 @@ func file_sovereign_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sovereign_proto_rawDesc), len(file_sovereign_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   27,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
