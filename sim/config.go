@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"github.com/sovereign-fl/sovereign/aggregation"
+	"github.com/sovereign-fl/sovereign/data"
+	"github.com/sovereign-fl/sovereign/model"
 )
 
 // Config is a simulated federation. Its TOML keys are the flag names of
@@ -167,6 +169,12 @@ func (c Config) Validate() error {
 		if !(c.DPDelta > 0 && c.DPDelta < 1) {
 			return fmt.Errorf("--dp-delta %v out of range (0, 1)", c.DPDelta)
 		}
+	}
+	if err := data.ParsePartitionSpec(c.Partition); err != nil {
+		return fmt.Errorf("--partition: %w", err)
+	}
+	if _, err := model.ParseSpec(c.Model, 1, 28, 28, 10); err != nil {
+		return fmt.Errorf("--model: %w", err)
 	}
 	a, err := ParseAttackers(c.Attackers)
 	if err != nil {
