@@ -1,0 +1,246 @@
+package coordinator_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand"
+	mrand "math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/sovereign-fl/sovereign/coordinator"
+	"github.com/sovereign-fl/sovereign/data"
+	"github.com/sovereign-fl/sovereign/p2p"
+	"github.com/sovereign-fl/sovereign/p2p/pb"
+	"github.com/sovereign-fl/sovereign/worker"
+)
+
+// netFed is a coordinator and n workers on loopback libp2p hosts, each
+// worker a real worker.Node served by worker.Server.
+type netFed struct {
+	coordHost *p2p.Host
+	cohort    *coordinator.NetCohort
+	hosts     []*p2p.Host
+	servers   []*worker.Server
+	cancel    context.CancelFunc
+	nodes     []*worker.Node
+}
+
+func keyOf(t testing.TB, r *rand.Rand) (crypto.PrivKey, peer.ID) {
+	sk, _, err := crypto.GenerateEd25519Key(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := peer.IDFromPrivateKey(sk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sk, id
+}
+
+func chacha(seed uint64) *mrand.ChaCha8 {
+	var s [32]byte
+	for i := range s {
+		s[i] = byte(seed >> (8 * (i % 8)) * uint64(i+1))
+	}
+	return mrand.NewChaCha8(s)
+}
+
+func newNetFed(t *testing.T, n int, seed int64) *netFed {
+	t.Helper()
+	r := rand.New(rand.NewSource(seed))
+	logger := slog.New(slog.NewTextHandler(testLogOut, nil))
+	csk, cid := keyOf(t, r)
+	wsk := make([]crypto.PrivKey, n)
+	members := []p2p.Member{{Name: "coord", ID: cid, Role: p2p.RoleCoordinator, Addrs: []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/1")}}}
+	for i := range n {
+		sk, id := keyOf(t, r)
+		wsk[i] = sk
+		members = append(members, p2p.Member{Name: fmt.Sprintf("w%d", i), ID: id, Role: p2p.RoleWorker})
+	}
+	fed, err := p2p.NewFederation("test", members, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := p2p.NewHost(context.Background(), p2p.HostConfig{Identity: csk, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Federation: fed, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ch.Close() })
+	// The federation now knows the coordinator's real address.
+	members[0].Addrs = nil
+	for _, a := range ch.Addrs() {
+		m := ma.StringCast(a)
+		m, _ = ma.SplitLast(m) // drop /p2p/<id>
+		members[0].Addrs = append(members[0].Addrs, m)
+	}
+	fed, err = p2p.NewFederation("test", members, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.SetFederation(fed); err != nil {
+		t.Fatal(err)
+	}
+	f := &netFed{coordHost: ch}
+	f.cohort, err = coordinator.NewNetCohort(ch, coordinator.NetCohortOptions{Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	train, test, err := data.Digits()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	f.cancel = cancel
+	t.Cleanup(cancel)
+	for i := range n {
+		h, err := p2p.NewHost(context.Background(), p2p.HostConfig{Identity: wsk[i], ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Federation: fed, Logger: logger})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { h.Close() })
+		st, err := worker.OpenStore(t.TempDir(), worker.StoreOptions{Logger: logger})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		cfg := &worker.Config{Name: fmt.Sprintf("w%d", i), Identity: "unused", Federation: "unused", Listen: []string{"/ip4/127.0.0.1/tcp/0"},
+			Dataset: "digits", Store: "unused", Policy: worker.Policy{MaxEpsilon: 1e6, MinCohort: 2}}
+		sub := func(d *data.Dataset) *data.Dataset {
+			lo, hi := i*d.N/n, (i+1)*d.N/n
+			idx := make([]int, 0, hi-lo)
+			for k := lo; k < hi; k++ {
+				idx = append(idx, k)
+			}
+			s, err := d.Subset(fmt.Sprintf("shard%d", i), idx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}
+		node, err := worker.NewNode(cfg, st, sub(train), sub(test), logger, worker.WithID(h.ID().String()), worker.WithRand(chacha(uint64(seed)*31+uint64(i))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv, err := worker.NewServer(h, node, st, worker.ServeOptions{Logger: logger, Seed: int64(i), MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go srv.Run(ctx)
+		f.hosts, f.servers, f.nodes = append(f.hosts, h), append(f.servers, srv), append(f.nodes, node)
+	}
+	waitFor(t, 20*time.Second, func() bool { return len(f.cohort.Online()) == n }, "all workers online")
+	return f
+}
+
+func waitFor(t *testing.T, d time.Duration, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func netConfig() coordinator.Config {
+	c := coordinator.DefaultConfig()
+	c.Model, c.InC, c.InH, c.InW, c.Classes = "logreg", 1, 8, 8, 10
+	c.Rounds = 3
+	c.WorkersPerRound = 4
+	c.MinWorkers = 3
+	c.MaxWeight = 1000
+	c.ClipRange = 2
+	c.Train = coordinator.TrainParams{Epochs: 1, Batch: 16, LR: 0.3}
+	c.StageTimeout = 10 * time.Second
+	c.PollInterval = 20 * time.Millisecond
+	c.DP = coordinator.DPParams{Clip: 2, Noise: 0.3, MinClients: 3}
+	c.Seed = 3
+	return c
+}
+
+// TestNetCohortRounds runs whole rounds of SecAgg+ over libp2p between a
+// coordinator and four real workers, and checks the result: models
+// committed, ledger intact, federated accuracy recorded and rising.
+func TestNetCohortRounds(t *testing.T) {
+	f := newNetFed(t, 4, 1)
+	fsm := coordinator.NewFSM()
+	reg := coordinator.NewMemRegistry()
+	if err := f.coordHost.ServeBlobs(reg, p2p.RoleWorker); err != nil {
+		t.Fatal(err)
+	}
+	d, err := coordinator.NewDriver(netConfig(), fsm, coordinator.NewLocal(fsm), reg, f.cohort, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := d.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st := fsm.State()
+	if st.CommittedRounds() != 3 {
+		t.Fatalf("%d rounds committed, want 3", st.CommittedRounds())
+	}
+	if err := coordinator.VerifyLedger(st.Ledger); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range st.Ledger[1:] {
+		if len(e.Participants) != 4 {
+			t.Fatalf("round %d: %d participants, want 4", e.Round, len(e.Participants))
+		}
+	}
+	if len(st.Metrics) != 3 {
+		t.Fatalf("%d metrics recorded, want 3", len(st.Metrics))
+	}
+	if first, last := st.Metrics[0].Accuracy, st.Metrics[2].Accuracy; !(last > first) || last < 0.5 {
+		t.Fatalf("accuracy %v → %v: not rising to at least 0.5", first, last)
+	}
+	head, _ := fsm.LatestModel()
+	if st.Head().ModelHash != head.Hash {
+		t.Fatal("ledger head does not name the latest model")
+	}
+}
+
+// TestNetCohortRefusal checks that a worker's refusal arrives as a
+// *RefusalError naming the worker and the round, and that an unknown
+// worker ID is an error naming it.
+func TestNetCohortRefusal(t *testing.T) {
+	f := newNetFed(t, 2, 2)
+	w := coordinator.WorkerID(f.hosts[0].ID().String())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// Unmask for a round this worker never heard of: refused.
+	_, err := f.cohort.Unmask(ctx, w, secaggUnmask(9))
+	var rf *coordinator.RefusalError
+	if !errors.As(err, &rf) || rf.Worker != w || rf.Round != 9 {
+		t.Fatalf("want a refusal of round 9 by %s, got %v", w, err)
+	}
+	if _, err := f.cohort.Evaluate(ctx, "not-a-peer", 1, [32]byte{}); err == nil {
+		t.Fatal("unknown worker accepted")
+	}
+	// A worker that drops off is no longer online.
+	f.hosts[1].Close()
+	waitFor(t, 10*time.Second, func() bool { return len(f.cohort.Online()) == 1 }, "worker 1 offline")
+	// Status answers any enrolled member.
+	if err := coordinator.ServeStatus(f.coordHost, "coord", func() coordinator.Status {
+		return coordinator.Status{Round: 4, Stage: "idle", Online: f.cohort.Online(), Accuracy: 0.5}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var resp pb.StatusResponse
+	if err := p2p.NewClient(f.hosts[0]).Request(ctx, f.coordHost.ID(), p2p.ProtoStatus, &pb.StatusRequest{IncludeMembers: true}, &resp); err != nil {
+		t.Fatal(err)
+	}
+	if resp.Round != 4 || resp.Accuracy != 0.5 || len(resp.Members) != 3 {
+		t.Fatalf("status %v", &resp)
+	}
+}

@@ -1,0 +1,443 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"math/rand"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sovereign-fl/sovereign/p2p"
+	"github.com/sovereign-fl/sovereign/p2p/pb"
+	"github.com/sovereign-fl/sovereign/wire"
+)
+
+// SoftwareVersion is what a worker reports in its Hello.
+const SoftwareVersion = "sovereign/0.2"
+
+// ServeOptions tunes a Server. Zero values take the defaults noted.
+type ServeOptions struct {
+	// Logger receives connection and request lines (nil: slog.Default()).
+	Logger *slog.Logger
+	// Seed drives the jitter of the redial backoff.
+	Seed int64
+	// MinBackoff and MaxBackoff bound the wait before redialling a
+	// coordinator (defaults 200 ms and 30 s); the wait doubles after each
+	// failure, with a random part of up to half of it.
+	MinBackoff, MaxBackoff time.Duration
+	// StageTimeout bounds each request the coordinator sends, training
+	// included (default 10 minutes).
+	StageTimeout time.Duration
+	// MaxFrame bounds every request frame (default p2p.DefaultMaxFrame).
+	MaxFrame int
+}
+
+// Server exposes a Node on a p2p.Host: it registers the handlers of the
+// round's stages (wire.ProtoAdvertise, ProtoShareKeys, ProtoMasked,
+// ProtoUnmask, ProtoEvaluate), answerable by coordinators only, and, in
+// Run, dials every coordinator of the federation and says Hello, redialling
+// with exponential backoff when the connection drops. Models are fetched by
+// hash from the coordinator that asks (p2p.FetchBlob) and checked against
+// the announced size. A refusal or an invalid request is answered with a
+// Refusal naming the reason.
+type Server struct {
+	h    *p2p.Host
+	node *Node
+	st   *Store
+	log  *slog.Logger
+	opts ServeOptions
+
+	mu     sync.Mutex
+	rng    *rand.Rand
+	models map[[32]byte][]float32 // small cache of fetched models
+	order  [][32]byte
+	downs  map[peer.ID][]chan struct{}
+	notify *network.NotifyBundle
+}
+
+// NewServer registers node's stage handlers on h. st must be node's store.
+func NewServer(h *p2p.Host, node *Node, st *Store, opts ServeOptions) (*Server, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = 200 * time.Millisecond
+	}
+	if opts.MaxBackoff < opts.MinBackoff {
+		opts.MaxBackoff = max(30*time.Second, opts.MinBackoff)
+	}
+	if opts.StageTimeout <= 0 {
+		opts.StageTimeout = 10 * time.Minute
+	}
+	s := &Server{
+		h: h, node: node, st: st, log: opts.Logger.With("worker", node.Name()), opts: opts,
+		rng:    rand.New(rand.NewSource(opts.Seed)),
+		models: make(map[[32]byte][]float32),
+		downs:  make(map[peer.ID][]chan struct{}),
+	}
+	s.notify = &network.NotifyBundle{DisconnectedF: func(n network.Network, c network.Conn) {
+		p := c.RemotePeer()
+		if n.Connectedness(p) == network.Connected {
+			return
+		}
+		s.mu.Lock()
+		chs := s.downs[p]
+		delete(s.downs, p)
+		s.mu.Unlock()
+		for _, ch := range chs {
+			close(ch)
+		}
+	}}
+	h.LibP2P().Network().Notify(s.notify)
+	handlers := []struct {
+		id protocol.ID
+		fn p2p.Handler
+	}{
+		{wire.ProtoAdvertise, s.handleAdvertise},
+		{wire.ProtoShareKeys, s.handleShareKeys},
+		{wire.ProtoMasked, s.handleMasked},
+		{wire.ProtoUnmask, s.handleUnmask},
+		{wire.ProtoEvaluate, s.handleEvaluate},
+	}
+	for _, hd := range handlers {
+		spec := p2p.ProtocolSpec{ID: hd.id, Roles: []p2p.Role{p2p.RoleCoordinator}, Timeout: opts.StageTimeout, MaxFrame: opts.MaxFrame}
+		if err := h.Handle(spec, hd.fn); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Close unregisters the handlers.
+func (s *Server) Close() {
+	for _, id := range []protocol.ID{wire.ProtoAdvertise, wire.ProtoShareKeys, wire.ProtoMasked, wire.ProtoUnmask, wire.ProtoEvaluate} {
+		s.h.RemoveHandler(id)
+	}
+	s.h.LibP2P().Network().StopNotify(s.notify)
+}
+
+// Run keeps a connection to every coordinator of the federation, saying
+// Hello on each new one, until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	coords := s.h.Federation().Coordinators()
+	if len(coords) == 0 {
+		return errors.New("worker: the federation file lists no coordinator")
+	}
+	var wg sync.WaitGroup
+	for _, c := range coords {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.keep(ctx, c)
+		}()
+	}
+	wg.Wait()
+	return ctx.Err()
+}
+
+// backoff returns the wait after the n-th failure in a row (n ≥ 1).
+func (s *Server) backoff(n int) time.Duration {
+	d := s.opts.MinBackoff
+	for i := 1; i < n && d < s.opts.MaxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, s.opts.MaxBackoff)
+	s.mu.Lock()
+	j := time.Duration(s.rng.Int63n(int64(d/2) + 1))
+	s.mu.Unlock()
+	return d/2 + j
+}
+
+// keep dials coordinator c, says Hello, waits for the connection to drop
+// and starts again, backing off after failures.
+func (s *Server) keep(ctx context.Context, c p2p.Member) {
+	log := s.log.With("peer", c.ID.String(), "coordinator", c.Name)
+	failures := 0
+	for ctx.Err() == nil {
+		down := s.watch(c.ID)
+		err := s.hello(ctx, c)
+		if err == nil {
+			if failures > 0 {
+				log.Info("reconnected to coordinator", "attempts", failures+1)
+			} else {
+				log.Info("joined coordinator")
+			}
+			failures = 0
+			select {
+			case <-ctx.Done():
+				return
+			case <-down:
+				log.Warn("connection to coordinator lost; redialling")
+				continue
+			}
+		}
+		failures++
+		wait := s.backoff(failures)
+		log.Warn("cannot reach coordinator", "err", err, "retry_in", wait.String(), "attempt", failures)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// watch returns a channel closed when the last connection to p drops.
+func (s *Server) watch(p peer.ID) <-chan struct{} {
+	ch := make(chan struct{})
+	s.mu.Lock()
+	s.downs[p] = append(s.downs[p], ch)
+	s.mu.Unlock()
+	return ch
+}
+
+func (s *Server) hello(ctx context.Context, c p2p.Member) error {
+	if err := s.h.Connect(ctx, c.AddrInfo()); err != nil {
+		return err
+	}
+	req := &pb.Hello{Name: s.node.Name(), SoftwareVersion: SoftwareVersion,
+		Capabilities: []string{"secagg+", "fedprox", "dp-distributed"}, MinCohort: uint32(s.node.Policy().MinCohort)}
+	var ack pb.HelloAck
+	cl := &p2p.Client{Host: s.h, Timeout: 30 * time.Second}
+	if err := cl.Request(ctx, c.ID, p2p.ProtoHello, req, &ack); err != nil {
+		return err
+	}
+	if !ack.Accepted {
+		return fmt.Errorf("coordinator %s refused hello: %s", c.Name, ack.Reason)
+	}
+	return nil
+}
+
+// answer decodes one request of type req from st, calls do and writes its
+// response. An error from do becomes a Refusal in the response made by
+// refuse, so the coordinator learns why.
+func answer[Req proto.Message](s *Server, st *p2p.Stream, req Req, do func(Req) (proto.Message, error), refuse func(round uint64, r *pb.Refusal) proto.Message, roundOf func(Req) uint64) error {
+	if err := st.ReadMsg(req); err != nil {
+		return err
+	}
+	resp, err := do(req)
+	if err != nil {
+		round := roundOf(req)
+		var rf *Refusal
+		if errors.As(err, &rf) {
+			s.log.Warn("refused", "round", round, "peer", st.Peer().String(), "protocol", string(st.Protocol()), "reason", rf.Reason)
+		} else {
+			s.log.Warn("request failed", "round", round, "peer", st.Peer().String(), "protocol", string(st.Protocol()), "err", err)
+		}
+		resp = refuse(round, wire.Refusal(round, err.Error()))
+	}
+	return st.WriteMsg(resp)
+}
+
+func (s *Server) handleAdvertise(_ context.Context, st *p2p.Stream) error {
+	return answer(s, st, &pb.RoundAnnounce{}, func(m *pb.RoundAnnounce) (proto.Message, error) {
+		wa, err := wire.AnnounceFromPB(m)
+		if err != nil {
+			return nil, err
+		}
+		a := fromWire(wa)
+		keys, err := s.node.Advertise(*a)
+		if err != nil {
+			return nil, err
+		}
+		s.log.Info("advertised keys", "round", a.Round, "peer", st.Peer().String(), "node", keys.From)
+		return wire.AdvertiseKeysToPB(keys), nil
+	}, func(r uint64, rf *pb.Refusal) proto.Message {
+		return &pb.AdvertiseKeys{Round: r, Refusal: rf}
+	}, func(m *pb.RoundAnnounce) uint64 { return m.Round })
+}
+
+func fromWire(wa *wire.Announce) *Announce {
+	return &Announce{
+		Round: wa.Round, ModelHash: wa.ModelHash, ModelVersion: wa.ModelVersion, ModelSpec: wa.ModelSpec, NumParams: wa.NumParams,
+		Train:   TrainParams{Epochs: wa.Epochs, Batch: wa.Batch, LR: wa.LR, ProxMu: wa.ProxMu},
+		DP:      DPParams{Clip: wa.Clip, Noise: wa.Noise, MinClients: wa.MinClients},
+		SecAgg:  wa.SecAgg,
+		Sampled: wa.Sampled,
+		Epsilon: wa.Epsilon,
+	}
+}
+
+func (s *Server) handleShareKeys(_ context.Context, st *p2p.Stream) error {
+	return answer(s, st, &pb.KeysBroadcast{}, func(m *pb.KeysBroadcast) (proto.Message, error) {
+		kb, err := wire.KeyBroadcastFromPB(m)
+		if err != nil {
+			return nil, err
+		}
+		shares, err := s.node.ShareKeys(kb)
+		if err != nil {
+			return nil, err
+		}
+		s.log.Info("shared keys", "round", kb.Round, "peer", st.Peer().String(), "shares", len(shares))
+		return wire.SharesToPB(kb.Round, 0, shares), nil
+	}, func(r uint64, rf *pb.Refusal) proto.Message {
+		return &pb.EncryptedShares{Round: r, Refusal: rf}
+	}, func(m *pb.KeysBroadcast) uint64 { return m.Round })
+}
+
+func (s *Server) handleMasked(ctx context.Context, st *p2p.Stream) error {
+	var m pb.EncryptedShares
+	if err := st.ReadMsg(&m); err != nil {
+		return err
+	}
+	refuse := func(err error) error {
+		s.log.Warn("masked input refused", "round", m.Round, "peer", st.Peer().String(), "err", err)
+		return st.WriteMsg(&pb.MaskedInputHeader{Round: m.Round, Refusal: wire.Refusal(m.Round, err.Error())})
+	}
+	sb, err := wire.ShareBundleFromPB(&m)
+	if err != nil {
+		return refuse(err)
+	}
+	var global []float32
+	if _, cached, err := s.st.Masked(sb.Round); err != nil {
+		return refuse(err)
+	} else if !cached {
+		a, ok, err := s.st.Announce(sb.Round)
+		if err != nil {
+			return refuse(err)
+		}
+		if !ok {
+			return refuse(&Refusal{Round: sb.Round, Reason: fmt.Sprintf("no announcement of round %d was accepted", sb.Round)})
+		}
+		if global, err = s.model(ctx, st.Peer(), a.ModelHash, a.NumParams); err != nil {
+			return refuse(err)
+		}
+	}
+	mi, err := s.node.MaskedInput(sb, global)
+	if err != nil {
+		return refuse(err)
+	}
+	blob := wire.EncodeVector(mi.Vector)
+	hdr := wire.MaskedHeader(mi, blob)
+	if err := st.WriteMsg(hdr); err != nil {
+		return err
+	}
+	if _, err := p2p.WriteBlob(st, &pb.BlobHeader{Kind: pb.BlobKind_BLOB_KIND_MASKED_INPUT, Name: "masked-input", Round: mi.Round,
+		Size: uint64(len(blob)), Sha256: hdr.BlobSha256}, bytes.NewReader(blob)); err != nil {
+		return err
+	}
+	s.log.Info("sent masked input", "round", mi.Round, "peer", st.Peer().String(), "words", len(mi.Vector))
+	return nil
+}
+
+func (s *Server) handleUnmask(_ context.Context, st *p2p.Stream) error {
+	return answer(s, st, &pb.UnmaskRequest{}, func(m *pb.UnmaskRequest) (proto.Message, error) {
+		req, err := wire.UnmaskRequestFromPB(m)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := s.node.Unmask(req)
+		if err != nil {
+			return nil, err
+		}
+		s.log.Info("unmasked", "round", req.Round, "peer", st.Peer().String(), "survivors", len(req.Survivors), "dropped", len(req.Dropped))
+		return wire.UnmaskResponseToPB(resp), nil
+	}, func(r uint64, rf *pb.Refusal) proto.Message {
+		return &pb.UnmaskResponse{Round: r, Refusal: rf}
+	}, func(m *pb.UnmaskRequest) uint64 { return m.Round })
+}
+
+func (s *Server) handleEvaluate(ctx context.Context, st *p2p.Stream) error {
+	return answer(s, st, &pb.EvaluateRequest{}, func(m *pb.EvaluateRequest) (proto.Message, error) {
+		round, hash, eps, err := wire.EvaluateFromPB(m)
+		if err != nil {
+			return nil, err
+		}
+		params, err := s.model(ctx, st.Peer(), hash, 0)
+		if err != nil {
+			return nil, err
+		}
+		var n int
+		var loss, acc float64
+		if m.ModelSpec != "" {
+			n, loss, acc, err = s.node.EvaluateSpec(m.ModelSpec, params)
+		} else {
+			n, loss, acc, err = s.node.Evaluate(round, params)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if eps > 0 {
+			if err := s.node.Commit(round, eps); err != nil {
+				return nil, err
+			}
+		}
+		s.log.Info("evaluated", "round", round, "peer", st.Peer().String(), "accuracy", acc, "loss", loss, "examples", n)
+		return &pb.MetricsReport{Round: round, Examples: uint64(n), Loss: loss, Accuracy: acc}, nil
+	}, func(r uint64, rf *pb.Refusal) proto.Message {
+		return &pb.MetricsReport{Round: r, Refusal: rf}
+	}, func(m *pb.EvaluateRequest) uint64 { return m.Round })
+}
+
+// maxModelParams bounds a model fetched without a known size.
+const maxModelParams = 1 << 26
+
+// model returns the model with hash h, from the cache or fetched from p.
+// numParams > 0 is the size the announcement promised.
+func (s *Server) model(ctx context.Context, p peer.ID, h [32]byte, numParams int) ([]float32, error) {
+	s.mu.Lock()
+	m, ok := s.models[h]
+	s.mu.Unlock()
+	if ok {
+		if numParams > 0 && len(m) != numParams {
+			return nil, fmt.Errorf("model %x has %d parameters, the round announced %d", h[:8], len(m), numParams)
+		}
+		return m, nil
+	}
+	limit := int64(maxModelParams) * 4
+	if numParams > 0 {
+		limit = int64(numParams) * 4
+	}
+	var buf bytes.Buffer
+	if _, err := p2p.FetchBlob(ctx, s.h, p, p2p.Hash(h), &buf, limit); err != nil {
+		return nil, err
+	}
+	params, err := decodeModel(buf.Bytes())
+	if err != nil {
+		return nil, fmt.Errorf("model %x from %s: %w", h[:8], p, err)
+	}
+	if numParams > 0 && len(params) != numParams {
+		return nil, fmt.Errorf("model %x from %s has %d parameters, the round announced %d", h[:8], p, len(params), numParams)
+	}
+	s.mu.Lock()
+	if _, ok := s.models[h]; !ok {
+		s.models[h] = params
+		s.order = append(s.order, h)
+		for len(s.order) > 2 {
+			delete(s.models, s.order[0])
+			s.order = s.order[1:]
+		}
+	}
+	s.mu.Unlock()
+	return params, nil
+}
+
+// decodeModel reads little-endian float32 parameters and refuses
+// non-finite ones.
+func decodeModel(b []byte) ([]float32, error) {
+	if len(b)%4 != 0 || len(b) == 0 {
+		return nil, fmt.Errorf("%d bytes is not a whole number of float32 parameters", len(b))
+	}
+	out := make([]float32, len(b)/4)
+	for i := range out {
+		v := math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return nil, fmt.Errorf("parameter %d is %v", i, v)
+		}
+		out[i] = v
+	}
+	return out, nil
+}
