@@ -394,8 +394,11 @@ func StatusToPB(name string, st Status, fed *p2p.Federation, members bool) *pb.S
 				continue
 			}
 			role := pb.Role_ROLE_WORKER
-			if mm.Role == p2p.RoleCoordinator {
+			switch mm.Role {
+			case p2p.RoleCoordinator:
 				role = pb.Role_ROLE_COORDINATOR
+			case p2p.RoleObserver:
+				role = pb.Role_ROLE_OBSERVER
 			}
 			resp.Members = append(resp.Members, &pb.MemberStatus{Name: mm.Name, PeerId: []byte(mm.ID), Role: role})
 		}

@@ -22,10 +22,13 @@ type Role string
 const (
 	RoleWorker      Role = "worker"
 	RoleCoordinator Role = "coordinator"
+	// RoleObserver may only ask for status (e.g. the identity an operator
+	// runs `sovereign status` with): it takes no part in rounds.
+	RoleObserver Role = "observer"
 )
 
 // Valid reports whether r is one of the known roles.
-func (r Role) Valid() bool { return r == RoleWorker || r == RoleCoordinator }
+func (r Role) Valid() bool { return r == RoleWorker || r == RoleCoordinator || r == RoleObserver }
 
 // Member is one enrolled institution.
 type Member struct {
@@ -138,7 +141,7 @@ func newFederation(src, name string, members []Member, psk pnet.PSK) (*Federatio
 			return nil, fmt.Errorf("%s: peer_id: %s does not embed a public key (want an Ed25519 identity): %v", where, m.ID, err)
 		}
 		if !m.Role.Valid() {
-			return nil, fmt.Errorf("%s: role: %q is not %q or %q", where, m.Role, RoleWorker, RoleCoordinator)
+			return nil, fmt.Errorf("%s: role: %q is not %q, %q or %q", where, m.Role, RoleWorker, RoleCoordinator, RoleObserver)
 		}
 		if m.Role == RoleCoordinator {
 			coordinators++

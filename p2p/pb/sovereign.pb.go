@@ -38,6 +38,7 @@ const (
 	Role_ROLE_UNSPECIFIED Role = 0
 	Role_ROLE_WORKER      Role = 1
 	Role_ROLE_COORDINATOR Role = 2
+	Role_ROLE_OBSERVER    Role = 3
 )
 
 // Enum value maps for Role.
@@ -46,11 +47,13 @@ var (
 		0: "ROLE_UNSPECIFIED",
 		1: "ROLE_WORKER",
 		2: "ROLE_COORDINATOR",
+		3: "ROLE_OBSERVER",
 	}
 	Role_value = map[string]int32{
 		"ROLE_UNSPECIFIED": 0,
 		"ROLE_WORKER":      1,
 		"ROLE_COORDINATOR": 2,
+		"ROLE_OBSERVER":    3,
 	}
 )
 
@@ -2612,11 +2615,12 @@ const file_sovereign_proto_rawDesc = "" +
 	"\x11BlobFetchResponse\x126\n" +
 	"\x06header\x18\x01 \x01(\v2\x1c.sovereign.p2p.v1.BlobHeaderH\x00R\x06header\x125\n" +
 	"\arefusal\x18\x02 \x01(\v2\x19.sovereign.p2p.v1.RefusalH\x00R\arefusalB\b\n" +
-	"\x06result*C\n" +
+	"\x06result*V\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vROLE_WORKER\x10\x01\x12\x14\n" +
-	"\x10ROLE_COORDINATOR\x10\x02*_\n" +
+	"\x10ROLE_COORDINATOR\x10\x02\x12\x11\n" +
+	"\rROLE_OBSERVER\x10\x03*_\n" +
 	"\tShareKind\x12\x1a\n" +
 	"\x16SHARE_KIND_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19SHARE_KIND_SELF_MASK_SEED\x10\x01\x12\x17\n" +
