@@ -1,0 +1,178 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/spf13/cobra"
+
+	"github.com/sovereign-fl/sovereign/p2p"
+	"github.com/sovereign-fl/sovereign/p2p/pb"
+)
+
+func init() { rootCmd.AddCommand(newStatusCmd()) }
+
+// statusReport is what `sovereign status --json` prints for each coordinator.
+type statusReport struct {
+	Coordinator     string         `json:"coordinator"`
+	Peer            string         `json:"peer"`
+	Reachable       bool           `json:"reachable"`
+	Error           string         `json:"error,omitempty"`
+	Round           uint64         `json:"round"`
+	Stage           string         `json:"stage"`
+	InFlight        bool           `json:"in_flight"`
+	CommittedRounds uint64         `json:"committed_rounds"`
+	Failures        uint64         `json:"failures"`
+	Accuracy        float64        `json:"accuracy"`
+	AccuracyRound   uint64         `json:"accuracy_round"`
+	LedgerHead      string         `json:"ledger_head"`
+	LedgerLength    uint64         `json:"ledger_length"`
+	Online          []memberReport `json:"online"`
+	Offline         []memberReport `json:"offline"`
+}
+
+type memberReport struct {
+	Name string `json:"name"`
+	Peer string `json:"peer"`
+	Role string `json:"role"`
+}
+
+func newStatusCmd() *cobra.Command {
+	var fedPath, identity string
+	var asJSON bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "status --federation FILE --identity FILE [--json]",
+		Short: "Ask the coordinators of a federation for their round, stage, members online, accuracy and ledger head",
+		Long: "status connects to every coordinator listed in the federation file with an enrolled identity\n" +
+			"(an observer entry is the usual choice; see docs/runbook.md) and prints what each reports.\n" +
+			"The identity defaults to $SOVEREIGN_IDENTITY. It exits non-zero if no coordinator answers.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if fedPath == "" {
+				return errors.New("status: --federation is required")
+			}
+			if identity == "" {
+				identity = os.Getenv("SOVEREIGN_IDENTITY")
+			}
+			if identity == "" {
+				return errors.New("status: --identity is required (a key enrolled in the federation file, e.g. as role \"observer\")")
+			}
+			fed, err := p2p.LoadFederation(fedPath)
+			if err != nil {
+				return err
+			}
+			sk, err := p2p.LoadIdentity(identity)
+			if err != nil {
+				return fmt.Errorf("identity: %w", err)
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			h, err := p2p.NewHost(ctx, p2p.HostConfig{Identity: sk, Federation: fed, StreamTimeout: timeout, DialTimeout: timeout})
+			if err != nil {
+				return err
+			}
+			defer h.Close()
+			if _, ok := fed.Lookup(h.ID()); !ok {
+				return fmt.Errorf("identity: peer %s of %s is not enrolled in %s", h.ID(), identity, fedPath)
+			}
+			reports := queryStatus(ctx, h, fed)
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(reports); err != nil {
+					return err
+				}
+			} else {
+				printStatus(cmd.OutOrStdout(), reports)
+			}
+			for _, r := range reports {
+				if r.Reachable {
+					return nil
+				}
+			}
+			return errors.New("status: no coordinator answered")
+		},
+	}
+	cmd.Flags().StringVar(&fedPath, "federation", "", "federation file")
+	cmd.Flags().StringVar(&identity, "identity", "", "identity key file of an enrolled member (default $SOVEREIGN_IDENTITY)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "how long to wait for the coordinators")
+	return cmd
+}
+
+func queryStatus(ctx context.Context, h *p2p.Host, fed *p2p.Federation) []statusReport {
+	var out []statusReport
+	for _, c := range fed.Coordinators() {
+		r := statusReport{Coordinator: c.Name, Peer: c.ID.String()}
+		var resp pb.StatusResponse
+		err := h.Connect(ctx, c.AddrInfo())
+		if err == nil {
+			err = p2p.NewClient(h).Request(ctx, c.ID, p2p.ProtoStatus, &pb.StatusRequest{IncludeMembers: true}, &resp)
+		}
+		if err != nil {
+			r.Error = err.Error()
+			out = append(out, r)
+			continue
+		}
+		r.Reachable = true
+		r.Round, r.Stage, r.InFlight = resp.Round, resp.Stage, resp.InFlight
+		r.CommittedRounds, r.Failures = resp.CommittedRounds, resp.Failures
+		r.Accuracy, r.AccuracyRound = resp.Accuracy, resp.AccuracyRound
+		r.LedgerHead, r.LedgerLength = hex.EncodeToString(resp.LedgerHead), resp.LedgerLength
+		r.Online, r.Offline = []memberReport{}, []memberReport{}
+		for _, m := range resp.Members {
+			id, err := peer.IDFromBytes(m.PeerId)
+			if err != nil {
+				continue
+			}
+			mr := memberReport{Name: m.Name, Peer: id.String(), Role: roleName(m.Role)}
+			if m.Connected {
+				r.Online = append(r.Online, mr)
+			} else {
+				r.Offline = append(r.Offline, mr)
+			}
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func roleName(r pb.Role) string {
+	switch r {
+	case pb.Role_ROLE_WORKER:
+		return "worker"
+	case pb.Role_ROLE_COORDINATOR:
+		return "coordinator"
+	case pb.Role_ROLE_OBSERVER:
+		return "observer"
+	}
+	return "unknown"
+}
+
+func printStatus(w io.Writer, reports []statusReport) {
+	for _, r := range reports {
+		if !r.Reachable {
+			fmt.Fprintf(w, "coordinator %s (%s): unreachable: %s\n", r.Coordinator, r.Peer, r.Error)
+			continue
+		}
+		fmt.Fprintf(w, "coordinator %s (%s)\n", r.Coordinator, r.Peer)
+		fmt.Fprintf(w, "  round %d, stage %s, in flight %v, %d rounds committed, %d failed since\n", r.Round, r.Stage, r.InFlight, r.CommittedRounds, r.Failures)
+		if r.AccuracyRound > 0 {
+			fmt.Fprintf(w, "  accuracy %.4f (model of round %d)\n", r.Accuracy, r.AccuracyRound)
+		}
+		fmt.Fprintf(w, "  ledger head %s (%d entries)\n", r.LedgerHead, r.LedgerLength)
+		fmt.Fprintf(w, "  online (%d):", len(r.Online))
+		for _, m := range r.Online {
+			fmt.Fprintf(w, " %s", m.Name)
+		}
+		fmt.Fprintln(w)
+	}
+}
