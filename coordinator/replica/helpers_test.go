@@ -496,4 +496,3 @@ func applyRecorded(ctx context.Context, n *Node, cmd []byte, reg coordinator.Mod
 	}
 	return n.Apply(ctx, cmd)
 }
-
