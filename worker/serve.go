@@ -301,6 +301,7 @@ func (s *Server) handleMasked(ctx context.Context, st *p2p.Stream) error {
 	if err != nil {
 		return refuse(err)
 	}
+	s.log.Info("masked input requested", "round", sb.Round, "peer", st.Peer().String(), "shares", len(sb.Shares))
 	var global []float32
 	if _, cached, err := s.st.Masked(sb.Round); err != nil {
 		return refuse(err)
