@@ -267,8 +267,8 @@ func probeBadFrames(t *testing.T, f *fed) {
 // TestWorkerKilledAndRestarted SIGKILLs a worker once it has been asked
 // for its masked input of round 1 (it holds a large partition, so it is
 // still training): the round completes through unmasking without it.
-// The worker is then restarted on the same store and takes part in the
-// next round.
+// The worker is restarted on the same store while that round is still in
+// flight, and takes part in the next round.
 func TestWorkerKilledAndRestarted(t *testing.T) {
 	const victim = 4
 	rows := make([]int, 5)
@@ -283,12 +283,13 @@ func TestWorkerKilledAndRestarted(t *testing.T) {
 	if strings.Contains(f.workers[victim].logText(), "sent masked input") {
 		t.Fatal("the worker sent its masked input before it was killed; the test needs it killed while training")
 	}
+	// Restart it at once, on the same store, while round 1 is in flight.
+	f.startWorker(victim)
 	line := waitLog(t, f.coord, 60*time.Second, 50*time.Millisecond, "survivors committed", "round=1")
 	if !strings.Contains(line, "survivors=4") || !strings.Contains(line, "dropped=1") {
 		t.Fatalf("round 1 survivors line: %s", line)
 	}
 	waitLog(t, f.coord, 60*time.Second, 50*time.Millisecond, "model committed", "round=1")
-	f.startWorker(victim)
 	f.waitStatus("three rounds committed", 180*time.Second, func(s status) bool { return s.CommittedRounds == 3 })
 	f.stopCoordinator()
 	if _, err := run(t, "ledger", "verify", "--data", f.coordDir); err != nil {
