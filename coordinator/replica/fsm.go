@@ -112,6 +112,9 @@ func DecodeEntry(data []byte) (Entry, error) {
 		}
 		n := binary.BigEndian.Uint32(rest)
 		rest = rest[4:]
+		if n == 0 {
+			return Entry{}, errors.New("replica log entry: blob entry without blobs")
+		}
 		if uint64(n) > uint64(len(rest))/8 {
 			return Entry{}, fmt.Errorf("replica log entry: %d blobs cannot fit in %d bytes", n, len(rest))
 		}

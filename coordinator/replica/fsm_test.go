@@ -120,9 +120,8 @@ func TestFSMApplyMatchesCoordinator(t *testing.T) {
 // model bytes, or blobs on another command, are refused on every replica
 // alike and change nothing.
 func TestFSMRefusesModelWithoutBytes(t *testing.T) {
-	cmds, ref, _ := recordRun(t, testDriverConfig(1), 1)
-	reg := coordinator.NewMemRegistry()
-	f := NewFSM(coordinator.NewFSM(), reg, quietLogger())
+	cmds, _, _ := recordRun(t, testDriverConfig(1), 1)
+	f := NewFSM(coordinator.NewFSM(), coordinator.NewMemRegistry(), quietLogger())
 	// cmds[0] is the initial ModelCommitted.
 	if c, _ := coordinator.DecodeCommand(cmds[0]); c.ModelCommitted == nil {
 		t.Fatal("first command is not the initial model")
@@ -145,7 +144,6 @@ func TestFSMRefusesModelWithoutBytes(t *testing.T) {
 	if _, ok := f.Coordinator().LatestModel(); ok {
 		t.Error("a refused entry committed a model")
 	}
-	_ = ref
 }
 
 type memSink struct {

@@ -78,9 +78,8 @@ func TestReplicationFailoverAndCatchUp(t *testing.T) {
 	if st := restarted.Stats(); st.LastSnapshotIndex == 0 {
 		t.Errorf("restarted replica caught up without a snapshot: %+v", st)
 	}
-	// The restarted replica keeps following: one more round of commands
-	// is not available, but a metrics refusal must be consistent: a stale
-	// replay is refused with ErrStale on the leader.
+	// A replayed command is refused as stale through Raft too, and the
+	// refusal reaches the caller as the FSM's error.
 	if err := c.nodes[l].Apply(ctx, cmds[len(cmds)-1]); !errors.Is(err, coordinator.ErrStale) {
 		t.Errorf("replayed command: %v, want a stale refusal", err)
 	}
