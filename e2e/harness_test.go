@@ -43,7 +43,7 @@ func TestMain(m *testing.M) {
 }
 
 // run runs the binary to completion and returns its stdout.
-func run(t *testing.T, args ...string) (string, error) {
+func run(t testing.TB, args ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -58,7 +58,7 @@ func run(t *testing.T, args ...string) (string, error) {
 }
 
 // freePort returns a TCP port free on 127.0.0.1 at the time of the call.
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -105,7 +105,7 @@ func (p *proc) kill() {
 
 // fed is one federation under test: its folder, keys and processes.
 type fed struct {
-	t        *testing.T
+	t        testing.TB
 	dir      string
 	fedFile  string
 	observer string
@@ -132,10 +132,12 @@ type fedOptions struct {
 	perRound    int
 	epochs      int
 	lr          float64
-	withoutProc bool
+	// noBudget leaves the workers' privacy budget unset (+Inf), so rounds
+	// without differential privacy are accepted.
+	noBudget bool
 }
 
-func keygen(t *testing.T, path string) string {
+func keygen(t testing.TB, path string) string {
 	t.Helper()
 	out, err := run(t, "keygen", "--out", path)
 	if err != nil {
@@ -145,7 +147,7 @@ func keygen(t *testing.T, path string) string {
 }
 
 // newFed writes keys, the federation file, data partitions and configs.
-func newFed(t *testing.T, o fedOptions) *fed {
+func newFed(t testing.TB, o fedOptions) *fed {
 	t.Helper()
 	dir := t.TempDir()
 	f := &fed{t: t, dir: dir, fedFile: filepath.Join(dir, "federation.toml")}
@@ -213,6 +215,10 @@ retry_limit = 3
 seed = 11
 poll_interval = "100ms"
 `, port, o.model, o.rounds, o.perRound, o.minWorkers, o.epochs, o.lr, o.noise, o.maxWeight, o.stage))
+	budget := "max_epsilon = 1000.0\n"
+	if o.noBudget {
+		budget = ""
+	}
 	for _, name := range f.wnames {
 		p := filepath.Join(dir, name+".toml")
 		write(t, p, fmt.Sprintf(`name = %q
@@ -223,17 +229,16 @@ dataset = "csv:%s.csv?label=label&classes=10"
 store = "%s-store"
 
 [policy]
-max_epsilon = 1000.0
-min_cohort = 3
+%smin_cohort = 3
 accepted_models = [%q]
-`, name, name, name, name, o.model))
+`, name, name, name, name, budget, o.model))
 		f.wcfg = append(f.wcfg, p)
 	}
 	t.Cleanup(f.stopAll)
 	return f
 }
 
-func write(t *testing.T, path, content string) {
+func write(t testing.TB, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
@@ -242,7 +247,7 @@ func write(t *testing.T, path, content string) {
 
 // writePartitions cuts the embedded digits set (train and test rows
 // together) into contiguous shards, one CSV per worker.
-func writePartitions(t *testing.T, dir string, names []string, rows []int) {
+func writePartitions(t testing.TB, dir string, names []string, rows []int) {
 	t.Helper()
 	train, test, err := data.Digits()
 	if err != nil {
@@ -401,7 +406,7 @@ func (f *fed) waitStatus(what string, d time.Duration, cond func(status) bool) s
 }
 
 // waitLog polls a process's log until it contains every one of subs.
-func waitLog(t *testing.T, p *proc, d time.Duration, poll time.Duration, subs ...string) string {
+func waitLog(t testing.TB, p *proc, d time.Duration, poll time.Duration, subs ...string) string {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
