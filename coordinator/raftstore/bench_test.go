@@ -54,5 +54,15 @@ func BenchmarkStoreLogs(b *testing.B) {
 				run(b, s)
 			})
 		}
+		// The default ValueThreshold (512 B) against 64 KiB, which keeps
+		// 1 KiB entries in the LSM tree.
+		b.Run(sh.name+"/badger-sync=false-threshold=64KiB", func(b *testing.B) {
+			s, err := Open(b.TempDir(), Options{NoSync: true, Logger: quietLogger(), ValueThreshold: 64 << 10})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			run(b, s)
+		})
 	}
 }
