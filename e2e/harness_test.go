@@ -125,13 +125,13 @@ type fedOptions struct {
 	model   string
 	noise   float64
 	// rows, if set, replicates worker i's partition rows[i] times.
-	rows        []int
-	stage       string
-	maxWeight   float64
-	minWorkers  int
-	perRound    int
-	epochs      int
-	lr          float64
+	rows       []int
+	stage      string
+	maxWeight  float64
+	minWorkers int
+	perRound   int
+	epochs     int
+	lr         float64
 	// noBudget leaves the workers' privacy budget unset (+Inf), so rounds
 	// without differential privacy are accepted.
 	noBudget bool
