@@ -10,6 +10,11 @@
 // implements the same idea, a raft.StreamLayer on go-libp2p's
 // p2p/net/gostream, with our protocol ID and a small stream pool.
 //
+// Entry size: hashicorp/raft's NetworkTransport decodes each request with
+// go-msgpack, whose byte-string decoding is quadratic above 256 KiB, so a
+// 40 MB entry takes seconds to commit. Commit models by hash and move the
+// blobs on their own streams (docs/bench-raft.md has the measurements).
+//
 // Addressing: a replica's raft.ServerID and raft.ServerAddress are both its
 // libp2p peer ID string. The multiaddresses behind a peer ID come from the
 // host's peerstore (or whatever routing the host has); Raft never sees IPs.
