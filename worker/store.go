@@ -68,6 +68,9 @@ func (e *CorruptError) Error() string {
 // *CorruptError naming the key. Safe for concurrent use.
 type Store struct {
 	db *badger.DB
+	// inMemory is set for the in-memory store, whose records are limited
+	// to memValueLimit bytes.
+	inMemory bool
 
 	mu     sync.Mutex
 	closed bool
@@ -80,6 +83,10 @@ type StoreOptions struct {
 	// InMemory keeps everything in memory (tests); dir is then ignored.
 	InMemory bool
 }
+
+// memValueLimit is the largest record (payload plus 5-byte header) the
+// in-memory store holds: badger's maximum value threshold, 1 MiB.
+const memValueLimit = 1 << 20
 
 // OpenStore opens (creating if needed) the worker store in dir.
 func OpenStore(dir string, opts StoreOptions) (*Store, error) {
@@ -96,17 +103,26 @@ func OpenStore(dir string, opts StoreOptions) (*Store, error) {
 	} else {
 		dir = ""
 	}
+	valueThreshold, memTable := int64(1<<10), int64(8<<20)
+	if opts.InMemory {
+		// In-memory mode has no value log: every value lives in the LSM
+		// tree and badger refuses one above the value threshold. Raise it
+		// to badger's maximum and size the memtable so that one
+		// transaction (a client state and a masked input together) fits
+		// in badger's batch limit of 15% of the memtable.
+		valueThreshold, memTable = memValueLimit, 64<<20
+	}
 	bo := badger.DefaultOptions(dir).
 		WithInMemory(opts.InMemory).
 		WithSyncWrites(!opts.InMemory).
 		WithLogger(badgerLogger{opts.Logger}).
-		WithMemTableSize(8 << 20).
+		WithMemTableSize(memTable).
 		WithNumMemtables(2).
 		WithNumLevelZeroTables(2).
 		WithNumLevelZeroTablesStall(8).
 		WithBlockCacheSize(4 << 20).
 		WithIndexCacheSize(2 << 20).
-		WithValueThreshold(1 << 10).
+		WithValueThreshold(valueThreshold).
 		WithValueLogFileSize(256 << 20).
 		WithNumCompactors(2).
 		WithNumGoroutines(2).
@@ -115,7 +131,7 @@ func OpenStore(dir string, opts StoreOptions) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("worker store: open badger in %q: %w", dir, err)
 	}
-	return &Store{db: db}, nil
+	return &Store{db: db, inMemory: opts.InMemory}, nil
 }
 
 // OpenMemStore returns an in-memory store (tests and the in-process cluster).
@@ -204,7 +220,11 @@ func (s *Store) get(key string) (payload []byte, ok bool, err error) {
 func (s *Store) put(kv map[string][]byte) error {
 	err := s.db.Update(func(txn *badger.Txn) error {
 		for k, v := range kv {
-			if err := txn.Set([]byte(k), wrapRecord(v)); err != nil {
+			rec := wrapRecord(v)
+			if s.inMemory && len(rec) > memValueLimit {
+				return fmt.Errorf("%q: record of %d bytes exceeds the in-memory store's limit of %d bytes", k, len(rec), memValueLimit)
+			}
+			if err := txn.Set([]byte(k), rec); err != nil {
 				return fmt.Errorf("%q: %w", k, err)
 			}
 		}
