@@ -168,17 +168,29 @@ func writeBlob(w io.Writer, hdr *pb.BlobHeader, r io.Reader, beforeWrite deadlin
 	if err := WriteMsg(w, hdr); err != nil {
 		return zero, err
 	}
-	return writeBlobBody(w, hdr, r, beforeWrite)
+	return writeBlobBody(w, hdr, r, beforeWrite, true)
 }
 
 // writeBlobBody writes the chunks and the trailer of a blob whose header
-// (checked by writeBlob) has been sent.
-func writeBlobBody(w io.Writer, hdr *pb.BlobHeader, r io.Reader, beforeWrite deadlineFunc) (Hash, error) {
+// (checked by writeBlob) has been sent. With hashSource it hashes the
+// content and refuses to send a trailer for content other than the header
+// promised. Without it (a content-addressed store serving a blob by the
+// hash it is named by, hdr.Sha256 set) the trailer repeats hdr.Sha256
+// unhashed: the receiver hashes every byte and refuses a mismatch, so one
+// SHA-256 pass per transfer still verifies it, and the sender's pass, which
+// would only move the same refusal to the sending side, is saved.
+func writeBlobBody(w io.Writer, hdr *pb.BlobHeader, r io.Reader, beforeWrite deadlineFunc, hashSource bool) (Hash, error) {
 	var zero Hash
+	if !hashSource && len(hdr.Sha256) != sha256.Size {
+		return zero, fmt.Errorf("%s: %w: sending unhashed needs the header's sha256", blobName(hdr), ErrBlobHeader)
+	}
 	bufs := chunkBufPool.Get().(*chunkBufs)
 	defer chunkBufPool.Put(bufs)
-	h := newAsyncHasher()
-	defer h.wait() // before the buffers go back to the pool
+	var h *asyncHasher
+	if hashSource {
+		h = newAsyncHasher()
+		defer h.wait() // before the buffers go back to the pool
+	}
 	// The chunk payload is read straight into buf after room for the
 	// longest possible prefix; the prefix is then written right-aligned in
 	// front of it so each chunk goes out in one Write, with no copy.
@@ -198,7 +210,9 @@ func writeBlobBody(w io.Writer, hdr *pb.BlobHeader, r io.Reader, beforeWrite dea
 			}
 			return zero, fmt.Errorf("%s: read source: %w", blobName(hdr), err)
 		}
-		h.write(payload)
+		if h != nil {
+			h.write(payload)
+		}
 		var pre [room]byte
 		body := protowire.SizeTag(1) + protowire.SizeBytes(int(n))
 		p := binary.AppendUvarint(pre[:0], uint64(body))
@@ -218,7 +232,12 @@ func writeBlobBody(w io.Writer, hdr *pb.BlobHeader, r io.Reader, beforeWrite dea
 	if n, _ := io.ReadFull(r, extra[:]); n > 0 {
 		return zero, fmt.Errorf("%s: %w: source has more than %d bytes", blobName(hdr), ErrBlobLong, hdr.Size)
 	}
-	sum := h.sum()
+	var sum Hash
+	if h != nil {
+		sum = h.sum()
+	} else {
+		copy(sum[:], hdr.Sha256)
+	}
 	if len(hdr.Sha256) == sha256.Size && !bytes.Equal(hdr.Sha256, sum[:]) {
 		// Never send a trailer for content that is not what the header promised.
 		return zero, fmt.Errorf("%s: %w: header promises %x, source hashes to %s", blobName(hdr), ErrBlobHashMismatch, hdr.Sha256, sum)

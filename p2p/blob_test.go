@@ -364,3 +364,46 @@ func TestWriteReceiveBlobNoNetwork(t *testing.T) {
 		t.Fatal("trailer hash")
 	}
 }
+
+// TestFetchBlobCorruptLastChunkRefused serves, under the hash asked for,
+// content of the right size whose last chunk differs in one byte: the
+// server does not hash what it serves, so the fetcher's own hash must catch
+// it, and nothing is reported as fetched.
+func TestFetchBlobCorruptLastChunkRefused(t *testing.T) {
+	fed := testFederation(t, twoNodes)
+	hosts := startHosts(t, fed, twoNodes, "tcp")
+	coord, worker := hosts[0], hosts[1]
+	good := randomBytes(8, 3*DefaultChunkSize+17)
+	bad := bytes.Clone(good)
+	bad[len(bad)-5] ^= 0x40
+	if err := coord.ServeBlobs(corruptStore{bad}); err != nil {
+		t.Fatal(err)
+	}
+	var got bytes.Buffer
+	n, err := FetchBlob(t.Context(), worker, coord.ID(), HashOf(good), &got, 1<<30)
+	if !errors.Is(err, ErrBlobHashMismatch) || n != 0 {
+		t.Fatalf("FetchBlob = %d, %v; want 0 and a hash mismatch", n, err)
+	}
+	if !strings.Contains(err.Error(), coord.ID().String()) || !strings.Contains(err.Error(), HashOf(good).String()) {
+		t.Fatalf("error %q does not name the peer and the blob", err)
+	}
+
+	// The same store serving the right content is fetched intact.
+	if err := coord.ServeBlobs(corruptStore{good}); err != nil {
+		t.Fatal(err)
+	}
+	got.Reset()
+	if n, err := FetchBlob(t.Context(), worker, coord.ID(), HashOf(good), &got, 1<<30); err != nil || n != int64(len(good)) || !bytes.Equal(got.Bytes(), good) {
+		t.Fatalf("FetchBlob of intact content = %d, %v", n, err)
+	}
+}
+
+// TestWriteBlobBodyUnhashedNeedsHash checks that the unhashed sending mode
+// is refused without a header hash to put in the trailer.
+func TestWriteBlobBodyUnhashedNeedsHash(t *testing.T) {
+	var wire bytes.Buffer
+	_, err := writeBlobBody(&wire, &pb.BlobHeader{Name: "x", Size: 3, ChunkSize: 2}, bytes.NewReader([]byte{1, 2, 3}), nil, false)
+	if !errors.Is(err, ErrBlobHeader) || wire.Len() != 0 {
+		t.Fatalf("err %v, %d bytes written", err, wire.Len())
+	}
+}

@@ -125,7 +125,9 @@ func (h *Host) serveBlob(ns network.Stream, store BlobStore) error {
 	}
 	wd := idleDeadline(ns.SetWriteDeadline, h.cfg.BlobIdleTimeout)
 	// The header has already gone out inside the response; send the body.
-	_, err = writeBlobBody(ns, hdr, rc, wd)
+	// The fetcher hashes what it receives against the hash it asked for,
+	// so the store's content is not hashed a second time here.
+	_, err = writeBlobBody(ns, hdr, rc, wd, false)
 	return err
 }
 
