@@ -141,7 +141,7 @@ func TestFederation(t *testing.T) {
 	}
 	// The registry holds the final model's bytes under the ledger head's
 	// hash, and that model beats the initial one on the digits test split.
-	reg, err := coordinator.OpenRegistryReadOnly(filepath.Join(f.coordDir, "models"))
+	reg, err := coordinator.OpenRegistryReadOnly(filepath.Join(f.coordDir, "registry"))
 	if err != nil {
 		t.Fatal(err)
 	}

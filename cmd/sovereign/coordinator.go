@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,11 +17,16 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/pelletier/go-toml/v2"
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/sovereign-fl/sovereign/coordinator"
+	"github.com/sovereign-fl/sovereign/coordinator/replica"
 	"github.com/sovereign-fl/sovereign/p2p"
+	"github.com/sovereign-fl/sovereign/p2p/pb"
 )
 
 func init() { rootCmd.AddCommand(newCoordinatorCmd()) }
@@ -31,7 +38,7 @@ func init() { rootCmd.AddCommand(newCoordinatorCmd()) }
 //	federation = "federation.toml"
 //	listen     = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]
 //	announce   = []                      # optional public addresses
-//	data       = "data"                  # models (badger), state snapshot, ledger.json
+//	data       = "data"                  # raft/ (log, snapshots), registry/ (models), ledger.json, state.snapshot
 //	log_level  = "info"                  # debug, info, warn, error
 //	log_format = "text"                  # text or json
 //
@@ -41,6 +48,12 @@ func init() { rootCmd.AddCommand(newCoordinatorCmd()) }
 //	epochs = 1; batch = 10; lr = 0.05; strategy = "fedavg"; server_lr = 0.0
 //	clip = 1.0; noise = 0.0; delta = 1e-5; clip_range = 1.0; max_weight = 1e4
 //	secagg_degree = 0; stage_timeout = "1m"; retry_limit = 3; seed = 1; poll_interval = "1s"
+//
+//
+//	[raft]                               # optional; absent keys take hashicorp/raft's defaults
+//	heartbeat_timeout = "1s"; election_timeout = "1s"; leader_lease_timeout = "500ms"
+//	commit_timeout = "50ms"; snapshot_threshold = 8192; snapshot_interval = "2m"
+//	trailing_logs = 10240; transport_timeout = "60s"; restart_delay = "1s"
 //
 // Relative paths are resolved against the configuration file's folder.
 type coordinatorFile struct {
@@ -53,6 +66,21 @@ type coordinatorFile struct {
 	LogLevel   string      `toml:"log_level"`
 	LogFormat  string      `toml:"log_format"`
 	Rounds     roundsTable `toml:"rounds"`
+	Raft       raftTable   `toml:"raft"`
+}
+
+// raftTable holds the optional Raft settings of replica.Config; an absent
+// key keeps hashicorp/raft's default (noted in replica.Config).
+type raftTable struct {
+	HeartbeatTimeout   *string `toml:"heartbeat_timeout"`
+	ElectionTimeout    *string `toml:"election_timeout"`
+	LeaderLeaseTimeout *string `toml:"leader_lease_timeout"`
+	CommitTimeout      *string `toml:"commit_timeout"`
+	SnapshotThreshold  *int64  `toml:"snapshot_threshold"`
+	SnapshotInterval   *string `toml:"snapshot_interval"`
+	TrailingLogs       *int64  `toml:"trailing_logs"`
+	TransportTimeout   *string `toml:"transport_timeout"`
+	RestartDelay       *string `toml:"restart_delay"`
 }
 
 // roundsTable holds the coordinator.Config fields; pointers tell "absent"
@@ -88,6 +116,9 @@ type coordinatorConfig struct {
 	coordinatorFile
 	Config coordinator.Config
 	Level  slog.Level
+	// Replica holds the Raft settings; Dir, Host and Logger are filled in
+	// when the coordinator starts.
+	Replica replica.Config
 }
 
 // loadCoordinatorConfig reads path; errors name the file and the field.
@@ -223,6 +254,57 @@ func parseCoordinatorConfig(src string, b []byte, dir string) (*coordinatorConfi
 		return nil, fmt.Errorf("%s: [rounds]: %w", src, err)
 	}
 	c.Config = cfg
+	rt := f.Raft
+	for _, x := range []struct {
+		name string
+		dst  *time.Duration
+		v    *string
+	}{
+		{"heartbeat_timeout", &c.Replica.HeartbeatTimeout, rt.HeartbeatTimeout},
+		{"election_timeout", &c.Replica.ElectionTimeout, rt.ElectionTimeout},
+		{"leader_lease_timeout", &c.Replica.LeaderLeaseTimeout, rt.LeaderLeaseTimeout},
+		{"commit_timeout", &c.Replica.CommitTimeout, rt.CommitTimeout},
+		{"snapshot_interval", &c.Replica.SnapshotInterval, rt.SnapshotInterval},
+		{"transport_timeout", &c.Replica.TransportTimeout, rt.TransportTimeout},
+		{"restart_delay", &c.Replica.RestartDelay, rt.RestartDelay},
+	} {
+		if x.v == nil {
+			continue
+		}
+		d, err := time.ParseDuration(*x.v)
+		if err != nil || d <= 0 {
+			return nil, fail("raft."+x.name, "%q is not a positive duration like \"500ms\"", *x.v)
+		}
+		*x.dst = d
+	}
+	for _, x := range []struct {
+		name string
+		dst  *uint64
+		v    *int64
+	}{
+		{"snapshot_threshold", &c.Replica.SnapshotThreshold, rt.SnapshotThreshold},
+		{"trailing_logs", &c.Replica.TrailingLogs, rt.TrailingLogs},
+	} {
+		if x.v == nil {
+			continue
+		}
+		if *x.v <= 0 {
+			return nil, fail("raft."+x.name, "%d is not a positive count", *x.v)
+		}
+		*x.dst = uint64(*x.v)
+	}
+	// hashicorp/raft refuses a leader lease longer than the heartbeat
+	// timeout; say so in the configuration's own terms.
+	hb, lease := c.Replica.HeartbeatTimeout, c.Replica.LeaderLeaseTimeout
+	if hb == 0 {
+		hb = time.Second
+	}
+	if lease == 0 {
+		lease = 500 * time.Millisecond
+	}
+	if lease > hb {
+		return nil, fail("raft.leader_lease_timeout", "%v exceeds the heartbeat timeout %v (set both)", lease, hb)
+	}
 	return c, nil
 }
 
@@ -234,59 +316,29 @@ func newLogger(w io.Writer, level slog.Level, format string) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// stateFileName is the coordinator's FSM snapshot in its data folder,
-// rewritten after every command so that a restarted coordinator resumes.
+// stateFileName is the export of the coordinator FSM's snapshot that every
+// replica keeps in its data folder beside ledger.json, for inspection and
+// `sovereign ledger verify --snapshot`. The coordinator never reads it: it
+// resumes from its Raft log and snapshots (data/raft).
 const stateFileName = "state.snapshot"
 
-// persistentLocal is the single-node Replicator of the coordinator command:
-// it applies each command to the FSM and then writes the FSM's snapshot to
-// the data folder (atomically), so a restart resumes where it stopped.
-type persistentLocal struct {
-	fsm  *coordinator.FSM
-	path string
-	mu   sync.Mutex
-}
-
-func (p *persistentLocal) Apply(_ context.Context, cmd []byte) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if err := p.fsm.Apply(cmd); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(p.path), ".state-*")
-	if err != nil {
-		return fmt.Errorf("save state: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := p.fsm.Snapshot(tmp); err != nil {
-		tmp.Close()
-		return fmt.Errorf("save state: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("save state: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("save state: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), p.path); err != nil {
-		return fmt.Errorf("save state: %w", err)
-	}
-	return nil
-}
-
-func (p *persistentLocal) IsLeader() bool { return true }
+// exportInterval is how often a replica checks whether its FSM moved and,
+// if so, rewrites ledger.json and state.snapshot.
+const exportInterval = 250 * time.Millisecond
 
 func newCoordinatorCmd() *cobra.Command {
 	var path string
 	var exitWhenDone bool
 	cmd := &cobra.Command{
 		Use:   "coordinator --config FILE",
-		Short: "Run a coordinator: drive securely aggregated rounds with the enrolled workers",
-		Long: "coordinator listens for the workers of the federation file, drives the configured\n" +
-			"rounds with SecAgg+ and (optionally) distributed differential privacy, stores models by\n" +
-			"hash in its data folder, keeps the hash-chained ledger (data/ledger.json) and answers\n" +
-			"`sovereign status`. It resumes the round in flight after a restart.",
+		Short: "Run a coordinator replica: drive securely aggregated rounds with the enrolled workers",
+		Long: "coordinator runs one replica of the federation's Raft-replicated coordinator (a single\n" +
+			"coordinator in the federation file is a one-replica group). The replicas listed in the\n" +
+			"federation file bootstrap the group together on first start; the leader drives the\n" +
+			"configured rounds with SecAgg+ and (optionally) distributed differential privacy, and every\n" +
+			"state change, model bytes included, goes through the Raft log, so when the leader dies the\n" +
+			"next one resumes the round in flight from its last committed stage. Every replica serves\n" +
+			"models by hash and `sovereign status`, and keeps data/ledger.json. See docs/runbook.md.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if path == "" {
@@ -298,59 +350,127 @@ func newCoordinatorCmd() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return runCoordinator(ctx, cfg, cmd.ErrOrStderr(), exitWhenDone)
+			return runCoordinator(ctx, cfg, cmd.ErrOrStderr(), exitWhenDone, false)
 		},
 	}
 	cmd.Flags().StringVarP(&path, "config", "c", "", "coordinator configuration file (TOML)")
-	cmd.Flags().BoolVar(&exitWhenDone, "exit-when-done", false, "exit once every configured round is committed (default: keep serving status and models)")
+	cmd.Flags().BoolVar(&exitWhenDone, "exit-when-done", false, "exit once every configured round is committed and evaluated (default: keep serving status and models)")
+	cmd.AddCommand(newCoordinatorJoinCmd(), newCoordinatorLeaveCmd())
 	return cmd
 }
 
-func runCoordinator(ctx context.Context, cfg *coordinatorConfig, logOut io.Writer, exitWhenDone bool) error {
-	log := newLogger(logOut, cfg.Level, cfg.LogFormat).With("coordinator", cfg.Name)
+func newCoordinatorJoinCmd() *cobra.Command {
+	var path string
+	cmd := &cobra.Command{
+		Use:   "join --config FILE",
+		Short: "Start a new coordinator replica and add it to the running Raft group",
+		Long: "join starts a replica like `sovereign coordinator`, but never bootstraps: it asks the\n" +
+			"coordinators of the federation file (the new one must be listed there, with role\n" +
+			"coordinator) to add it as a voter, then catches up from the leader and keeps running.\n" +
+			"Restart it later with `sovereign coordinator --config FILE`.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if path == "" {
+				return errors.New("coordinator join: --config is required")
+			}
+			cfg, err := loadCoordinatorConfig(path)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return runCoordinator(ctx, cfg, cmd.ErrOrStderr(), false, true)
+		},
+	}
+	cmd.Flags().StringVarP(&path, "config", "c", "", "configuration file of the new coordinator (TOML)")
+	return cmd
+}
+
+func newCoordinatorLeaveCmd() *cobra.Command {
+	var path, peerID string
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "leave --config FILE [--peer ID]",
+		Short: "Remove a coordinator replica from the Raft group",
+		Long: "leave asks the running coordinators to remove the replica with peer ID --peer (default:\n" +
+			"the coordinator of --config) from the Raft group. It uses the identity of --config, which\n" +
+			"must be a coordinator of the federation file. Stop the removed replica afterwards.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if path == "" {
+				return errors.New("coordinator leave: --config is required")
+			}
+			cfg, err := loadCoordinatorConfig(path)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			return runLeave(ctx, cfg, peerID, cmd.OutOrStdout())
+		},
+	}
+	cmd.Flags().StringVarP(&path, "config", "c", "", "coordinator configuration file (TOML) whose identity signs the request")
+	cmd.Flags().StringVar(&peerID, "peer", "", "peer ID of the replica to remove (default: the coordinator of --config)")
+	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "how long to try")
+	return cmd
+}
+
+// coordinatorSetup checks the configuration against the federation file and
+// loads the identity.
+func coordinatorSetup(cfg *coordinatorConfig) (*p2p.Federation, p2p.Member, crypto.PrivKey, error) {
 	fed, err := p2p.LoadFederation(cfg.Federation)
 	if err != nil {
-		return err
+		return nil, p2p.Member{}, nil, err
 	}
 	me, ok := fed.LookupName(cfg.Name)
 	if !ok {
-		return fmt.Errorf("name: %q is not in the federation file %s", cfg.Name, cfg.Federation)
+		return nil, p2p.Member{}, nil, fmt.Errorf("name: %q is not in the federation file %s", cfg.Name, cfg.Federation)
 	}
 	if me.Role != p2p.RoleCoordinator {
-		return fmt.Errorf("name: %q has role %q in %s, want coordinator", cfg.Name, me.Role, cfg.Federation)
+		return nil, p2p.Member{}, nil, fmt.Errorf("name: %q has role %q in %s, want coordinator", cfg.Name, me.Role, cfg.Federation)
 	}
 	sk, err := p2p.LoadIdentity(cfg.Identity)
 	if err != nil {
-		return fmt.Errorf("identity: %w", err)
+		return nil, p2p.Member{}, nil, fmt.Errorf("identity: %w", err)
+	}
+	id, err := peer.IDFromPrivateKey(sk)
+	if err != nil {
+		return nil, p2p.Member{}, nil, fmt.Errorf("identity: %w", err)
+	}
+	if id != me.ID {
+		return nil, p2p.Member{}, nil, fmt.Errorf("identity: %s holds peer %s but %q is enrolled as %s", cfg.Identity, id, cfg.Name, me.ID)
+	}
+	return fed, me, sk, nil
+}
+
+func runCoordinator(ctx context.Context, cfg *coordinatorConfig, logOut io.Writer, exitWhenDone, join bool) error {
+	log := newLogger(logOut, cfg.Level, cfg.LogFormat).With("coordinator", cfg.Name)
+	fed, _, sk, err := coordinatorSetup(cfg)
+	if err != nil {
+		return err
 	}
 	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
 		return fmt.Errorf("data: %w", err)
 	}
-	fsm := coordinator.NewFSM()
-	statePath := filepath.Join(cfg.Data, stateFileName)
-	if f, err := os.Open(statePath); err == nil {
-		err = fsm.Restore(f)
-		f.Close()
-		if err != nil {
-			return fmt.Errorf("data: %s: %w", statePath, err)
-		}
-		st := fsm.State()
-		log.Info("state restored", "round", st.Round, "committed", st.CommittedRounds())
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("data: %w", err)
-	}
-	reg, err := coordinator.OpenRegistry(filepath.Join(cfg.Data, "models"))
-	if err != nil {
-		return fmt.Errorf("data: %w", err)
-	}
-	defer reg.Close()
 	h, err := p2p.NewHost(ctx, p2p.HostConfig{Identity: sk, ListenAddrs: cfg.Listen, AnnounceAddrs: cfg.Announce, Federation: fed, Logger: log})
 	if err != nil {
 		return err
 	}
 	defer h.Close()
-	if h.ID() != me.ID {
-		return fmt.Errorf("identity: %s holds peer %s but %q is enrolled as %s", cfg.Identity, h.ID(), cfg.Name, me.ID)
+	rc := cfg.Replica
+	rc.Dir, rc.Host, rc.Logger, rc.NoBootstrap = cfg.Data, h, log, join
+	node, err := replica.Open(rc)
+	if err != nil {
+		return fmt.Errorf("data: %s: %w", cfg.Data, err)
+	}
+	defer func() {
+		if err := node.Shutdown(); err != nil {
+			log.Warn("replica shutdown", "err", err)
+		}
+	}()
+	fsm, reg := node.FSM(), node.Registry()
+	if st := fsm.State(); st.Round > 0 || len(st.Ledger) > 0 {
+		log.Info("state restored", "round", st.Round, "committed", st.CommittedRounds())
 	}
 	cohort, err := coordinator.NewNetCohort(h, coordinator.NetCohortOptions{Logger: log, Info: func() (uint64, coordinator.Hash) {
 		m, _ := fsm.LatestModel()
@@ -363,31 +483,373 @@ func runCoordinator(ctx context.Context, cfg *coordinatorConfig, logOut io.Write
 	if err := h.ServeBlobs(reg, p2p.RoleWorker, p2p.RoleCoordinator); err != nil {
 		return err
 	}
-	d, err := coordinator.NewDriver(cfg.Config, fsm, &persistentLocal{fsm: fsm, path: statePath}, reg, cohort, log)
+	d, err := coordinator.NewDriver(cfg.Config, fsm, node, reg, cohort, log)
 	if err != nil {
 		return err
 	}
-	d.LedgerPath = filepath.Join(cfg.Data, coordinator.LedgerFileName)
-	if err := coordinator.ServeStatus(h, cfg.Name, d.Status); err != nil {
+	status := func() coordinator.Status {
+		s := d.Status()
+		if !node.IsLeader() {
+			// The driver runs on the leader only: a follower reports the
+			// stage its replicated state is in.
+			s.Stage = followerStage(fsm.State(), cfg.Config.Rounds)
+		}
+		return s
+	}
+	if err := serveStatus(h, cfg.Name, status, node); err != nil {
+		return err
+	}
+	if err := serveReplicaStatus(h, node); err != nil {
 		return err
 	}
 	log.Info("listening", "peer", h.ID().String(), "addrs", strings.Join(h.Addrs(), ","))
-	err = d.Run(ctx)
-	if ctx.Err() != nil {
-		log.Info("stopping", "reason", ctx.Err())
-		return nil
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ledgerPath := filepath.Join(cfg.Data, coordinator.LedgerFileName)
+	ex := &exporter{fsm: fsm, ledgerPath: ledgerPath, statePath: filepath.Join(cfg.Data, stateFileName), log: log}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(exportInterval)
+		defer t.Stop()
+		for {
+			ex.export(node.Stats().AppliedIndex)
+			if exitWhenDone && finished(fsm.State(), cfg.Config.Rounds) {
+				st := fsm.State()
+				log.Info("federation finished", "round", st.Round, "committed", st.CommittedRounds(), "ledger_head", headHash(st))
+				cancel()
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	if join {
+		if err := joinCluster(ctx, h, fed, log); err != nil {
+			cancel()
+			wg.Wait()
+			return err
+		}
 	}
-	if err != nil {
-		log.Error("round driver stopped", "err", err)
+	err = node.Lead(ctx, func(lctx context.Context) error {
+		err := d.Run(lctx)
+		if err == nil {
+			st := fsm.State()
+			log.Info("federation finished", "round", st.Round, "committed", st.CommittedRounds(), "ledger_head", headHash(st))
+		} else if lctx.Err() == nil {
+			log.Error("round driver stopped", "err", err)
+		}
+		return err
+	})
+	cancel()
+	wg.Wait()
+	ex.export(node.Stats().AppliedIndex)
+	if err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
-	st := fsm.State()
-	head := st.Head()
-	log.Info("federation finished", "round", st.Round, "committed", st.CommittedRounds(), "ledger_head", head.Hash.String())
-	if exitWhenDone {
-		return nil
+	log.Info("stopping", "reason", context.Cause(ctx))
+	return nil
+}
+
+// headHash returns the ledger head's hash in hex ("" before any entry).
+func headHash(st coordinator.State) string {
+	if h := st.Head(); h != nil {
+		return h.Hash.String()
 	}
-	<-ctx.Done()
-	log.Info("stopping", "reason", ctx.Err())
+	return ""
+}
+
+// finished reports whether every configured round is committed and the
+// last model evaluated, as the replicated state says.
+func finished(st coordinator.State, rounds int) bool {
+	if st.Current != nil || st.CommittedRounds() < rounds {
+		return false
+	}
+	if n := len(st.Metrics); n > 0 {
+		m, _ := latestModelRound(st)
+		return st.Metrics[n-1].Round >= m
+	}
+	return false
+}
+
+func latestModelRound(st coordinator.State) (uint64, bool) {
+	if len(st.Models) == 0 {
+		return 0, false
+	}
+	return st.Models[len(st.Models)-1].Round, true
+}
+
+// followerStage names what the replicated state says the round is doing.
+func followerStage(st coordinator.State, rounds int) string {
+	switch {
+	case st.Current != nil:
+		return st.Current.Next.String()
+	case st.CommittedRounds() >= rounds:
+		return "finished"
+	case len(st.Models) == 0:
+		return "init"
+	}
+	return "sample"
+}
+
+// exporter rewrites ledger.json and state.snapshot when the replica has
+// applied new entries, so that `sovereign ledger verify --data DIR` works on
+// every replica, not only on the leader.
+type exporter struct {
+	fsm        *coordinator.FSM
+	ledgerPath string
+	statePath  string
+	log        *slog.Logger
+
+	mu      sync.Mutex
+	applied uint64
+	ledger  int
+	started bool
+}
+
+func (e *exporter) export(applied uint64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.started && applied == e.applied {
+		return
+	}
+	// Read the state once: the ledger and the snapshot agree.
+	var snap bytes.Buffer
+	if err := e.fsm.Snapshot(&snap); err != nil {
+		e.log.Warn("state export", "err", err)
+		return
+	}
+	ledger, err := coordinator.ReadSnapshotLedger(bytes.NewReader(snap.Bytes()))
+	if err != nil {
+		e.log.Warn("state export", "err", err)
+		return
+	}
+	if len(ledger) > 0 && (!e.started || len(ledger) != e.ledger) {
+		if err := coordinator.WriteLedgerFile(e.ledgerPath, ledger); err != nil {
+			e.log.Warn("ledger export", "path", e.ledgerPath, "err", err)
+			return
+		}
+		e.ledger = len(ledger)
+	}
+	if err := writeFileAtomic(e.statePath, snap.Bytes()); err != nil {
+		e.log.Warn("state export", "path", e.statePath, "err", err)
+		return
+	}
+	e.applied, e.started = applied, true
+}
+
+// writeFileAtomic writes b to a temporary file beside path, syncs it and
+// renames it over path.
+func writeFileAtomic(path string, b []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".export-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// serveStatus answers p2p.ProtoStatus like coordinator.ServeStatus, adding
+// the Raft leader this replica knows, so that a client can redirect.
+func serveStatus(h *p2p.Host, name string, status func() coordinator.Status, node *replica.Node) error {
+	return h.Handle(p2p.ProtocolSpec{ID: p2p.ProtoStatus, Timeout: 10 * time.Second, MaxFrame: 4096}, func(_ context.Context, s *p2p.Stream) error {
+		var req pb.StatusRequest
+		if err := s.ReadMsg(&req); err != nil && !errors.Is(err, io.EOF) {
+			return err
+		}
+		resp := coordinator.StatusToPB(name, status(), h.Federation(), req.IncludeMembers)
+		if l := node.Leader(); l != "" {
+			resp.Leader = []byte(l)
+		}
+		return s.WriteMsg(resp)
+	})
+}
+
+// ProtoReplicaStatus is the status companion protocol of the replicated
+// coordinator: any enrolled member (the `sovereign status` command runs
+// as an observer) sends an empty frame and gets a BytesValue with the JSON
+// of []replica.Stats, this replica's view of every replica of its Raft
+// configuration (its own first; unreachable ones with State "Unreachable").
+const ProtoReplicaStatus = "/sovereign/replica-status/1.0.0"
+
+// replicaStatsTimeout bounds how long a replica waits for each of the others.
+const replicaStatsTimeout = 2 * time.Second
+
+func serveReplicaStatus(h *p2p.Host, node *replica.Node) error {
+	return h.Handle(p2p.ProtocolSpec{ID: ProtoReplicaStatus, Timeout: 10 * time.Second, MaxFrame: 1024}, func(ctx context.Context, s *p2p.Stream) error {
+		var req wrapperspb.BytesValue
+		if err := s.ReadMsg(&req); err != nil && !errors.Is(err, io.EOF) {
+			return err
+		}
+		b, err := json.Marshal(clusterStats(ctx, node))
+		if err != nil {
+			return err
+		}
+		return s.WriteMsg(wrapperspb.Bytes(b))
+	})
+}
+
+// clusterStats asks every replica of node's configuration for its Stats in
+// parallel, each within replicaStatsTimeout; node's own entry comes first.
+func clusterStats(ctx context.Context, node *replica.Node) []replica.Stats {
+	own := node.Stats()
+	out := []replica.Stats{own}
+	var others []peer.ID
+	for _, sv := range own.Servers {
+		if sv.ID != own.ID {
+			others = append(others, sv.ID)
+		}
+	}
+	res := make([]replica.Stats, len(others))
+	var wg sync.WaitGroup
+	for i, id := range others {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, cancel := context.WithTimeout(ctx, replicaStatsTimeout)
+			defer cancel()
+			st, err := node.PeerStats(c, id)
+			if err != nil {
+				st = replica.Stats{ID: id, State: "Unreachable", Err: err.Error()}
+			}
+			res[i] = st
+		}()
+	}
+	wg.Wait()
+	return append(out, res...)
+}
+
+// adminRequest and adminResponse are the JSON bodies of the replica
+// protocol (replica.ProtocolID), for the join and leave commands, which
+// talk to replicas from a process that is not (yet) one of them.
+type adminRequest struct {
+	Op    string   `json:"op"`
+	Peer  string   `json:"peer,omitempty"`
+	Addrs []string `json:"addrs,omitempty"`
+}
+
+type adminResponse struct {
+	Err    string `json:"err,omitempty"`
+	Leader string `json:"leader,omitempty"`
+}
+
+// askReplicas sends req to the coordinators of fed other than the host
+// itself until one accepts it, following not-the-leader redirects; it
+// retries for as long as ctx allows (a cluster may be electing a leader).
+func askReplicas(ctx context.Context, h *p2p.Host, fed *p2p.Federation, req adminRequest, log *slog.Logger) error {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	var lastErr error
+	try := func(id peer.ID) (redirect peer.ID, ok bool) {
+		m, known := fed.Lookup(id)
+		if !known || m.Role != p2p.RoleCoordinator || id == h.ID() {
+			return "", false
+		}
+		c, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := h.Connect(c, m.AddrInfo()); err != nil {
+			lastErr = fmt.Errorf("coordinator %s: %w", m.Name, err)
+			return "", false
+		}
+		var out wrapperspb.BytesValue
+		if err := p2p.NewClient(h).Request(c, id, replica.ProtocolID, wrapperspb.Bytes(body), &out); err != nil {
+			lastErr = fmt.Errorf("coordinator %s: %w", m.Name, err)
+			return "", false
+		}
+		var resp adminResponse
+		if err := json.Unmarshal(out.Value, &resp); err != nil {
+			lastErr = fmt.Errorf("coordinator %s: malformed answer: %w", m.Name, err)
+			return "", false
+		}
+		if resp.Err == "" {
+			log.Info("replica "+req.Op+" accepted", "by", m.Name, "peer", req.Peer)
+			return "", true
+		}
+		lastErr = fmt.Errorf("coordinator %s: %s", m.Name, resp.Err)
+		if l, err := peer.Decode(resp.Leader); err == nil && l != id {
+			return l, false
+		}
+		return "", false
+	}
+	backoff := 200 * time.Millisecond
+	for {
+		for _, m := range fed.Coordinators() {
+			redirect, ok := try(m.ID)
+			if ok {
+				return nil
+			}
+			if redirect != "" {
+				if _, ok := try(redirect); ok {
+					return nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if lastErr == nil {
+				lastErr = errors.New("no other coordinator in the federation file")
+			}
+			return fmt.Errorf("replica %s of %s: %w (last error: %v)", req.Op, req.Peer, ctx.Err(), lastErr)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// joinCluster asks the running replicas to add this host as a voter.
+func joinCluster(ctx context.Context, h *p2p.Host, fed *p2p.Federation, log *slog.Logger) error {
+	c, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	return askReplicas(c, h, fed, adminRequest{Op: "join", Peer: h.ID().String(), Addrs: h.Addrs()}, log)
+}
+
+func runLeave(ctx context.Context, cfg *coordinatorConfig, peerID string, out io.Writer) error {
+	log := newLogger(io.Discard, cfg.Level, cfg.LogFormat)
+	fed, me, sk, err := coordinatorSetup(cfg)
+	if err != nil {
+		return err
+	}
+	target := me.ID
+	if peerID != "" {
+		if target, err = peer.Decode(peerID); err != nil {
+			return fmt.Errorf("--peer %q: %w", peerID, err)
+		}
+		if m, ok := fed.Lookup(target); !ok || m.Role != p2p.RoleCoordinator {
+			return fmt.Errorf("--peer %s is not a coordinator of %s", target, cfg.Federation)
+		}
+	}
+	h, err := p2p.NewHost(ctx, p2p.HostConfig{Identity: sk, Federation: fed, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	// Ask every coordinator, the leaving one included unless it is this
+	// process's own identity (then the host would be talking to itself).
+	if err := askReplicas(ctx, h, fed, adminRequest{Op: "leave", Peer: target.String()}, log); err != nil {
+		return err
+	}
+	name := target.String()
+	if m, ok := fed.Lookup(target); ok {
+		name = m.Name
+	}
+	fmt.Fprintf(out, "coordinator %s (%s) removed from the Raft group\n", name, target)
 	return nil
 }

@@ -8,11 +8,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/sovereign-fl/sovereign/coordinator/replica"
 	"github.com/sovereign-fl/sovereign/p2p"
 	"github.com/sovereign-fl/sovereign/p2p/pb"
 )
@@ -36,6 +39,31 @@ type statusReport struct {
 	LedgerLength    uint64         `json:"ledger_length"`
 	Online          []memberReport `json:"online"`
 	Offline         []memberReport `json:"offline"`
+	// Leader is the Raft leader this coordinator knows ("" if none), by
+	// name and peer: a follower's answer is the redirect to the leader.
+	Leader     string `json:"leader"`
+	LeaderPeer string `json:"leader_peer"`
+	// Replicas is this coordinator's view of every replica of its Raft
+	// group (its own entry first): state, leader, term, commit and applied
+	// index. Empty when the coordinator does not answer the replica status
+	// protocol.
+	Replicas []replicaReport `json:"replicas"`
+}
+
+// replicaReport is one replica's Raft figures, as reported by a coordinator.
+type replicaReport struct {
+	Name              string `json:"name"`
+	Peer              string `json:"peer"`
+	State             string `json:"state"`
+	Leader            string `json:"leader"`
+	LeaderPeer        string `json:"leader_peer"`
+	Term              uint64 `json:"term"`
+	CommitIndex       uint64 `json:"commit_index"`
+	AppliedIndex      uint64 `json:"applied_index"`
+	LastIndex         uint64 `json:"last_index"`
+	LastSnapshotIndex uint64 `json:"last_snapshot_index"`
+	Voters            int    `json:"voters"`
+	Error             string `json:"error,omitempty"`
 }
 
 type memberReport struct {
@@ -50,9 +78,11 @@ func newStatusCmd() *cobra.Command {
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "status --federation FILE --identity FILE [--json]",
-		Short: "Ask the coordinators of a federation for their round, stage, members online, accuracy and ledger head",
+		Short: "Ask the coordinators of a federation for their Raft role, term, commit index, round, stage, members online, accuracy and ledger head",
 		Long: "status connects to every coordinator listed in the federation file with an enrolled identity\n" +
-			"(an observer entry is the usual choice; see docs/runbook.md) and prints what each reports.\n" +
+			"(an observer entry is the usual choice; see docs/runbook.md) and prints what each reports:\n" +
+			"its Raft state (leader or follower), the leader it knows, term, commit and applied index,\n" +
+			"and the round, stage, members online, latest accuracy and ledger head of its replicated state.\n" +
 			"The identity defaults to $SOVEREIGN_IDENTITY. It exits non-zero if no coordinator answers.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -123,6 +153,10 @@ func queryStatus(ctx context.Context, h *p2p.Host, fed *p2p.Federation) []status
 			continue
 		}
 		r.Reachable = true
+		if l, err := peer.IDFromBytes(resp.Leader); err == nil && len(resp.Leader) > 0 {
+			r.Leader, r.LeaderPeer = memberName(fed, l), l.String()
+		}
+		r.Replicas = queryReplicas(ctx, h, fed, c.ID)
 		r.Round, r.Stage, r.InFlight = resp.Round, resp.Stage, resp.InFlight
 		r.CommittedRounds, r.Failures = resp.CommittedRounds, resp.Failures
 		r.Accuracy, r.AccuracyRound = resp.Accuracy, resp.AccuracyRound
@@ -145,6 +179,43 @@ func queryStatus(ctx context.Context, h *p2p.Host, fed *p2p.Federation) []status
 	return out
 }
 
+// memberName returns p's name in fed, or its peer ID if not enrolled.
+func memberName(fed *p2p.Federation, p peer.ID) string {
+	if m, ok := fed.Lookup(p); ok {
+		return m.Name
+	}
+	return p.String()
+}
+
+// queryReplicas asks coordinator c for its view of the Raft group
+// (ProtoReplicaStatus); nil when it does not answer.
+func queryReplicas(ctx context.Context, h *p2p.Host, fed *p2p.Federation, c peer.ID) []replicaReport {
+	var out wrapperspb.BytesValue
+	if err := p2p.NewClient(h).Request(ctx, c, ProtoReplicaStatus, wrapperspb.Bytes(nil), &out); err != nil {
+		return nil
+	}
+	var stats []replica.Stats
+	if err := json.Unmarshal(out.Value, &stats); err != nil {
+		return nil
+	}
+	reps := make([]replicaReport, 0, len(stats))
+	for _, s := range stats {
+		rr := replicaReport{Name: memberName(fed, s.ID), Peer: s.ID.String(), State: s.State, Term: s.Term,
+			CommitIndex: s.CommitIndex, AppliedIndex: s.AppliedIndex, LastIndex: s.LastIndex,
+			LastSnapshotIndex: s.LastSnapshotIndex, Error: s.Err}
+		if s.Leader != "" {
+			rr.Leader, rr.LeaderPeer = memberName(fed, s.Leader), s.Leader.String()
+		}
+		for _, sv := range s.Servers {
+			if sv.Voter {
+				rr.Voters++
+			}
+		}
+		reps = append(reps, rr)
+	}
+	return reps
+}
+
 func roleName(r pb.Role) string {
 	switch r {
 	case pb.Role_ROLE_WORKER:
@@ -164,6 +235,16 @@ func printStatus(w io.Writer, reports []statusReport) {
 			continue
 		}
 		fmt.Fprintf(w, "coordinator %s (%s)\n", r.Coordinator, r.Peer)
+		own := replicaReport{State: "unknown"}
+		if len(r.Replicas) > 0 && r.Replicas[0].Peer == r.Peer {
+			own = r.Replicas[0]
+		}
+		leader := r.Leader
+		if leader == "" {
+			leader = "none known"
+		}
+		fmt.Fprintf(w, "  raft %s, leader %s, term %d, commit index %d, applied index %d, %d voters\n",
+			strings.ToLower(own.State), leader, own.Term, own.CommitIndex, own.AppliedIndex, own.Voters)
 		fmt.Fprintf(w, "  round %d, stage %s, in flight %v, %d rounds committed, %d failed since\n", r.Round, r.Stage, r.InFlight, r.CommittedRounds, r.Failures)
 		if r.AccuracyRound > 0 {
 			fmt.Fprintf(w, "  accuracy %.4f (model of round %d)\n", r.Accuracy, r.AccuracyRound)
