@@ -489,9 +489,10 @@ func runCoordinator(ctx context.Context, cfg *coordinatorConfig, logOut io.Write
 	}
 	status := func() coordinator.Status {
 		s := d.Status()
-		if !node.IsLeader() {
-			// The driver runs on the leader only: a follower reports the
-			// stage its replicated state is in.
+		if !node.IsLeader() || s.Stage == "" {
+			// The driver runs on the leader only: a follower (or a leader
+			// whose driver has not started) reports the stage its
+			// replicated state is in.
 			s.Stage = followerStage(fsm.State(), cfg.Config.Rounds)
 		}
 		return s
@@ -684,7 +685,7 @@ func serveStatus(h *p2p.Host, name string, status func() coordinator.Status, nod
 // ProtoReplicaStatus is the status companion protocol of the replicated
 // coordinator: any enrolled member (the `sovereign status` command runs
 // as an observer) sends an empty frame and gets a BytesValue with the JSON
-// of []replica.Stats, this replica's view of every replica of its Raft
+// of []replicaStat, this replica's view of every replica of its Raft
 // configuration (its own first; unreachable ones with State "Unreachable").
 const ProtoReplicaStatus = "/sovereign/replica-status/1.0.0"
 
@@ -697,12 +698,46 @@ func serveReplicaStatus(h *p2p.Host, node *replica.Node) error {
 		if err := s.ReadMsg(&req); err != nil && !errors.Is(err, io.EOF) {
 			return err
 		}
-		b, err := json.Marshal(clusterStats(ctx, node))
+		stats := clusterStats(ctx, node)
+		out := make([]replicaStat, len(stats))
+		for i, st := range stats {
+			out[i] = toReplicaStat(st)
+		}
+		b, err := json.Marshal(out)
 		if err != nil {
 			return err
 		}
 		return s.WriteMsg(wrapperspb.Bytes(b))
 	})
+}
+
+// replicaStat is the wire form of replica.Stats on ProtoReplicaStatus, with
+// peer IDs as strings ("" when unknown).
+type replicaStat struct {
+	ID                string   `json:"id"`
+	State             string   `json:"state"`
+	Leader            string   `json:"leader"`
+	Term              uint64   `json:"term"`
+	CommitIndex       uint64   `json:"commit_index"`
+	AppliedIndex      uint64   `json:"applied_index"`
+	LastIndex         uint64   `json:"last_index"`
+	LastSnapshotIndex uint64   `json:"last_snapshot_index"`
+	Voters            []string `json:"voters"`
+	Err               string   `json:"err,omitempty"`
+}
+
+func toReplicaStat(s replica.Stats) replicaStat {
+	r := replicaStat{ID: s.ID.String(), State: s.State, Term: s.Term, CommitIndex: s.CommitIndex,
+		AppliedIndex: s.AppliedIndex, LastIndex: s.LastIndex, LastSnapshotIndex: s.LastSnapshotIndex, Err: s.Err, Voters: []string{}}
+	if s.Leader != "" {
+		r.Leader = s.Leader.String()
+	}
+	for _, sv := range s.Servers {
+		if sv.Voter {
+			r.Voters = append(r.Voters, sv.ID.String())
+		}
+	}
+	return r
 }
 
 // clusterStats asks every replica of node's configuration for its Stats in

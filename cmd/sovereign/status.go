@@ -15,7 +15,6 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/sovereign-fl/sovereign/coordinator/replica"
 	"github.com/sovereign-fl/sovereign/p2p"
 	"github.com/sovereign-fl/sovereign/p2p/pb"
 )
@@ -48,6 +47,8 @@ type statusReport struct {
 	// index. Empty when the coordinator does not answer the replica status
 	// protocol.
 	Replicas []replicaReport `json:"replicas"`
+	// ReplicasError says why Replicas is empty.
+	ReplicasError string `json:"replicas_error,omitempty"`
 }
 
 // replicaReport is one replica's Raft figures, as reported by a coordinator.
@@ -156,7 +157,9 @@ func queryStatus(ctx context.Context, h *p2p.Host, fed *p2p.Federation) []status
 		if l, err := peer.IDFromBytes(resp.Leader); err == nil && len(resp.Leader) > 0 {
 			r.Leader, r.LeaderPeer = memberName(fed, l), l.String()
 		}
-		r.Replicas = queryReplicas(ctx, h, fed, c.ID)
+		if r.Replicas, err = queryReplicas(ctx, h, fed, c.ID); err != nil {
+			r.ReplicasError = err.Error()
+		}
 		r.Round, r.Stage, r.InFlight = resp.Round, resp.Stage, resp.InFlight
 		r.CommittedRounds, r.Failures = resp.CommittedRounds, resp.Failures
 		r.Accuracy, r.AccuracyRound = resp.Accuracy, resp.AccuracyRound
@@ -188,32 +191,33 @@ func memberName(fed *p2p.Federation, p peer.ID) string {
 }
 
 // queryReplicas asks coordinator c for its view of the Raft group
-// (ProtoReplicaStatus); nil when it does not answer.
-func queryReplicas(ctx context.Context, h *p2p.Host, fed *p2p.Federation, c peer.ID) []replicaReport {
+// (ProtoReplicaStatus).
+func queryReplicas(ctx context.Context, h *p2p.Host, fed *p2p.Federation, c peer.ID) ([]replicaReport, error) {
 	var out wrapperspb.BytesValue
 	if err := p2p.NewClient(h).Request(ctx, c, ProtoReplicaStatus, wrapperspb.Bytes(nil), &out); err != nil {
-		return nil
+		return nil, err
 	}
-	var stats []replica.Stats
+	var stats []replicaStat
 	if err := json.Unmarshal(out.Value, &stats); err != nil {
-		return nil
+		return nil, fmt.Errorf("replica status from %s: malformed: %w", c, err)
 	}
 	reps := make([]replicaReport, 0, len(stats))
-	for _, s := range stats {
-		rr := replicaReport{Name: memberName(fed, s.ID), Peer: s.ID.String(), State: s.State, Term: s.Term,
-			CommitIndex: s.CommitIndex, AppliedIndex: s.AppliedIndex, LastIndex: s.LastIndex,
-			LastSnapshotIndex: s.LastSnapshotIndex, Error: s.Err}
-		if s.Leader != "" {
-			rr.Leader, rr.LeaderPeer = memberName(fed, s.Leader), s.Leader.String()
+	name := func(s string) string {
+		if id, err := peer.Decode(s); err == nil {
+			return memberName(fed, id)
 		}
-		for _, sv := range s.Servers {
-			if sv.Voter {
-				rr.Voters++
-			}
+		return s
+	}
+	for _, s := range stats {
+		rr := replicaReport{Name: name(s.ID), Peer: s.ID, State: s.State, Term: s.Term,
+			CommitIndex: s.CommitIndex, AppliedIndex: s.AppliedIndex, LastIndex: s.LastIndex,
+			LastSnapshotIndex: s.LastSnapshotIndex, Voters: len(s.Voters), Error: s.Err}
+		if s.Leader != "" {
+			rr.Leader, rr.LeaderPeer = name(s.Leader), s.Leader
 		}
 		reps = append(reps, rr)
 	}
-	return reps
+	return reps, nil
 }
 
 func roleName(r pb.Role) string {
