@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"math"
 	mrand "math/rand/v2"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -163,6 +164,16 @@ type Node struct {
 
 	mu      sync.Mutex
 	clients map[uint64]*secagg.Client
+	// trainNet is reused by every local training (under mu) while the
+	// spec stays the same; idx and delta are its per-round buffers.
+	trainNet *model.Network
+	idx      []int
+	delta    []float32
+
+	// evalMu guards evalNet, reused by EvaluateSpec while the spec stays
+	// the same.
+	evalMu  sync.Mutex
+	evalNet *model.Network
 
 	trainCalls atomic.Int64
 }
@@ -424,7 +435,15 @@ func (n *Node) client(round uint64) (*secagg.Client, error) {
 	if !ok {
 		return nil, n.refuse(round, nil, "no announcement of round %d was accepted", round)
 	}
-	c, err := secagg.RestoreClient(state, n.rand)
+	// The state is stored without the masked vector, which has its own
+	// record from stage 2 on (PutMasked writes both in one transaction).
+	var masked *secagg.MaskedInput
+	if mi, ok, err := n.st.Masked(round); err != nil {
+		return nil, err
+	} else if ok {
+		masked = &mi
+	}
+	c, err := secagg.RestoreClientWithMasked(state, masked, n.rand)
 	if err != nil {
 		return nil, &CorruptError{Key: roundKey(round, recClient), Reason: err.Error()}
 	}
@@ -500,14 +519,13 @@ func (n *Node) Advertise(a Announce) (secagg.AdvertiseKeys, error) {
 	if err != nil {
 		return secagg.AdvertiseKeys{}, err
 	}
-	state, err := c.MarshalState()
+	state, err := c.MarshalStateWithoutMasked()
 	if err != nil {
 		return secagg.AdvertiseKeys{}, err
 	}
+	// One synced transaction: the client state, the announcement and the
+	// last announced spec.
 	if err := n.st.PutClient(a.Round, state, &a); err != nil {
-		return secagg.AdvertiseKeys{}, err
-	}
-	if err := n.st.PutLastSpec(a.ModelSpec); err != nil {
 		return secagg.AdvertiseKeys{}, err
 	}
 	n.clients[a.Round] = c
@@ -517,8 +535,10 @@ func (n *Node) Advertise(a Announce) (secagg.AdvertiseKeys, error) {
 
 // persist writes the client's state after a stage moved it on; on failure
 // the in-memory client is dropped so that nothing unrecorded is answered.
+// The state is written without the masked vector, which PutMasked stores
+// once in its own record.
 func (n *Node) persist(round uint64, c *secagg.Client, write func(state []byte) error) error {
-	state, err := c.MarshalState()
+	state, err := c.MarshalStateWithoutMasked()
 	if err == nil {
 		err = write(state)
 	}
@@ -640,17 +660,21 @@ func (n *Node) update(a *Announce, global []float32) ([]float32, float64, error)
 	if err != nil {
 		return nil, 0, err
 	}
-	net, err := model.New(sp)
+	net, err := reuseNet(n.trainNet, sp)
 	if err != nil {
 		return nil, 0, err
 	}
+	n.trainNet = net
 	if err := net.SetParams(global); err != nil {
 		return nil, 0, fmt.Errorf("worker %s: round %d: global model: %w", n.cfg.Name, a.Round, err)
 	}
-	idx := make([]int, n.train.N)
-	for i := range idx {
-		idx[i] = i
+	if len(n.idx) != n.train.N {
+		n.idx = make([]int, n.train.N)
+		for i := range n.idx {
+			n.idx[i] = i
+		}
 	}
+	idx := n.idx
 	n.trainCalls.Add(1)
 	loss, err := model.Train(net, n.train.X, n.train.Y, n.train.Dim, idx, model.TrainConfig{
 		Epochs: a.Train.Epochs,
@@ -663,7 +687,12 @@ func (n *Node) update(a *Announce, global []float32) ([]float32, float64, error)
 		return nil, 0, fmt.Errorf("worker %s: round %d: local training: %w", n.cfg.Name, a.Round, err)
 	}
 	p := net.Params()
-	delta := make([]float32, len(p))
+	// The delta buffer is reused: secagg.Client.MaskedInput reads it
+	// into a vector of its own and keeps no reference.
+	if len(n.delta) != len(p) {
+		n.delta = make([]float32, len(p))
+	}
+	delta := n.delta
 	for j := range delta {
 		delta[j] = p[j] - global[j]
 	}
@@ -718,6 +747,17 @@ func (n *Node) Unmask(req secagg.UnmaskRequest) (secagg.UnmaskResponse, error) {
 		n.log.Info("unmask answered", "round", req.Round, "survivors", len(ans.Survivors), "dropped", len(ans.Dropped))
 	}
 	return resp, nil
+}
+
+// reuseNet returns net if it was built for sp, else a new network of sp: a
+// worker trains (and evaluates) the same model round after round, and
+// building one allocates its parameters, gradients and activation buffers
+// anew. Every use starts with SetParams, so nothing carries over.
+func reuseNet(net *model.Network, sp model.Spec) (*model.Network, error) {
+	if net != nil && reflect.DeepEqual(net.Spec(), sp) {
+		return net, nil
+	}
+	return model.New(sp)
 }
 
 func sortedCopy(v []uint32) []uint32 {
@@ -778,10 +818,13 @@ func (n *Node) EvaluateSpec(spec string, params []float32) (examples int, loss, 
 	if sp.NumParams() != len(params) {
 		return 0, 0, 0, fmt.Errorf("worker %s: evaluate: model %q has %d parameters, got %d", n.cfg.Name, spec, sp.NumParams(), len(params))
 	}
-	net, err := model.New(sp)
+	n.evalMu.Lock()
+	defer n.evalMu.Unlock()
+	net, err := reuseNet(n.evalNet, sp)
 	if err != nil {
 		return 0, 0, 0, err
 	}
+	n.evalNet = net
 	if err := net.SetParams(params); err != nil {
 		return 0, 0, 0, fmt.Errorf("worker %s: evaluate: %w", n.cfg.Name, err)
 	}

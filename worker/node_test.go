@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dgraph-io/badger/v4"
+
 	"github.com/sovereign-fl/sovereign/aggregation/dp"
 	"github.com/sovereign-fl/sovereign/aggregation/secagg"
 )
@@ -424,5 +426,98 @@ func TestEvaluateSpecResolution(t *testing.T) {
 	}
 	if _, _, _, err := node.EvaluateSpec(testSpec, append(slices.Clone(cl.global[:len(cl.global)-1]), float32(math.NaN()))); err == nil {
 		t.Fatal("NaN model evaluated")
+	}
+}
+
+// TestClientStateStoredWithoutMaskedVector checks that the stored SecAgg+
+// client state does not repeat the masked vector (stored once, in its own
+// record), that a restarted worker still answers stage 3 from the two
+// records, and that a missing masked record is reported as corrupt state,
+// naming the key, instead of answering.
+func TestClientStateStoredWithoutMaskedVector(t *testing.T) {
+	cl := newCluster(t, 4, func(i int, c *Config) { c.Policy.MaxEpsilon = math.Inf(1) })
+	a := cl.announce(1, maxExamples)
+	_, _, _, msgs := cl.runRound(a, hooks{})
+	for i := range cl.nodes {
+		state, ok, err := cl.stores[i].Client(1)
+		if err != nil || !ok {
+			t.Fatalf("worker %d: client state: %v %v", i, ok, err)
+		}
+		full, err := cl.nodes[i].clients[1].MarshalState()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if vec := 4 * (len(cl.global) + 1); len(full)-len(state) < vec {
+			t.Fatalf("worker %d: stored client state of %d bytes, the full one %d: the %d-byte masked vector is not left out", i, len(state), len(full), vec)
+		}
+		if _, ok, err := cl.stores[i].Masked(1); err != nil || !ok {
+			t.Fatalf("worker %d: masked record: %v %v", i, ok, err)
+		}
+	}
+	// After a restart the client is rebuilt from both records: the cached
+	// masked input and the stage-3 answer are the ones sent.
+	cl.restart(1)
+	c, err := cl.nodes[1].client(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mi, ok := c.CachedMaskedInput(); !ok || !reflect.DeepEqual(mi, msgs[2][2]) {
+		t.Fatal("restored client's cached masked input differs from the one sent")
+	}
+	resp, err := cl.nodes[1].Unmask(secagg.UnmaskRequest{Round: 1, To: 2, Survivors: []uint32{1, 2, 3, 4}})
+	if err != nil || !reflect.DeepEqual(resp, msgs[2][3]) {
+		t.Fatalf("unmask after restart differs: %v", err)
+	}
+	// Without the masked record the state cannot be completed.
+	cl.restart(0)
+	if err := cl.stores[0].db.Update(func(txn *badger.Txn) error {
+		return txn.Delete([]byte(roundKey(1, recMasked)))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = cl.nodes[0].Unmask(secagg.UnmaskRequest{Round: 1, To: 1, Survivors: []uint32{1, 2, 3, 4}})
+	var ce *CorruptError
+	if !errors.As(err, &ce) || ce.Key != roundKey(1, recClient) || !strings.Contains(ce.Reason, "masked input") {
+		t.Fatalf("want a corrupt-state error naming %q, got %v", roundKey(1, recClient), err)
+	}
+}
+
+// TestUpdateReusesNetwork checks that local training on the network a
+// worker keeps across rounds gives, bit for bit, the update a fresh
+// network gives: nothing of an earlier training carries over.
+func TestUpdateReusesNetwork(t *testing.T) {
+	cl := newCluster(t, 3, func(i int, c *Config) { c.Policy.MaxEpsilon = math.Inf(1) })
+	a1 := cl.announce(1, maxExamples)
+	a2 := cl.announce(2, maxExamples)
+	a2.Train.ProxMu = 0.1
+	node := cl.nodes[0]
+	first, _, err := node.update(&a1, cl.global)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first = slices.Clone(first)
+	net := node.trainNet
+	for _, a := range []*Announce{&a2, &a1} {
+		got, loss, err := node.update(a, cl.global)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if node.trainNet != net {
+			t.Fatal("a new network was built for the same model")
+		}
+		got = slices.Clone(got)
+		cl.restart(0)
+		fresh, floss, err := cl.nodes[0].update(a, cl.global)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, fresh) || loss != floss {
+			t.Fatalf("round %d: update on the reused network differs from a fresh network's", a.Round)
+		}
+		node = cl.nodes[0]
+		net = node.trainNet
+		if a.Round == 1 && !slices.Equal(got, first) {
+			t.Fatal("round 1 retrained after another round differs")
+		}
 	}
 }

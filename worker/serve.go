@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	"math/rand"
+	"slices"
 	"sync"
 	"time"
 
@@ -303,7 +304,7 @@ func (s *Server) handleMasked(ctx context.Context, st *p2p.Stream) error {
 	}
 	s.log.Info("masked input requested", "round", sb.Round, "peer", st.Peer().String(), "shares", len(sb.Shares))
 	var global []float32
-	if _, cached, err := s.st.Masked(sb.Round); err != nil {
+	if cached, err := s.st.HasMasked(sb.Round); err != nil {
 		return refuse(err)
 	} else if !cached {
 		a, ok, err := s.st.Announce(sb.Round)
@@ -321,7 +322,10 @@ func (s *Server) handleMasked(ctx context.Context, st *p2p.Stream) error {
 	if err != nil {
 		return refuse(err)
 	}
-	blob := wire.EncodeVector(mi.Vector)
+	bp := blobPool.Get().(*[]byte)
+	defer blobPool.Put(bp)
+	blob := encodeVector((*bp)[:0], mi.Vector)
+	*bp = blob
 	hdr := wire.MaskedHeader(mi, blob)
 	if err := st.WriteMsg(hdr); err != nil {
 		return err
@@ -383,6 +387,20 @@ func (s *Server) handleEvaluate(ctx context.Context, st *p2p.Stream) error {
 	}, func(m *pb.EvaluateRequest) uint64 { return m.Round })
 }
 
+// blobPool recycles the byte buffers masked vectors are encoded into, one
+// per round (a few hundred kilobytes to megabytes each).
+var blobPool = sync.Pool{New: func() any { return new([]byte) }}
+
+// encodeVector appends v to dst as little-endian uint32 words, the layout
+// of wire.EncodeVector, and returns the extended slice.
+func encodeVector(dst []byte, v []uint32) []byte {
+	dst = slices.Grow(dst, 4*len(v))
+	for _, x := range v {
+		dst = binary.LittleEndian.AppendUint32(dst, x)
+	}
+	return dst
+}
+
 // maxModelParams bounds a model fetched without a known size.
 const maxModelParams = 1 << 26
 
@@ -402,11 +420,14 @@ func (s *Server) model(ctx context.Context, p peer.ID, h [32]byte, numParams int
 	if numParams > 0 {
 		limit = int64(numParams) * 4
 	}
-	var buf bytes.Buffer
-	if _, err := p2p.FetchBlob(ctx, s.h, p, p2p.Hash(h), &buf, limit); err != nil {
+	// Decoded as the chunks arrive, into a vector of the announced size:
+	// no intermediate byte buffer. FetchBlob checks the SHA-256 of every
+	// byte before it returns, and nothing is kept unless it does.
+	dec := &modelDecoder{params: make([]float32, 0, max(numParams, 0))}
+	if _, err := p2p.FetchBlob(ctx, s.h, p, p2p.Hash(h), dec, limit); err != nil {
 		return nil, err
 	}
-	params, err := decodeModel(buf.Bytes())
+	params, err := dec.finish()
 	if err != nil {
 		return nil, fmt.Errorf("model %x from %s: %w", h[:8], p, err)
 	}
@@ -426,19 +447,63 @@ func (s *Server) model(ctx context.Context, p peer.ID, h [32]byte, numParams int
 	return params, nil
 }
 
-// decodeModel reads little-endian float32 parameters and refuses
-// non-finite ones.
-func decodeModel(b []byte) ([]float32, error) {
-	if len(b)%4 != 0 || len(b) == 0 {
-		return nil, fmt.Errorf("%d bytes is not a whole number of float32 parameters", len(b))
+// modelDecoder is an io.Writer decoding little-endian float32 parameters as
+// they are written, refusing non-finite ones; finish returns them.
+type modelDecoder struct {
+	params  []float32
+	partial [4]byte // the bytes of a parameter split across writes
+	npart   int
+	err     error
+}
+
+// Write implements io.Writer.
+func (d *modelDecoder) Write(b []byte) (int, error) {
+	if d.err != nil {
+		return 0, d.err
 	}
-	out := make([]float32, len(b)/4)
+	n := len(b)
+	if d.npart > 0 {
+		k := copy(d.partial[d.npart:], b)
+		d.npart += k
+		b = b[k:]
+		if d.npart < 4 {
+			return n, nil
+		}
+		d.npart = 0
+		if d.err = d.add(d.partial[:]); d.err != nil {
+			return 0, d.err
+		}
+	}
+	whole := len(b) &^ 3
+	if d.err = d.add(b[:whole]); d.err != nil {
+		return 0, d.err
+	}
+	d.npart = copy(d.partial[:], b[whole:])
+	return n, nil
+}
+
+// add decodes whole parameters from b (len(b) a multiple of 4).
+func (d *modelDecoder) add(b []byte) error {
+	start := len(d.params)
+	d.params = slices.Grow(d.params, len(b)/4)[:start+len(b)/4]
+	out := d.params[start:]
 	for i := range out {
 		v := math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
 		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return nil, fmt.Errorf("parameter %d is %v", i, v)
+			return fmt.Errorf("parameter %d is %v", start+i, v)
 		}
 		out[i] = v
 	}
-	return out, nil
+	return nil
+}
+
+// finish returns the decoded parameters once the whole model was written.
+func (d *modelDecoder) finish() ([]float32, error) {
+	if d.err != nil {
+		return nil, d.err
+	}
+	if d.npart != 0 || len(d.params) == 0 {
+		return nil, fmt.Errorf("%d bytes is not a whole number of float32 parameters", 4*len(d.params)+d.npart)
+	}
+	return d.params, nil
 }

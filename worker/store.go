@@ -283,8 +283,9 @@ func (s *Store) Announce(round uint64) (*Announce, bool, error) {
 }
 
 // PutClient records the SecAgg+ client state of round (after stage 0 or 1).
-// A new announcement of a round whose client has not masked yet replaces
-// both together.
+// With a, the announcement it accepted and its model spec (as LastSpec)
+// are written in the same synced transaction: a new announcement of a
+// round whose client has not masked yet replaces both together.
 func (s *Store) PutClient(round uint64, state []byte, a *Announce) error {
 	kv := map[string][]byte{roundKey(round, recClient): state}
 	if a != nil {
@@ -293,6 +294,7 @@ func (s *Store) PutClient(round uint64, state []byte, a *Announce) error {
 			return err
 		}
 		kv[roundKey(round, recAnnounce)] = b
+		kv[keyLastSpec] = []byte(a.ModelSpec)
 	}
 	return s.put(kv)
 }
@@ -309,6 +311,23 @@ func (s *Store) PutMasked(round uint64, state []byte, mi secagg.MaskedInput) err
 		roundKey(round, recClient): state,
 		roundKey(round, recMasked): encodeMasked(mi),
 	})
+}
+
+// HasMasked reports whether a masked input is cached for round, without
+// reading it.
+func (s *Store) HasMasked(round uint64) (bool, error) {
+	key := roundKey(round, recMasked)
+	err := s.db.View(func(txn *badger.Txn) error {
+		_, err := txn.Get([]byte(key))
+		return err
+	})
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, badger.ErrKeyNotFound):
+		return false, nil
+	}
+	return false, fmt.Errorf("worker store: reading %q: %w", key, err)
 }
 
 // Masked returns the masked input cached for round.
@@ -404,13 +423,50 @@ func (s *Store) Commit(round uint64, epsilon float64) error {
 	if epsilon > spent {
 		kv[keyEpsilon] = binary.BigEndian.AppendUint64(nil, math.Float64bits(epsilon))
 	}
-	if len(kv) > 0 {
+	if len(kv) == 0 {
+		_, err = s.GC(round)
+		return err
+	}
+	// The new mark and the deletion of the rounds it covers go in one
+	// synced transaction (one fsync instead of two); a round with more
+	// records than one transaction holds is left to GC.
+	dels, err := s.roundKeys(func(r uint64) bool { return r <= round })
+	if err != nil {
+		return err
+	}
+	if len(dels) > maxCommitDeletes {
 		if err := s.put(kv); err != nil {
 			return err
 		}
+		_, err = s.GC(round)
+		return err
 	}
-	_, err = s.GC(round)
-	return err
+	return s.putDelete(kv, dels)
+}
+
+// maxCommitDeletes bounds the deletions Commit folds into its transaction
+// (a handful of records per round; far below badger's transaction limit).
+const maxCommitDeletes = 256
+
+// putDelete writes kv and deletes dels in one synced transaction.
+func (s *Store) putDelete(kv map[string][]byte, dels [][]byte) error {
+	err := s.db.Update(func(txn *badger.Txn) error {
+		for k, v := range kv {
+			if err := txn.Set([]byte(k), wrapRecord(v)); err != nil {
+				return fmt.Errorf("%q: %w", k, err)
+			}
+		}
+		for _, k := range dels {
+			if err := txn.Delete(k); err != nil {
+				return fmt.Errorf("deleting %q: %w", k, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("worker store: write: %w", err)
+	}
+	return nil
 }
 
 // Rounds lists, ascending, the rounds that have records.
@@ -458,10 +514,11 @@ func (s *Store) GC(upTo uint64) (int, error) {
 	return n, s.deleteRounds(func(r uint64) bool { return r <= upTo })
 }
 
-func (s *Store) deleteRounds(match func(uint64) bool) error {
+// roundKeys lists the keys of the round records whose round matches.
+func (s *Store) roundKeys(match func(uint64) bool) ([][]byte, error) {
 	var keys [][]byte
 	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(roundPrefix)})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(roundPrefix), PrefetchValues: false})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			k := it.Item().KeyCopy(nil)
@@ -472,7 +529,15 @@ func (s *Store) deleteRounds(match func(uint64) bool) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("worker store: listing rounds: %w", err)
+		return nil, fmt.Errorf("worker store: listing rounds: %w", err)
+	}
+	return keys, nil
+}
+
+func (s *Store) deleteRounds(match func(uint64) bool) error {
+	keys, err := s.roundKeys(match)
+	if err != nil {
+		return err
 	}
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
