@@ -312,7 +312,7 @@ func (c *cluster) waitCommitted(rounds int, idx []int, d time.Duration) []haStat
 		head, leader := "", ""
 		for k, i := range idx {
 			r := rs[i]
-			if !r.Reachable || r.CommittedRounds != rounds || r.Leader == "" {
+			if !r.Reachable || r.CommittedRounds != rounds || r.Leader == "" || r.AccuracyRound != uint64(rounds) {
 				return false
 			}
 			if k == 0 {
@@ -525,11 +525,18 @@ func TestFailover(t *testing.T) {
 			for i := range W {
 				c.startWorker(i)
 			}
+			// hospital-4 is stopped while it trains: the leader waits for it.
+			waitLog(t, c.workers[4], 60*time.Second, 2*time.Millisecond, "masked input requested", "round=1 ")
+			c.workers[4].signal(syscall.SIGSTOP)
+			if hasLine(c.workers[4], "sent masked input", "round=1 ") {
+				t.Fatal("precondition: hospital-4 finished training before it was stopped")
+			}
 			l, _ := waitAnyLog(t, c.coords, 60*time.Second, "stage closed", "round=1 ", "share-keys(1)")
 			c.coords[l].kill()
-			if hasLine(c.coords[l], "survivors committed", "round=1 ") || hasLine(c.workers[4], "sent masked input", "round=1 ") {
+			if hasLine(c.coords[l], "survivors committed", "round=1 ") {
 				t.Fatal("precondition: the masked-input stage ended before the leader was killed")
 			}
+			c.workers[4].signal(syscall.SIGCONT)
 			waitAnyLog(t, c.subset(c.others(l)), 30*time.Second, "resuming", "round=1 ", "masked-input(2)")
 			c.startCoordinator(l)
 			return 1
@@ -538,11 +545,16 @@ func TestFailover(t *testing.T) {
 			for i := range W {
 				c.startWorker(i)
 			}
+			// hospital-4 is held while it trains, so the masked-input stage
+			// stays open until hospital-0 has answered and been stopped.
+			waitLog(t, c.workers[4], 60*time.Second, 2*time.Millisecond, "masked input requested", "round=1 ")
+			c.workers[4].signal(syscall.SIGSTOP)
+			if hasLine(c.workers[4], "sent masked input", "round=1 ") {
+				t.Fatal("precondition: hospital-4 finished training before it was stopped")
+			}
 			waitLog(t, c.workers[0], 60*time.Second, 5*time.Millisecond, "sent masked input", "round=1 ")
 			c.workers[0].signal(syscall.SIGSTOP) // a survivor that cannot unmask
-			if hasLine(c.workers[4], "sent masked input", "round=1 ") {
-				t.Fatal("precondition: hospital-4 finished training before hospital-0 was stopped")
-			}
+			c.workers[4].signal(syscall.SIGCONT)
 			l, _ := waitAnyLog(t, c.coords, 60*time.Second, "survivors committed", "round=1 ")
 			c.coords[l].kill()
 			if hasLine(c.coords[l], "model committed", "round=1 ") {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -516,7 +517,7 @@ func runCoordinator(ctx context.Context, cfg *coordinatorConfig, logOut io.Write
 		t := time.NewTicker(exportInterval)
 		defer t.Stop()
 		for {
-			ex.export(node.Stats().AppliedIndex)
+			ex.export()
 			if exitWhenDone && finished(fsm.State(), cfg.Config.Rounds) {
 				st := fsm.State()
 				log.Info("federation finished", "round", st.Round, "committed", st.CommittedRounds(), "ledger_head", headHash(st))
@@ -549,7 +550,7 @@ func runCoordinator(ctx context.Context, cfg *coordinatorConfig, logOut io.Write
 	})
 	cancel()
 	wg.Wait()
-	ex.export(node.Stats().AppliedIndex)
+	ex.export()
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
@@ -598,31 +599,33 @@ func followerStage(st coordinator.State, rounds int) string {
 	return "sample"
 }
 
-// exporter rewrites ledger.json and state.snapshot when the replica has
-// applied new entries, so that `sovereign ledger verify --data DIR` works on
-// every replica, not only on the leader.
+// exporter rewrites ledger.json and state.snapshot when the replica's FSM
+// has changed, so that `sovereign ledger verify --data DIR` works on every
+// replica, not only on the leader. It compares the FSM's snapshot bytes, not
+// Raft's applied index, which Raft advances before the FSM has applied.
 type exporter struct {
 	fsm        *coordinator.FSM
 	ledgerPath string
 	statePath  string
 	log        *slog.Logger
 
-	mu      sync.Mutex
-	applied uint64
-	ledger  int
-	started bool
+	mu     sync.Mutex
+	last   [32]byte
+	ledger int
+	done   bool
 }
 
-func (e *exporter) export(applied uint64) {
+func (e *exporter) export() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.started && applied == e.applied {
-		return
-	}
 	// Read the state once: the ledger and the snapshot agree.
 	var snap bytes.Buffer
 	if err := e.fsm.Snapshot(&snap); err != nil {
 		e.log.Warn("state export", "err", err)
+		return
+	}
+	sum := sha256.Sum256(snap.Bytes())
+	if e.done && sum == e.last {
 		return
 	}
 	ledger, err := coordinator.ReadSnapshotLedger(bytes.NewReader(snap.Bytes()))
@@ -630,7 +633,7 @@ func (e *exporter) export(applied uint64) {
 		e.log.Warn("state export", "err", err)
 		return
 	}
-	if len(ledger) > 0 && (!e.started || len(ledger) != e.ledger) {
+	if len(ledger) > 0 && (!e.done || len(ledger) != e.ledger) {
 		if err := coordinator.WriteLedgerFile(e.ledgerPath, ledger); err != nil {
 			e.log.Warn("ledger export", "path", e.ledgerPath, "err", err)
 			return
@@ -641,7 +644,7 @@ func (e *exporter) export(applied uint64) {
 		e.log.Warn("state export", "path", e.statePath, "err", err)
 		return
 	}
-	e.applied, e.started = applied, true
+	e.last, e.done = sum, true
 }
 
 // writeFileAtomic writes b to a temporary file beside path, syncs it and
