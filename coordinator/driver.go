@@ -38,8 +38,9 @@ type Config struct {
 	// WorkersPerRound is 0, in (0, 1].
 	Fraction float64
 	// MinWorkers is the fewest workers a round samples and the fewest
-	// survivors whose sum may be released (≥ 2). With DP on it is the t of
-	// the distributed noise σC/√t (DPParams.MinClients).
+	// survivors whose sum may be released (≥ 2). With DP on, the t of the
+	// distributed noise σC/√t (DPParams.MinClients) is the smaller of
+	// MinWorkers and the round's SecAgg+ threshold.
 	MinWorkers int
 	// Train are the local-training settings sent to workers.
 	Train TrainParams
@@ -436,11 +437,15 @@ func (d *Driver) start(ctx context.Context, r uint64, st *State) (*RoundState, e
 	}
 	sc = sc.WithDefaults()
 	dpp := d.cfg.DP
-	dpp.MinClients = d.cfg.MinWorkers
+	// The noise share assumes the fewest clients a released sum can hold:
+	// the driver releases no sum of fewer than MinWorkers survivors, but
+	// SecAgg+ itself can unmask any t = Threshold of them, and a worker
+	// refuses a round whose noise would not cover that case.
+	dpp.MinClients = min(d.cfg.MinWorkers, sc.Threshold)
 	eps := 0.0
 	if dpp.Noise > 0 {
 		// Distributed DP: each worker adds N(0, σ²C²/t); a released sum of
-		// at least t = MinWorkers survivors carries noise σC (Truex et
+		// at least t = MinClients survivors carries noise σC (Truex et
 		// al. 2019; Kairouz, Liu, Steinke 2021), accounted with RDP
 		// (Mironov 2017) at sampling rate n/online.
 		sc.ClipRange = dpp.Clip + 6*dp.DistributedStd(dpp.Noise, dpp.Clip, dpp.MinClients)

@@ -377,3 +377,31 @@ func TestConfigValidateNamesField(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// With DP on, the announced noise share must cover the smallest sum SecAgg+
+// could unmask: MinClients never exceeds the round's threshold, even when
+// MinWorkers does (three workers: k = 2, t = 2).
+func TestDPMinClientsWithinThreshold(t *testing.T) {
+	cfg := testConfig()
+	cfg.Rounds = 1
+	cfg.WorkersPerRound = 3
+	cfg.MinWorkers = 3
+	cfg.DP.Clip, cfg.DP.Noise = 1, 1
+	c := newMemCohort(3, 4)
+	f := NewFSM()
+	rec := &recorder{fsm: f}
+	d := newTestDriver(t, cfg, f, rec, NewMemRegistry(), c)
+	if err := d.Init(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.RunRound(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	a := announceOf(t, rec, 1)
+	if a.DP.MinClients < 1 || a.DP.MinClients > a.SecAgg.Threshold {
+		t.Fatalf("DP.MinClients %d outside [1, threshold %d]", a.DP.MinClients, a.SecAgg.Threshold)
+	}
+	if a.DP.MinClients != 2 {
+		t.Fatalf("DP.MinClients %d, want 2 (threshold of 3 workers)", a.DP.MinClients)
+	}
+}
