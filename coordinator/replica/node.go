@@ -2,6 +2,7 @@ package replica
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -488,6 +489,24 @@ type Server struct {
 	Voter bool    `json:"voter"`
 }
 
+// UnmarshalJSON decodes a Server; an invalid peer ID is reported as the
+// server's id.
+func (s *Server) UnmarshalJSON(b []byte) error {
+	var w struct {
+		ID    string `json:"id"`
+		Voter bool   `json:"voter"`
+	}
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	id, err := peer.Decode(w.ID)
+	if err != nil {
+		return fmt.Errorf("server id: %q is not a peer ID: %w", w.ID, err)
+	}
+	*s = Server{ID: id, Voter: w.Voter}
+	return nil
+}
+
 // Stats is one replica's view of the cluster, what `sovereign status` shows
 // per replica.
 type Stats struct {
@@ -512,6 +531,48 @@ type Stats struct {
 	Servers []Server `json:"servers"`
 	// Err is the storage error that stopped this replica's FSM, if any.
 	Err string `json:"err,omitempty"`
+}
+
+// UnmarshalJSON decodes Stats as encoding/json writes them. The peer IDs are
+// read as strings first: an empty one (no leader known, or an entry for a
+// replica that could not be named) decodes to "", which peer.ID's own
+// UnmarshalJSON refuses; any other string must be a valid peer ID, and an
+// invalid one is reported with its field.
+func (s *Stats) UnmarshalJSON(b []byte) error {
+	// plain has Stats' fields without its methods; the string fields of
+	// the outer struct shadow its peer-ID fields of the same JSON names.
+	type plain Stats
+	var w struct {
+		plain
+		ID     string `json:"id"`
+		Leader string `json:"leader"`
+	}
+	if err := json.Unmarshal(b, &w); err != nil {
+		return fmt.Errorf("replica stats: %w", err)
+	}
+	id, err := decodeOptionalPeer(w.ID)
+	if err != nil {
+		return fmt.Errorf("replica stats: id: %w", err)
+	}
+	leader, err := decodeOptionalPeer(w.Leader)
+	if err != nil {
+		return fmt.Errorf("replica stats of %s: leader: %w", w.ID, err)
+	}
+	*s = Stats(w.plain)
+	s.ID, s.Leader = id, leader
+	return nil
+}
+
+// decodeOptionalPeer decodes a peer ID, "" meaning none.
+func decodeOptionalPeer(s string) (peer.ID, error) {
+	if s == "" {
+		return "", nil
+	}
+	id, err := peer.Decode(s)
+	if err != nil {
+		return "", fmt.Errorf("%q is not a peer ID: %w", s, err)
+	}
+	return id, nil
 }
 
 // Stats reports this replica's view.
