@@ -20,7 +20,7 @@ import (
 // cluster is a federation with several coordinator replicas (one Raft
 // group) and worker processes.
 type cluster struct {
-	t        *testing.T
+	t        testing.TB
 	dir      string
 	fedFile  string
 	observer string
@@ -41,12 +41,19 @@ type clusterOptions struct {
 	// rows, if set, replicates worker i's partition rows[i] times.
 	rows  []int
 	stage string
+	// raftDefaults leaves out the [raft] table, so the replicas run with
+	// hashicorp/raft's default timeouts, as in production.
+	raftDefaults bool
+	// noDP runs rounds without differential privacy (noise 0) and leaves
+	// the workers' privacy budget unset, so any number of rounds runs.
+	noDP bool
 }
 
 // newCluster writes keys, the federation file (every coordinator with a
 // loopback address), data partitions and configurations. Raft runs with
-// 500 ms timeouts so that a failover takes about a second.
-func newCluster(t *testing.T, o clusterOptions) *cluster {
+// 500 ms timeouts so that a failover takes about a second, unless
+// o.raftDefaults is set.
+func newCluster(t testing.TB, o clusterOptions) *cluster {
 	t.Helper()
 	dir := t.TempDir()
 	c := &cluster{t: t, dir: dir, fedFile: filepath.Join(dir, "federation.toml"), observer: filepath.Join(dir, "observer.key")}
@@ -76,6 +83,20 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 	}
 	write(t, c.fedFile, fb.String())
 	writePartitions(t, dir, c.wnames, o.rows)
+	raftTable := `
+[raft]
+heartbeat_timeout = "500ms"
+election_timeout = "500ms"
+leader_lease_timeout = "500ms"
+restart_delay = "200ms"
+`
+	if o.raftDefaults {
+		raftTable = ""
+	}
+	noise, budget := 0.5, "max_epsilon = 1000.0\n"
+	if o.noDP {
+		noise, budget = 0, ""
+	}
 	for i, name := range c.cnames {
 		p := filepath.Join(dir, name+".toml")
 		c.ccfg = append(c.ccfg, p)
@@ -97,20 +118,14 @@ epochs = 1
 batch = 16
 lr = 0.3
 clip = 2.0
-noise = 0.5
+noise = %v
 delta = 1e-5
 max_weight = 1000
 stage_timeout = %q
 retry_limit = 3
 seed = 11
 poll_interval = "100ms"
-
-[raft]
-heartbeat_timeout = "500ms"
-election_timeout = "500ms"
-leader_lease_timeout = "500ms"
-restart_delay = "200ms"
-`, name, name, ports[i], name, o.model, o.rounds, o.workers, o.stage))
+%s`, name, name, ports[i], name, o.model, o.rounds, o.workers, noise, o.stage, raftTable))
 	}
 	for _, name := range c.wnames {
 		p := filepath.Join(dir, name+".toml")
@@ -122,10 +137,9 @@ dataset = "csv:%s.csv?label=label&classes=10"
 store = "%s-store"
 
 [policy]
-max_epsilon = 1000.0
-min_cohort = 3
+%smin_cohort = 3
 accepted_models = [%q]
-`, name, name, name, name, o.model))
+`, name, name, name, name, budget, o.model))
 		c.wcfg = append(c.wcfg, p)
 	}
 	c.coords = make([]*proc, o.coords)
@@ -241,7 +255,7 @@ func (c *cluster) waitStatus(what string, d time.Duration, cond func([]haStatus)
 
 // waitAnyLog waits until one of ps logs a line holding every one of subs
 // and returns its index and the line.
-func waitAnyLog(t *testing.T, ps []*proc, d time.Duration, subs ...string) (int, string) {
+func waitAnyLog(t testing.TB, ps []*proc, d time.Duration, subs ...string) (int, string) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
