@@ -313,6 +313,7 @@ func (d *Driver) Run(ctx context.Context) error {
 	if err := d.Init(ctx); err != nil {
 		return err
 	}
+	d.evaluateUnrecorded(ctx)
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -861,6 +862,22 @@ func (d *Driver) finish(ctx context.Context, cur *RoundState, sum []float64, tw 
 	}
 	d.evaluate(ctx, r, h, mc.Participants)
 	return nil
+}
+
+// evaluateUnrecorded evaluates the newest committed model if no metrics
+// were recorded for it: a leader that died between ModelCommitted and
+// MetricsRecorded leaves that step to its successor.
+func (d *Driver) evaluateUnrecorded(ctx context.Context) {
+	st := d.fsm.State()
+	head := st.Head()
+	if st.Current != nil || head == nil || head.Round == 0 {
+		return
+	}
+	if n := len(st.Metrics); n > 0 && st.Metrics[n-1].Round >= head.Round {
+		return
+	}
+	d.log.Info("resuming", "round", head.Round, "stage", "evaluate")
+	d.evaluate(ctx, head.Round, head.ModelHash, head.Participants)
 }
 
 // evaluate asks the participants to evaluate the committed model and

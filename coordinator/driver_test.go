@@ -405,3 +405,38 @@ func TestDPMinClientsWithinThreshold(t *testing.T) {
 		t.Fatalf("DP.MinClients %d, want 2 (threshold of 3 workers)", a.DP.MinClients)
 	}
 }
+
+// A leader that dies right after committing the last model leaves the
+// federated evaluation to its successor, which records it before finishing.
+func TestMetricsRecordedAfterCrashAtModelCommit(t *testing.T) {
+	cfg := testConfig()
+	cfg.Rounds = 1
+	c := newMemCohort(6, 9)
+	reg := NewMemRegistry()
+	f1 := NewFSM()
+	rec := &recorder{fsm: f1, crashAfter: func(c Command) bool { return c.ModelCommitted != nil && c.ModelCommitted.Round > 0 }}
+	d1 := newTestDriver(t, cfg, f1, rec, reg, c)
+	if err := d1.Run(context.Background()); !errors.Is(err, errCrash) {
+		t.Fatalf("first leader: %v, want crash", err)
+	}
+	f2 := NewFSM()
+	for _, b := range rec.cmds {
+		if err := f2.Apply(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := f2.State(); len(st.Metrics) != 0 || st.CommittedRounds() != 1 {
+		t.Fatalf("after the crash: %d metrics, %d rounds committed; want 0 and 1", len(st.Metrics), st.CommittedRounds())
+	}
+	d2 := newTestDriver(t, cfg, f2, NewLocal(f2), reg, c)
+	if err := d2.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st := f2.State()
+	if len(st.Metrics) != 1 || st.Metrics[0].Round != 1 {
+		t.Fatalf("metrics after the new leader: %+v, want one record for round 1", st.Metrics)
+	}
+	if st.CommittedRounds() != 1 {
+		t.Fatalf("%d rounds committed, want 1 (no extra round)", st.CommittedRounds())
+	}
+}
