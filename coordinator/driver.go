@@ -313,13 +313,17 @@ func (d *Driver) Run(ctx context.Context) error {
 	if err := d.Init(ctx); err != nil {
 		return err
 	}
-	d.evaluateUnrecorded(ctx)
+	evalTries := 0
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		if !d.repl.IsLeader() {
 			return ErrNotLeader
+		}
+		if !d.evaluateUnrecorded(ctx) && evalTries < d.cfg.RetryLimit {
+			evalTries++
+			continue
 		}
 		st := d.fsm.State()
 		if st.Current == nil && st.CommittedRounds() >= d.cfg.Rounds {
@@ -369,6 +373,9 @@ func (d *Driver) RunRound(ctx context.Context, r uint64) error {
 	case st.Current != nil && st.Current.Round == r:
 		cur = st.Current
 		d.log.Info("resuming", "round", r, "stage", cur.Next.String())
+		// A new leader may be up before the round's workers have redialled
+		// it: give them time to come back before asking.
+		d.awaitOnline(ctx, cur.Announce.Sampled)
 	case st.Current != nil:
 		return fmt.Errorf("round %d: round %d is in flight", r, st.Current.Round)
 	case r != st.Round+1:
@@ -867,17 +874,57 @@ func (d *Driver) finish(ctx context.Context, cur *RoundState, sum []float64, tw 
 // evaluateUnrecorded evaluates the newest committed model if no metrics
 // were recorded for it: a leader that died between ModelCommitted and
 // MetricsRecorded leaves that step to its successor.
-func (d *Driver) evaluateUnrecorded(ctx context.Context) {
+// It reports whether the newest model's metrics are recorded (or there is
+// nothing to evaluate); Run tries again, up to RetryLimit times, while its
+// workers are still redialling a new leader.
+func (d *Driver) evaluateUnrecorded(ctx context.Context) bool {
+	recorded := func() bool {
+		st := d.fsm.State()
+		head := st.Head()
+		if st.Current != nil || head == nil || head.Round == 0 {
+			return true
+		}
+		n := len(st.Metrics)
+		return n > 0 && st.Metrics[n-1].Round >= head.Round
+	}
+	if recorded() {
+		return true
+	}
 	st := d.fsm.State()
 	head := st.Head()
-	if st.Current != nil || head == nil || head.Round == 0 {
-		return
-	}
-	if n := len(st.Metrics); n > 0 && st.Metrics[n-1].Round >= head.Round {
-		return
-	}
 	d.log.Info("resuming", "round", head.Round, "stage", "evaluate")
+	d.awaitOnline(ctx, head.Participants)
 	d.evaluate(ctx, head.Round, head.ModelHash, head.Participants)
+	return recorded()
+}
+
+// awaitOnline waits until every one of workers is online, at most two
+// stage timeouts (or until ctx ends), checking the cohort every 50 ms. It
+// returns either way: the stage that follows deals with whoever is missing.
+func (d *Driver) awaitOnline(ctx context.Context, workers []WorkerID) {
+	const poll = 50 * time.Millisecond
+	ctx, cancel := context.WithTimeout(ctx, 2*d.cfg.StageTimeout)
+	defer cancel()
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	for {
+		online := d.cohort.Online()
+		missing := 0
+		for _, w := range workers {
+			if _, ok := slices.BinarySearch(online, w); !ok {
+				missing++
+			}
+		}
+		if missing == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			d.log.Info("workers still offline", "stage", "resume", "missing", missing, "of", len(workers))
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // evaluate asks the participants to evaluate the committed model and

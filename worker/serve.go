@@ -33,7 +33,7 @@ type ServeOptions struct {
 	// Seed drives the jitter of the redial backoff.
 	Seed int64
 	// MinBackoff and MaxBackoff bound the wait before redialling a
-	// coordinator (defaults 200 ms and 30 s); the wait doubles after each
+	// coordinator (defaults 200 ms and 2 s); the wait doubles after each
 	// failure, with a random part of up to half of it.
 	MinBackoff, MaxBackoff time.Duration
 	// StageTimeout bounds each request the coordinator sends, training
@@ -75,7 +75,7 @@ func NewServer(h *p2p.Host, node *Node, st *Store, opts ServeOptions) (*Server, 
 		opts.MinBackoff = 200 * time.Millisecond
 	}
 	if opts.MaxBackoff < opts.MinBackoff {
-		opts.MaxBackoff = max(30*time.Second, opts.MinBackoff)
+		opts.MaxBackoff = max(2*time.Second, opts.MinBackoff)
 	}
 	if opts.StageTimeout <= 0 {
 		opts.StageTimeout = 10 * time.Minute
