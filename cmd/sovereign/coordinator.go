@@ -51,8 +51,8 @@ func init() { rootCmd.AddCommand(newCoordinatorCmd()) }
 //	secagg_degree = 0; stage_timeout = "1m"; retry_limit = 3; seed = 1; poll_interval = "1s"
 //
 //
-//	[raft]                               # optional; absent keys take hashicorp/raft's defaults
-//	heartbeat_timeout = "1s"; election_timeout = "1s"; leader_lease_timeout = "500ms"
+//	[raft]                               # optional; absent keys take these defaults
+//	heartbeat_timeout = "500ms"; election_timeout = "500ms"; leader_lease_timeout = "250ms"
 //	commit_timeout = "50ms"; snapshot_threshold = 8192; snapshot_interval = "2m"
 //	trailing_logs = 10240; transport_timeout = "60s"; restart_delay = "1s"
 //
@@ -71,7 +71,7 @@ type coordinatorFile struct {
 }
 
 // raftTable holds the optional Raft settings of replica.Config; an absent
-// key keeps hashicorp/raft's default (noted in replica.Config).
+// key keeps the replica's default (noted in replica.Config).
 type raftTable struct {
 	HeartbeatTimeout   *string `toml:"heartbeat_timeout"`
 	ElectionTimeout    *string `toml:"election_timeout"`
@@ -298,10 +298,10 @@ func parseCoordinatorConfig(src string, b []byte, dir string) (*coordinatorConfi
 	// timeout; say so in the configuration's own terms.
 	hb, lease := c.Replica.HeartbeatTimeout, c.Replica.LeaderLeaseTimeout
 	if hb == 0 {
-		hb = time.Second
+		hb = replica.DefaultHeartbeatTimeout
 	}
 	if lease == 0 {
-		lease = 500 * time.Millisecond
+		lease = replica.DefaultLeaderLeaseTimeout
 	}
 	if lease > hb {
 		return nil, fail("raft.leader_lease_timeout", "%v exceeds the heartbeat timeout %v (set both)", lease, hb)
