@@ -1,4 +1,4 @@
-package coordinator
+package coordinator_test
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/sovereign-fl/sovereign/aggregation/secagg"
+	. "github.com/sovereign-fl/sovereign/coordinator"
+	"github.com/sovereign-fl/sovereign/coordinator/coordtest"
 )
 
 // BenchmarkRound compares one driven round (FSM commits, concurrent cohort
@@ -21,7 +23,7 @@ func BenchmarkRound(b *testing.B) {
 	b.Run("driver", func(b *testing.B) {
 		for b.Loop() {
 			f := NewFSM()
-			d, err := NewDriver(cfg, f, NewLocal(f), NewMemRegistry(), newMemCohort(10, 1), quietLogger())
+			d, err := NewDriver(cfg, f, NewLocal(f), NewMemRegistry(), coordtest.NewCohort(10, 1), quietLogger())
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -31,7 +33,7 @@ func BenchmarkRound(b *testing.B) {
 		}
 	})
 	b.Run("baseline-simulate", func(b *testing.B) {
-		spec, _ := cfg.spec()
+		spec, _ := ConfigSpec(cfg)
 		sc := secagg.Config{Round: 1, Clients: []uint32{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, ClipRange: 1, MaxWeight: 100, Dim: spec.NumParams()}
 		upd := map[uint32][]float32{}
 		w := map[uint32]float64{}

@@ -1,4 +1,4 @@
-package coordinator
+package coordinator_test
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/sovereign-fl/sovereign/aggregation/secagg"
+	. "github.com/sovereign-fl/sovereign/coordinator"
+	"github.com/sovereign-fl/sovereign/coordinator/coordtest"
 )
 
 func announceOf(t *testing.T, rec *recorder, r uint64) Announce {
@@ -26,7 +28,7 @@ func announceOf(t *testing.T, rec *recorder, r uint64) Announce {
 // checkPlainMean checks that the model committed in round r moved from the
 // previous model by the plain weighted mean of the participants' updates,
 // within the quantization bound of SecAgg+.
-func checkPlainMean(t *testing.T, f *FSM, reg ModelStore, c *memCohort, a Announce, r uint64) {
+func checkPlainMean(t *testing.T, f *FSM, reg ModelStore, c *coordtest.Cohort, a Announce, r uint64) {
 	t.Helper()
 	st := f.State()
 	var entry *LedgerEntry
@@ -49,11 +51,11 @@ func checkPlainMean(t *testing.T, f *FSM, reg ModelStore, c *memCohort, a Announ
 	sum := make([]float64, len(before))
 	var w float64
 	for _, p := range entry.Participants {
-		wk := c.workers[p]
-		for i, v := range c.updates[r][p] {
-			sum[i] += wk.weight * float64(v)
+		weight := c.Weight(p)
+		for i, v := range c.Update(r, p) {
+			sum[i] += weight * float64(v)
 		}
-		w += wk.weight
+		w += weight
 	}
 	cfg := a.SecAgg
 	q, err := secagg.NewQuantizer(cfg.Bits, cfg.ClipRange, cfg.MaxWeight, len(cfg.Clients))
@@ -76,7 +78,7 @@ func checkPlainMean(t *testing.T, f *FSM, reg ModelStore, c *memCohort, a Announ
 
 func TestFullRoundsEqualPlainMean(t *testing.T) {
 	cfg := testConfig()
-	c := newMemCohort(8, 1)
+	c := coordtest.NewCohort(8, 1)
 	f := NewFSM()
 	rec := &recorder{fsm: f}
 	reg := NewMemRegistry()
@@ -113,13 +115,13 @@ func TestFullRoundsEqualPlainMean(t *testing.T) {
 	if s.LedgerHead != st.Ledger[2].Hash || s.CommittedRounds != 2 || s.Round != 2 || s.InFlight {
 		t.Errorf("status %+v", s)
 	}
-	c.distinctUnmaskSets(t)
+	c.DistinctUnmaskSets(t)
 }
 
 func TestRunIsDeterministic(t *testing.T) {
 	run := func() []LedgerEntry {
 		f := NewFSM()
-		d := newTestDriver(t, testConfig(), f, NewLocal(f), NewMemRegistry(), newMemCohort(8, 3))
+		d := newTestDriver(t, testConfig(), f, NewLocal(f), NewMemRegistry(), coordtest.NewCohort(8, 3))
 		if err := d.Run(context.Background()); err != nil {
 			t.Fatal(err)
 		}
@@ -138,8 +140,8 @@ func TestDropoutAtEachStage(t *testing.T) {
 			cfg.Rounds = 1
 			cfg.WorkersPerRound = 6
 			cfg.SecAggDegree = 5
-			c := newMemCohort(6, 2)
-			c.dropAt(1, "w02", s)
+			c := coordtest.NewCohort(6, 2)
+			c.DropAt(1, "w02", s)
 			f := NewFSM()
 			rec := &recorder{fsm: f}
 			reg := NewMemRegistry()
@@ -176,9 +178,9 @@ func TestStageTimeoutDropsBlockedWorker(t *testing.T) {
 	cfg.Rounds = 1
 	cfg.WorkersPerRound = 4
 	cfg.StageTimeout = 50 * time.Millisecond
-	c := newMemCohort(4, 4)
-	c.block = true
-	c.dropAt(1, "w01", secagg.StageMaskedInput)
+	c := coordtest.NewCohort(4, 4)
+	c.BlockDropped()
+	c.DropAt(1, "w01", secagg.StageMaskedInput)
 	f := NewFSM()
 	d := newTestDriver(t, cfg, f, NewLocal(f), NewMemRegistry(), c)
 	if err := d.Run(context.Background()); err != nil {
@@ -194,10 +196,10 @@ func TestRetryOnInsufficientSurvivors(t *testing.T) {
 	cfg := testConfig()
 	cfg.Rounds = 1
 	cfg.WorkersPerRound = 5
-	c := newMemCohort(5, 5)
+	c := coordtest.NewCohort(5, 5)
 	// Round 1: three of five vanish before unmasking: too few shares.
 	for _, w := range []WorkerID{"w00", "w01", "w02"} {
-		c.dropAt(1, w, secagg.StageUnmask)
+		c.DropAt(1, w, secagg.StageUnmask)
 	}
 	f := NewFSM()
 	rec := &recorder{fsm: f}
@@ -222,17 +224,17 @@ func TestRetryOnInsufficientSurvivors(t *testing.T) {
 		t.Fatalf("ledger %+v", st.Ledger)
 	}
 	checkPlainMean(t, f, reg, c, announceOf(t, rec, 2), 2)
-	c.distinctUnmaskSets(t)
+	c.DistinctUnmaskSets(t)
 }
 
 func TestRetryLimit(t *testing.T) {
 	cfg := testConfig()
 	cfg.RetryLimit = 1
 	cfg.WorkersPerRound = 3
-	c := newMemCohort(3, 6)
+	c := coordtest.NewCohort(3, 6)
 	for r := uint64(1); r <= 5; r++ {
-		c.dropAt(r, "w00", secagg.StageMaskedInput)
-		c.dropAt(r, "w01", secagg.StageMaskedInput)
+		c.DropAt(r, "w00", secagg.StageMaskedInput)
+		c.DropAt(r, "w01", secagg.StageMaskedInput)
 	}
 	f := NewFSM()
 	d := newTestDriver(t, cfg, f, NewLocal(f), NewMemRegistry(), c)
@@ -255,7 +257,7 @@ func TestResumeAfterLeaderCrash(t *testing.T) {
 	cfg.Rounds = 1
 	ref := func() Hash {
 		f := NewFSM()
-		d := newTestDriver(t, cfg, f, NewLocal(f), NewMemRegistry(), newMemCohort(6, 9))
+		d := newTestDriver(t, cfg, f, NewLocal(f), NewMemRegistry(), coordtest.NewCohort(6, 9))
 		if err := d.Run(context.Background()); err != nil {
 			t.Fatal(err)
 		}
@@ -269,7 +271,7 @@ func TestResumeAfterLeaderCrash(t *testing.T) {
 	}
 	for name, crash := range points {
 		t.Run(name, func(t *testing.T) {
-			c := newMemCohort(6, 9)
+			c := coordtest.NewCohort(6, 9)
 			reg := NewMemRegistry()
 			f1 := NewFSM()
 			rec := &recorder{fsm: f1, crashAfter: crash}
@@ -286,7 +288,7 @@ func TestResumeAfterLeaderCrash(t *testing.T) {
 			if f2.State().Current == nil {
 				t.Fatal("no round in flight after the crash")
 			}
-			before := c.calls[secagg.StageShareKeys]
+			before := c.Calls(secagg.StageShareKeys)
 			d2 := newTestDriver(t, cfg, f2, NewLocal(f2), reg, c)
 			if err := d2.Run(context.Background()); err != nil {
 				t.Fatal(err)
@@ -295,11 +297,11 @@ func TestResumeAfterLeaderCrash(t *testing.T) {
 				t.Errorf("resumed round committed %s, uninterrupted run %s", got, ref)
 			}
 			if name == "Stage1Closed" || name == "SurvivorsCommitted" {
-				if c.calls[secagg.StageShareKeys] != before {
+				if c.Calls(secagg.StageShareKeys) != before {
 					t.Errorf("new leader asked for shares again although they were committed")
 				}
 			}
-			c.distinctUnmaskSets(t)
+			c.DistinctUnmaskSets(t)
 		})
 	}
 }
@@ -310,7 +312,7 @@ func TestResumeAfterLeaderCrash(t *testing.T) {
 func TestEquivocationGuard(t *testing.T) {
 	cfg := testConfig()
 	cfg.Rounds = 1
-	c := newMemCohort(6, 10)
+	c := coordtest.NewCohort(6, 10)
 	reg := NewMemRegistry()
 	f1 := NewFSM()
 	rec := &recorder{fsm: f1, crashAfter: func(c Command) bool { return c.SurvivorsCommitted != nil }}
@@ -320,7 +322,7 @@ func TestEquivocationGuard(t *testing.T) {
 	}
 	surv := f1.State().Current.Survivors
 	victim := f1.State().Current.Announce.Sampled[surv[0]-1]
-	c.dropAt(1, victim, secagg.StageMaskedInput)
+	c.DropAt(1, victim, secagg.StageMaskedInput)
 	f2 := NewFSM()
 	for _, b := range rec.cmds {
 		if err := f2.Apply(b); err != nil {
@@ -333,7 +335,7 @@ func TestEquivocationGuard(t *testing.T) {
 	if !errors.As(err, &rf) || !slices.Equal(rf.Missing, []WorkerID{victim}) {
 		t.Fatalf("got %v, want round 1 failed naming %s", err, victim)
 	}
-	if n := len(c.unmask[1]); n != 0 {
+	if n := c.UnmaskAsked(1); n != 0 {
 		t.Errorf("%d workers were asked to unmask round 1", n)
 	}
 }
@@ -341,7 +343,7 @@ func TestEquivocationGuard(t *testing.T) {
 func TestNotEnoughOnlineWaits(t *testing.T) {
 	cfg := testConfig()
 	cfg.WorkersPerRound = 5
-	c := newMemCohort(3, 11)
+	c := coordtest.NewCohort(3, 11)
 	f := NewFSM()
 	d := newTestDriver(t, cfg, f, NewLocal(f), NewMemRegistry(), c)
 	if err := d.Init(context.Background()); err != nil {
@@ -387,7 +389,7 @@ func TestDPMinClientsWithinThreshold(t *testing.T) {
 	cfg.WorkersPerRound = 3
 	cfg.MinWorkers = 3
 	cfg.DP.Clip, cfg.DP.Noise = 1, 1
-	c := newMemCohort(3, 4)
+	c := coordtest.NewCohort(3, 4)
 	f := NewFSM()
 	rec := &recorder{fsm: f}
 	d := newTestDriver(t, cfg, f, rec, NewMemRegistry(), c)
@@ -411,7 +413,7 @@ func TestDPMinClientsWithinThreshold(t *testing.T) {
 func TestMetricsRecordedAfterCrashAtModelCommit(t *testing.T) {
 	cfg := testConfig()
 	cfg.Rounds = 1
-	c := newMemCohort(6, 9)
+	c := coordtest.NewCohort(6, 9)
 	reg := NewMemRegistry()
 	f1 := NewFSM()
 	rec := &recorder{fsm: f1, crashAfter: func(c Command) bool { return c.ModelCommitted != nil && c.ModelCommitted.Round > 0 }}

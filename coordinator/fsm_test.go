@@ -1,4 +1,4 @@
-package coordinator
+package coordinator_test
 
 import (
 	"bytes"
@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	. "github.com/sovereign-fl/sovereign/coordinator"
+	"github.com/sovereign-fl/sovereign/coordinator/coordtest"
 	"github.com/sovereign-fl/sovereign/p2p"
 )
 
@@ -16,8 +18,8 @@ import (
 func runRecorded(t *testing.T) (*FSM, [][]byte) {
 	t.Helper()
 	cfg := testConfig()
-	c := newMemCohort(6, 21)
-	c.dropAt(1, "w03", 2)
+	c := coordtest.NewCohort(6, 21)
+	c.DropAt(1, "w03", 2)
 	f := NewFSM()
 	rec := &recorder{fsm: f}
 	d := newTestDriver(t, cfg, f, rec, NewMemRegistry(), c)
@@ -97,7 +99,7 @@ func TestFSMRefusesMalformedAndStale(t *testing.T) {
 	}
 	mod := func(fn func(rs *RoundStarted)) []byte {
 		rs := *start.RoundStarted
-		rs.Announce = cloneAnnounce(&rs.Announce)
+		rs.Announce = CloneAnnounce(&rs.Announce)
 		fn(&rs)
 		return enc(Command{RoundStarted: &rs})
 	}
@@ -220,7 +222,7 @@ func TestRegistryRoundTripAndCorruption(t *testing.T) {
 	if _, err := r.Get(missing); !errors.Is(err, p2p.ErrBlobNotFound) || !strings.Contains(err.Error(), missing.String()) {
 		t.Fatalf("missing: %v", err)
 	}
-	if err := r.putRaw(h, []byte{1, 2, 3, 4}); err != nil {
+	if err := RegistryPutRaw(r, h, []byte{1, 2, 3, 4}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := r.Get(h); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), h.String()) {

@@ -127,21 +127,7 @@ seed = 11
 poll_interval = "100ms"
 %s`, name, name, ports[i], name, o.model, o.rounds, o.workers, noise, o.stage, raftTable))
 	}
-	for _, name := range c.wnames {
-		p := filepath.Join(dir, name+".toml")
-		write(t, p, fmt.Sprintf(`name = %q
-identity = "%s.key"
-federation = "federation.toml"
-listen = ["/ip4/127.0.0.1/tcp/0"]
-dataset = "csv:%s.csv?label=label&classes=10"
-store = "%s-store"
-
-[policy]
-%smin_cohort = 3
-accepted_models = [%q]
-`, name, name, name, name, budget, o.model))
-		c.wcfg = append(c.wcfg, p)
-	}
+	c.wcfg = writeWorkerConfigs(t, dir, c.wnames, budget, o.model)
 	c.coords = make([]*proc, o.coords)
 	c.workers = make([]*proc, o.workers)
 	t.Cleanup(c.stopAll)

@@ -219,7 +219,19 @@ poll_interval = "100ms"
 	if o.noBudget {
 		budget = ""
 	}
-	for _, name := range f.wnames {
+	f.wcfg = writeWorkerConfigs(t, dir, f.wnames, budget, o.model)
+	t.Cleanup(f.stopAll)
+	return f
+}
+
+// writeWorkerConfigs writes dir/<name>.toml for each worker name: its key
+// and data set named after it, the shared federation.toml, a loopback
+// listener, budget (a "max_epsilon = …" line, or "" for none) and the one
+// accepted model. It returns the paths in the order of names.
+func writeWorkerConfigs(t testing.TB, dir string, names []string, budget, model string) []string {
+	t.Helper()
+	var paths []string
+	for _, name := range names {
 		p := filepath.Join(dir, name+".toml")
 		write(t, p, fmt.Sprintf(`name = %q
 identity = "%s.key"
@@ -231,11 +243,10 @@ store = "%s-store"
 [policy]
 %smin_cohort = 3
 accepted_models = [%q]
-`, name, name, name, name, budget, o.model))
-		f.wcfg = append(f.wcfg, p)
+`, name, name, name, name, budget, model))
+		paths = append(paths, p)
 	}
-	t.Cleanup(f.stopAll)
-	return f
+	return paths
 }
 
 func write(t testing.TB, path, content string) {

@@ -3,7 +3,6 @@ package replica
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -18,8 +17,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
-	"github.com/sovereign-fl/sovereign/aggregation/secagg"
 	"github.com/sovereign-fl/sovereign/coordinator"
+	"github.com/sovereign-fl/sovereign/coordinator/coordtest"
 	"github.com/sovereign-fl/sovereign/p2p"
 )
 
@@ -237,195 +236,6 @@ func checkModels(t testing.TB, n *Node, ref coordinator.ModelStore) {
 	}
 }
 
-// ---- the in-memory cohort (same approach as the coordinator package's
-// driver tests: secagg.Client instances driven directly) ----
-
-type memWorker struct {
-	id      coordinator.WorkerID
-	weight  float64
-	clients map[uint64]*secagg.Client
-	dims    map[uint64]int
-}
-
-// memCohort reaches in-memory workers. gate, when set, holds every call of
-// stage gateStage (in any round ≥ 1) until release is closed or the call's
-// ctx ends, and signals reached the first time.
-type memCohort struct {
-	mu      sync.Mutex
-	seed    uint64
-	workers map[coordinator.WorkerID]*memWorker
-	online  []coordinator.WorkerID
-	unmask  map[uint64]map[coordinator.WorkerID][][]uint32
-	calls   map[secagg.Stage]int
-
-	gated     bool
-	gateStage secagg.Stage
-	reached   chan struct{}
-	release   chan struct{}
-	once      sync.Once
-}
-
-func newMemCohort(n int, seed uint64) *memCohort {
-	c := &memCohort{seed: seed, workers: map[coordinator.WorkerID]*memWorker{},
-		unmask: map[uint64]map[coordinator.WorkerID][][]uint32{}, calls: map[secagg.Stage]int{}}
-	for i := range n {
-		id := coordinator.WorkerID(fmt.Sprintf("w%02d", i))
-		c.workers[id] = &memWorker{id: id, weight: float64(10 + 7*i), clients: map[uint64]*secagg.Client{}, dims: map[uint64]int{}}
-		c.online = append(c.online, id)
-	}
-	return c
-}
-
-// gate holds the calls of stage s until the returned release func runs.
-func (c *memCohort) gate(s secagg.Stage) (reached <-chan struct{}, release func()) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.gated, c.gateStage = true, s
-	c.reached, c.release = make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	return c.reached, func() { once.Do(func() { close(c.release) }) }
-}
-
-func (c *memCohort) Online() []coordinator.WorkerID {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return slices.Clone(c.online)
-}
-
-func (c *memCohort) enter(ctx context.Context, w coordinator.WorkerID, s secagg.Stage) (*memWorker, error) {
-	c.mu.Lock()
-	c.calls[s]++
-	wk, ok := c.workers[w]
-	gated := c.gated && c.gateStage == s
-	reached, release := c.reached, c.release
-	c.mu.Unlock()
-	if !ok {
-		return nil, fmt.Errorf("unknown worker %s", w)
-	}
-	if gated {
-		c.once.Do(func() { close(reached) })
-		select {
-		case <-release:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-	return wk, nil
-}
-
-func (c *memCohort) client(w *memWorker, r uint64) (*secagg.Client, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	cl, ok := w.clients[r]
-	if !ok {
-		return nil, fmt.Errorf("worker %s has no client for round %d", w.id, r)
-	}
-	return cl, nil
-}
-
-// update is the worker's seeded update for round r, in [-0.5, 0.5).
-func (c *memCohort) update(w coordinator.WorkerID, r uint64, n int) []float32 {
-	seed := sha256.Sum256(fmt.Appendf(nil, "update/%d/%s/%d", c.seed, w, r))
-	rng := rand.New(rand.NewPCG(c.seed, binary.BigEndian.Uint64(seed[:8])))
-	u := make([]float32, n)
-	for i := range u {
-		u[i] = float32(rng.Float64() - 0.5)
-	}
-	return u
-}
-
-func (c *memCohort) Advertise(ctx context.Context, w coordinator.WorkerID, a *coordinator.Announce) (secagg.AdvertiseKeys, error) {
-	wk, err := c.enter(ctx, w, secagg.StageAdvertise)
-	if err != nil {
-		return secagg.AdvertiseKeys{}, err
-	}
-	c.mu.Lock()
-	cl, ok := wk.clients[a.Round]
-	if !ok {
-		seed := sha256.Sum256(fmt.Appendf(nil, "%d/%s/%d", c.seed, w, a.Round))
-		cl, err = secagg.NewClient(a.SecAgg, a.NodeIndex(w), rand.NewChaCha8(seed))
-		if err != nil {
-			c.mu.Unlock()
-			return secagg.AdvertiseKeys{}, err
-		}
-		wk.clients[a.Round] = cl
-		wk.dims[a.Round] = a.NumParams
-	}
-	c.mu.Unlock()
-	return cl.Advertise()
-}
-
-func (c *memCohort) ShareKeys(ctx context.Context, w coordinator.WorkerID, kb secagg.KeyBroadcast) ([]secagg.EncryptedShare, error) {
-	wk, err := c.enter(ctx, w, secagg.StageShareKeys)
-	if err != nil {
-		return nil, err
-	}
-	cl, err := c.client(wk, kb.Round)
-	if err != nil {
-		return nil, err
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return cl.ShareKeys(kb.Keys)
-}
-
-func (c *memCohort) MaskedInput(ctx context.Context, w coordinator.WorkerID, sb secagg.ShareBundle) (secagg.MaskedInput, error) {
-	wk, err := c.enter(ctx, w, secagg.StageMaskedInput)
-	if err != nil {
-		return secagg.MaskedInput{}, err
-	}
-	cl, err := c.client(wk, sb.Round)
-	if err != nil {
-		return secagg.MaskedInput{}, err
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return cl.MaskedInput(sb.Shares, c.update(w, sb.Round, wk.dims[sb.Round]), wk.weight)
-}
-
-func (c *memCohort) Unmask(ctx context.Context, w coordinator.WorkerID, req secagg.UnmaskRequest) (secagg.UnmaskResponse, error) {
-	wk, err := c.enter(ctx, w, secagg.StageUnmask)
-	if err != nil {
-		return secagg.UnmaskResponse{}, err
-	}
-	cl, err := c.client(wk, req.Round)
-	if err != nil {
-		return secagg.UnmaskResponse{}, err
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.unmask[req.Round] == nil {
-		c.unmask[req.Round] = map[coordinator.WorkerID][][]uint32{}
-	}
-	c.unmask[req.Round][w] = append(c.unmask[req.Round][w], slices.Clone(req.Survivors))
-	return cl.Unmask(req)
-}
-
-func (c *memCohort) Evaluate(ctx context.Context, w coordinator.WorkerID, r uint64, h [32]byte) (coordinator.Metrics, error) {
-	wk, err := c.enter(ctx, w, secagg.StageDone)
-	if err != nil {
-		return coordinator.Metrics{}, err
-	}
-	acc := float64(h[0]) / 255
-	return coordinator.Metrics{Examples: int(wk.weight), Loss: 1 - acc, Accuracy: acc}, nil
-}
-
-// distinctUnmaskSets fails if any worker was asked two survivor sets.
-func (c *memCohort) distinctUnmaskSets(t testing.TB) {
-	t.Helper()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for r, m := range c.unmask {
-		for w, sets := range m {
-			for _, s := range sets[1:] {
-				if !slices.Equal(s, sets[0]) {
-					t.Errorf("round %d: worker %s asked to unmask %v and %v", r, w, sets[0], s)
-				}
-			}
-		}
-	}
-}
-
 // testDriverConfig is a small logreg federation: 10 parameters.
 func testDriverConfig(rounds int) coordinator.Config {
 	c := coordinator.DefaultConfig()
@@ -466,7 +276,7 @@ func recordRun(t testing.TB, cfg coordinator.Config, cohortSeed uint64) ([][]byt
 	f := coordinator.NewFSM()
 	rec := &recorder{fsm: f}
 	reg := coordinator.NewMemRegistry()
-	d, err := coordinator.NewDriver(cfg, f, rec, reg, newMemCohort(6, cohortSeed), quietLogger())
+	d, err := coordinator.NewDriver(cfg, f, rec, reg, coordtest.NewCohort(6, cohortSeed), quietLogger())
 	if err != nil {
 		t.Fatal(err)
 	}

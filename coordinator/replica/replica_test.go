@@ -11,6 +11,7 @@ import (
 
 	"github.com/sovereign-fl/sovereign/aggregation/secagg"
 	"github.com/sovereign-fl/sovereign/coordinator"
+	"github.com/sovereign-fl/sovereign/coordinator/coordtest"
 )
 
 // TestReplicationFailoverAndCatchUp applies a recorded command sequence
@@ -157,8 +158,8 @@ func TestDriverFailoverAtEachStage(t *testing.T) {
 	want, _ := refFSM.Model(1)
 	for _, stage := range []secagg.Stage{secagg.StageAdvertise, secagg.StageShareKeys, secagg.StageMaskedInput, secagg.StageUnmask} {
 		t.Run(stage.String(), func(t *testing.T) {
-			cohort := newMemCohort(6, 9)
-			reached, release := cohort.gate(stage)
+			cohort := coordtest.NewCohort(6, 9)
+			reached, release := cohort.Gate(stage)
 			defer release()
 			c := newCluster(t, 3, nil)
 			ctx, cancel := context.WithCancel(context.Background())
@@ -197,7 +198,7 @@ func TestDriverFailoverAtEachStage(t *testing.T) {
 			if got != want {
 				t.Errorf("round committed %s after failover, uninterrupted run %s", got, want)
 			}
-			cohort.distinctUnmaskSets(t)
+			cohort.DistinctUnmaskSets(t)
 			// The old replica returns and catches up with the model.
 			c.start(old)
 			c.converged(l)
