@@ -52,7 +52,7 @@ func init() { rootCmd.AddCommand(newCoordinatorCmd()) }
 //
 //
 //	[raft]                               # optional; absent keys take these defaults
-//	heartbeat_timeout = "500ms"; election_timeout = "500ms"; leader_lease_timeout = "250ms"
+//	heartbeat_timeout = "500ms"; election_timeout = "500ms"; leader_lease_timeout = "500ms"
 //	commit_timeout = "50ms"; snapshot_threshold = 8192; snapshot_interval = "2m"
 //	trailing_logs = 10240; transport_timeout = "60s"; restart_delay = "1s"
 //

@@ -106,7 +106,7 @@ func TestCoordinatorConfigRaftErrors(t *testing.T) {
 		// the defaults are 500 ms and 1 s.
 		tc{"lease over heartbeat", "heartbeat_timeout = \"500ms\"\nleader_lease_timeout = \"600ms\"\n", []string{"raft.leader_lease_timeout", "600ms", "500ms"}},
 		tc{"lease over default heartbeat", "leader_lease_timeout = \"2s\"\n", []string{"raft.leader_lease_timeout", "2s", "500ms"}},
-		tc{"heartbeat under default lease", "heartbeat_timeout = \"200ms\"\n", []string{"raft.leader_lease_timeout", "250ms", "200ms"}},
+		tc{"heartbeat under default lease", "heartbeat_timeout = \"200ms\"\n", []string{"raft.leader_lease_timeout", "500ms", "200ms"}},
 		// Wrong TOML types and unknown keys are decoding errors that name
 		// the key and show its line.
 		tc{"duration as a number", "heartbeat_timeout = 5\n", []string{"coord.toml", "heartbeat_timeout"}},

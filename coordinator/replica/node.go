@@ -23,15 +23,16 @@ import (
 	"github.com/sovereign-fl/sovereign/p2p"
 )
 
-// Raft timing defaults of a replica. They are half of hashicorp/raft's
-// (1 s, 1 s, 500 ms): a follower notices a dead leader after 0.5–1 s
-// instead of 1–2 s, which keeps failover under 2 s with real processes
-// (docs/bench-replica.md), while the leader still sends a heartbeat every
-// 50 ms, on its own stream, beside any model being replicated.
+// Raft timing defaults of a replica. The heartbeat and election timeouts
+// are half of hashicorp/raft's (1 s): a follower notices a dead leader
+// after 0.5–1 s instead of 1–2 s, which keeps failover under 2 s with real
+// processes (docs/bench-replica.md). The leader lease keeps raft's 500 ms:
+// with 250 ms a leader replicating a 40 MB model on a loaded machine was
+// seen to step down.
 const (
 	DefaultHeartbeatTimeout   = 500 * time.Millisecond
 	DefaultElectionTimeout    = 500 * time.Millisecond
-	DefaultLeaderLeaseTimeout = 250 * time.Millisecond
+	DefaultLeaderLeaseTimeout = 500 * time.Millisecond
 )
 
 // Config says how a replica is built. Zero durations and sizes take the
@@ -56,7 +57,7 @@ type Config struct {
 	Logger *slog.Logger
 
 	// HeartbeatTimeout (default 500 ms), ElectionTimeout (default 500 ms),
-	// LeaderLeaseTimeout (default 250 ms) and CommitTimeout (default 50 ms)
+	// LeaderLeaseTimeout (default 500 ms) and CommitTimeout (default 50 ms)
 	// are Raft's timing settings.
 	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout, CommitTimeout time.Duration
 	// SnapshotThreshold is how many log entries since the last snapshot
