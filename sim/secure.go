@@ -3,7 +3,6 @@ package sim
 import (
 	"errors"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"time"
 
@@ -56,13 +55,7 @@ func (f *federation) secureRound(r int, params []float32, updates []aggregation.
 	if sc.Degree > len(ids)-1 {
 		sc.Degree = len(ids) - 1
 	}
-	seed := uint64(seedFor(cfg.Seed, seedSecAgg, uint64(r)))
-	for i := range 4 {
-		seed = seed*6364136223846793005 + 1442695040888963407
-		for j := range 8 {
-			sc.GraphSeed[i*8+j] = byte(seed >> (8 * j))
-		}
-	}
+	sc.GraphSeed = seedBytes(cfg.Seed, seedSecAgg, uint64(r), 1)
 	sc = sc.WithDefaults()
 	if f.acct != nil {
 		std := dp.DistributedStd(cfg.DPNoise, cfg.DPClip, sc.Threshold)
@@ -82,7 +75,7 @@ func (f *federation) secureRound(r int, params []float32, updates []aggregation.
 			drop[id] = secagg.Stage(dropRNG.IntN(4))
 		}
 	}
-	out, err := secagg.Simulate(sc, byID, weights, drop, rand.NewChaCha8(chachaSeed(cfg.Seed, r)), time.Unix(0, 0))
+	out, err := secagg.Simulate(sc, byID, weights, drop, rand.NewChaCha8(seedBytes(cfg.Seed, seedSecAgg, uint64(r), 2)), time.Unix(0, 0))
 	if err != nil {
 		var ie *secagg.InsufficientError
 		if errors.As(err, &ie) {
@@ -103,22 +96,7 @@ func (f *federation) secureRound(r int, params []float32, updates []aggregation.
 	for j, v := range out.Sum {
 		mean[j] = float32(v / out.TotalWeight)
 	}
-	if math.IsNaN(float64(mean[0])) {
-		return errors.New("secure aggregation produced NaN")
-	}
 	return f.strategy.Server.Step(params, mean)
-}
-
-func chachaSeed(seed int64, r int) [32]byte {
-	var s [32]byte
-	z := uint64(seedFor(seed, seedSecAgg, uint64(r), 2))
-	for i := range 32 {
-		if i%8 == 0 {
-			z = uint64(seedFor(int64(z), uint64(i)))
-		}
-		s[i] = byte(z >> (8 * (i % 8)))
-	}
-	return s
 }
 
 // retryError marks a round that secure aggregation could not complete

@@ -104,6 +104,18 @@ const (
 	seedSecAgg
 )
 
+// seedBytes derives a 32-byte seed (four seedFor words) for one purpose.
+func seedBytes(seed int64, parts ...uint64) [32]byte {
+	var b [32]byte
+	for i := range 4 {
+		z := uint64(seedFor(seed, append(parts, uint64(i))...))
+		for j := range 8 {
+			b[i*8+j] = byte(z >> (8 * j))
+		}
+	}
+	return b
+}
+
 func newRNG(s int64) *rand.Rand {
 	return rand.New(rand.NewPCG(uint64(s), uint64(s)^0x5851f42d4c957f2d))
 }
@@ -372,15 +384,17 @@ func (f *federation) plainRound(r int, params []float32, updates []aggregation.U
 	if len(valid) == 0 {
 		return errors.New("no valid update to aggregate")
 	}
+	// The updates carry weight 1 (see attempt), so this is their plain sum.
 	sum := make([]float32, len(params))
-	for _, u := range valid {
-		for j, v := range u.Delta {
-			sum[j] += v
-		}
+	total, err := aggregation.WeightedSum(sum, valid)
+	if err != nil {
+		return err
 	}
 	// Central DP: the aggregator adds N(0, σ²C²) to the sum of clipped updates.
-	dp.AddGaussian(sum, dp.CentralStd(f.cfg.DPNoise, f.cfg.DPClip), newRNG(seedFor(f.cfg.Seed, seedNoise, uint64(r))))
-	inv := float32(1 / float64(len(valid)))
+	if err := dp.AddGaussian(sum, dp.CentralStd(f.cfg.DPNoise, f.cfg.DPClip), newRNG(seedFor(f.cfg.Seed, seedNoise, uint64(r)))); err != nil {
+		return fmt.Errorf("central noise: %w", err)
+	}
+	inv := float32(1 / total)
 	for j := range sum {
 		sum[j] *= inv
 	}
