@@ -222,3 +222,15 @@ func runHandler(ctx context.Context, s *Stream, fn Handler) (err error) {
 
 // RemoveHandler unregisters the handler of pid.
 func (h *Host) RemoveHandler(pid protocol.ID) { h.h.RemoveStreamHandler(pid) }
+
+// AdmitStream applies the same enrolment and role rule as Handle to the
+// remote peer p of a stream of protocol pid that a library registers on
+// the underlying libp2p host itself (Raft's gostream listener). It is the
+// only sanctioned way to accept such a stream: a protocol registered
+// outside Handle must call it for every stream (security review C1).
+func (h *Host) AdmitStream(pid protocol.ID, p peer.ID, roles ...Role) (Member, error) {
+	if len(roles) == 0 {
+		return Member{}, fmt.Errorf("%s: no role rule given: every protocol must name the roles it admits", pid)
+	}
+	return h.admit(pid, p, roles)
+}

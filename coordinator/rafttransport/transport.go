@@ -52,21 +52,36 @@ var _ raft.StreamLayer = (*StreamLayer)(nil)
 // ProtocolID. Accept yields the streams that peers open to this host; Dial
 // opens one to the peer whose ID string is the address.
 type StreamLayer struct {
-	host host.Host
-	l    net.Listener
+	host  host.Host
+	l     net.Listener
+	admit Admit
+	log   *slog.Logger
 }
 
+// Admit decides whether the authenticated remote peer of an incoming Raft
+// stream may speak Raft to this replica. It returns an error naming the
+// rule that failed; the stream is then reset before a byte of it is read.
+// Security review finding C1: without it any enrolled member (a worker, an
+// observer) could depose the leader and commit arbitrary entries.
+type Admit func(p peer.ID) error
+
 // NewStreamLayer registers the ProtocolID stream handler on h. Close
-// removes it.
-func NewStreamLayer(h host.Host) (*StreamLayer, error) {
+// removes it. admit is applied to every incoming stream; it is required.
+func NewStreamLayer(h host.Host, admit Admit, logger *slog.Logger) (*StreamLayer, error) {
 	if h == nil {
 		return nil, errors.New("rafttransport: host is nil")
+	}
+	if admit == nil {
+		return nil, errors.New("rafttransport: admit rule is nil: Raft streams must be restricted to coordinator replicas")
+	}
+	if logger == nil {
+		logger = slog.Default()
 	}
 	l, err := gostream.Listen(h, ProtocolID)
 	if err != nil {
 		return nil, fmt.Errorf("rafttransport: listen on %s: %w", ProtocolID, err)
 	}
-	return &StreamLayer{host: h, l: l}, nil
+	return &StreamLayer{host: h, l: l, admit: admit, log: logger}, nil
 }
 
 // Dial opens a stream to the peer whose ID string is address, giving up
@@ -92,8 +107,27 @@ func (s *StreamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (n
 	return c, nil
 }
 
-// Accept waits for the next stream a peer opens to this host.
-func (s *StreamLayer) Accept() (net.Conn, error) { return s.l.Accept() }
+// Accept waits for the next stream a peer opens to this host whose remote
+// peer the admit rule allows; refused streams are closed and logged with
+// the peer.
+func (s *StreamLayer) Accept() (net.Conn, error) {
+	for {
+		c, err := s.l.Accept()
+		if err != nil {
+			return nil, err
+		}
+		p, err := peer.Decode(c.RemoteAddr().String())
+		if err == nil {
+			err = s.admit(p)
+		}
+		if err != nil {
+			s.log.Warn("raft stream refused", "protocol", ProtocolID, "peer", c.RemoteAddr().String(), "err", err)
+			_ = c.Close()
+			continue
+		}
+		return c, nil
+	}
+}
 
 // Close stops accepting streams and removes the stream handler.
 func (s *StreamLayer) Close() error { return s.l.Close() }
@@ -120,11 +154,11 @@ func (addrProvider) ServerAddr(id raft.ServerID) (raft.ServerAddress, error) {
 //
 // The result is a *raft.NetworkTransport; it implements raft.WithClose, so
 // raft.Raft.Shutdown closes it, which also removes the stream handler.
-func New(h host.Host, timeout time.Duration, logger *slog.Logger) (raft.Transport, error) {
+func New(h host.Host, admit Admit, timeout time.Duration, logger *slog.Logger) (raft.Transport, error) {
 	if timeout <= 0 {
 		return nil, fmt.Errorf("rafttransport: timeout must be positive, got %v", timeout)
 	}
-	sl, err := NewStreamLayer(h)
+	sl, err := NewStreamLayer(h, admit, logger)
 	if err != nil {
 		return nil, err
 	}

@@ -203,7 +203,13 @@ func Open(cfg Config) (*Node, error) {
 	if tt == 0 {
 		tt = 60 * time.Second
 	}
-	trans, err := rafttransport.New(cfg.Host.LibP2P(), tt, logger)
+	// Raft only between coordinators (security review C1): a worker or an
+	// observer is enrolled but may never speak Raft.
+	admitRaft := func(p peer.ID) error {
+		_, err := cfg.Host.AdmitStream(rafttransport.ProtocolID, p, p2p.RoleCoordinator)
+		return err
+	}
+	trans, err := rafttransport.New(cfg.Host.LibP2P(), admitRaft, tt, logger)
 	if err != nil {
 		return fail(err)
 	}
