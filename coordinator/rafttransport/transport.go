@@ -60,7 +60,7 @@ type StreamLayer struct {
 
 // Admit decides whether the authenticated remote peer of an incoming Raft
 // stream may speak Raft to this replica. It returns an error naming the
-// rule that failed; the stream is then reset before a byte of it is read.
+// rule that failed; the stream is then closed before a byte of it is read.
 // Security review finding C1: without it any enrolled member (a worker, an
 // observer) could depose the leader and commit arbitrary entries.
 type Admit func(p peer.ID) error
