@@ -352,7 +352,7 @@ func (c *NetCohort) Evaluate(ctx context.Context, w WorkerID, round uint64, mode
 // member (and for the `sovereign status` command, which runs with a
 // member's identity).
 func ServeStatus(h *p2p.Host, name string, status func() Status) error {
-	return h.Handle(p2p.ProtocolSpec{ID: p2p.ProtoStatus, Timeout: 10 * time.Second, MaxFrame: 4096}, func(_ context.Context, s *p2p.Stream) error {
+	return h.Handle(p2p.ProtocolSpec{ID: p2p.ProtoStatus, Roles: p2p.AllRoles(), Timeout: 10 * time.Second, MaxFrame: 4096}, func(_ context.Context, s *p2p.Stream) error {
 		var req pb.StatusRequest
 		if err := s.ReadMsg(&req); err != nil && !errors.Is(err, io.EOF) {
 			return err

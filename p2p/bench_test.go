@@ -198,7 +198,7 @@ func BenchmarkBlobThroughput(b *testing.B) {
 			coord, worker := hosts[0], hosts[1]
 			const pid protocol.ID = "/sovereign/bench/1.0.0"
 			sink := discardSink{done: make(chan error, 1)}
-			if err := coord.HandleBlobs(BlobSpec{ID: pid, MaxSize: size}, sink); err != nil {
+			if err := coord.HandleBlobs(BlobSpec{ID: pid, Roles: AllRoles(), MaxSize: size}, sink); err != nil {
 				b.Fatal(err)
 			}
 			b.SetBytes(size)

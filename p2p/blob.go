@@ -330,8 +330,9 @@ func readBlobBody(r *frameReader, hdr *pb.BlobHeader, w io.Writer, expect *Hash,
 }
 
 // decodeChunk returns the data field of an encoded BlobChunk without
-// copying it. Like proto.Unmarshal it skips unknown fields and keeps the
-// last occurrence of a repeated scalar field; an empty chunk is refused.
+// copying it. Like proto.Unmarshal it skips unknown fields (a field 1 of
+// another wire type is one) and keeps the last occurrence of a repeated
+// scalar field; an empty chunk is refused.
 func decodeChunk(b []byte) ([]byte, error) {
 	var data []byte
 	for len(b) > 0 {
@@ -340,10 +341,7 @@ func decodeChunk(b []byte) ([]byte, error) {
 			return nil, fmt.Errorf("bad tag: %w", protowire.ParseError(n))
 		}
 		b = b[n:]
-		if num == 1 {
-			if typ != protowire.BytesType {
-				return nil, fmt.Errorf("field data has wire type %d, want bytes", typ)
-			}
+		if num == 1 && typ == protowire.BytesType {
 			v, m := protowire.ConsumeBytes(b)
 			if m < 0 {
 				return nil, fmt.Errorf("bad data field: %w", protowire.ParseError(m))

@@ -100,7 +100,7 @@ func TestMaskedInputPreamble(t *testing.T) {
 	hosts := startHosts(t, fed, twoNodes, "tcp")
 	coord, worker := hosts[0], hosts[1]
 	sink := newBufferSink()
-	spec := BlobSpec{ID: ProtoSecAggMasked, MaxSize: 1 << 20, Preamble: func() proto.Message { return &pb.MaskedInputHeader{} }}
+	spec := BlobSpec{ID: ProtoSecAggMasked, Roles: AllRoles(), MaxSize: 1 << 20, Preamble: func() proto.Message { return &pb.MaskedInputHeader{} }}
 	if err := coord.HandleBlobs(spec, sink); err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +153,7 @@ func TestCorruptBlobRefused(t *testing.T) {
 	hosts := startHosts(t, fed, twoNodes, "tcp")
 	coord, worker := hosts[0], hosts[1]
 	sink := newBufferSink()
-	if err := coord.HandleBlobs(BlobSpec{ID: testPushProto, MaxSize: 1 << 20}, sink); err != nil {
+	if err := coord.HandleBlobs(BlobSpec{ID: testPushProto, Roles: AllRoles(), MaxSize: 1 << 20}, sink); err != nil {
 		t.Fatal(err)
 	}
 	data := randomBytes(3, 3000)
@@ -217,7 +217,7 @@ func TestSendBlobErrors(t *testing.T) {
 	hosts := startHosts(t, fed, twoNodes, "tcp")
 	coord, worker := hosts[0], hosts[1]
 	sink := newBufferSink()
-	if err := coord.HandleBlobs(BlobSpec{ID: testPushProto, MaxSize: 1 << 20}, sink); err != nil {
+	if err := coord.HandleBlobs(BlobSpec{ID: testPushProto, Roles: AllRoles(), MaxSize: 1 << 20}, sink); err != nil {
 		t.Fatal(err)
 	}
 	data := randomBytes(4, 5000)
@@ -314,7 +314,7 @@ func TestFetchBlobCorruptStore(t *testing.T) {
 	fed := testFederation(t, twoNodes)
 	hosts := startHosts(t, fed, twoNodes, "tcp")
 	coord, worker := hosts[0], hosts[1]
-	if err := coord.ServeBlobs(corruptStore{randomBytes(6, 10000)}); err != nil {
+	if err := coord.ServeBlobs(corruptStore{randomBytes(6, 10000)}, AllRoles()...); err != nil {
 		t.Fatal(err)
 	}
 	var got bytes.Buffer
@@ -376,7 +376,7 @@ func TestFetchBlobCorruptLastChunkRefused(t *testing.T) {
 	good := randomBytes(8, 3*DefaultChunkSize+17)
 	bad := bytes.Clone(good)
 	bad[len(bad)-5] ^= 0x40
-	if err := coord.ServeBlobs(corruptStore{bad}); err != nil {
+	if err := coord.ServeBlobs(corruptStore{bad}, AllRoles()...); err != nil {
 		t.Fatal(err)
 	}
 	var got bytes.Buffer
@@ -389,7 +389,7 @@ func TestFetchBlobCorruptLastChunkRefused(t *testing.T) {
 	}
 
 	// The same store serving the right content is fetched intact.
-	if err := coord.ServeBlobs(corruptStore{good}); err != nil {
+	if err := coord.ServeBlobs(corruptStore{good}, AllRoles()...); err != nil {
 		t.Fatal(err)
 	}
 	got.Reset()

@@ -57,8 +57,8 @@ func (m *MemBlobStore) Open(h Hash) (io.ReadCloser, int64, error) {
 }
 
 // ServeBlobs registers the fetch-by-hash server ([ProtoBlob]) answering
-// from store. Requesters must be enrolled and, if roles are given, hold one
-// of them. A blob unknown to the store is answered with a Refusal.
+// from store. Requesters must be enrolled and hold one of roles (one at
+// least is required). A blob unknown to the store is answered with a Refusal.
 func (h *Host) ServeBlobs(store BlobStore, roles ...Role) error {
 	if store == nil {
 		return errors.New("p2p: ServeBlobs: nil store")

@@ -28,6 +28,10 @@ const (
 )
 
 // Valid reports whether r is one of the known roles.
+// AllRoles returns every role, for protocols any enrolled member may open
+// (status). A protocol's roles are always spelled out.
+func AllRoles() []Role { return []Role{RoleCoordinator, RoleWorker, RoleObserver} }
+
 func (r Role) Valid() bool { return r == RoleWorker || r == RoleCoordinator || r == RoleObserver }
 
 // Member is one enrolled institution.

@@ -42,7 +42,7 @@ func TestTwoEnrolledPeersTalk(t *testing.T) {
 					t.Fatalf("address %q: want loopback ending in /p2p/<id>", a)
 				}
 			}
-			if err := coord.Handle(ProtocolSpec{ID: ProtoStatus}, statusHandler(7)); err != nil {
+			if err := coord.Handle(ProtocolSpec{ID: ProtoStatus, Roles: AllRoles()}, statusHandler(7)); err != nil {
 				t.Fatal(err)
 			}
 			var resp pb.StatusResponse
@@ -143,7 +143,7 @@ func TestBadFramesRefused(t *testing.T) {
 			const pid protocol.ID = "/sovereign/status/1.0.0"
 			errs := make(chan error, 8)
 			h := statusHandler(3)
-			err := coord.Handle(ProtocolSpec{ID: pid, MaxFrame: 1024}, func(ctx context.Context, s *Stream) error {
+			err := coord.Handle(ProtocolSpec{ID: pid, Roles: AllRoles(), MaxFrame: 1024}, func(ctx context.Context, s *Stream) error {
 				err := h(ctx, s)
 				errs <- err
 				return err
@@ -208,7 +208,7 @@ func TestHandlerPanicResetsStream(t *testing.T) {
 	fed := testFederation(t, twoNodes)
 	hosts := startHosts(t, fed, twoNodes, "tcp")
 	var once sync.Once
-	err := hosts[0].Handle(ProtocolSpec{ID: ProtoStatus}, func(ctx context.Context, s *Stream) error {
+	err := hosts[0].Handle(ProtocolSpec{ID: ProtoStatus, Roles: AllRoles()}, func(ctx context.Context, s *Stream) error {
 		panicNow := false
 		once.Do(func() { panicNow = true })
 		if panicNow {
@@ -233,7 +233,7 @@ func TestSetFederationDropsRemovedMember(t *testing.T) {
 	fed := testFederation(t, twoNodes)
 	hosts := startHosts(t, fed, twoNodes, "tcp")
 	coord, worker := hosts[0], hosts[1]
-	if err := coord.Handle(ProtocolSpec{ID: ProtoStatus}, statusHandler(1)); err != nil {
+	if err := coord.Handle(ProtocolSpec{ID: ProtoStatus, Roles: AllRoles()}, statusHandler(1)); err != nil {
 		t.Fatal(err)
 	}
 	onlyCoord := testFederation(t, twoNodes[:1])
@@ -291,7 +291,27 @@ func TestHostConfigValidation(t *testing.T) {
 	if h.ID() != peer.ID(fed.Members()[0].ID) {
 		t.Fatalf("host ID %s is not the identity's", h.ID())
 	}
-	if err := h.Handle(ProtocolSpec{ID: "/other/x/1.0.0"}, statusHandler(0)); err == nil {
+	if err := h.Handle(ProtocolSpec{ID: "/other/x/1.0.0", Roles: AllRoles()}, statusHandler(0)); err == nil {
 		t.Fatal("accepted a protocol ID outside /sovereign/")
+	}
+}
+
+// TestRegisterWithoutRoleRuleRefused: there is no way to register a
+// protocol that any enrolled member may open by omission (security review
+// C1: Raft was registered beside Handle and admitted workers).
+func TestRegisterWithoutRoleRuleRefused(t *testing.T) {
+	fed := testFederation(t, twoNodes)
+	h := startHosts(t, fed, twoNodes, "tcp")[0]
+	if err := h.Handle(ProtocolSpec{ID: "/sovereign/norule/1.0.0"}, statusHandler(0)); err == nil || !strings.Contains(err.Error(), "Roles") {
+		t.Errorf("Handle without roles: err = %v", err)
+	}
+	if err := h.HandleBlobs(BlobSpec{ID: "/sovereign/norule-blob/1.0.0", MaxSize: 1}, nil); err == nil || !strings.Contains(err.Error(), "Roles") {
+		t.Errorf("HandleBlobs without roles: err = %v", err)
+	}
+	if err := h.ServeBlobs(corruptStore{}); err == nil || !strings.Contains(err.Error(), "Roles") {
+		t.Errorf("ServeBlobs without roles: err = %v", err)
+	}
+	if _, err := h.AdmitStream("/sovereign/raft/1.0.0", h.ID()); err == nil {
+		t.Error("AdmitStream without roles admitted a peer")
 	}
 }

@@ -53,7 +53,8 @@ var protocolIDRE = regexp.MustCompile(`^/sovereign/[a-z0-9][a-z0-9-]*/[0-9]+\.[0
 type ProtocolSpec struct {
 	// ID must look like /sovereign/<name>/<major>.<minor>.<patch>.
 	ID protocol.ID
-	// Roles the remote member must hold; empty admits any enrolled member.
+	// Roles the remote member must hold; required (AllRoles admits any
+	// enrolled member), so that no protocol is registered without a rule.
 	Roles []Role
 	// Timeout is the deadline of the whole stream (default: the host's
 	// StreamTimeout).
@@ -65,6 +66,9 @@ type ProtocolSpec struct {
 func (s ProtocolSpec) validate() error {
 	if !protocolIDRE.MatchString(string(s.ID)) {
 		return fmt.Errorf("p2p: ProtocolSpec.ID: %q does not match /sovereign/<name>/<major>.<minor>.<patch>", s.ID)
+	}
+	if len(s.Roles) == 0 {
+		return fmt.Errorf("p2p: ProtocolSpec.Roles of %s is empty: every protocol names the roles that may open it (AllRoles for status-like protocols)", s.ID)
 	}
 	for i, r := range s.Roles {
 		if !r.Valid() {
@@ -148,7 +152,7 @@ func (h *Host) admit(pid protocol.ID, p peer.ID, roles []Role) (Member, error) {
 	if !ok {
 		return Member{}, fmt.Errorf("%s: peer %s: %w", pid, p, ErrNotEnrolled)
 	}
-	if len(roles) > 0 && !slices.Contains(roles, m.Role) {
+	if !slices.Contains(roles, m.Role) {
 		return Member{}, fmt.Errorf("%s: peer %s (%q) has role %q, protocol requires %v: %w", pid, p, m.Name, m.Role, roles, ErrRoleRefused)
 	}
 	return m, nil
@@ -167,7 +171,7 @@ func (h *Host) track() bool {
 
 // Handle registers fn as the only handler of spec.ID. Every stream gets the
 // spec's deadline and frame limit; its remote peer must be enrolled (and
-// hold one of spec.Roles, if any); the stream is reset when fn returns an
+// hold one of spec.Roles); the stream is reset when fn returns an
 // error or panics, and closed otherwise. Errors are logged with the
 // protocol and the peer.
 func (h *Host) Handle(spec ProtocolSpec, fn Handler) error {

@@ -1,7 +1,10 @@
 package wire
 
 import (
+	"os"
 	"reflect"
+	"strconv"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -140,4 +143,30 @@ func FuzzMetrics(f *testing.F) {
 			_, _, _, _ = EvaluateFromPB(&e)
 		}
 	})
+}
+
+// TestAttackAnnounceUnparseablePeerID replays security review finding L5
+// from its reproducer (testdata/fuzz/FuzzAnnounce/657cb9de2686cf09): a
+// sampled_workers entry that libp2p decodes from bytes but whose text form
+// does not parse back, so a worker and the coordinator would disagree
+// about the sample. The announcement must be refused naming the entry.
+func TestAttackAnnounceUnparseablePeerID(t *testing.T) {
+	raw, err := os.ReadFile("testdata/fuzz/FuzzAnnounce/657cb9de2686cf09")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(raw)), "\n")
+	lit := strings.TrimSuffix(strings.TrimPrefix(lines[len(lines)-1], "[]byte("), ")")
+	in, err := strconv.Unquote(lit)
+	if err != nil {
+		t.Fatalf("reproducer: %v", err)
+	}
+	var m pb.RoundAnnounce
+	if err := proto.Unmarshal([]byte(in), &m); err != nil {
+		t.Fatalf("reproducer is no longer a RoundAnnounce: %v", err)
+	}
+	_, err = AnnounceFromPB(&m)
+	if err == nil || !strings.Contains(err.Error(), "sampled_workers[") || !strings.Contains(err.Error(), "does not parse back") {
+		t.Fatalf("AnnounceFromPB accepted the reproducer's peer ID (err %v)", err)
+	}
 }

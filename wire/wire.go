@@ -259,6 +259,13 @@ func AnnounceFromPB(m *pb.RoundAnnounce) (*Announce, error) {
 			return nil, invalid(msg, fmt.Sprintf("sampled_workers[%d]", i), "not a peer ID: %v", err)
 		}
 		s := id.String()
+		// Only IDs whose text form parses back to the same ID: libp2p
+		// decodes some multihashes it cannot print as a parseable ID, so a
+		// worker and the coordinator would disagree about who was sampled
+		// (security review L5).
+		if back, err := peer.Decode(s); err != nil || back != id {
+			return nil, invalid(msg, fmt.Sprintf("sampled_workers[%d]", i), "peer ID %q does not parse back: %v", s, err)
+		}
 		if seen[s] {
 			return nil, invalid(msg, fmt.Sprintf("sampled_workers[%d]", i), "%s listed twice", s)
 		}

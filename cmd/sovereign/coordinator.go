@@ -26,6 +26,7 @@ import (
 
 	"github.com/sovereign-fl/sovereign/coordinator"
 	"github.com/sovereign-fl/sovereign/coordinator/replica"
+	"github.com/sovereign-fl/sovereign/model"
 	"github.com/sovereign-fl/sovereign/p2p"
 	"github.com/sovereign-fl/sovereign/p2p/pb"
 )
@@ -460,6 +461,9 @@ func runCoordinator(ctx context.Context, cfg *coordinatorConfig, logOut io.Write
 	defer h.Close()
 	rc := cfg.Replica
 	rc.Dir, rc.Host, rc.Logger, rc.NoBootstrap = cfg.Data, h, log, join
+	if spec, err := model.ParseSpec(cfg.Config.Model, cfg.Config.InC, cfg.Config.InH, cfg.Config.InW, cfg.Config.Classes); err == nil {
+		rc.MaxModelBytes = 4 * int64(spec.NumParams())
+	}
 	node, err := replica.Open(rc)
 	if err != nil {
 		return fmt.Errorf("data: %s: %w", cfg.Data, err)
@@ -672,7 +676,7 @@ func writeFileAtomic(path string, b []byte) error {
 // serveStatus answers p2p.ProtoStatus like coordinator.ServeStatus, adding
 // the Raft leader this replica knows, so that a client can redirect.
 func serveStatus(h *p2p.Host, name string, status func() coordinator.Status, node *replica.Node) error {
-	return h.Handle(p2p.ProtocolSpec{ID: p2p.ProtoStatus, Timeout: 10 * time.Second, MaxFrame: 4096}, func(_ context.Context, s *p2p.Stream) error {
+	return h.Handle(p2p.ProtocolSpec{ID: p2p.ProtoStatus, Roles: p2p.AllRoles(), Timeout: 10 * time.Second, MaxFrame: 4096}, func(_ context.Context, s *p2p.Stream) error {
 		var req pb.StatusRequest
 		if err := s.ReadMsg(&req); err != nil && !errors.Is(err, io.EOF) {
 			return err
@@ -696,7 +700,7 @@ const ProtoReplicaStatus = "/sovereign/replica-status/1.0.0"
 const replicaStatsTimeout = 2 * time.Second
 
 func serveReplicaStatus(h *p2p.Host, node *replica.Node) error {
-	return h.Handle(p2p.ProtocolSpec{ID: ProtoReplicaStatus, Timeout: 10 * time.Second, MaxFrame: 1024}, func(ctx context.Context, s *p2p.Stream) error {
+	return h.Handle(p2p.ProtocolSpec{ID: ProtoReplicaStatus, Roles: p2p.AllRoles(), Timeout: 10 * time.Second, MaxFrame: 1024}, func(ctx context.Context, s *p2p.Stream) error {
 		var req wrapperspb.BytesValue
 		if err := s.ReadMsg(&req); err != nil && !errors.Is(err, io.EOF) {
 			return err

@@ -187,7 +187,7 @@ func makeCluster(t testing.TB, n int, o clusterOpts) []*replica {
 			m := raft.NewInmemStore()
 			ls, ss = m, m
 		}
-		trans, err := New(r.host, allowAll, o.timeout, quietLogger())
+		trans, err := New(r.host, allowAll, o.timeout, Limits{}, quietLogger())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -322,7 +322,7 @@ func TestThreeReplicasOverLibp2p(t *testing.T) {
 func TestDialRejectsBadAddress(t *testing.T) {
 	h := newHost(t, 7)
 	defer h.Close()
-	sl, err := NewStreamLayer(h, allowAll, nil)
+	sl, err := NewStreamLayer(h, allowAll, Limits{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -345,7 +345,7 @@ func TestDialRejectsBadAddress(t *testing.T) {
 	if _, err := sl.Dial(raft.ServerAddress(id.String()), 2*time.Second); err == nil || !strings.Contains(err.Error(), id.String()) {
 		t.Errorf("Dial to unknown peer: err = %v, want one naming %s", err, id)
 	}
-	if _, err := New(h, allowAll, 0, nil); err == nil {
+	if _, err := New(h, allowAll, 0, Limits{}, nil); err == nil {
 		t.Error("New with timeout 0 succeeded")
 	}
 	if _, err := (addrProvider{}).ServerAddr("node-1"); err == nil {

@@ -55,19 +55,46 @@ type StreamLayer struct {
 	host  host.Host
 	l     net.Listener
 	admit Admit
+	lim   limits
 	log   *slog.Logger
+}
+
+// Limits bounds what one incoming RPC may make this replica read. Zero
+// fields take DefaultMaxRPCBytes and DefaultMaxSnapshotBytes.
+type Limits struct {
+	// MaxRPCBytes bounds one encoded request (an AppendEntries with all
+	// its entries, a vote request).
+	MaxRPCBytes int64
+	// MaxSnapshotBytes bounds the snapshot an InstallSnapshot streams.
+	MaxSnapshotBytes int64
+}
+
+func (l Limits) resolve() limits {
+	out := limits{maxRPC: l.MaxRPCBytes, maxSnapshot: l.MaxSnapshotBytes}
+	if out.maxRPC <= 0 {
+		out.maxRPC = DefaultMaxRPCBytes
+	}
+	if out.maxSnapshot <= 0 {
+		out.maxSnapshot = DefaultMaxSnapshotBytes
+	}
+	return out
 }
 
 // Admit decides whether the authenticated remote peer of an incoming Raft
 // stream may speak Raft to this replica. It returns an error naming the
 // rule that failed; the stream is then closed before a byte of it is read.
+// It is applied again before every RPC the stream carries, so a peer that
+// leaves the Raft configuration loses its pooled streams too.
 // Security review finding C1: without it any enrolled member (a worker, an
 // observer) could depose the leader and commit arbitrary entries.
 type Admit func(p peer.ID) error
 
 // NewStreamLayer registers the ProtocolID stream handler on h. Close
-// removes it. admit is applied to every incoming stream; it is required.
-func NewStreamLayer(h host.Host, admit Admit, logger *slog.Logger) (*StreamLayer, error) {
+// removes it. admit is applied to every incoming stream and RPC; it is
+// required. Every accepted stream is guarded: each request's header must
+// name the stream's authenticated peer and fit lim, or the stream is
+// closed and the peer logged before hashicorp/raft sees the request.
+func NewStreamLayer(h host.Host, admit Admit, lim Limits, logger *slog.Logger) (*StreamLayer, error) {
 	if h == nil {
 		return nil, errors.New("rafttransport: host is nil")
 	}
@@ -81,7 +108,7 @@ func NewStreamLayer(h host.Host, admit Admit, logger *slog.Logger) (*StreamLayer
 	if err != nil {
 		return nil, fmt.Errorf("rafttransport: listen on %s: %w", ProtocolID, err)
 	}
-	return &StreamLayer{host: h, l: l, admit: admit, log: logger}, nil
+	return &StreamLayer{host: h, l: l, admit: admit, lim: lim.resolve(), log: logger}, nil
 }
 
 // Dial opens a stream to the peer whose ID string is address, giving up
@@ -125,7 +152,7 @@ func (s *StreamLayer) Accept() (net.Conn, error) {
 			_ = c.Close()
 			continue
 		}
-		return c, nil
+		return guarded(c, p, s.lim, s.admit, s.log), nil
 	}
 }
 
@@ -147,18 +174,19 @@ func (addrProvider) ServerAddr(id raft.ServerID) (raft.ServerAddress, error) {
 	return raft.ServerAddress(id), nil
 }
 
-// New returns a raft.Transport over h. timeout bounds dialing and each RPC's
+// New returns a raft.Transport over h, admitting incoming streams and RPCs
+// by admit and lim (see NewStreamLayer). timeout bounds dialing and each RPC's
 // I/O (InstallSnapshot scales it with the snapshot's size); it must allow
 // the largest log entry to cross the network. logger receives the
 // transport's warnings and errors; nil means slog.Default().
 //
 // The result is a *raft.NetworkTransport; it implements raft.WithClose, so
 // raft.Raft.Shutdown closes it, which also removes the stream handler.
-func New(h host.Host, admit Admit, timeout time.Duration, logger *slog.Logger) (raft.Transport, error) {
+func New(h host.Host, admit Admit, timeout time.Duration, lim Limits, logger *slog.Logger) (raft.Transport, error) {
 	if timeout <= 0 {
 		return nil, fmt.Errorf("rafttransport: timeout must be positive, got %v", timeout)
 	}
-	sl, err := NewStreamLayer(h, admit, logger)
+	sl, err := NewStreamLayer(h, admit, lim, logger)
 	if err != nil {
 		return nil, err
 	}

@@ -45,15 +45,27 @@ func TestAttackWorkerInjectsRaftEntries(t *testing.T) {
 		}
 	}
 	// The attacker runs the transport with no rule of its own.
-	trans, err := rafttransport.New(ah.LibP2P(), func(peer.ID) error { return nil }, 5*time.Second, quietLogger())
+	trans, err := rafttransport.New(ah.LibP2P(), func(peer.ID) error { return nil }, 5*time.Second, rafttransport.Limits{}, quietLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer trans.(raft.WithClose).Close()
 
+	forgeModelEntries(t, c, trans, wid, leaderID)
+}
+
+// forgeModelEntries sends, from the transport trans of the identity aid, a
+// probe and a forged AppendEntries (term+100, a ModelCommitted of an
+// attacker's model) to every running replica of c, and asserts that every
+// RPC failed and that the cluster still follows leaderID with none of the
+// attacker's model.
+func forgeModelEntries(t *testing.T, c *cluster, trans raft.Transport, aid peer.ID, leaderID string) {
+	t.Helper()
 	before := make([]int, len(c.nodes))
 	for i, n := range c.nodes {
-		before[i] = len(n.FSM().State().Models)
+		if n != nil {
+			before[i] = len(n.FSM().State().Models)
+		}
 	}
 
 	params := make([]byte, 40)
@@ -68,13 +80,16 @@ func TestAttackWorkerInjectsRaftEntries(t *testing.T) {
 		t.Fatal(err)
 	}
 	data := EncodeEntry(Entry{Command: cmd, Blobs: [][]byte{params}})
-	hdr := raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte(wid.String()), Addr: []byte(wid.String())}
+	hdr := raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte(aid.String()), Addr: []byte(aid.String())}
 
 	for i, n := range c.nodes {
+		if n == nil {
+			continue
+		}
 		target := raft.ServerAddress(n.ID().String())
 		var probe raft.AppendEntriesResponse
 		if err := trans.AppendEntries(raft.ServerID(target), target, &raft.AppendEntriesRequest{RPCHeader: hdr}, &probe); err == nil {
-			t.Errorf("replica %d answered a Raft probe from worker %s (term %d)", i, wid, probe.Term)
+			t.Errorf("replica %d answered a Raft probe from %s (term %d)", i, aid, probe.Term)
 		}
 		term := probe.Term + 100
 		req := &raft.AppendEntriesRequest{
@@ -84,7 +99,7 @@ func TestAttackWorkerInjectsRaftEntries(t *testing.T) {
 		}
 		var resp raft.AppendEntriesResponse
 		if err := trans.AppendEntries(raft.ServerID(target), target, req, &resp); err == nil {
-			t.Errorf("replica %d answered a forged AppendEntries from worker %s (success=%v)", i, wid, resp.Success)
+			t.Errorf("replica %d answered a forged AppendEntries from %s (success=%v)", i, aid, resp.Success)
 		}
 	}
 	// The cluster still works under its real leader, and commits nothing of the attacker's.
@@ -92,6 +107,9 @@ func TestAttackWorkerInjectsRaftEntries(t *testing.T) {
 		t.Errorf("leader changed from %s to %s", leaderID, c.nodes[got].ID())
 	}
 	for i, n := range c.nodes {
+		if n == nil {
+			continue
+		}
 		st := n.FSM().State()
 		if len(st.Models) != before[i] {
 			t.Errorf("replica %d: %d models, was %d", i, len(st.Models), before[i])
@@ -104,8 +122,43 @@ func TestAttackWorkerInjectsRaftEntries(t *testing.T) {
 		if b, err := n.Registry().GetBytes(h); err == nil {
 			t.Errorf("replica %d registry serves the attacker's model (%d bytes)", i, len(b))
 		}
-		if n.Leader() == wid {
-			t.Errorf("replica %d follows the worker %s as leader", i, wid)
+		if n.Leader() == aid {
+			t.Errorf("replica %d follows the attacker %s as leader", i, aid)
 		}
 	}
+}
+
+// TestAttackCoordinatorOutsideRaftConfigInjectsEntries: an identity
+// enrolled as a coordinator in the federation file, but not a member of
+// the Raft configuration (never added through the admin join path), sends
+// the same forged AppendEntries. The role rule alone would admit it; the
+// configuration rule must refuse it on every replica (review finding C1).
+func TestAttackCoordinatorOutsideRaftConfigInjectsEntries(t *testing.T) {
+	c := newCluster(t, 4, func(c *cluster, i int, cfg *Config) {
+		for j := range 3 {
+			cfg.Coordinators = append(cfg.Coordinators, c.hosts[j].ID())
+		}
+	})
+	c.stop(3) // replica 3 never joined; its host becomes the attacker's
+	l := c.leader()
+	leaderID := c.nodes[l].ID().String()
+	ah := c.hosts[3]
+	if m, ok := ah.Federation().Lookup(ah.ID()); !ok || m.Role != p2p.RoleCoordinator {
+		t.Fatalf("attacker is not an enrolled coordinator: %+v", m)
+	}
+	f := c.nodes[l].raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range f.Configuration().Servers {
+		if s.ID == raft.ServerID(ah.ID().String()) {
+			t.Fatalf("attacker %s is in the Raft configuration", ah.ID())
+		}
+	}
+	trans, err := rafttransport.New(ah.LibP2P(), func(peer.ID) error { return nil }, 5*time.Second, rafttransport.Limits{}, quietLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer trans.(raft.WithClose).Close()
+	forgeModelEntries(t, c, trans, ah.ID(), leaderID)
 }

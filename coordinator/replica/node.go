@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -70,6 +71,13 @@ type Config struct {
 	// TransportTimeout bounds one Raft RPC's I/O (default 60 s); it must
 	// let the largest model cross the network.
 	TransportTimeout time.Duration
+	// MaxModelBytes is the size of the largest model the federation
+	// trains (4 bytes a parameter). It bounds every incoming Raft RPC:
+	// one entry may carry a model and its optimizer state, so an entry is
+	// bounded by entryOverhead + 4×MaxModelBytes and an AppendEntries by
+	// MaxAppendEntries such entries (security review C1). Zero assumes
+	// 16 MiB.
+	MaxModelBytes int64
 	// NoSync turns off synced writes of the Raft log (tests only: a crash
 	// may then lose acknowledged entries).
 	NoSync bool
@@ -104,11 +112,14 @@ type Node struct {
 	id     peer.ID
 	logger *slog.Logger
 
-	raft   *raft.Raft
-	store  *raftstore.Store
-	reg    *coordinator.Registry
-	fsm    *FSM
-	notify chan bool
+	raft *raft.Raft
+	// raftReady is raft once NewRaft returned: the transport's admit rule
+	// runs from the moment the transport listens, before that.
+	raftReady atomic.Pointer[raft.Raft]
+	store     *raftstore.Store
+	reg       *coordinator.Registry
+	fsm       *FSM
+	notify    chan bool
 
 	mu       sync.Mutex
 	leader   bool
@@ -196,6 +207,7 @@ func Open(cfg Config) (*Node, error) {
 	if cfg.TrailingLogs > 0 {
 		rc.TrailingLogs = cfg.TrailingLogs
 	}
+	lim := rpcLimits(cfg.MaxModelBytes, rc)
 	if err := raft.ValidateConfig(rc); err != nil {
 		return fail(fmt.Errorf("replica config: %w", err))
 	}
@@ -203,13 +215,7 @@ func Open(cfg Config) (*Node, error) {
 	if tt == 0 {
 		tt = 60 * time.Second
 	}
-	// Raft only between coordinators (security review C1): a worker or an
-	// observer is enrolled but may never speak Raft.
-	admitRaft := func(p peer.ID) error {
-		_, err := cfg.Host.AdmitStream(rafttransport.ProtocolID, p, p2p.RoleCoordinator)
-		return err
-	}
-	trans, err := rafttransport.New(cfg.Host.LibP2P(), admitRaft, tt, logger)
+	trans, err := rafttransport.New(cfg.Host.LibP2P(), n.admitRaft, tt, lim, logger)
 	if err != nil {
 		return fail(err)
 	}
@@ -222,6 +228,7 @@ func Open(cfg Config) (*Node, error) {
 		trans.(raft.WithClose).Close()
 		return fail(fmt.Errorf("replica: starting raft: %w", err))
 	}
+	n.raftReady.Store(n.raft)
 	if !existing && !cfg.NoBootstrap && slices.Contains(coords, n.id) {
 		var conf raft.Configuration
 		for _, id := range coords {
@@ -240,6 +247,56 @@ func Open(cfg Config) (*Node, error) {
 	n.wg.Add(1)
 	go n.watch()
 	return n, nil
+}
+
+// entryOverhead bounds the non-model part of one log entry: the command's
+// worker lists and SecAgg+ keys and shares grow with the cohort.
+const entryOverhead = 8 << 20
+
+// rpcLimits derives the transport's bounds from the model size and sets
+// rc.MaxAppendEntries so that a full batch fits them.
+func rpcLimits(maxModel int64, rc *raft.Config) rafttransport.Limits {
+	if maxModel <= 0 {
+		maxModel = 16 << 20
+	}
+	entry := entryOverhead + 4*maxModel
+	const budget = 1 << 30
+	batch := int64(rc.MaxAppendEntries)
+	if b := budget / entry; b < batch {
+		batch = max(b, 1)
+	}
+	rc.MaxAppendEntries = int(batch)
+	return rafttransport.Limits{MaxRPCBytes: batch*entry + (1 << 20)}
+}
+
+// admitRaft is the rule for incoming Raft streams and RPCs (security review
+// C1): the peer must be enrolled as a coordinator, and be in this
+// replica's current Raft configuration. A replica whose configuration is
+// still empty (started with NoBootstrap, waiting to be added through the
+// admin join path) accepts any enrolled coordinator, since the leader that
+// added it must reach it.
+func (n *Node) admitRaft(p peer.ID) error {
+	if _, err := n.cfg.Host.AdmitStream(rafttransport.ProtocolID, p, p2p.RoleCoordinator); err != nil {
+		return err
+	}
+	r := n.raftReady.Load()
+	if r == nil {
+		return fmt.Errorf("replica %s is still starting", n.id)
+	}
+	f := r.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return fmt.Errorf("reading the Raft configuration: %w", err)
+	}
+	servers := f.Configuration().Servers
+	if len(servers) == 0 {
+		return nil
+	}
+	for _, s := range servers {
+		if s.ID == raft.ServerID(p.String()) {
+			return nil
+		}
+	}
+	return fmt.Errorf("coordinator %s is not in this replica's Raft configuration", p)
 }
 
 // watch follows Raft's leadership notifications.
