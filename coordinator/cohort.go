@@ -96,7 +96,7 @@ type Cohort interface {
 	// MaskedInput relays the shares addressed to the worker (stage 2); the
 	// worker trains, clips, noises, quantizes and masks, and returns its
 	// masked vector.
-	MaskedInput(ctx context.Context, w WorkerID, sb secagg.ShareBundle) (secagg.MaskedInput, error)
+	MaskedInput(ctx context.Context, w WorkerID, sb secagg.ShareBundle, dim int) (secagg.MaskedInput, error)
 	// Unmask sends the committed survivor set (stage 3) and returns the
 	// worker's shares.
 	Unmask(ctx context.Context, w WorkerID, req secagg.UnmaskRequest) (secagg.UnmaskResponse, error)

@@ -682,7 +682,7 @@ func (d *Driver) drive(ctx context.Context, cur *RoundState) error {
 	}
 	slices.Sort(to)
 	replies := callAll(ctx, d.cfg.StageTimeout, to, func(c context.Context, id uint32) (secagg.MaskedInput, error) {
-		return d.cohort.MaskedInput(c, who(id), bundles[id])
+		return d.cohort.MaskedInput(c, who(id), bundles[id], a.SecAgg.Dim)
 	})
 	for i, rp := range replies {
 		id := to[i]

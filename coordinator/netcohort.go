@@ -256,7 +256,7 @@ func (c *NetCohort) ShareKeys(ctx context.Context, w WorkerID, kb secagg.KeyBroa
 // MaskedInput implements Cohort (stage 2): the shares go out as one frame,
 // the masked vector comes back as a header and a chunked blob whose
 // SHA-256 must match the header.
-func (c *NetCohort) MaskedInput(ctx context.Context, w WorkerID, sb secagg.ShareBundle) (secagg.MaskedInput, error) {
+func (c *NetCohort) MaskedInput(ctx context.Context, w WorkerID, sb secagg.ShareBundle, dim int) (secagg.MaskedInput, error) {
 	fail := func(err error) (secagg.MaskedInput, error) {
 		return secagg.MaskedInput{}, fmt.Errorf("worker %s: round %d: masked input: %w", w, sb.Round, err)
 	}
@@ -288,7 +288,7 @@ func (c *NetCohort) MaskedInput(ctx context.Context, w WorkerID, sb secagg.Share
 		_ = s.Close()
 		return secagg.MaskedInput{}, err
 	}
-	n, err := wire.CheckMaskedHeader(&hdr, sb.Round, sb.To)
+	n, err := wire.CheckMaskedHeader(&hdr, sb.Round, sb.To, dim+1)
 	if err != nil {
 		return abort(err)
 	}

@@ -114,7 +114,7 @@ func FuzzMasked(f *testing.F) {
 		if proto.Unmarshal(hdr, &h) != nil {
 			return
 		}
-		n, err := CheckMaskedHeader(&h, 0, 0)
+		n, err := CheckMaskedHeader(&h, 0, 0, 0)
 		if err != nil || n > 1<<16 {
 			return
 		}

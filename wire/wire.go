@@ -486,7 +486,11 @@ func MaskedHeader(mi secagg.MaskedInput, blob []byte) *pb.MaskedInputHeader {
 
 // CheckMaskedHeader checks a stage-2 header of round (0: any) from node
 // from (0: any) before its blob is read, and returns the vector length.
-func CheckMaskedHeader(m *pb.MaskedInputHeader, round uint64, from uint32) (int, error) {
+// words (0: any up to MaxDim+1) is the length the round allows, its Dim+1
+// (the masked weight rides as the last word): a header announcing any
+// other length is refused here, before a byte of the blob is allocated
+// (security review M2).
+func CheckMaskedHeader(m *pb.MaskedInputHeader, round uint64, from uint32, words int) (int, error) {
 	const msg = "MaskedInputHeader"
 	if m == nil {
 		return 0, invalid(msg, "", "missing")
@@ -505,6 +509,9 @@ func CheckMaskedHeader(m *pb.MaskedInputHeader, round uint64, from uint32) (int,
 	}
 	if m.VectorLength < 2 || m.VectorLength > secagg.MaxDim+1 {
 		return 0, invalid(msg, "vector_length", "%d out of range 2..%d", m.VectorLength, secagg.MaxDim+1)
+	}
+	if words != 0 && m.VectorLength != uint64(words) {
+		return 0, invalid(msg, "vector_length", "%d, the round's model needs %d (dim+1)", m.VectorLength, words)
 	}
 	if m.BlobSize != 4*m.VectorLength {
 		return 0, invalid(msg, "blob_size", "%d, want 4·vector_length = %d", m.BlobSize, 4*m.VectorLength)

@@ -171,7 +171,7 @@ func TestMaskedVector(t *testing.T) {
 	mi := secagg.MaskedInput{Round: 3, From: 2, Vector: []uint32{0, 1, 0xffffffff, 12345}}
 	blob := EncodeVector(mi.Vector)
 	h := MaskedHeader(mi, blob)
-	n, err := CheckMaskedHeader(h, 3, 2)
+	n, err := CheckMaskedHeader(h, 3, 2, 0)
 	if err != nil || n != 4 {
 		t.Fatalf("header: %d %v", n, err)
 	}
@@ -186,7 +186,7 @@ func TestMaskedVector(t *testing.T) {
 		t.Fatal("short vector accepted")
 	}
 	h.BlobSize++
-	if _, err := CheckMaskedHeader(h, 3, 2); err == nil || !strings.Contains(err.Error(), "blob_size") {
+	if _, err := CheckMaskedHeader(h, 3, 2, 0); err == nil || !strings.Contains(err.Error(), "blob_size") {
 		t.Fatalf("bad size accepted: %v", err)
 	}
 }

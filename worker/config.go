@@ -25,12 +25,33 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/pelletier/go-toml/v2"
 
+	"github.com/sovereign-fl/sovereign/aggregation/secagg"
 	"github.com/sovereign-fl/sovereign/model"
 )
 
 // DefaultMinCohort is the smallest cohort a worker accepts when its policy
 // does not say: secure aggregation needs at least two clients to hide one.
 const DefaultMinCohort = 2
+
+// DefaultMaxCohort and DefaultMaxSecAggDegree bound the work one
+// announcement can ask of a worker: its SecAgg+ neighbour table holds
+// cohort × degree entries and it computes a pairwise mask per neighbour
+// (security review L3). 1,024 × 256 entries take 1 MiB; a federation with
+// larger rounds raises them in the policy.
+const (
+	DefaultMaxCohort       = 1024
+	DefaultMaxSecAggDegree = 256
+)
+
+// Evaluation policies: what a worker returns when the coordinator asks it
+// to evaluate a committed model on its local test split.
+const (
+	// EvalExact answers the example count, loss and accuracy of the model
+	// the worker was sampled to train, once per round (the default).
+	EvalExact = "exact"
+	// EvalNone refuses every evaluation request.
+	EvalNone = "none"
+)
 
 // Config is a worker's configuration file (TOML), as read by LoadConfig:
 //
@@ -88,6 +109,15 @@ type Policy struct {
 	// AcceptedModels are the model specs (model.ParseSpec forms) the
 	// institution trains; empty means any.
 	AcceptedModels []string `toml:"accepted_models"`
+	// MaxCohort is the largest cohort (sampled workers) a round may
+	// announce (default DefaultMaxCohort).
+	MaxCohort int `toml:"max_cohort"`
+	// MaxSecAggDegree is the largest SecAgg+ neighbour degree a round may
+	// announce (default DefaultMaxSecAggDegree).
+	MaxSecAggDegree int `toml:"max_secagg_degree"`
+	// Evaluation is EvalExact or EvalNone (default EvalExact); see
+	// docs/threat-model.md for what the coordinator learns from each.
+	Evaluation string `toml:"evaluation"`
 }
 
 // rawConfig mirrors Config with pointers where absence differs from zero.
@@ -101,9 +131,12 @@ type rawConfig struct {
 	Store      string   `toml:"store"`
 	LogLevel   string   `toml:"log_level"`
 	Policy     struct {
-		MaxEpsilon     *float64 `toml:"max_epsilon"`
-		MinCohort      *int     `toml:"min_cohort"`
-		AcceptedModels []string `toml:"accepted_models"`
+		MaxEpsilon      *float64 `toml:"max_epsilon"`
+		MinCohort       *int     `toml:"min_cohort"`
+		AcceptedModels  []string `toml:"accepted_models"`
+		MaxCohort       *int     `toml:"max_cohort"`
+		MaxSecAggDegree *int     `toml:"max_secagg_degree"`
+		Evaluation      string   `toml:"evaluation"`
 	} `toml:"policy"`
 }
 
@@ -151,6 +184,18 @@ func ParseConfig(src string, b []byte, dir string) (*Config, error) {
 	c.Policy.MinCohort = DefaultMinCohort
 	if raw.Policy.MinCohort != nil {
 		c.Policy.MinCohort = *raw.Policy.MinCohort
+	}
+	c.Policy.MaxCohort = DefaultMaxCohort
+	if raw.Policy.MaxCohort != nil {
+		c.Policy.MaxCohort = *raw.Policy.MaxCohort
+	}
+	c.Policy.MaxSecAggDegree = DefaultMaxSecAggDegree
+	if raw.Policy.MaxSecAggDegree != nil {
+		c.Policy.MaxSecAggDegree = *raw.Policy.MaxSecAggDegree
+	}
+	c.Policy.Evaluation = raw.Policy.Evaluation
+	if c.Policy.Evaluation == "" {
+		c.Policy.Evaluation = EvalExact
 	}
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
@@ -260,6 +305,17 @@ func (c *Config) Validate() error {
 	}
 	if p.MinCohort < 1 {
 		return c.fieldError("policy.min_cohort", "%d out of range [1, ∞)", p.MinCohort)
+	}
+	if p.MaxCohort < max(p.MinCohort, 2) || p.MaxCohort > secagg.MaxClients {
+		return c.fieldError("policy.max_cohort", "%d out of range [max(min_cohort, 2) = %d, %d]", p.MaxCohort, max(p.MinCohort, 2), secagg.MaxClients)
+	}
+	if p.MaxSecAggDegree < 1 || p.MaxSecAggDegree > secagg.MaxClients-1 {
+		return c.fieldError("policy.max_secagg_degree", "%d out of range [1, %d]", p.MaxSecAggDegree, secagg.MaxClients-1)
+	}
+	switch p.Evaluation {
+	case EvalExact, EvalNone:
+	default:
+		return c.fieldError("policy.evaluation", "%q is not one of %q, %q", p.Evaluation, EvalExact, EvalNone)
 	}
 	for i, s := range p.AcceptedModels {
 		if err := checkSpecSyntax(s); err != nil {

@@ -84,13 +84,19 @@ func (a *Announce) NodeIndex(id string) uint32 {
 // (model, cohort size, privacy budget), a stale round, or a request it must
 // not answer (a second survivor set, Err then being the
 // *secagg.EquivocationError).
+//
+// Reason is what the coordinator is told: it names the rule that failed,
+// never the private values behind it (the example count, the budget left,
+// the shape of the local data; security review L2). Detail holds those
+// values and stays in the worker's own log.
 type Refusal struct {
 	Round  uint64
 	Reason string
+	Detail string
 	Err    error
 }
 
-// Error implements error.
+// Error implements error; it is the text sent to the coordinator.
 func (r *Refusal) Error() string {
 	return fmt.Sprintf("worker refuses round %d: %s", r.Round, r.Reason)
 }
@@ -258,10 +264,21 @@ func (n *Node) parseSpec(s string) (model.Spec, error) {
 	return model.ParseSpec(s, n.train.C, n.train.H, n.train.W, n.train.Classes)
 }
 
-// refuse logs and returns a refusal.
+// refuse logs and returns a refusal whose reason (sent to the coordinator)
+// is format applied to a; see refuseDetail for private values.
 func (n *Node) refuse(round uint64, err error, format string, a ...any) *Refusal {
-	r := &Refusal{Round: round, Reason: fmt.Sprintf(format, a...), Err: err}
-	n.log.Warn("round refused", "round", round, "reason", r.Reason)
+	return n.refuseDetail(round, err, fmt.Sprintf(format, a...), "")
+}
+
+// refuseDetail logs reason and detail and returns a refusal that tells the
+// coordinator only the reason.
+func (n *Node) refuseDetail(round uint64, err error, reason, detail string) *Refusal {
+	r := &Refusal{Round: round, Reason: reason, Detail: detail, Err: err}
+	if detail != "" {
+		n.log.Warn("round refused", "round", round, "reason", r.Reason, "detail", detail)
+	} else {
+		n.log.Warn("round refused", "round", round, "reason", r.Reason)
+	}
 	return r
 }
 
@@ -335,24 +352,35 @@ func (n *Node) validateAnnounce(a *Announce) (uint32, error) {
 // conditions to a valid announcement.
 func (n *Node) policy(a *Announce) *Refusal {
 	p := n.cfg.Policy
+	// The work limits first: nothing below (and no SecAgg+ graph) is
+	// built for an announcement beyond them (security review L3).
+	if len(a.Sampled) > p.MaxCohort {
+		return n.refuse(a.Round, nil, "cohort of %d institutions is above policy.max_cohort %d", len(a.Sampled), p.MaxCohort)
+	}
+	if d := a.SecAgg.WithDefaults().Degree; d > p.MaxSecAggDegree {
+		return n.refuse(a.Round, nil, "SecAgg+ degree %d is above policy.max_secagg_degree %d", d, p.MaxSecAggDegree)
+	}
 	sp, err := n.parseSpec(a.ModelSpec)
 	if err != nil {
-		return n.refuse(a.Round, err, "model %q does not fit the local data: %v", a.ModelSpec, err)
+		return n.refuseDetail(a.Round, err, fmt.Sprintf("model %q does not fit the local data", a.ModelSpec), err.Error())
 	}
 	if n.accepted != nil && !n.accepted[sp.String()] {
-		return n.refuse(a.Round, nil, "model %q is not in policy.accepted_models %v", a.ModelSpec, p.AcceptedModels)
+		return n.refuseDetail(a.Round, nil, fmt.Sprintf("model %q is not in policy.accepted_models", a.ModelSpec), fmt.Sprintf("accepted: %v", p.AcceptedModels))
 	}
 	if got := sp.NumParams(); got != a.NumParams {
-		return n.refuse(a.Round, nil, "model %q has %d parameters on the local data, the announcement says %d", a.ModelSpec, got, a.NumParams)
+		return n.refuseDetail(a.Round, nil, fmt.Sprintf("model %q on the local data does not have the announced num_params %d", a.ModelSpec, a.NumParams),
+			fmt.Sprintf("%d parameters on the local data", got))
 	}
 	if len(a.Sampled) < p.MinCohort {
 		return n.refuse(a.Round, nil, "cohort of %d institutions is below policy.min_cohort %d", len(a.Sampled), p.MinCohort)
 	}
 	if !math.IsInf(p.MaxEpsilon, 1) && a.DP.Noise == 0 {
-		return n.refuse(a.Round, nil, "round has no differential privacy (dp.noise = 0) and policy.max_epsilon is %g", p.MaxEpsilon)
+		return n.refuseDetail(a.Round, nil, "round has no differential privacy (dp.noise = 0) and policy.max_epsilon requires it",
+			fmt.Sprintf("policy.max_epsilon %g", p.MaxEpsilon))
 	}
 	if a.Epsilon > p.MaxEpsilon {
-		return n.refuse(a.Round, nil, "ε after this round would be %.4g, above policy.max_epsilon %.4g", a.Epsilon, p.MaxEpsilon)
+		return n.refuseDetail(a.Round, nil, fmt.Sprintf("announced ε %.4g after this round is above policy.max_epsilon", a.Epsilon),
+			fmt.Sprintf("policy.max_epsilon %.4g", p.MaxEpsilon))
 	}
 	sc := a.SecAgg.WithDefaults()
 	if a.DP.Noise > 0 && a.DP.MinClients > sc.Threshold {
@@ -361,7 +389,8 @@ func (n *Node) policy(a *Announce) *Refusal {
 		return n.refuse(a.Round, nil, "dp.min_clients %d exceeds the SecAgg+ threshold %d, so an unmasked sum could carry less noise than announced", a.DP.MinClients, sc.Threshold)
 	}
 	if w := n.weight(a); w > sc.MaxWeight {
-		return n.refuse(a.Round, nil, "this worker's weight %g exceeds secagg.max_weight %g", w, sc.MaxWeight)
+		return n.refuseDetail(a.Round, nil, fmt.Sprintf("this worker's weight exceeds secagg.max_weight %g", sc.MaxWeight),
+			fmt.Sprintf("weight %g (local examples)", w))
 	}
 	return nil
 }

@@ -97,7 +97,7 @@ func TestPolicyRefusals(t *testing.T) {
 			a.SecAgg.Dim = a.NumParams
 		}, "not in policy.accepted_models"},
 		{"cohort too small", func(c *Config) { c.Policy.MinCohort = 5 }, nil, "below policy.min_cohort 5"},
-		{"epsilon over budget", nil, func(a *Announce) { a.Epsilon = 12; a.DP = DPParams{Clip: 1, Noise: 1, MinClients: 2} }, "above policy.max_epsilon 10"},
+		{"epsilon over budget", nil, func(a *Announce) { a.Epsilon = 12; a.DP = DPParams{Clip: 1, Noise: 1, MinClients: 2} }, "above policy.max_epsilon"},
 		{"no dp with finite budget", nil, nil, "no differential privacy"},
 		{"dp min clients above threshold", nil, func(a *Announce) { a.DP = DPParams{Clip: 1, Noise: 1, MinClients: 4} }, "exceeds the SecAgg+ threshold"},
 		{"weight above max", func(c *Config) { c.Policy.MaxEpsilon = math.Inf(1) }, func(a *Announce) { a.DP = DPParams{}; a.SecAgg.MaxWeight = 10 }, "exceeds secagg.max_weight 10"},

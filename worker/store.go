@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -71,6 +72,8 @@ type Store struct {
 	// inMemory is set for the in-memory store, whose records are limited
 	// to memValueLimit bytes.
 	inMemory bool
+	// dir is the store folder ("" in memory), kept at 0700 with 0600 files.
+	dir string
 
 	mu     sync.Mutex
 	closed bool
@@ -99,6 +102,12 @@ func OpenStore(dir string, opts StoreOptions) (*Store, error) {
 		}
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("worker store: %w", err)
+		}
+		// The folder holds the round secrets (X25519 private keys, b_u,
+		// the peers' shares, masked inputs): 0700 whatever mode an
+		// operator or an image created it with (security review L1).
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("worker store: folder %q: %w", dir, err)
 		}
 	} else {
 		dir = ""
@@ -131,7 +140,46 @@ func OpenStore(dir string, opts StoreOptions) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("worker store: open badger in %q: %w", dir, err)
 	}
-	return &Store{db: db, inMemory: opts.InMemory}, nil
+	s := &Store{db: db, inMemory: opts.InMemory, dir: dir}
+	if err := s.tighten(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// tighten sets every file of the store folder to 0600. Badger creates its
+// files with mode 0666 less the umask and has no option for it, so the
+// store corrects them after opening and after every write (a write can
+// roll a new memtable or value-log file); the worker command also sets a
+// 0077 umask so that files are born private.
+func (s *Store) tighten() error {
+	if s.dir == "" {
+		return nil
+	}
+	ents, err := os.ReadDir(s.dir)
+	if err != nil {
+		return fmt.Errorf("worker store: folder %q: %w", s.dir, err)
+	}
+	for _, e := range ents {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				continue // removed by badger since ReadDir
+			}
+			return fmt.Errorf("worker store: %w", err)
+		}
+		if info.Mode().Perm() == 0o600 {
+			continue
+		}
+		if err := os.Chmod(filepath.Join(s.dir, e.Name()), 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("worker store: %w", err)
+		}
+	}
+	return nil
 }
 
 // OpenMemStore returns an in-memory store (tests and the in-process cluster).
@@ -233,7 +281,7 @@ func (s *Store) put(kv map[string][]byte) error {
 	if err != nil {
 		return fmt.Errorf("worker store: write: %w", err)
 	}
-	return nil
+	return s.tighten()
 }
 
 // PutAnnounce records the announcement of a round.
@@ -466,7 +514,7 @@ func (s *Store) putDelete(kv map[string][]byte, dels [][]byte) error {
 	if err != nil {
 		return fmt.Errorf("worker store: write: %w", err)
 	}
-	return nil
+	return s.tighten()
 }
 
 // Rounds lists, ascending, the rounds that have records.

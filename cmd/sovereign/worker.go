@@ -72,6 +72,9 @@ func runWorker(ctx context.Context, cfg *worker.Config, logOut io.Writer) error 
 	if err != nil {
 		return fmt.Errorf("dataset: %w", err)
 	}
+	// Files the worker creates (its badger store holds round secrets) are
+	// born 0600 and folders 0700 (security review L1).
+	privateUmask()
 	st, err := worker.OpenStore(cfg.Store, worker.StoreOptions{Logger: log})
 	if err != nil {
 		return fmt.Errorf("store: %w", err)

@@ -248,7 +248,7 @@ func (c *Cohort) ShareKeys(ctx context.Context, w coordinator.WorkerID, kb secag
 }
 
 // MaskedInput implements coordinator.Cohort.
-func (c *Cohort) MaskedInput(ctx context.Context, w coordinator.WorkerID, sb secagg.ShareBundle) (secagg.MaskedInput, error) {
+func (c *Cohort) MaskedInput(ctx context.Context, w coordinator.WorkerID, sb secagg.ShareBundle, _ int) (secagg.MaskedInput, error) {
 	wk, err := c.enter(ctx, w, sb.Round, secagg.StageMaskedInput)
 	if err != nil {
 		return secagg.MaskedInput{}, err
