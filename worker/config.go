@@ -120,6 +120,21 @@ type Policy struct {
 	Evaluation string `toml:"evaluation"`
 }
 
+// WithDefaults returns p with the zero work limits and evaluation policy
+// replaced by their defaults (a Config built in code leaves them zero).
+func (p Policy) WithDefaults() Policy {
+	if p.MaxCohort == 0 {
+		p.MaxCohort = DefaultMaxCohort
+	}
+	if p.MaxSecAggDegree == 0 {
+		p.MaxSecAggDegree = DefaultMaxSecAggDegree
+	}
+	if p.Evaluation == "" {
+		p.Evaluation = EvalExact
+	}
+	return p
+}
+
 // rawConfig mirrors Config with pointers where absence differs from zero.
 type rawConfig struct {
 	Name       string   `toml:"name"`
@@ -185,13 +200,24 @@ func ParseConfig(src string, b []byte, dir string) (*Config, error) {
 	if raw.Policy.MinCohort != nil {
 		c.Policy.MinCohort = *raw.Policy.MinCohort
 	}
-	c.Policy.MaxCohort = DefaultMaxCohort
-	if raw.Policy.MaxCohort != nil {
-		c.Policy.MaxCohort = *raw.Policy.MaxCohort
-	}
-	c.Policy.MaxSecAggDegree = DefaultMaxSecAggDegree
-	if raw.Policy.MaxSecAggDegree != nil {
-		c.Policy.MaxSecAggDegree = *raw.Policy.MaxSecAggDegree
+	// Absent limits take the defaults; a written 0 is an error, not a
+	// default.
+	for _, l := range []struct {
+		key string
+		v   *int
+		dst *int
+		def int
+	}{
+		{"policy.max_cohort", raw.Policy.MaxCohort, &c.Policy.MaxCohort, DefaultMaxCohort},
+		{"policy.max_secagg_degree", raw.Policy.MaxSecAggDegree, &c.Policy.MaxSecAggDegree, DefaultMaxSecAggDegree},
+	} {
+		*l.dst = l.def
+		if l.v != nil {
+			if *l.v == 0 {
+				return nil, fmt.Errorf("%s: %s: 0 out of range [1, %d]", src, l.key, secagg.MaxClients)
+			}
+			*l.dst = *l.v
+		}
 	}
 	c.Policy.Evaluation = raw.Policy.Evaluation
 	if c.Policy.Evaluation == "" {
@@ -299,7 +325,7 @@ func (c *Config) Validate() error {
 	if _, err := c.SlogLevel(); err != nil {
 		return c.fieldError("log_level", "%v", err)
 	}
-	p := c.Policy
+	p := c.Policy.WithDefaults()
 	if math.IsNaN(p.MaxEpsilon) || p.MaxEpsilon <= 0 {
 		return c.fieldError("policy.max_epsilon", "%v out of range (0, ∞]", p.MaxEpsilon)
 	}

@@ -84,6 +84,11 @@ func TestConfigErrorsNameField(t *testing.T) {
 		{`log_level = "debug"`, `log_level = "loud"`, "log_level: \"loud\""},
 		{`min_cohort = 3`, "min_cohort = 3\ncolour = 1", `unknown field "policy.colour"`},
 		{`min_cohort = 3`, `min_cohort = "three"`, "worker.toml:"},
+		{"min_cohort = 3", "min_cohort = 3\nmax_cohort = 0", "worker.toml: policy.max_cohort: 0 out of range"},
+		{"min_cohort = 3", "min_cohort = 3\nmax_cohort = 2", "policy.max_cohort: 2 out of range [max(min_cohort, 2) = 3"},
+		{"min_cohort = 3", "min_cohort = 3\nmax_secagg_degree = 0", "policy.max_secagg_degree: 0 out of range"},
+		{"min_cohort = 3", "min_cohort = 3\nmax_secagg_degree = 70000", "policy.max_secagg_degree: 70000 out of range"},
+		{"min_cohort = 3", "min_cohort = 3\nevaluation = \"sometimes\"", `policy.evaluation: "sometimes" is not one of`},
 	}
 	for _, tc := range cases {
 		src := strings.Replace(validTOML, tc.old, tc.new, 1)

@@ -209,6 +209,9 @@ func NewNode(cfg *Config, st *Store, train, test *data.Dataset, logger *slog.Log
 	if logger == nil {
 		logger = slog.Default()
 	}
+	c := *cfg
+	c.Policy = c.Policy.WithDefaults()
+	cfg = &c
 	n := &Node{cfg: cfg, st: st, train: train, test: test, rand: rand.Reader, clients: map[uint64]*secagg.Client{}}
 	for _, o := range opts {
 		if err := o(n); err != nil {
@@ -501,6 +504,13 @@ func (n *Node) Advertise(a Announce) (secagg.AdvertiseKeys, error) {
 	}
 	if err := n.checkStale(a.Round); err != nil {
 		return secagg.AdvertiseKeys{}, err
+	}
+	if pin, ok, err := n.st.EvalPin(); err != nil {
+		return secagg.AdvertiseKeys{}, err
+	} else if ok && a.ModelVersion == pin.Round && a.ModelHash != pin.Hash {
+		return secagg.AdvertiseKeys{}, n.refuseDetail(a.Round, nil,
+			fmt.Sprintf("the announced model of round %d is not the one this worker evaluated for that round", pin.Round),
+			fmt.Sprintf("announced %x, evaluated %x", a.ModelHash[:8], pin.Hash[:8]))
 	}
 	idx, err := n.validateAnnounce(&a)
 	if err != nil {
@@ -835,6 +845,108 @@ func (n *Node) evalSpec(round uint64, numParams int) (string, error) {
 	}
 	return "", fmt.Errorf("worker %s: round %d: cannot tell the model spec of a %d-parameter model (no announcement seen; accepted models matching: %s)",
 		n.cfg.Name, round, numParams, strings.Join(match, ", "))
+}
+
+// EvaluateCommitted answers a coordinator's request to evaluate the model
+// hash committed by round (security review M4: evaluation is no oracle).
+// The worker evaluates only
+//   - if policy.evaluation allows it;
+//   - a round it was sampled in and answered to the end (it holds the
+//     round's accepted announcement and its unmask answer);
+//   - with the round's announced model spec, which policy.accepted_models
+//     allowed when the announcement was accepted (spec, if not empty, must
+//     name it);
+//   - one model per round: the first hash asked is pinned durably, the
+//     same hash again gets the same answer without a new evaluation, any
+//     other hash is refused, and so is a later announcement that builds on
+//     the round with a different model (Advertise checks the pin).
+//
+// A coordinator therefore learns at most one evaluation per round the
+// worker trained in, of a model it must then announce as the federation's
+// model. fetch is called with the announced parameter count, only once the
+// request passed these checks.
+func (n *Node) EvaluateCommitted(round uint64, hash [32]byte, spec string, fetch func(numParams int) ([]float32, error)) (examples int, loss, accuracy float64, err error) {
+	n.mu.Lock()
+	a, err := n.checkEvaluation(round, hash, spec)
+	n.mu.Unlock()
+	if err != nil {
+		var pinned *pinnedEval
+		if errors.As(err, &pinned) {
+			return pinned.p.Examples, pinned.p.Loss, pinned.p.Accuracy, nil
+		}
+		return 0, 0, 0, err
+	}
+	params, err := fetch(a.NumParams)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	if got := ModelHash(params); got != hash {
+		return 0, 0, 0, fmt.Errorf("worker %s: round %d: fetched model hashes to %x, asked %x", n.cfg.Name, round, got[:8], hash[:8])
+	}
+	examples, loss, accuracy, err = n.EvaluateSpec(a.ModelSpec, params)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	// Another request may have pinned the round meanwhile.
+	if _, err := n.checkEvaluation(round, hash, spec); err != nil {
+		var pinned *pinnedEval
+		if errors.As(err, &pinned) {
+			return pinned.p.Examples, pinned.p.Loss, pinned.p.Accuracy, nil
+		}
+		return 0, 0, 0, err
+	}
+	if err := n.st.PutEvalPin(EvalPin{Round: round, Hash: hash, Examples: examples, Loss: loss, Accuracy: accuracy}); err != nil {
+		return 0, 0, 0, err
+	}
+	if err := n.implicitCommit(round); err != nil {
+		return 0, 0, 0, err
+	}
+	return examples, loss, accuracy, nil
+}
+
+// pinnedEval is checkEvaluation's answer for a request already answered.
+type pinnedEval struct{ p EvalPin }
+
+func (p *pinnedEval) Error() string { return fmt.Sprintf("round %d already evaluated", p.p.Round) }
+
+// checkEvaluation applies EvaluateCommitted's rules; n.mu is held. It
+// returns the round's announcement, or a *pinnedEval for a repeat.
+func (n *Node) checkEvaluation(round uint64, hash [32]byte, spec string) (*Announce, error) {
+	if n.cfg.Policy.Evaluation == EvalNone {
+		return nil, n.refuse(round, nil, "policy.evaluation is %q: this worker answers no evaluation", EvalNone)
+	}
+	pin, ok, err := n.st.EvalPin()
+	if err != nil {
+		return nil, err
+	}
+	if ok && pin.Round == round {
+		if pin.Hash != hash {
+			return nil, n.refuseDetail(round, nil, fmt.Sprintf("a model was already evaluated for round %d; one model per round", round),
+				fmt.Sprintf("evaluated %x, asked %x", pin.Hash[:8], hash[:8]))
+		}
+		return nil, &pinnedEval{pin}
+	}
+	if ok && round < pin.Round {
+		return nil, n.refuse(round, nil, "round %d is before round %d, the last one evaluated", round, pin.Round)
+	}
+	a, ok, err := n.st.Announce(round)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, n.refuse(round, nil, "this worker holds no accepted announcement of round %d, so no model of it to evaluate", round)
+	}
+	if _, ok, err := n.st.Answer(round); err != nil {
+		return nil, err
+	} else if !ok {
+		return nil, n.refuse(round, nil, "this worker did not take part in round %d to its end (no unmask answered)", round)
+	}
+	if spec != "" && spec != a.ModelSpec {
+		return nil, n.refuse(round, nil, "model spec %q is not the spec %q announced for round %d", spec, a.ModelSpec, round)
+	}
+	return a, nil
 }
 
 // EvaluateSpec evaluates params as a model of the given spec on the local

@@ -361,17 +361,9 @@ func (s *Server) handleEvaluate(ctx context.Context, st *p2p.Stream) error {
 		if err != nil {
 			return nil, err
 		}
-		params, err := s.model(ctx, st.Peer(), hash, 0)
-		if err != nil {
-			return nil, err
-		}
-		var n int
-		var loss, acc float64
-		if m.ModelSpec != "" {
-			n, loss, acc, err = s.node.EvaluateSpec(m.ModelSpec, params)
-		} else {
-			n, loss, acc, err = s.node.Evaluate(round, params)
-		}
+		n, loss, acc, err := s.node.EvaluateCommitted(round, hash, m.ModelSpec, func(numParams int) ([]float32, error) {
+			return s.model(ctx, st.Peer(), hash, numParams)
+		})
 		if err != nil {
 			return nil, err
 		}

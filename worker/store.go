@@ -28,6 +28,7 @@ const (
 	keyCommitted = "m/committed" // highest committed round (8 bytes)
 	keyEpsilon   = "m/epsilon"   // ε spent (float64 bits)
 	keyLastSpec  = "m/spec"      // model spec of the latest announcement
+	keyEvaluated = "m/evaluated" // the latest evaluation answered (JSON EvalPin)
 	roundPrefix  = "r/"
 
 	recAnnounce = "announce" // gob Announce (ε may be +Inf, which JSON cannot hold)
@@ -282,6 +283,40 @@ func (s *Store) put(kv map[string][]byte) error {
 		return fmt.Errorf("worker store: write: %w", err)
 	}
 	return s.tighten()
+}
+
+// EvalPin is the latest evaluation the worker answered: the one model it
+// evaluated for Round, and what it answered. A second model for the same
+// round is refused, and a later announcement of version Round must name
+// the same hash (security review M4).
+type EvalPin struct {
+	Round    uint64   `json:"round"`
+	Hash     [32]byte `json:"hash"`
+	Examples int      `json:"examples"`
+	Loss     float64  `json:"loss"`
+	Accuracy float64  `json:"accuracy"`
+}
+
+// PutEvalPin records p as the latest evaluation answered.
+func (s *Store) PutEvalPin(p EvalPin) error {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return fmt.Errorf("worker store: encoding evaluation of round %d: %w", p.Round, err)
+	}
+	return s.put(map[string][]byte{keyEvaluated: b})
+}
+
+// EvalPin returns the latest evaluation answered.
+func (s *Store) EvalPin() (EvalPin, bool, error) {
+	b, ok, err := s.get(keyEvaluated)
+	if err != nil || !ok {
+		return EvalPin{}, false, err
+	}
+	var p EvalPin
+	if err := json.Unmarshal(b, &p); err != nil {
+		return EvalPin{}, false, &CorruptError{Key: keyEvaluated, Reason: err.Error()}
+	}
+	return p, true, nil
 }
 
 // PutAnnounce records the announcement of a round.
