@@ -68,16 +68,17 @@ func attackOversizedMasked(t *testing.T, sendBody bool) {
 	}
 	defer wh.Close()
 	const n = secagg.MaxDim + 1
+	// The body's hash, computed before the measured call.
+	sum := make([]byte, 32)
+	if sendBody {
+		h := sha256.New()
+		_, _ = io.Copy(h, io.LimitReader(zeroReader{}, 4*n))
+		sum = h.Sum(nil)
+	}
 	err = wh.Handle(p2p.ProtocolSpec{ID: wire.ProtoMasked, Roles: []p2p.Role{p2p.RoleCoordinator}, Timeout: time.Minute}, func(ctx context.Context, s *p2p.Stream) error {
 		var m pb.EncryptedShares
 		if err := s.ReadMsg(&m); err != nil {
 			return err
-		}
-		sum := make([]byte, 32)
-		if sendBody {
-			h := sha256.New()
-			_, _ = io.Copy(h, io.LimitReader(zeroReader{}, 4*n))
-			sum = h.Sum(nil)
 		}
 		if err := s.WriteMsg(&pb.MaskedInputHeader{Round: m.Round, FromIndex: m.ToIndex, VectorLength: n, ElementBits: 32, BlobSha256: sum, BlobSize: 4 * n}); err != nil {
 			return err
@@ -121,9 +122,11 @@ func attackOversizedMasked(t *testing.T, sendBody bool) {
 	if ctx.Err() != nil {
 		t.Errorf("refused only at the deadline, not at the header: %v", err)
 	}
-	// Everything the call allocated, not a sampled peak: the peak heap
-	// cannot exceed it. The announced vector alone would be 1 GiB.
-	if allocated > 8<<20 {
+	// Everything the process allocated during the call, not a sampled
+	// peak: the coordinator's peak heap cannot exceed it. It includes the
+	// attacking host's own send buffers (it runs in this process); the
+	// announced vector alone would be 1 GiB.
+	if allocated > 16<<20 {
 		t.Errorf("coordinator allocated %d MiB for one oversized header, want a few MiB at most", allocated>>20)
 	}
 }
