@@ -208,7 +208,11 @@ type Page struct {
 	Ledger                          []LedgerRow
 	Refusals                        []RefusalRow
 	Epsilon                         float64
+	LedgerLength                    int
 }
+
+// maxLedgerRows is how many ledger entries the page lists (newest first).
+const maxLedgerRows = 20
 
 // Page builds the page data.
 func (h *Handler) Page(ctx context.Context) Page {
@@ -296,7 +300,8 @@ func (h *Handler) Page(ctx context.Context) Page {
 			svgplot.Series{Name: "loss", X: xs, Y: loss, Color: "#d62728"}))
 	}
 	// Ledger, newest first.
-	for i := len(st.Ledger) - 1; i >= 0 && len(p.Ledger) < 50; i-- {
+	p.LedgerLength = len(st.Ledger)
+	for i := len(st.Ledger) - 1; i >= 0 && len(p.Ledger) < maxLedgerRows; i-- {
 		e := st.Ledger[i]
 		row := LedgerRow{Round: e.Round, ModelHash: e.ModelHash.String(), Epsilon: e.Epsilon}
 		for _, w := range e.Participants {
