@@ -106,4 +106,3 @@ func TestTokenAndReadOnly(t *testing.T) {
 		t.Errorf("no token configured: %d, want 200", w.Code)
 	}
 }
-
