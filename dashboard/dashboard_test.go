@@ -86,7 +86,7 @@ func TestPageShowsTheFederation(t *testing.T) {
 	}
 }
 
-func TestTokenAndReadOnly(t *testing.T) {
+func TestAttackDashboardWithoutTokenOrWriting(t *testing.T) {
 	h := dashboard.New(testSource())
 	for _, c := range []struct {
 		method, target, auth string
