@@ -106,3 +106,19 @@ func TestAttackDashboardWithoutTokenOrWriting(t *testing.T) {
 		t.Errorf("no token configured: %d, want 200", w.Code)
 	}
 }
+
+// A worker's refusal text is the worker's own words: a liar may put markup
+// in it. The page must show it as text.
+func TestAttackRefusalMarkupIsEscaped(t *testing.T) {
+	src := testSource()
+	src.Refusals = func() []metrics.Refusal {
+		return []metrics.Refusal{{Worker: "w3", Round: 2, Reason: `<script>alert(1)</script><img src=x onerror=alert(2)>`, Label: "other"}}
+	}
+	body := get(t, dashboard.New(src), "GET", "/", "Bearer tok").Body.String()
+	if strings.Contains(body, "<script>") || strings.Contains(body, "<img src=x") {
+		t.Fatal("a worker's refusal text reached the page as markup")
+	}
+	if !strings.Contains(body, "&lt;script&gt;alert(1)&lt;/script&gt;") {
+		t.Fatal("the refusal text is missing from the page")
+	}
+}

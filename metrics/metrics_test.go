@@ -236,3 +236,41 @@ func TestCheckListen(t *testing.T) {
 		}
 	}
 }
+
+// Refusal texts come from workers, who may lie: whatever they send, the
+// label takes one of a fixed set of values, so a worker cannot mint new
+// Prometheus series.
+func TestAttackRefusalTextCannotMintLabels(t *testing.T) {
+	c := metrics.NewCoordinator(metrics.CoordinatorSource{State: func() coordinator.State { return coordinator.State{} }})
+	before := testutil.CollectAndCount(c.Registry(), "sovereign_refusals_total")
+	co := c.Cohort(textCohort{})
+	for i := range 500 {
+		_, _ = co.Advertise(context.Background(), coordinator.WorkerID("w"), &coordinator.Announce{Round: uint64(i)})
+	}
+	for _, text := range []string{"", "\x00\xff", strings.Repeat("policy.", 1000), `reason="x"} 1`} {
+		if l := metrics.RefusalReason(text); !contains(metrics.RefusalReasons, l) {
+			t.Fatalf("RefusalReason(%q) = %q, not a declared label", text, l)
+		}
+	}
+	if after := testutil.CollectAndCount(c.Registry(), "sovereign_refusals_total"); after != before {
+		t.Fatalf("refusal series grew from %d to %d", before, after)
+	}
+	if n := len(c.Refusals()); n != 256 {
+		t.Fatalf("%d refusals kept, want the last 256", n)
+	}
+}
+
+type textCohort struct{ coordinator.Cohort }
+
+func (textCohort) Advertise(_ context.Context, w coordinator.WorkerID, a *coordinator.Announce) (secagg.AdvertiseKeys, error) {
+	return secagg.AdvertiseKeys{}, &coordinator.RefusalError{Worker: w, Round: a.Round, Reason: strings.Repeat("z", int(a.Round)) + " invented reason " + string(rune(0x4e00+int(a.Round)))}
+}
+
+func contains(xs []string, x string) bool {
+	for _, v := range xs {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
