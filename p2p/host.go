@@ -11,7 +11,6 @@ import (
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
-	lpmetrics "github.com/libp2p/go-libp2p/core/metrics"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
@@ -133,7 +132,7 @@ func WithBlobIdleTimeout(d time.Duration) Option {
 // and [Host.ServeBlobs].
 type Host struct {
 	h      host.Host
-	bw     *lpmetrics.BandwidthCounter
+	bw     *byteCounter
 	gater  *Gater
 	cfg    HostConfig
 	logger *slog.Logger
@@ -226,7 +225,7 @@ func NewHost(ctx context.Context, cfg HostConfig, opts ...Option) (*Host, error)
 		logger = slog.New(slog.DiscardHandler)
 	}
 	gater := NewGater(cfg.Federation, logger)
-	bw := lpmetrics.NewBandwidthCounter()
+	bw := &byteCounter{}
 
 	lopts := []libp2p.Option{
 		libp2p.Identity(cfg.Identity),
@@ -275,8 +274,7 @@ func (h *Host) LibP2P() host.Host { return h.h }
 // Bandwidth returns the bytes received and sent over this host's streams
 // since it started, all protocols and peers together.
 func (h *Host) Bandwidth() (in, out int64) {
-	t := h.bw.GetBandwidthTotals()
-	return t.TotalIn, t.TotalOut
+	return h.bw.in.Load(), h.bw.out.Load()
 }
 
 // Gater returns the host's connection gater.
