@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
 )
 
 // chromium returns Debian's chromium binary or skips the test.
@@ -132,17 +134,26 @@ func (b *browser) waitPage(what, url string, d time.Duration, cond func(rendered
 // headless Chromium and checks the rendered page: three replicas with one
 // leader, the three members online, the round counter advancing, the
 // curve drawn. It then SIGKILLs the leader and waits for a survivor's page
-// to name a new leader. SOVEREIGN_DASHBOARD_SCREENSHOT=path keeps a
+// to name a new leader, and for the metrics to agree (the new leader's
+// raft_state, the survivors' leader changes, every worker's redials of
+// the dead coordinator). SOVEREIGN_DASHBOARD_SCREENSHOT=path keeps a
 // screenshot (docs/dashboard.png is one).
 func TestDashboardInChromium(t *testing.T) {
 	b := &browser{t: t, bin: chromium(t), dir: t.TempDir()}
 	c := newCluster(t, clusterOptions{coords: 3, workers: 3, rounds: 100000, noDP: true})
 	const token = "e2e-dashboard-token"
 	urls := make([]string, len(c.ccfg))
+	cmetrics := make([]string, len(c.ccfg))
 	for i, p := range c.ccfg {
 		addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 		urls[i] = "http://" + addr + "/?token=" + token
-		prepend(t, p, fmt.Sprintf("dashboard_listen = %q\ndashboard_token = %q", addr, token))
+		cmetrics[i] = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		prepend(t, p, fmt.Sprintf("dashboard_listen = %q\ndashboard_token = %q\nmetrics_listen = %q", addr, token, cmetrics[i]))
+	}
+	wmetrics := make([]string, len(c.wcfg))
+	for i, p := range c.wcfg {
+		wmetrics[i] = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		prepend(t, p, fmt.Sprintf("metrics_listen = %q", wmetrics[i]))
 	}
 	for i := range c.cnames {
 		c.startCoordinator(i)
@@ -190,6 +201,14 @@ func TestDashboardInChromium(t *testing.T) {
 	if old < 0 {
 		t.Fatalf("the page names leader %q, not a coordinator of %v", first.leader, c.cnames)
 	}
+	survivorChanges := map[int]float64{}
+	for _, i := range c.others(old) {
+		m, err := scrape(cmetrics[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		survivorChanges[i] = mustValue(t, c.cnames[i], m, "sovereign_raft_leader_changes_total")
+	}
 	killed := time.Now()
 	c.coords[old].kill()
 	survivor := c.others(old)[0]
@@ -200,7 +219,40 @@ func TestDashboardInChromium(t *testing.T) {
 	if !slices.Contains(c.cnames, p.leader) {
 		t.Fatalf("new leader %q is not a coordinator", p.leader)
 	}
+	// The metrics agree: the new leader reports Leader, the survivors
+	// counted a leader change, and every worker redials the dead one.
+	waitMetric(t, "the new leader's raft_state{Leader} = 1", cmetrics[slices.Index(c.cnames, p.leader)], func(m metricFamilies) bool {
+		v, _ := metricValue(m, "sovereign_raft_state", "state", "Leader")
+		return v == 1
+	})
+	for i, before := range survivorChanges {
+		waitMetric(t, c.cnames[i]+" counting a leader change", cmetrics[i], func(m metricFamilies) bool {
+			v, _ := metricValue(m, "sovereign_raft_leader_changes_total")
+			return v > before
+		})
+	}
+	for i, a := range wmetrics {
+		waitMetric(t, c.wnames[i]+" redialling "+first.leader, a, func(m metricFamilies) bool {
+			v, _ := metricValue(m, "sovereign_worker_redials_total", "coordinator", first.leader)
+			return v >= 1
+		})
+	}
 	// And the federation goes on under the new leader.
 	before := p.committed
 	b.waitPage("rounds committed under the new leader", urls[survivor], 60*time.Second, func(p renderedPage) bool { return p.committed > before })
+}
+
+type metricFamilies = map[string]*dto.MetricFamily
+
+// waitMetric polls addr's /metrics until cond holds.
+func waitMetric(t *testing.T, what, addr string, cond func(metricFamilies) bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if m, err := scrape(addr); err == nil && cond(m) {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s at %s", what, addr)
 }
