@@ -132,6 +132,7 @@ func WithBlobIdleTimeout(d time.Duration) Option {
 // and [Host.ServeBlobs].
 type Host struct {
 	h      host.Host
+	bw     *byteCounter
 	gater  *Gater
 	cfg    HostConfig
 	logger *slog.Logger
@@ -224,6 +225,7 @@ func NewHost(ctx context.Context, cfg HostConfig, opts ...Option) (*Host, error)
 		logger = slog.New(slog.DiscardHandler)
 	}
 	gater := NewGater(cfg.Federation, logger)
+	bw := &byteCounter{}
 
 	lopts := []libp2p.Option{
 		libp2p.Identity(cfg.Identity),
@@ -233,6 +235,7 @@ func NewHost(ctx context.Context, cfg HostConfig, opts ...Option) (*Host, error)
 		libp2p.ConnectionGater(gater),
 		libp2p.DisableRelay(),
 		libp2p.DisableMetrics(),
+		libp2p.BandwidthReporter(bw),
 		libp2p.WithDialTimeout(cfg.DialTimeout),
 		libp2p.ListenAddrStrings(cfg.ListenAddrs...),
 	}
@@ -258,7 +261,7 @@ func NewHost(ctx context.Context, cfg HostConfig, opts ...Option) (*Host, error)
 		return nil, fmt.Errorf("p2p: start libp2p host: %w", err)
 	}
 	hctx, cancel := context.WithCancel(context.Background())
-	return &Host{h: h, gater: gater, cfg: cfg, logger: logger, ctx: hctx, cancel: cancel}, nil
+	return &Host{h: h, bw: bw, gater: gater, cfg: cfg, logger: logger, ctx: hctx, cancel: cancel}, nil
 }
 
 // ID returns the host's peer ID.
@@ -267,6 +270,12 @@ func (h *Host) ID() peer.ID { return h.h.ID() }
 // LibP2P returns the underlying libp2p host (for pubsub and the like). Its
 // connections are subject to the same gater.
 func (h *Host) LibP2P() host.Host { return h.h }
+
+// Bandwidth returns the bytes received and sent over this host's streams
+// since it started, all protocols and peers together.
+func (h *Host) Bandwidth() (in, out int64) {
+	return h.bw.in.Load(), h.bw.out.Load()
+}
 
 // Gater returns the host's connection gater.
 func (h *Host) Gater() *Gater { return h.gater }

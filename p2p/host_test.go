@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"google.golang.org/protobuf/proto"
 	"strings"
 	"sync"
 	"testing"
@@ -51,6 +52,14 @@ func TestTwoEnrolledPeersTalk(t *testing.T) {
 			}
 			if resp.Round != 7 || resp.Stage != "seen st-marys" {
 				t.Fatalf("response = %v", &resp)
+			}
+			// Host.Bandwidth counts the stream bytes at once: at least
+			// the request and the response went each way.
+			_, wOut := worker.Bandwidth()
+			wIn, _ := worker.Bandwidth()
+			cIn, cOut := coord.Bandwidth()
+			if wOut < int64(proto.Size(&pb.StatusRequest{})) || cIn == 0 || cOut < int64(proto.Size(&resp)) || wIn < int64(proto.Size(&resp)) {
+				t.Fatalf("bandwidth: worker in %d out %d, coordinator in %d out %d; response is %d bytes", wIn, wOut, cIn, cOut, proto.Size(&resp))
 			}
 			conns := worker.LibP2P().Network().ConnsToPeer(coord.ID())
 			if len(conns) == 0 {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -25,7 +26,8 @@ const (
 // metricsHeader is the first row of metrics.csv; scripts rely on its names.
 var metricsHeader = []string{"round", "accuracy", "loss", "local_accuracy", "train_loss", "clients", "sampled", "dropped", "rejected", "seconds", "epsilon"}
 
-// WriteOutputs writes metrics.csv, summary.json and accuracy.png into dir.
+// WriteOutputs writes metrics.csv, summary.json, accuracy.png and
+// report.html into dir.
 func WriteOutputs(dir string, res *Result) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("--out %q: %w", dir, err)
@@ -36,7 +38,10 @@ func WriteOutputs(dir string, res *Result) error {
 	if err := writeSummary(filepath.Join(dir, SummaryFile), &res.Summary); err != nil {
 		return err
 	}
-	return writePlot(filepath.Join(dir, PlotFile), res.Rounds)
+	if err := writePlot(filepath.Join(dir, PlotFile), res.Rounds, plotTitle(res.Summary.Config)); err != nil {
+		return err
+	}
+	return writeReport(filepath.Join(dir, ReportFile), res, time.Now())
 }
 
 func ftoa(v float64) string {
@@ -77,11 +82,11 @@ func writeSummary(path string, s *Summary) error {
 }
 
 // writePlot draws held-out accuracy and loss per round.
-func writePlot(path string, rounds []RoundMetrics) error {
+func writePlot(path string, rounds []RoundMetrics, title string) error {
 	p := plot.New()
-	p.Title.Text = "Sovereign federation: held-out accuracy and loss"
+	p.Title.Text = "Held-out accuracy and loss: " + title
 	p.X.Label.Text = "round"
-	p.Y.Label.Text = "accuracy / loss"
+	p.Y.Label.Text = "accuracy (fraction) / cross-entropy loss"
 	acc := make(plotter.XYs, len(rounds))
 	loss := make(plotter.XYs, len(rounds))
 	maxY := 1.0
@@ -108,8 +113,8 @@ func writePlot(path string, rounds []RoundMetrics) error {
 	ll.Width = vg.Points(1.5)
 	ll.Dashes = []vg.Length{vg.Points(4), vg.Points(2)}
 	p.Add(plotter.NewGrid(), la, ll)
-	p.Legend.Add("accuracy", la)
-	p.Legend.Add("loss", ll)
+	p.Legend.Add("held-out accuracy", la)
+	p.Legend.Add("held-out loss", ll)
 	p.Legend.Top = false
 	p.Legend.Left = false
 	p.Legend.XOffs = -vg.Points(10)

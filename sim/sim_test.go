@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"fmt"
+	"html/template"
 	"math"
 	"os"
 	"path/filepath"
@@ -288,3 +290,54 @@ func TestSecureWithDropoutAndDP(t *testing.T) {
 		t.Fatalf("epsilon %v", res.Summary.Epsilon)
 	}
 }
+
+func TestReportHTML(t *testing.T) {
+	train, test := digits(t)
+	cfg := small()
+	cfg.Rounds = 3
+	cfg.DPNoise, cfg.DPClip = 1.0, 1.0
+	cfg.Dropout = 0.2
+	res, err := RunOn(context.Background(), cfg, train, test, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := WriteOutputs(dir, res); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, ReportFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := string(b)
+	want := []string{
+		plotTitleHTML(cfg), `id="accuracy"`, `id="loss"`, `id="clients"`, `id="epsilon-chart"`,
+		`data-series="held-out" data-points="3"`, `data-series="local (participants)"`, `data-series="dropped"`, `data-series="rejected"`,
+		`id="wall"`, `&#34;dataset&#34;: &#34;digits&#34;`,
+	}
+	for _, w := range want {
+		if !strings.Contains(page, w) {
+			t.Errorf("report.html lacks %q", w)
+		}
+	}
+	if got := strings.Count(page, `<tr class="round">`); got != len(res.Rounds) {
+		t.Errorf("report.html has %d round rows, want %d", got, len(res.Rounds))
+	}
+	for _, m := range res.Rounds {
+		row := fmt.Sprintf(`<tr class="round"><td>%d</td><td>%.4f</td>`, m.Round, m.Accuracy)
+		if !strings.Contains(page, row) {
+			t.Errorf("report.html lacks the row of round %d (%s)", m.Round, row)
+		}
+	}
+	if e := res.Summary.Epsilon; e == nil || !strings.Contains(page, fmt.Sprintf(`<td id="epsilon">%.4g</td>`, *e)) {
+		t.Errorf("report.html lacks the final ε %v", e)
+	}
+	for _, ext := range []string{"<script", `src="http`, `href="http`, "<link"} {
+		if strings.Contains(page, ext) {
+			t.Errorf("report.html is not self-contained: it has %q", ext)
+		}
+	}
+}
+
+// plotTitleHTML is plotTitle as html/template escapes it.
+func plotTitleHTML(c Config) string { return template.HTMLEscapeString(plotTitle(c)) }

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -63,6 +64,8 @@ const (
 //	dataset    = "csv:/data/cohort.csv?label=outcome"   # or "idx:DIR", see data.Load
 //	store      = "store"                 # the worker's own badger folder
 //	log_level  = "info"                  # debug, info, warn, error
+//	log_format = "text"                  # text or json (--log-format overrides)
+//	metrics_listen = "127.0.0.1:9465"    # Prometheus /metrics; absent = off
 //
 //	[policy]
 //	max_epsilon     = 8.0                # refuse rounds beyond this ε
@@ -91,6 +94,12 @@ type Config struct {
 	Policy Policy `toml:"policy"`
 	// LogLevel is debug, info, warn or error (default info).
 	LogLevel string `toml:"log_level"`
+	// LogFormat is text or json (default text).
+	LogFormat string `toml:"log_format"`
+	// MetricsListen, if set, is the host:port of the Prometheus endpoint
+	// (/metrics). Off by default; keep it on loopback unless a scraper on
+	// another machine needs it.
+	MetricsListen string `toml:"metrics_listen"`
 
 	// path is the file the configuration was read from (for messages).
 	path string
@@ -145,6 +154,8 @@ type rawConfig struct {
 	Dataset    string   `toml:"dataset"`
 	Store      string   `toml:"store"`
 	LogLevel   string   `toml:"log_level"`
+	LogFormat  string   `toml:"log_format"`
+	Metrics    string   `toml:"metrics_listen"`
 	Policy     struct {
 		MaxEpsilon      *float64 `toml:"max_epsilon"`
 		MinCohort       *int     `toml:"min_cohort"`
@@ -189,7 +200,7 @@ func ParseConfig(src string, b []byte, dir string) (*Config, error) {
 	c := &Config{
 		Name: raw.Name, Identity: raw.Identity, Federation: raw.Federation,
 		Listen: raw.Listen, Announce: raw.Announce, Dataset: raw.Dataset, Store: raw.Store,
-		LogLevel: raw.LogLevel, path: src,
+		LogLevel: raw.LogLevel, LogFormat: raw.LogFormat, MetricsListen: raw.Metrics, path: src,
 	}
 	c.Policy.AcceptedModels = raw.Policy.AcceptedModels
 	c.Policy.MaxEpsilon = math.Inf(1)
@@ -324,6 +335,14 @@ func (c *Config) Validate() error {
 	}
 	if _, err := c.SlogLevel(); err != nil {
 		return c.fieldError("log_level", "%v", err)
+	}
+	if c.LogFormat != "" && c.LogFormat != "text" && c.LogFormat != "json" {
+		return c.fieldError("log_format", "%q is not text or json", c.LogFormat)
+	}
+	if c.MetricsListen != "" {
+		if _, port, err := net.SplitHostPort(c.MetricsListen); err != nil || port == "" {
+			return c.fieldError("metrics_listen", "%q is not host:port (e.g. \"127.0.0.1:9465\")", c.MetricsListen)
+		}
 	}
 	p := c.Policy.WithDefaults()
 	if math.IsNaN(p.MaxEpsilon) || p.MaxEpsilon <= 0 {

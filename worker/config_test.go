@@ -101,3 +101,21 @@ func TestConfigErrorsNameField(t *testing.T) {
 		}
 	}
 }
+
+func TestConfigMonitoringKeys(t *testing.T) {
+	c, err := ParseConfig("w.toml", []byte("metrics_listen = \"127.0.0.1:9465\"\nlog_format = \"json\"\n"+validTOML), "/srv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MetricsListen != "127.0.0.1:9465" || c.LogFormat != "json" {
+		t.Fatalf("parsed %+v", c)
+	}
+	for _, bad := range []struct{ line, want string }{
+		{`metrics_listen = "9465"`, "w.toml: metrics_listen"},
+		{`log_format = "xml"`, "w.toml: log_format"},
+	} {
+		if _, err := ParseConfig("w.toml", []byte(bad.line+"\n"+validTOML), "/srv"); err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%s: %v, want an error naming %q", bad.line, err, bad.want)
+		}
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/sovereign-fl/sovereign/aggregation/dp"
 	"github.com/sovereign-fl/sovereign/aggregation/secagg"
@@ -167,6 +168,7 @@ type Node struct {
 	id          string
 	rand        io.Reader
 	accepted    map[string]bool // canonical specs; nil = any
+	obs         Observer
 
 	mu      sync.Mutex
 	clients map[uint64]*secagg.Client
@@ -212,7 +214,7 @@ func NewNode(cfg *Config, st *Store, train, test *data.Dataset, logger *slog.Log
 	c := *cfg
 	c.Policy = c.Policy.WithDefaults()
 	cfg = &c
-	n := &Node{cfg: cfg, st: st, train: train, test: test, rand: rand.Reader, clients: map[uint64]*secagg.Client{}}
+	n := &Node{cfg: cfg, st: st, train: train, test: test, rand: rand.Reader, clients: map[uint64]*secagg.Client{}, obs: nopObserver{}}
 	for _, o := range opts {
 		if err := o(n); err != nil {
 			return nil, err
@@ -282,6 +284,7 @@ func (n *Node) refuseDetail(round uint64, err error, reason, detail string) *Ref
 	} else {
 		n.log.Warn("round refused", "round", round, "reason", r.Reason)
 	}
+	n.obs.RoundRefused(round, r.Reason)
 	return r
 }
 
@@ -569,6 +572,7 @@ func (n *Node) Advertise(a Announce) (secagg.AdvertiseKeys, error) {
 	}
 	n.clients[a.Round] = c
 	n.log.Info("round accepted", "round", a.Round, "index", idx, "cohort", len(a.Sampled), "model", a.ModelSpec, "epsilon", a.Epsilon)
+	n.obs.RoundJoined(a.Round)
 	return ads, nil
 }
 
@@ -715,6 +719,7 @@ func (n *Node) update(a *Announce, global []float32) ([]float32, float64, error)
 	}
 	idx := n.idx
 	n.trainCalls.Add(1)
+	trainStart := time.Now()
 	loss, err := model.Train(net, n.train.X, n.train.Y, n.train.Dim, idx, model.TrainConfig{
 		Epochs: a.Train.Epochs,
 		Batch:  a.Train.Batch,
@@ -725,6 +730,7 @@ func (n *Node) update(a *Announce, global []float32) ([]float32, float64, error)
 	if err != nil {
 		return nil, 0, fmt.Errorf("worker %s: round %d: local training: %w", n.cfg.Name, a.Round, err)
 	}
+	n.obs.Trained(a.Round, time.Since(trainStart))
 	p := net.Params()
 	// The delta buffer is reused: secagg.Client.MaskedInput reads it
 	// into a vector of its own and keeps no reference.

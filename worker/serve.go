@@ -180,12 +180,14 @@ func (s *Server) keep(ctx context.Context, c p2p.Member) {
 				return
 			case <-down:
 				log.Warn("connection to coordinator lost; redialling")
+				s.node.obs.Redialed(c.Name)
 				continue
 			}
 		}
 		failures++
 		wait := s.backoff(failures)
 		log.Warn("cannot reach coordinator", "err", err, "retry_in", wait.String(), "attempt", failures)
+		s.node.obs.Redialed(c.Name)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():

@@ -26,6 +26,7 @@ import (
 
 	"github.com/sovereign-fl/sovereign/coordinator"
 	"github.com/sovereign-fl/sovereign/coordinator/replica"
+	"github.com/sovereign-fl/sovereign/metrics"
 	"github.com/sovereign-fl/sovereign/model"
 	"github.com/sovereign-fl/sovereign/p2p"
 	"github.com/sovereign-fl/sovereign/p2p/pb"
@@ -42,7 +43,10 @@ func init() { rootCmd.AddCommand(newCoordinatorCmd()) }
 //	announce   = []                      # optional public addresses
 //	data       = "data"                  # raft/ (log, snapshots), registry/ (models), ledger.json, state.snapshot
 //	log_level  = "info"                  # debug, info, warn, error
-//	log_format = "text"                  # text or json
+//	log_format = "text"                  # text or json (--log-format overrides)
+//	metrics_listen   = "127.0.0.1:9464"  # Prometheus /metrics; absent = off
+//	dashboard_listen = "127.0.0.1:8080"  # web dashboard; absent = off
+//	dashboard_token  = "…"               # optional bearer token guarding the dashboard
 //
 //	[rounds]                             # coordinator.Config
 //	model = "2nn"; input = [1, 28, 28]; classes = 10
@@ -59,16 +63,21 @@ func init() { rootCmd.AddCommand(newCoordinatorCmd()) }
 //
 // Relative paths are resolved against the configuration file's folder.
 type coordinatorFile struct {
-	Name       string      `toml:"name"`
-	Identity   string      `toml:"identity"`
-	Federation string      `toml:"federation"`
-	Listen     []string    `toml:"listen"`
-	Announce   []string    `toml:"announce"`
-	Data       string      `toml:"data"`
-	LogLevel   string      `toml:"log_level"`
-	LogFormat  string      `toml:"log_format"`
-	Rounds     roundsTable `toml:"rounds"`
-	Raft       raftTable   `toml:"raft"`
+	Name       string   `toml:"name"`
+	Identity   string   `toml:"identity"`
+	Federation string   `toml:"federation"`
+	Listen     []string `toml:"listen"`
+	Announce   []string `toml:"announce"`
+	Data       string   `toml:"data"`
+	LogLevel   string   `toml:"log_level"`
+	LogFormat  string   `toml:"log_format"`
+	// MetricsListen and DashboardListen are host:port listeners, off when
+	// empty; DashboardToken, if set, is the dashboard's bearer token.
+	MetricsListen   string      `toml:"metrics_listen"`
+	DashboardListen string      `toml:"dashboard_listen"`
+	DashboardToken  string      `toml:"dashboard_token"`
+	Rounds          roundsTable `toml:"rounds"`
+	Raft            raftTable   `toml:"raft"`
 }
 
 // raftTable holds the optional Raft settings of replica.Config; an absent
@@ -179,6 +188,17 @@ func parseCoordinatorConfig(src string, b []byte, dir string) (*coordinatorConfi
 	}
 	if f.LogFormat != "" && f.LogFormat != "text" && f.LogFormat != "json" {
 		return nil, fail("log_format", "%q is not text or json", f.LogFormat)
+	}
+	for _, l := range []struct{ key, addr string }{{"metrics_listen", f.MetricsListen}, {"dashboard_listen", f.DashboardListen}} {
+		if l.addr == "" {
+			continue
+		}
+		if _, err := metrics.CheckListen(l.key, l.addr); err != nil {
+			return nil, fmt.Errorf("%s: %w", src, err)
+		}
+	}
+	if f.DashboardToken != "" && f.DashboardListen == "" {
+		return nil, fail("dashboard_token", "set without dashboard_listen")
 	}
 	cfg := coordinator.DefaultConfig()
 	r := f.Rounds
@@ -329,7 +349,7 @@ const stateFileName = "state.snapshot"
 const exportInterval = 250 * time.Millisecond
 
 func newCoordinatorCmd() *cobra.Command {
-	var path string
+	var path, logFormat string
 	var exitWhenDone bool
 	cmd := &cobra.Command{
 		Use:   "coordinator --config FILE",
@@ -350,19 +370,23 @@ func newCoordinatorCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := setLogFormat(&cfg.LogFormat, logFormat); err != nil {
+				return err
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return runCoordinator(ctx, cfg, cmd.ErrOrStderr(), exitWhenDone, false)
 		},
 	}
 	cmd.Flags().StringVarP(&path, "config", "c", "", "coordinator configuration file (TOML)")
+	addLogFormatFlag(cmd, &logFormat)
 	cmd.Flags().BoolVar(&exitWhenDone, "exit-when-done", false, "exit once every configured round is committed and evaluated (default: keep serving status and models)")
 	cmd.AddCommand(newCoordinatorJoinCmd(), newCoordinatorLeaveCmd())
 	return cmd
 }
 
 func newCoordinatorJoinCmd() *cobra.Command {
-	var path string
+	var path, logFormat string
 	cmd := &cobra.Command{
 		Use:   "join --config FILE",
 		Short: "Start a new coordinator replica and add it to the running Raft group",
@@ -379,12 +403,16 @@ func newCoordinatorJoinCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := setLogFormat(&cfg.LogFormat, logFormat); err != nil {
+				return err
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return runCoordinator(ctx, cfg, cmd.ErrOrStderr(), false, true)
 		},
 	}
 	cmd.Flags().StringVarP(&path, "config", "c", "", "configuration file of the new coordinator (TOML)")
+	addLogFormatFlag(cmd, &logFormat)
 	return cmd
 }
 
@@ -488,7 +516,12 @@ func runCoordinator(ctx context.Context, cfg *coordinatorConfig, logOut io.Write
 	if err := h.ServeBlobs(reg, p2p.RoleWorker, p2p.RoleCoordinator); err != nil {
 		return err
 	}
-	d, err := coordinator.NewDriver(cfg.Config, fsm, node, reg, cohort, log)
+	mon := metrics.NewCoordinator(metrics.CoordinatorSource{State: fsm.State, Online: cohort.Online, Bandwidth: h.Bandwidth,
+		Raft: func() metrics.RaftStats {
+			s := node.Stats()
+			return metrics.RaftStats{State: s.State, Term: s.Term, CommitIndex: s.CommitIndex, AppliedIndex: s.AppliedIndex, LastIndex: s.LastIndex}
+		}})
+	d, err := coordinator.NewDriver(cfg.Config, fsm, mon.Replicator(node), reg, mon.Cohort(cohort), log)
 	if err != nil {
 		return err
 	}
@@ -512,6 +545,12 @@ func runCoordinator(ctx context.Context, cfg *coordinatorConfig, logOut io.Write
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	mon.WatchRaft(ctx, node.Raft())
+	stopMonitoring, err := serveMonitoring(ctx, cfg, fed, node, fsm, mon, status, cohort.Online, log)
+	if err != nil {
+		return err
+	}
+	defer stopMonitoring()
 	ledgerPath := filepath.Join(cfg.Data, coordinator.LedgerFileName)
 	ex := &exporter{fsm: fsm, ledgerPath: ledgerPath, statePath: filepath.Join(cfg.Data, stateFileName), log: log}
 	var wg sync.WaitGroup

@@ -131,3 +131,39 @@ func TestCoordinatorConfigRaftErrors(t *testing.T) {
 		t.Errorf("lease 2s with heartbeat 3s: %v", err)
 	}
 }
+
+func TestCoordinatorConfigMonitoringKeys(t *testing.T) {
+	top := func(lines string) (*coordinatorConfig, error) {
+		return parseCoordinatorConfig("coord.toml", []byte(lines+"\n"+baseCoordinatorTOML), "/etc/sovereign")
+	}
+	c, err := top(`metrics_listen = "127.0.0.1:9464"
+dashboard_listen = "127.0.0.1:8080"
+dashboard_token = "t0ken"
+log_format = "json"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MetricsListen != "127.0.0.1:9464" || c.DashboardListen != "127.0.0.1:8080" || c.DashboardToken != "t0ken" || c.LogFormat != "json" {
+		t.Fatalf("parsed %+v", c.coordinatorFile)
+	}
+	if c, err := top(""); err != nil || c.MetricsListen != "" || c.DashboardListen != "" {
+		t.Fatalf("monitoring must be off by default: %+v, %v", c, err)
+	}
+	for _, bad := range []struct{ lines, want string }{
+		{`metrics_listen = "9464"`, "coord.toml: metrics_listen"},
+		{`dashboard_listen = "example.org:80"`, "coord.toml: dashboard_listen"},
+		{`dashboard_token = "x"`, "coord.toml: dashboard_token: set without dashboard_listen"},
+		{`log_format = "xml"`, "coord.toml: log_format"},
+	} {
+		if _, err := top(bad.lines); err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%s: error %v, want one naming %q", bad.lines, err, bad.want)
+		}
+	}
+	f := "text"
+	if err := setLogFormat(&f, "json"); err != nil || f != "json" {
+		t.Fatalf("--log-format json: %q, %v", f, err)
+	}
+	if err := setLogFormat(&f, "yaml"); err == nil || !strings.Contains(err.Error(), "--log-format") {
+		t.Fatalf("--log-format yaml: %v", err)
+	}
+}

@@ -22,7 +22,7 @@ func newSimCmd() *cobra.Command {
 	var configFile string
 	cmd := &cobra.Command{
 		Use:   "sim",
-		Short: "Run a whole federation in one process and write metrics.csv, summary.json and accuracy.png",
+		Short: "Run a whole federation in one process and write metrics.csv, summary.json, accuracy.png and report.html",
 		Long: `sim runs N virtual institutions in one process, with the same training,
 aggregation, secure-aggregation and privacy code as the networked federation.
 With no flags it trains on the embedded digits data set and finishes in seconds.
@@ -119,6 +119,6 @@ func runSim(ctx context.Context, cfg sim.Config, w io.Writer) error {
 	if s.Epsilon != nil {
 		fmt.Fprintf(w, ", ε = %.3f at δ = %g", *s.Epsilon, cfg.DPDelta)
 	}
-	fmt.Fprintf(w, "\nwrote %s/{%s,%s,%s}\n", cfg.Out, sim.MetricsFile, sim.SummaryFile, sim.PlotFile)
+	fmt.Fprintf(w, "\nwrote %s/{%s,%s,%s,%s}\n", cfg.Out, sim.MetricsFile, sim.SummaryFile, sim.PlotFile, sim.ReportFile)
 	return nil
 }

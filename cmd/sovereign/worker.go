@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sovereign-fl/sovereign/data"
+	"github.com/sovereign-fl/sovereign/metrics"
 	"github.com/sovereign-fl/sovereign/p2p"
 	"github.com/sovereign-fl/sovereign/worker"
 )
@@ -22,7 +23,7 @@ import (
 func init() { rootCmd.AddCommand(newWorkerCmd()) }
 
 func newWorkerCmd() *cobra.Command {
-	var path string
+	var path, logFormat string
 	cmd := &cobra.Command{
 		Use:   "worker --config FILE",
 		Short: "Run an institution's worker: train locally and take part in securely aggregated rounds",
@@ -38,12 +39,16 @@ func newWorkerCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := setLogFormat(&cfg.LogFormat, logFormat); err != nil {
+				return err
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return runWorker(ctx, cfg, cmd.ErrOrStderr())
 		},
 	}
 	cmd.Flags().StringVarP(&path, "config", "c", "", "worker configuration file (TOML)")
+	addLogFormatFlag(cmd, &logFormat)
 	return cmd
 }
 
@@ -52,7 +57,7 @@ func runWorker(ctx context.Context, cfg *worker.Config, logOut io.Writer) error 
 	if err != nil {
 		return err
 	}
-	log := newLogger(logOut, level, "text")
+	log := newLogger(logOut, level, cfg.LogFormat)
 	fed, err := p2p.LoadFederation(cfg.Federation)
 	if err != nil {
 		return err
@@ -88,7 +93,8 @@ func runWorker(ctx context.Context, cfg *worker.Config, logOut io.Writer) error 
 	if h.ID() != me.ID {
 		return fmt.Errorf("identity: %s holds peer %s but %q is enrolled as %s", cfg.Identity, h.ID(), cfg.Name, me.ID)
 	}
-	node, err := worker.NewNode(cfg, st, train, test, log, worker.WithID(h.ID().String()))
+	mon := metrics.NewWorker(metrics.WorkerSource{Epsilon: st.Epsilon, Budget: cfg.Policy.MaxEpsilon, StoreDir: cfg.Store, Bandwidth: h.Bandwidth})
+	node, err := worker.NewNode(cfg, st, train, test, log, worker.WithID(h.ID().String()), worker.WithObserver(mon))
 	if err != nil {
 		return err
 	}
@@ -100,6 +106,14 @@ func runWorker(ctx context.Context, cfg *worker.Config, logOut io.Writer) error 
 		return err
 	}
 	defer srv.Close()
+	if cfg.MetricsListen != "" {
+		ms, err := listen("metrics_listen", cfg.MetricsListen, mon.Handler(), log)
+		if err != nil {
+			return err
+		}
+		defer ms.Close()
+		log.Info("metrics listening", "worker", cfg.Name, "addr", "http://"+ms.Addr()+"/metrics")
+	}
 	log.Info("worker started", "worker", cfg.Name, "peer", h.ID().String(), "addrs", strings.Join(h.Addrs(), ","),
 		"train", train.N, "test", test.N)
 	if err := srv.Run(ctx); err != nil && ctx.Err() == nil {

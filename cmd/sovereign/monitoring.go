@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/spf13/cobra"
+
+	"github.com/sovereign-fl/sovereign/coordinator"
+	"github.com/sovereign-fl/sovereign/coordinator/replica"
+	"github.com/sovereign-fl/sovereign/dashboard"
+	"github.com/sovereign-fl/sovereign/metrics"
+	"github.com/sovereign-fl/sovereign/p2p"
+)
+
+// addLogFormatFlag adds --log-format to a long-running command.
+func addLogFormatFlag(cmd *cobra.Command, dst *string) {
+	cmd.Flags().StringVar(dst, "log-format", "", "log line format, text or json (default: the configuration file's log_format, else text)")
+}
+
+// setLogFormat applies a --log-format value over the file's.
+func setLogFormat(dst *string, flag string) error {
+	switch flag {
+	case "":
+	case "text", "json":
+		*dst = flag
+	default:
+		return fmt.Errorf("--log-format %q: want text or json", flag)
+	}
+	return nil
+}
+
+// listen starts an HTTP listener for a monitoring key and logs where.
+func listen(key, addr string, h http.Handler, log *slog.Logger) (*metrics.Server, error) {
+	loop, _ := metrics.CheckListen(key, addr)
+	srv, err := metrics.Listen(addr, h, log)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", key, err)
+	}
+	if !loop {
+		log.Warn(key+" is not a loopback address: anyone who can reach it can read it", "addr", srv.Addr())
+	}
+	return srv, nil
+}
+
+// serveMonitoring starts the metrics endpoint and the dashboard the
+// configuration asks for; stop closes them.
+func serveMonitoring(ctx context.Context, cfg *coordinatorConfig, fed *p2p.Federation, node *replica.Node, fsm *coordinator.FSM,
+	mon *metrics.Coordinator, status func() coordinator.Status, online func() []coordinator.WorkerID, log *slog.Logger) (stop func(), err error) {
+	var servers []*metrics.Server
+	stop = func() {
+		for _, s := range servers {
+			_ = s.Close()
+		}
+	}
+	if cfg.MetricsListen != "" {
+		s, err := listen("metrics_listen", cfg.MetricsListen, mon.Handler(), log)
+		if err != nil {
+			return stop, err
+		}
+		servers = append(servers, s)
+		log.Info("metrics listening", "addr", "http://"+s.Addr()+"/metrics")
+	}
+	if cfg.DashboardListen != "" {
+		name := func(id string) string {
+			if pid, err := peer.Decode(id); err == nil {
+				if m, ok := fed.Lookup(pid); ok {
+					return m.Name
+				}
+			}
+			return id
+		}
+		dh := dashboard.New(dashboard.Source{
+			Federation: fed.Name, Self: cfg.Name, Rounds: cfg.Config.Rounds,
+			State: fsm.State,
+			Stage: func() string { return status().Stage },
+			Leader: func() string {
+				if l := node.Leader(); l != "" {
+					return name(l.String())
+				}
+				return ""
+			},
+			Replicas: func(ctx context.Context) []dashboard.Replica {
+				var out []dashboard.Replica
+				for _, st := range clusterStats(ctx, node) {
+					r := dashboard.Replica{Name: name(st.ID.String()), ID: st.ID.String(), State: st.State, Term: st.Term,
+						CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex, Err: st.Err}
+					if st.Leader != "" {
+						r.Leader = name(st.Leader.String())
+					}
+					out = append(out, r)
+				}
+				return out
+			},
+			Workers: func() []dashboard.Worker {
+				var out []dashboard.Worker
+				for _, m := range fed.Members() {
+					if m.Role == p2p.RoleWorker {
+						out = append(out, dashboard.Worker{Name: m.Name, ID: coordinator.WorkerID(m.ID.String())})
+					}
+				}
+				return out
+			},
+			Online:   online,
+			Refusals: mon.Refusals,
+			Name:     name,
+			Token:    cfg.DashboardToken,
+		})
+		go dh.Run(ctx, time.Second)
+		s, err := listen("dashboard_listen", cfg.DashboardListen, dh, log)
+		if err != nil {
+			return stop, err
+		}
+		servers = append(servers, s)
+		log.Info("dashboard listening", "addr", "http://"+s.Addr()+"/")
+	}
+	return stop, nil
+}
