@@ -18,6 +18,7 @@ import (
 	"github.com/sovereign-fl/sovereign/aggregation/dp"
 	"github.com/sovereign-fl/sovereign/aggregation/secagg"
 	"github.com/sovereign-fl/sovereign/model"
+	"github.com/sovereign-fl/sovereign/wire"
 )
 
 // Config holds the federation-level settings of the round driver. Secure
@@ -70,6 +71,12 @@ type Config struct {
 	// PollInterval is how often Run checks again for enough online
 	// workers (default 1s).
 	PollInterval time.Duration
+	// SecureEvaluation evaluates each round's announced model inside the
+	// round's secure aggregate (wire.EvalWords) instead of asking each
+	// participant for its figures after the commit: the coordinator learns
+	// only the mean over the survivors. Metrics of model v are then
+	// recorded by round v+1; the last model of a run gets none.
+	SecureEvaluation bool
 }
 
 // DefaultConfig returns a configuration with the documented defaults
@@ -440,6 +447,9 @@ func (d *Driver) start(ctx context.Context, r uint64, st *State) (*RoundState, e
 		MaxWeight: d.cfg.MaxWeight, Dim: d.spec.NumParams(), GraphSeed: d.seed32("graph", r),
 		StageTimeout: d.cfg.StageTimeout,
 	}
+	if d.cfg.SecureEvaluation {
+		sc.Dim += wire.EvalWords
+	}
 	if sc.Degree > n-1 {
 		sc.Degree = n - 1
 	}
@@ -794,6 +804,17 @@ func (d *Driver) finish(ctx context.Context, cur *RoundState, sum []float64, tw 
 	if !(tw > 0) || math.IsInf(tw, 0) {
 		return d.fail(ctx, cur, fmt.Sprintf("total weight %v of the survivors is not positive", tw), nil)
 	}
+	var evalMetrics *MetricsRecorded
+	if np := cur.Announce.NumParams; len(sum) == np+wire.EvalWords {
+		acc, loss, ok, err := wire.ParseEvalTail(sum[np:])
+		if err != nil {
+			return d.fail(ctx, cur, "secure evaluation: "+err.Error(), nil)
+		}
+		if v := cur.Announce.ModelVersion; ok && v > 0 {
+			evalMetrics = &MetricsRecorded{Round: v, Accuracy: acc, Loss: loss, Workers: len(cur.Survivors)}
+		}
+		sum = sum[:np]
+	}
 	mean := make([]float32, len(sum))
 	for i, v := range sum {
 		mean[i] = float32(v / tw)
@@ -855,6 +876,16 @@ func (d *Driver) finish(ctx context.Context, cur *RoundState, sum []float64, tw 
 	if head := st.Head(); head != nil {
 		mc.Prev = head.Hash
 	}
+	if evalMetrics != nil {
+		// The announced model's secure evaluation, recorded while it is
+		// still the latest model (a resumed round records it once).
+		if n := len(st.Metrics); n == 0 || st.Metrics[n-1].Round < evalMetrics.Round {
+			if err := d.commit(ctx, Command{MetricsRecorded: evalMetrics}); err != nil {
+				return err
+			}
+			log.Info("metrics recorded", "model_round", evalMetrics.Round, "accuracy", evalMetrics.Accuracy, "loss", evalMetrics.Loss, "workers", evalMetrics.Workers, "secure", true)
+		}
+	}
 	if cur.Announce.DP.Noise > 0 {
 		mc.DP = &dp.Entry{Q: float64(len(cur.Announce.Sampled)) / float64(cur.OnlineCount), Sigma: cur.Announce.DP.Noise, Steps: 1}
 	}
@@ -867,7 +898,9 @@ func (d *Driver) finish(ctx context.Context, cur *RoundState, sum []float64, tw 
 			log.Warn("ledger export", "err", err)
 		}
 	}
-	d.evaluate(ctx, r, h, mc.Participants)
+	if !d.cfg.SecureEvaluation {
+		d.evaluate(ctx, r, h, mc.Participants)
+	}
 	return nil
 }
 
@@ -878,6 +911,9 @@ func (d *Driver) finish(ctx context.Context, cur *RoundState, sum []float64, tw 
 // nothing to evaluate); Run tries again, up to RetryLimit times, while its
 // workers are still redialling a new leader.
 func (d *Driver) evaluateUnrecorded(ctx context.Context) bool {
+	if d.cfg.SecureEvaluation {
+		return true
+	}
 	recorded := func() bool {
 		st := d.fsm.State()
 		head := st.Head()

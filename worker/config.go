@@ -50,7 +50,14 @@ const (
 	// EvalExact answers the example count, loss and accuracy of the model
 	// the worker was sampled to train, once per round (the default).
 	EvalExact = "exact"
-	// EvalNone refuses every evaluation request.
+	// EvalAggregate refuses every evaluation request and reports its
+	// figures only inside a round's secure aggregate, when the coordinator
+	// runs secure evaluation (wire.EvalWords): the coordinator learns the
+	// mean over at least the SecAgg+ threshold of survivors, never this
+	// worker's figures.
+	EvalAggregate = "aggregate"
+	// EvalNone refuses every evaluation request and contributes zeros to
+	// a secure evaluation.
 	EvalNone = "none"
 )
 
@@ -124,7 +131,8 @@ type Policy struct {
 	// MaxSecAggDegree is the largest SecAgg+ neighbour degree a round may
 	// announce (default DefaultMaxSecAggDegree).
 	MaxSecAggDegree int `toml:"max_secagg_degree"`
-	// Evaluation is EvalExact or EvalNone (default EvalExact); see
+	// Evaluation is EvalExact, EvalAggregate or EvalNone (default
+	// EvalExact); see
 	// docs/threat-model.md for what the coordinator learns from each.
 	Evaluation string `toml:"evaluation"`
 }
@@ -358,9 +366,9 @@ func (c *Config) Validate() error {
 		return c.fieldError("policy.max_secagg_degree", "%d out of range [1, %d]", p.MaxSecAggDegree, secagg.MaxClients-1)
 	}
 	switch p.Evaluation {
-	case EvalExact, EvalNone:
+	case EvalExact, EvalAggregate, EvalNone:
 	default:
-		return c.fieldError("policy.evaluation", "%q is not one of %q, %q", p.Evaluation, EvalExact, EvalNone)
+		return c.fieldError("policy.evaluation", "%q is not one of %q, %q, %q", p.Evaluation, EvalExact, EvalAggregate, EvalNone)
 	}
 	for i, s := range p.AcceptedModels {
 		if err := checkSpecSyntax(s); err != nil {

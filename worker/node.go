@@ -23,6 +23,7 @@ import (
 	"github.com/sovereign-fl/sovereign/aggregation/secagg"
 	"github.com/sovereign-fl/sovereign/data"
 	"github.com/sovereign-fl/sovereign/model"
+	"github.com/sovereign-fl/sovereign/wire"
 	"github.com/sovereign-fl/sovereign/p2p"
 )
 
@@ -313,8 +314,8 @@ func (n *Node) validateAnnounce(a *Announce) (uint32, error) {
 	if err := a.SecAgg.Validate(); err != nil {
 		return 0, bad("secagg", "%v", err)
 	}
-	if a.SecAgg.Dim != a.NumParams {
-		return 0, bad("secagg.dim", "%d, but num_params is %d", a.SecAgg.Dim, a.NumParams)
+	if a.SecAgg.Dim != a.NumParams && a.SecAgg.Dim != a.NumParams+wire.EvalWords {
+		return 0, bad("secagg.dim", "%d, but num_params is %d (want it, or %d with secure evaluation)", a.SecAgg.Dim, a.NumParams, a.NumParams+wire.EvalWords)
 	}
 	if len(a.SecAgg.Clients) != len(a.Sampled) {
 		return 0, bad("secagg.clients", "%d clients for %d sampled workers", len(a.SecAgg.Clients), len(a.Sampled))
@@ -664,6 +665,21 @@ func (n *Node) MaskedInput(sb secagg.ShareBundle, global []float32) (secagg.Mask
 	if err != nil {
 		return secagg.MaskedInput{}, err
 	}
+	if a.SecAgg.Dim == a.NumParams+wire.EvalWords {
+		// Secure evaluation of the announced model (update checked its
+		// hash) on the local test split, inside the aggregate.
+		tail := wire.NoEvalTail()
+		if n.cfg.Policy.Evaluation != EvalNone {
+			ex, eloss, acc, err := n.EvaluateSpec(a.ModelSpec, global)
+			if err != nil {
+				return secagg.MaskedInput{}, err
+			}
+			if ex > 0 {
+				tail = wire.EvalTail(acc, eloss, a.SecAgg.WithDefaults().ClipRange)
+			}
+		}
+		delta = append(delta, tail...)
+	}
 	mi, err := c.MaskedInput(sb.Shares, delta, n.weight(a))
 	if err != nil {
 		return secagg.MaskedInput{}, fmt.Errorf("worker %s: %w", n.cfg.Name, err)
@@ -920,8 +936,11 @@ func (p *pinnedEval) Error() string { return fmt.Sprintf("round %d already evalu
 // checkEvaluation applies EvaluateCommitted's rules; n.mu is held. It
 // returns the round's announcement, or a *pinnedEval for a repeat.
 func (n *Node) checkEvaluation(round uint64, hash [32]byte, spec string) (*Announce, error) {
-	if n.cfg.Policy.Evaluation == EvalNone {
+	switch n.cfg.Policy.Evaluation {
+	case EvalNone:
 		return nil, n.refuse(round, nil, "policy.evaluation is %q: this worker answers no evaluation", EvalNone)
+	case EvalAggregate:
+		return nil, n.refuse(round, nil, "policy.evaluation is %q: this worker reports evaluations only inside a secure aggregate", EvalAggregate)
 	}
 	pin, ok, err := n.st.EvalPin()
 	if err != nil {

@@ -54,6 +54,7 @@ func init() { rootCmd.AddCommand(newCoordinatorCmd()) }
 //	epochs = 1; batch = 10; lr = 0.05; strategy = "fedavg"; server_lr = 0.0
 //	clip = 1.0; noise = 0.0; delta = 1e-5; clip_range = 1.0; max_weight = 1e4
 //	secagg_degree = 0; stage_timeout = "1m"; retry_limit = 3; seed = 1; poll_interval = "1s"
+//	secure_evaluation = false            # evaluate inside the secure aggregate
 //
 //
 //	[raft]                               # optional; absent keys take these defaults
@@ -120,6 +121,8 @@ type roundsTable struct {
 	RetryLimit      *int     `toml:"retry_limit"`
 	Seed            *int64   `toml:"seed"`
 	PollInterval    *string  `toml:"poll_interval"`
+	// SecureEvaluation: see coordinator.Config.SecureEvaluation.
+	SecureEvaluation *bool `toml:"secure_evaluation"`
 }
 
 // coordinatorConfig is a loaded, resolved and validated configuration.
@@ -248,6 +251,9 @@ func parseCoordinatorConfig(src string, b []byte, dir string) (*coordinatorConfi
 	setI(&cfg.Train.Batch, r.Batch)
 	setI(&cfg.SecAggDegree, r.SecAggDegree)
 	setI(&cfg.RetryLimit, r.RetryLimit)
+	if r.SecureEvaluation != nil {
+		cfg.SecureEvaluation = *r.SecureEvaluation
+	}
 	setS(&cfg.Strategy, r.Strategy)
 	if r.Seed != nil {
 		cfg.Seed = *r.Seed
