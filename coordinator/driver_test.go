@@ -11,6 +11,7 @@ import (
 	"github.com/sovereign-fl/sovereign/aggregation/secagg"
 	. "github.com/sovereign-fl/sovereign/coordinator"
 	"github.com/sovereign-fl/sovereign/coordinator/coordtest"
+	"github.com/sovereign-fl/sovereign/wire"
 )
 
 func announceOf(t *testing.T, rec *recorder, r uint64) Announce {
@@ -440,5 +441,50 @@ func TestMetricsRecordedAfterCrashAtModelCommit(t *testing.T) {
 	}
 	if st.CommittedRounds() != 1 {
 		t.Fatalf("%d rounds committed, want 1 (no extra round)", st.CommittedRounds())
+	}
+}
+
+// With secure evaluation the announced model's metrics ride in the round's
+// SecAgg+ sum: the driver records the mean over the survivors for the model
+// the round trained from, still trains the same model (the update part of
+// the sum is the plain mean), and asks no worker for its own figures.
+func TestSecureEvaluationRecordsAggregateMetrics(t *testing.T) {
+	cfg := testConfig()
+	cfg.Rounds = 3
+	cfg.SecureEvaluation = true
+	c := coordtest.NewCohort(8, 1)
+	f := NewFSM()
+	rec := &recorder{fsm: f}
+	reg := NewMemRegistry()
+	d := newTestDriver(t, cfg, f, rec, reg, c)
+	if err := d.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st := f.State()
+	if st.CommittedRounds() != 3 {
+		t.Fatalf("committed %d rounds", st.CommittedRounds())
+	}
+	for r := uint64(1); r <= 3; r++ {
+		a := announceOf(t, rec, r)
+		if a.SecAgg.Dim != a.NumParams+wire.EvalWords {
+			t.Fatalf("round %d: secagg dim %d for %d parameters, want %d", r, a.SecAgg.Dim, a.NumParams, a.NumParams+wire.EvalWords)
+		}
+		checkPlainMean(t, f, reg, c, a, r)
+	}
+	if n := c.Calls(secagg.StageDone); n != 0 {
+		t.Fatalf("%d evaluation requests sent, want none with secure evaluation", n)
+	}
+	// Rounds 2 and 3 evaluated the models of rounds 1 and 2; the last
+	// model has none yet, the initial one is never recorded.
+	if len(st.Metrics) != 2 {
+		t.Fatalf("metrics %+v, want two records", st.Metrics)
+	}
+	for i, m := range st.Metrics {
+		v := uint64(i + 1)
+		h := st.Ledger[v].ModelHash
+		want := float64(h[0]) / 255 // every fake worker reports this
+		if m.Round != v || math.Abs(m.Accuracy-want) > 1e-3 || math.Abs(m.Loss-(1-want)) > 1e-2 || m.Workers != len(st.Ledger[v+1].Participants) {
+			t.Errorf("metrics[%d] = %+v, want round %d, accuracy %.4f, loss %.4f from %d workers", i, m, v, want, 1-want, len(st.Ledger[v+1].Participants))
+		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sovereign-fl/sovereign/aggregation/dp"
 	"github.com/sovereign-fl/sovereign/aggregation/secagg"
+	"github.com/sovereign-fl/sovereign/wire"
 )
 
 // CommandVersion is the encoding version of commands and snapshots.
@@ -421,8 +422,8 @@ func (f *FSM) apply(c *Command) error {
 		if err := a.SecAgg.Validate(); err != nil {
 			return refuse(c, "secagg: %v", err)
 		}
-		if a.NumParams != a.SecAgg.Dim || a.NumParams <= 0 {
-			return refuse(c, "num_params %d vs secagg dim %d", a.NumParams, a.SecAgg.Dim)
+		if (a.SecAgg.Dim != a.NumParams && a.SecAgg.Dim != a.NumParams+wire.EvalWords) || a.NumParams <= 0 {
+			return refuse(c, "num_params %d vs secagg dim %d (want it, or +%d with secure evaluation)", a.NumParams, a.SecAgg.Dim, wire.EvalWords)
 		}
 		if m.OnlineCount < len(a.Sampled) {
 			return refuse(c, "online count %d below the %d sampled", m.OnlineCount, len(a.Sampled))

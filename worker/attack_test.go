@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/sovereign-fl/sovereign/aggregation/secagg"
+	"github.com/sovereign-fl/sovereign/wire"
 )
 
 // biasModel returns a model of cl's spec that predicts class c for every
@@ -270,5 +271,57 @@ func TestAttackAnnounceQuadraticWork(t *testing.T) {
 				t.Fatalf("%d MiB allocated for a refused announcement, want a few MiB at most", allocated>>20)
 			}
 		})
+	}
+}
+
+// TestAttackSecureEvaluationHidesEachWorker is the aggregate mode of
+// security review M4: with policy.evaluation = "aggregate" a worker
+// answers no evaluation request at all, and in a round with secure
+// evaluation its figures reach the coordinator only inside the SecAgg+ sum,
+// whose evaluation words give the weighted mean over the survivors; a
+// worker with policy "none" adds zeros.
+func TestAttackSecureEvaluationHidesEachWorker(t *testing.T) {
+	cl := newCluster(t, 4, func(i int, c *Config) {
+		c.Policy.MaxEpsilon = math.Inf(1)
+		c.Policy.Evaluation = EvalAggregate
+		if i == 3 {
+			c.Policy.Evaluation = EvalNone
+		}
+	})
+	a := cl.announce(1, maxExamples)
+	a.SecAgg.Dim = a.NumParams + wire.EvalWords
+	// What each worker would have told the coordinator in clear.
+	var wantAcc, wantLoss, wantW float64
+	for i := range 3 {
+		ex, loss, acc, err := cl.nodes[i].EvaluateSpec(testSpec, cl.global)
+		if err != nil || ex == 0 {
+			t.Fatalf("worker %d: %d examples, %v", i, ex, err)
+		}
+		w := cl.nodes[i].weight(&a)
+		wantAcc, wantLoss, wantW = wantAcc+w*acc, wantLoss+w*loss, wantW+w
+	}
+	wantAcc, wantLoss = wantAcc/wantW, wantLoss/wantW
+	sum, _, survivors, _ := cl.runRound(a, hooks{})
+	if len(survivors) != 4 || len(sum) != a.NumParams+wire.EvalWords {
+		t.Fatalf("%d survivors, sum of %d words", len(survivors), len(sum))
+	}
+	acc, loss, ok, err := wire.ParseEvalTail(sum[a.NumParams:])
+	if err != nil || !ok {
+		t.Fatalf("evaluation tail %v: ok %v, %v", sum[a.NumParams:], ok, err)
+	}
+	t.Logf("secure evaluation: accuracy %.4f loss %.4f (clear mean over the three evaluating workers %.4f, %.4f)", acc, loss, wantAcc, wantLoss)
+	if math.Abs(acc-wantAcc) > 1e-3 || math.Abs(loss-min(wantLoss, wire.EvalLossCap)) > 1e-2 {
+		t.Fatalf("secure evaluation %.4f/%.4f, want the weighted mean %.4f/%.4f of the evaluating workers", acc, loss, wantAcc, wantLoss)
+	}
+	// Asked directly, every one of them refuses.
+	for i, n := range cl.nodes {
+		_, _, _, err := n.EvaluateCommitted(1, ModelHash(cl.global), "", func(int) ([]float32, error) {
+			t.Fatalf("worker %d fetched a model for a direct evaluation", i)
+			return nil, nil
+		})
+		var r *Refusal
+		if !errors.As(err, &r) || !strings.Contains(r.Reason, "policy.evaluation is") {
+			t.Fatalf("worker %d answered a direct evaluation: %v", i, err)
+		}
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/sovereign-fl/sovereign/aggregation/secagg"
 	"github.com/sovereign-fl/sovereign/coordinator"
+	"github.com/sovereign-fl/sovereign/wire"
 )
 
 // ErrDropped is the error of a call made by a worker scripted to drop out.
@@ -46,6 +47,10 @@ type Cohort struct {
 	block bool
 	// updates[round][worker] is the update the worker masked.
 	updates map[uint64]map[coordinator.WorkerID][]float32
+	// evalTail[round] is what every worker appends to its update in a
+	// round with secure evaluation: the evaluation Evaluate would give of
+	// the announced model (wire.EvalTail).
+	evalTail map[uint64][]float32
 	// unmask[round][worker] lists the survivor sets asked of the worker.
 	unmask map[uint64]map[coordinator.WorkerID][][]uint32
 	calls  map[secagg.Stage]int
@@ -64,10 +69,11 @@ var _ coordinator.Cohort = (*Cohort)(nil)
 // keys are seeded by seed.
 func NewCohort(n int, seed uint64) *Cohort {
 	c := &Cohort{seed: seed, workers: map[coordinator.WorkerID]*worker{},
-		drop:    map[uint64]map[coordinator.WorkerID]secagg.Stage{},
-		updates: map[uint64]map[coordinator.WorkerID][]float32{},
-		unmask:  map[uint64]map[coordinator.WorkerID][][]uint32{},
-		calls:   map[secagg.Stage]int{}}
+		drop:     map[uint64]map[coordinator.WorkerID]secagg.Stage{},
+		updates:  map[uint64]map[coordinator.WorkerID][]float32{},
+		evalTail: map[uint64][]float32{},
+		unmask:   map[uint64]map[coordinator.WorkerID][][]uint32{},
+		calls:    map[secagg.Stage]int{}}
 	for i := range n {
 		id := coordinator.WorkerID(fmt.Sprintf("w%02d", i))
 		c.workers[id] = &worker{id: id, weight: float64(10 + 7*i), clients: map[uint64]*secagg.Client{}}
@@ -227,6 +233,10 @@ func (c *Cohort) Advertise(ctx context.Context, w coordinator.WorkerID, a *coord
 			c.updates[a.Round] = map[coordinator.WorkerID][]float32{}
 		}
 		c.updates[a.Round][w] = u
+		if a.SecAgg.Dim == a.NumParams+wire.EvalWords {
+			acc := float64(a.ModelHash[0]) / 255
+			c.evalTail[a.Round] = wire.EvalTail(acc, 1-acc, a.SecAgg.WithDefaults().ClipRange)
+		}
 	}
 	c.mu.Unlock()
 	return cl.Advertise()
@@ -259,7 +269,11 @@ func (c *Cohort) MaskedInput(ctx context.Context, w coordinator.WorkerID, sb sec
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return cl.MaskedInput(sb.Shares, c.updates[sb.Round][w], wk.weight)
+	u := c.updates[sb.Round][w]
+	if tail := c.evalTail[sb.Round]; tail != nil {
+		u = append(slices.Clone(u), tail...)
+	}
+	return cl.MaskedInput(sb.Shares, u, wk.weight)
 }
 
 // Unmask implements coordinator.Cohort and records the survivor set asked.
