@@ -70,6 +70,10 @@ type Config struct {
 	// PollInterval is how often Run checks again for enough online
 	// workers (default 1s).
 	PollInterval time.Duration
+	// InitParams, if set, is the initial model (round 0) instead of the
+	// seeded initialisation: continued training, or a model trained in the
+	// simulator ([rounds] init = "FILE"). Its length must match Model.
+	InitParams []float32
 }
 
 // DefaultConfig returns a configuration with the documented defaults
@@ -285,6 +289,11 @@ func (d *Driver) Init(ctx context.Context) error {
 		return fmt.Errorf("model %q: %w", d.cfg.Model, err)
 	}
 	n.Init(d.cfg.Seed)
+	if d.cfg.InitParams != nil {
+		if err := n.SetParams(d.cfg.InitParams); err != nil {
+			return fmt.Errorf("initial model: %w", err)
+		}
+	}
 	h, err := d.reg.Put(n.Params())
 	if err != nil {
 		return err

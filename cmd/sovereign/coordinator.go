@@ -27,6 +27,7 @@ import (
 	"github.com/sovereign-fl/sovereign/coordinator"
 	"github.com/sovereign-fl/sovereign/coordinator/replica"
 	"github.com/sovereign-fl/sovereign/model"
+	"github.com/sovereign-fl/sovereign/model/modelfile"
 	"github.com/sovereign-fl/sovereign/p2p"
 	"github.com/sovereign-fl/sovereign/p2p/pb"
 )
@@ -50,6 +51,7 @@ func init() { rootCmd.AddCommand(newCoordinatorCmd()) }
 //	epochs = 1; batch = 10; lr = 0.05; strategy = "fedavg"; server_lr = 0.0
 //	clip = 1.0; noise = 0.0; delta = 1e-5; clip_range = 1.0; max_weight = 1e4
 //	secagg_degree = 0; stage_timeout = "1m"; retry_limit = 3; seed = 1; poll_interval = "1s"
+//	init = "model.safetensors"            # optional: the initial model (round 0) from a file
 //
 //
 //	[raft]                               # optional; absent keys take these defaults
@@ -111,6 +113,8 @@ type roundsTable struct {
 	RetryLimit      *int     `toml:"retry_limit"`
 	Seed            *int64   `toml:"seed"`
 	PollInterval    *string  `toml:"poll_interval"`
+	// Init is a safetensors model file to start from (round 0).
+	Init *string `toml:"init"`
 }
 
 // coordinatorConfig is a loaded, resolved and validated configuration.
@@ -254,6 +258,15 @@ func parseCoordinatorConfig(src string, b []byte, dir string) (*coordinatorConfi
 	cfg.DP.MinClients = cfg.MinWorkers
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: [rounds]: %w", src, err)
+	}
+	if r.Init != nil && *r.Init != "" {
+		spec, err := model.ParseSpec(cfg.Model, cfg.InC, cfg.InH, cfg.InW, cfg.Classes)
+		if err != nil {
+			return nil, fail("rounds.model", "%v", err)
+		}
+		if cfg.InitParams, err = modelfile.LoadFor(res(*r.Init), spec); err != nil {
+			return nil, fail("rounds.init", "%v", err)
+		}
 	}
 	c.Config = cfg
 	rt := f.Raft
