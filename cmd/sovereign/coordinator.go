@@ -467,6 +467,9 @@ func runCoordinator(ctx context.Context, cfg *coordinatorConfig, logOut io.Write
 	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
 		return fmt.Errorf("data: %w", err)
 	}
+	if err := writeModelInfo(cfg, fed.Name); err != nil {
+		return fmt.Errorf("data: %w", err)
+	}
 	h, err := p2p.NewHost(ctx, p2p.HostConfig{Identity: sk, ListenAddrs: cfg.Listen, AnnounceAddrs: cfg.Announce, Federation: fed, Logger: log})
 	if err != nil {
 		return err
