@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -57,5 +58,48 @@ func TestPyTorchAgreesWithPredict(t *testing.T) {
 			}
 			t.Logf("%s", strings.TrimSpace(string(res)))
 		})
+	}
+}
+
+// TestEvaluateMatchesSim: `sovereign evaluate` on the sim's model.safetensors
+// prints the held-out accuracy and loss the sim reported in summary.json.
+func TestEvaluateMatchesSim(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "out")
+	if _, err := run(t, "sim", "--out", out); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(out, "summary.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum struct {
+		FinalAccuracy float64 `json:"final_accuracy"`
+		FinalLoss     float64 `json:"final_loss"`
+	}
+	if err := json.Unmarshal(b, &sum); err != nil {
+		t.Fatal(err)
+	}
+	res, err := run(t, "evaluate", "--model", filepath.Join(out, "model.safetensors"), "--dataset", "digits", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		Accuracy  float64 `json:"accuracy"`
+		Loss      float64 `json:"loss"`
+		Examples  int     `json:"examples"`
+		Confusion [][]int `json:"confusion"`
+	}
+	if err := json.Unmarshal([]byte(res), &rep); err != nil {
+		t.Fatalf("%v: %s", err, res)
+	}
+	if rep.Accuracy != sum.FinalAccuracy || rep.Loss != sum.FinalLoss || rep.Examples != 359 {
+		t.Fatalf("evaluate: accuracy %v loss %v on %d examples; sim reported accuracy %v loss %v", rep.Accuracy, rep.Loss, rep.Examples, sum.FinalAccuracy, sum.FinalLoss)
+	}
+	diag := 0
+	for i := range rep.Confusion {
+		diag += rep.Confusion[i][i]
+	}
+	if float64(diag)/359 != rep.Accuracy {
+		t.Fatalf("confusion diagonal %d/359 disagrees with accuracy %v", diag, rep.Accuracy)
 	}
 }
