@@ -41,7 +41,7 @@ func init() { rootCmd.AddCommand(newCoordinatorCmd()) }
 //	federation = "federation.toml"
 //	listen     = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]
 //	announce   = []                      # optional public addresses
-//	data       = "data"                  # raft/ (log, snapshots), registry/ (models), ledger.json, state.snapshot
+//	data       = "data"                  # raft/ (log, snapshots), registry/ (models), ledger.json, state.snapshot, model.json
 //	log_level  = "info"                  # debug, info, warn, error
 //	log_format = "text"                  # text or json
 //
