@@ -118,7 +118,7 @@ func runExport(dataDir string, round int, roundSet bool, out string, w io.Writer
 			return fmt.Errorf("--round %d: no model committed in that round (the ledger has rounds %d to %d; failed rounds are skipped)", round, st.Ledger[0].Round, st.Ledger[len(st.Ledger)-1].Round)
 		}
 	}
-	params, err := readCommittedModel(filepath.Join(dataDir, "registry"), entry.ModelHash)
+	params, copied, err := readCommittedModel(filepath.Join(dataDir, "registry"), entry.ModelHash)
 	if err != nil {
 		return err
 	}
@@ -130,8 +130,12 @@ func runExport(dataDir string, round int, roundSet bool, out string, w io.Writer
 	if err := modelfile.Save(out, spec, params, p); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "wrote %s: model %s round %d, sha256 %s, ledger entry %s, %d institutions\n",
-		out, spec, entry.Round, entry.ModelHash, entry.Hash, len(entry.Participants))
+	how := "registry opened read-only"
+	if copied {
+		how = "registry in use (a running replica?): read from a copy"
+	}
+	fmt.Fprintf(w, "wrote %s: model %s round %d, sha256 %s, ledger entry %s, %d institutions (%s)\n",
+		out, spec, entry.Round, entry.ModelHash, entry.Hash, len(entry.Participants), how)
 	return nil
 }
 
@@ -142,24 +146,24 @@ func runExport(dataDir string, round int, roundSet bool, out string, w io.Writer
 // replica compacts may be inconsistent, so it is retried. Either way the
 // bytes must hash to h (Registry.GetBytes checks), so a torn copy can
 // never yield a wrong model.
-func readCommittedModel(regDir string, h coordinator.Hash) ([]float32, error) {
+func readCommittedModel(regDir string, h coordinator.Hash) (params []float32, copied bool, err error) {
 	if reg, err := coordinator.OpenRegistryReadOnly(regDir); err == nil {
 		p, err := reg.Get(h)
 		reg.Close()
 		if err == nil {
-			return p, nil
+			return p, false, nil
 		}
 	}
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
 		p, err := readFromCopy(regDir, h)
 		if err == nil {
-			return p, nil
+			return p, true, nil
 		}
 		lastErr = err
 		time.Sleep(time.Duration(attempt+1) * 100 * time.Millisecond)
 	}
-	return nil, fmt.Errorf("model %s from %s: %w", h, regDir, lastErr)
+	return nil, true, fmt.Errorf("model %s from %s: %w", h, regDir, lastErr)
 }
 
 func readFromCopy(regDir string, h coordinator.Hash) ([]float32, error) {
