@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -93,5 +95,43 @@ func TestExportFromReplicas(t *testing.T) {
 		if m := export(i, name); m.Hash != hash {
 			t.Fatalf("stopped replica %d exports %s, want %s", i, m.Hash, hash)
 		}
+	}
+}
+
+// TestSimModelSeedsFederation: a model trained in the simulator becomes a
+// real federation's initial model through [rounds] init; the ledger's
+// round 0 is that model, and `ledger verify --model` finds it there.
+func TestSimModelSeedsFederation(t *testing.T) {
+	f := newFed(t, fedOptions{workers: 3, rounds: 1, noBudget: true})
+	simOut := filepath.Join(f.dir, "sim")
+	if _, err := run(t, "sim", "--model", "logreg", "--rounds", "5", "--out", simOut); err != nil {
+		t.Fatal(err)
+	}
+	simModel := filepath.Join(simOut, "model.safetensors")
+	cfg, err := os.ReadFile(f.coordCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, f.coordCfg, string(cfg)+fmt.Sprintf("init = %q\n", simModel)) // [rounds] is the file's last table
+	f.startCoordinator()
+	for i := range f.wnames {
+		f.startWorker(i)
+	}
+	f.waitStatus("one round committed and evaluated", 120*time.Second, func(s status) bool {
+		return s.CommittedRounds == 1 && s.AccuracyRound == 1
+	})
+	f.stopCoordinator()
+	out, err := run(t, "ledger", "verify", "--data", f.coordDir, "--model", simModel)
+	if err != nil || !strings.Contains(out, "is round 0,") {
+		t.Fatalf("the sim's model is not the federation's round 0: %v\n%s", err, out)
+	}
+	r0 := filepath.Join(f.dir, "round0.safetensors")
+	if _, err := run(t, "export", "--data", f.coordDir, "--round", "0", "--out", r0); err != nil {
+		t.Fatal(err)
+	}
+	a, err1 := modelfile.Load(simModel)
+	b, err2 := modelfile.Load(r0)
+	if err1 != nil || err2 != nil || a.Hash != b.Hash {
+		t.Fatalf("round 0 export %v %v: hash %v, sim model %v", err1, err2, b, a)
 	}
 }
