@@ -135,3 +135,38 @@ func TestSimModelSeedsFederation(t *testing.T) {
 		t.Fatalf("round 0 export %v %v: hash %v, sim model %v", err1, err2, b, a)
 	}
 }
+
+// TestBadModelFilesGiveClearErrors: the commands refuse a truncated file,
+// one whose header claims more than the file holds and one of another
+// architecture with errors naming the file, tensor and byte offset or
+// shapes, and exit non-zero.
+func TestBadModelFilesGiveClearErrors(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	if _, err := run(t, "sim", "--rounds", "1", "--out", out); err != nil {
+		t.Fatal(err)
+	}
+	good, err := os.ReadFile(filepath.Join(out, "model.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	trunc := filepath.Join(dir, "truncated.safetensors")
+	write(t, trunc, string(good[:len(good)-100]))
+	if _, err := run(t, "model", "info", trunc); err == nil || !strings.Contains(err.Error(), trunc) || !strings.Contains(err.Error(), `tensor "4.weight"`) || !strings.Contains(err.Error(), "(byte ") {
+		t.Fatalf("truncated file: %v", err)
+	}
+	long := []byte(string(good))
+	long[0], long[1], long[2] = 0xff, 0xff, 0x0f // header length ≈ 1 MB, beyond the file
+	longPath := filepath.Join(dir, "long.safetensors")
+	write(t, longPath, string(long))
+	if _, err := run(t, "evaluate", "--model", longPath); err == nil || !strings.Contains(err.Error(), longPath) || !strings.Contains(err.Error(), "longer than the") {
+		t.Fatalf("header longer than the file: %v", err)
+	}
+	if _, err := run(t, "sim", "--rounds", "1", "--model", "mlp:50", "--init", filepath.Join(out, "model.safetensors"), "--out", filepath.Join(dir, "o2")); err == nil ||
+		!strings.Contains(err.Error(), `"0.weight"`) || !strings.Contains(err.Error(), "[200 64]") || !strings.Contains(err.Error(), "[50 64]") {
+		t.Fatalf("--init of another architecture: %v", err)
+	}
+	if _, err := run(t, "predict", "--model", filepath.Join(out, "model.safetensors"), "--dataset", "mnist"); err == nil || !strings.Contains(err.Error(), "784 features") {
+		t.Fatalf("predict on data of another shape: %v", err)
+	}
+}
