@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/sovereign-fl/sovereign/model/safetensors"
 )
@@ -168,7 +169,11 @@ func TensorsToParams(s Spec, ts []safetensors.Tensor) ([]float32, error) {
 		delete(byName, sh.Name)
 	}
 	for name, t := range byName {
-		return nil, fmt.Errorf("model %s: tensor %q %v is not part of the model (it has %d tensors: %s ...)", s, name, t.Shape, len(shapes), shapes[0].Name)
+		names := make([]string, len(shapes))
+		for i, sh := range shapes {
+			names[i] = sh.Name
+		}
+		return nil, fmt.Errorf("model %s: tensor %q %v is not part of the model (its tensors: %s)", s, name, t.Shape, strings.Join(names, ", "))
 	}
 	params := make([]float32, s.NumParams())
 	off := 0
