@@ -77,6 +77,10 @@ type Config struct {
 	// only the mean over the survivors. Metrics of model v are then
 	// recorded by round v+1; the last model of a run gets none.
 	SecureEvaluation bool
+	// InitParams, if set, is the initial model (round 0) instead of the
+	// seeded initialisation: continued training, or a model trained in the
+	// simulator ([rounds] init = "FILE"). Its length must match Model.
+	InitParams []float32
 }
 
 // DefaultConfig returns a configuration with the documented defaults
@@ -292,6 +296,11 @@ func (d *Driver) Init(ctx context.Context) error {
 		return fmt.Errorf("model %q: %w", d.cfg.Model, err)
 	}
 	n.Init(d.cfg.Seed)
+	if d.cfg.InitParams != nil {
+		if err := n.SetParams(d.cfg.InitParams); err != nil {
+			return fmt.Errorf("initial model: %w", err)
+		}
+	}
 	h, err := d.reg.Put(n.Params())
 	if err != nil {
 		return err

@@ -39,6 +39,9 @@ type Dataset struct {
 	N, Dim, Classes int
 	// C, H, W are the image shape if known, else 1, 1, Dim.
 	C, H, W int
+	// StdMean and StdScale are set by Standardize on both sets: every
+	// feature was mapped x' = (x − StdMean[j])·StdScale[j]. Nil otherwise.
+	StdMean, StdScale []float64
 }
 
 // Row returns the features of row i as a sub-slice of d.X (not a copy).
@@ -170,8 +173,10 @@ func Standardize(train, test *Dataset) {
 		}
 	}
 	apply(train)
+	train.StdMean, train.StdScale = mean, scale
 	if test != nil && test.Dim == train.Dim && len(test.X) == test.N*test.Dim {
 		apply(test)
+		test.StdMean, test.StdScale = mean, scale
 	}
 }
 

@@ -347,3 +347,34 @@ func (n *Network) Predict(x []float32, batch int, out []int32) error {
 	}
 	return nil
 }
+
+// Probabilities writes the softmax class probabilities of each of the batch
+// rows of x into out[:batch*Classes] (row-major), computed in float64 from
+// the logits with the row maximum subtracted, and returns an error, writing
+// nothing, on malformed input.
+func (n *Network) Probabilities(x []float32, batch int, out []float32) error {
+	if err := n.CheckBatch(x, nil, batch); err != nil {
+		return err
+	}
+	if len(out) < batch*n.classes {
+		return fmt.Errorf("model: Probabilities: len(out)=%d < batch*Classes=%d", len(out), batch*n.classes)
+	}
+	chunk := n.evalChunk()
+	for s := 0; s < batch; s += chunk {
+		b := min(chunk, batch-s)
+		logits := n.forward(x[s*n.inDim:(s+b)*n.inDim], b)
+		for r := 0; r < b; r++ {
+			z := logits[r*n.classes : (r+1)*n.classes]
+			m := z[argmax(z)]
+			var sum float64
+			for _, v := range z {
+				sum += math.Exp(float64(v - m))
+			}
+			dst := out[(s+r)*n.classes : (s+r+1)*n.classes]
+			for j, v := range z {
+				dst[j] = float32(math.Exp(float64(v-m)) / sum)
+			}
+		}
+	}
+	return nil
+}

@@ -53,6 +53,9 @@ type Config struct {
 	DPClip  float64 `toml:"dp-clip" json:"dp_clip"`
 	DPNoise float64 `toml:"dp-noise" json:"dp_noise"`
 	DPDelta float64 `toml:"dp-delta" json:"dp_delta"`
+	// Init is a safetensors file (e.g. an earlier run's model.safetensors)
+	// to start from instead of the seeded initialisation.
+	Init string `toml:"init" json:"init"`
 }
 
 // DefaultConfig is what `sovereign sim` runs with no flags: a federation of

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/sovereign-fl/sovereign/model/modelfile"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
@@ -21,6 +22,7 @@ const (
 	MetricsFile = "metrics.csv"
 	SummaryFile = "summary.json"
 	PlotFile    = "accuracy.png"
+	ModelFile   = "model.safetensors"
 )
 
 // metricsHeader is the first row of metrics.csv; scripts rely on its names.
@@ -36,6 +38,9 @@ func WriteOutputs(dir string, res *Result) error {
 		return err
 	}
 	if err := writeSummary(filepath.Join(dir, SummaryFile), &res.Summary); err != nil {
+		return err
+	}
+	if err := writeModel(filepath.Join(dir, ModelFile), res); err != nil {
 		return err
 	}
 	if err := writePlot(filepath.Join(dir, PlotFile), res.Rounds, plotTitle(res.Summary.Config)); err != nil {
@@ -127,4 +132,21 @@ func writePlot(path string, rounds []RoundMetrics, title string) error {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	return nil
+}
+
+// writeModel saves the final global model with the run's provenance.
+func writeModel(path string, res *Result) error {
+	if res.Params == nil {
+		return nil // the run stopped before its final model
+	}
+	p := modelfile.Provenance{Source: "sim", Round: res.Summary.RoundsRun, Dataset: res.Summary.Config.Dataset,
+		Federation:  fmt.Sprintf("sim (%d clients, seed %d)", res.Summary.Config.Clients, res.Summary.Config.Seed),
+		Standardize: res.Standardize}
+	if n := len(res.Rounds); n > 0 {
+		p.Institutions = res.Rounds[n-1].Clients
+	}
+	if res.Summary.Epsilon != nil {
+		p.DP, p.Epsilon, p.Delta = true, *res.Summary.Epsilon, res.Summary.Config.DPDelta
+	}
+	return modelfile.Save(path, res.Spec, res.Params, p)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/sovereign-fl/sovereign/aggregation/dp"
 	"github.com/sovereign-fl/sovereign/data"
 	"github.com/sovereign-fl/sovereign/model"
+	"github.com/sovereign-fl/sovereign/model/modelfile"
 )
 
 // RoundMetrics is one row of metrics.csv.
@@ -58,6 +59,10 @@ type Result struct {
 	Rounds  []RoundMetrics
 	Summary Summary
 	Params  []float32
+	// Spec is the architecture of Params; Standardize the z-score map the
+	// data set applied to its features (nil if none).
+	Spec        model.Spec
+	Standardize *modelfile.Standardization
 }
 
 // Progress receives each round's metrics as the run goes (may be nil).
@@ -148,6 +153,13 @@ func RunOn(ctx context.Context, cfg Config, train, test *data.Dataset, progress 
 		return nil, fmt.Errorf("--model %q: %w", cfg.Model, err)
 	}
 	global.Init(seedFor(cfg.Seed, seedInit))
+	if cfg.Init != "" {
+		p, err := modelfile.LoadFor(cfg.Init, f.spec)
+		if err != nil {
+			return nil, fmt.Errorf("--init: %w", err)
+		}
+		copy(global.Params(), p)
+	}
 	params := global.Params()
 
 	res := &Result{Summary: Summary{
@@ -155,7 +167,10 @@ func RunOn(ctx context.Context, cfg Config, train, test *data.Dataset, progress 
 		TrainExamples: train.N,
 		TestExamples:  test.N,
 		Config:        cfg,
-	}}
+	}, Spec: f.spec}
+	if train.StdMean != nil {
+		res.Standardize = &modelfile.Standardization{Mean: train.StdMean, Scale: train.StdScale}
+	}
 	for r := 1; r <= cfg.Rounds; r++ {
 		if err := ctx.Err(); err != nil {
 			return res, fmt.Errorf("round %d: %w", r, err)

@@ -28,6 +28,7 @@ import (
 	"github.com/sovereign-fl/sovereign/coordinator/replica"
 	"github.com/sovereign-fl/sovereign/metrics"
 	"github.com/sovereign-fl/sovereign/model"
+	"github.com/sovereign-fl/sovereign/model/modelfile"
 	"github.com/sovereign-fl/sovereign/p2p"
 	"github.com/sovereign-fl/sovereign/p2p/pb"
 )
@@ -41,7 +42,7 @@ func init() { rootCmd.AddCommand(newCoordinatorCmd()) }
 //	federation = "federation.toml"
 //	listen     = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]
 //	announce   = []                      # optional public addresses
-//	data       = "data"                  # raft/ (log, snapshots), registry/ (models), ledger.json, state.snapshot
+//	data       = "data"                  # raft/ (log, snapshots), registry/ (models), ledger.json, state.snapshot, model.json
 //	log_level  = "info"                  # debug, info, warn, error
 //	log_format = "text"                  # text or json (--log-format overrides)
 //	metrics_listen   = "127.0.0.1:9464"  # Prometheus /metrics; absent = off
@@ -55,6 +56,7 @@ func init() { rootCmd.AddCommand(newCoordinatorCmd()) }
 //	clip = 1.0; noise = 0.0; delta = 1e-5; clip_range = 1.0; max_weight = 1e4
 //	secagg_degree = 0; stage_timeout = "1m"; retry_limit = 3; seed = 1; poll_interval = "1s"
 //	secure_evaluation = false            # evaluate inside the secure aggregate
+//	init = "model.safetensors"            # optional: the initial model (round 0) from a file
 //
 //
 //	[raft]                               # optional; absent keys take these defaults
@@ -123,6 +125,8 @@ type roundsTable struct {
 	PollInterval    *string  `toml:"poll_interval"`
 	// SecureEvaluation: see coordinator.Config.SecureEvaluation.
 	SecureEvaluation *bool `toml:"secure_evaluation"`
+	// Init is a safetensors model file to start from (round 0).
+	Init *string `toml:"init"`
 }
 
 // coordinatorConfig is a loaded, resolved and validated configuration.
@@ -280,6 +284,15 @@ func parseCoordinatorConfig(src string, b []byte, dir string) (*coordinatorConfi
 	cfg.DP.MinClients = cfg.MinWorkers
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: [rounds]: %w", src, err)
+	}
+	if r.Init != nil && *r.Init != "" {
+		spec, err := model.ParseSpec(cfg.Model, cfg.InC, cfg.InH, cfg.InW, cfg.Classes)
+		if err != nil {
+			return nil, fail("rounds.model", "%v", err)
+		}
+		if cfg.InitParams, err = modelfile.LoadFor(res(*r.Init), spec); err != nil {
+			return nil, fail("rounds.init", "%v", err)
+		}
 	}
 	c.Config = cfg
 	rt := f.Raft
@@ -486,6 +499,9 @@ func runCoordinator(ctx context.Context, cfg *coordinatorConfig, logOut io.Write
 		return err
 	}
 	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
+		return fmt.Errorf("data: %w", err)
+	}
+	if err := writeModelInfo(cfg, fed.Name); err != nil {
 		return fmt.Errorf("data: %w", err)
 	}
 	h, err := p2p.NewHost(ctx, p2p.HostConfig{Identity: sk, ListenAddrs: cfg.Listen, AnnounceAddrs: cfg.Announce, Federation: fed, Logger: log})

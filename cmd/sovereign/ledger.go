@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sovereign-fl/sovereign/coordinator"
+	"github.com/sovereign-fl/sovereign/model/modelfile"
 )
 
 func init() { rootCmd.AddCommand(newLedgerCmd()) }
@@ -26,7 +28,7 @@ func newLedgerCmd() *cobra.Command {
 }
 
 func newLedgerVerifyCmd() *cobra.Command {
-	var dataDir, snapshot, file string
+	var dataDir, snapshot, file, modelPath string
 	cmd := &cobra.Command{
 		Use:   "verify (--data DIR | --file LEDGER.json | --snapshot FILE)",
 		Short: "Check every hash of the ledger; print OK with the head hash or name the first bad entry",
@@ -79,11 +81,37 @@ func newLedgerVerifyCmd() *cobra.Command {
 			}
 			head := entries[len(entries)-1]
 			fmt.Fprintf(cmd.OutOrStdout(), "OK %d entries, head round %d hash %s\n", len(entries), head.Round, head.Hash)
+			if modelPath != "" {
+				return verifyModelInLedger(cmd.OutOrStdout(), modelPath, entries)
+			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data", "", "coordinator data folder holding "+coordinator.LedgerFileName)
 	cmd.Flags().StringVar(&file, "file", "", "a ledger export (JSON)")
 	cmd.Flags().StringVar(&snapshot, "snapshot", "", "a coordinator state snapshot")
+	cmd.Flags().StringVar(&modelPath, "model", "", "also check that this model file (safetensors) is a committed model of the ledger")
 	return cmd
+}
+
+// verifyModelInLedger checks that the model of a safetensors file (its
+// tensors' SHA-256, which modelfile.Load checks against the file's
+// model_sha256) is the model of a ledger entry, and that the file's
+// ledger_entry, if any, names that entry.
+func verifyModelInLedger(w io.Writer, path string, entries []coordinator.LedgerEntry) error {
+	m, err := modelfile.Load(path)
+	if err != nil {
+		return fmt.Errorf("ledger verify: --model: %w", err)
+	}
+	for _, e := range entries {
+		if e.ModelHash.String() != m.Hash {
+			continue
+		}
+		if le := m.Provenance.LedgerEntry; le != "" && le != e.Hash.String() {
+			return fmt.Errorf("ledger verify: BAD: %s: model %s is round %d of the ledger, entry %s, but the file names entry %s", path, m.Hash, e.Round, e.Hash, le)
+		}
+		fmt.Fprintf(w, "OK model %s (sha256 %s) is round %d, ledger entry %s, %d institutions\n", path, m.Hash, e.Round, e.Hash, len(e.Participants))
+		return nil
+	}
+	return fmt.Errorf("ledger verify: BAD: %s: model sha256 %s is not in the ledger (%d entries)", path, m.Hash, len(entries))
 }

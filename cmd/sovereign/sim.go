@@ -65,6 +65,7 @@ A --config file (TOML) carries the same keys as the flags; flags override it.`,
 	f.Float64Var(&cfg.DPClip, "dp-clip", cfg.DPClip, "L2 clipping norm C of each update (needed with --dp-noise)")
 	f.Float64Var(&cfg.DPNoise, "dp-noise", cfg.DPNoise, "Gaussian noise multiplier σ (0 = no differential privacy)")
 	f.Float64Var(&cfg.DPDelta, "dp-delta", cfg.DPDelta, "δ of the (ε, δ) guarantee reported")
+	f.StringVar(&cfg.Init, "init", cfg.Init, "start from this safetensors model (e.g. an earlier run's model.safetensors) instead of the seeded initialisation")
 	return cmd
 }
 
@@ -119,6 +120,6 @@ func runSim(ctx context.Context, cfg sim.Config, w io.Writer) error {
 	if s.Epsilon != nil {
 		fmt.Fprintf(w, ", ε = %.3f at δ = %g", *s.Epsilon, cfg.DPDelta)
 	}
-	fmt.Fprintf(w, "\nwrote %s/{%s,%s,%s,%s}\n", cfg.Out, sim.MetricsFile, sim.SummaryFile, sim.PlotFile, sim.ReportFile)
+	fmt.Fprintf(w, "\nwrote %s/{%s,%s,%s,%s,%s}\n", cfg.Out, sim.MetricsFile, sim.SummaryFile, sim.PlotFile, sim.ReportFile, sim.ModelFile)
 	return nil
 }
