@@ -47,7 +47,16 @@ func TestExportFromReplicas(t *testing.T) {
 	}
 	var hash string
 	for i := range 3 {
-		m := export(i, "running-"+c.cnames[i]+".safetensors")
+		// A running replica rewrites its state.snapshot, which export
+		// reads, every exportInterval after its FSM changed: wait for it.
+		var m *modelfile.Model
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			m = export(i, "running-"+c.cnames[i]+".safetensors")
+			if m.Provenance.Round == rounds || time.Now().After(deadline) {
+				break
+			}
+		}
 		if m.Provenance.Round != rounds || m.Provenance.Source != "coordinator" || m.Provenance.Federation != "e2e-ha" || m.Provenance.Institutions < 3 || m.Provenance.LedgerEntry == "" {
 			t.Fatalf("replica %d: provenance %+v", i, m.Provenance)
 		}
