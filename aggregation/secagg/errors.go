@@ -54,7 +54,10 @@ var (
 type CheatingError struct {
 	// Round is the round concerned.
 	Round uint64
-	// Culprits lists, sorted, the holders whose shares did not verify.
+	// Culprits lists, sorted, the holders whose shares did not verify (or,
+	// at the masked-input stage, the clients whose shares did not open).
+	// It may be empty when only Threshold shares of a secret arrived: one of
+	// them is bad but none is spare to tell which.
 	Culprits []uint32
 	// Owners lists, sorted, the clients whose secret could not be rebuilt
 	// from verified shares (empty when the round could still complete).

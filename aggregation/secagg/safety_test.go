@@ -88,7 +88,9 @@ func (h *harness) toStage(t *testing.T, st Stage) {
 	}
 	h.reqs = map[uint32]UnmaskRequest{}
 	for _, o := range h.advance(t) {
-		h.reqs[o.To] = o.Msg.(UnmaskRequest)
+		if r, ok := o.Msg.(UnmaskRequest); ok {
+			h.reqs[o.To] = r
+		}
 	}
 }
 

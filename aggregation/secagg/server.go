@@ -548,6 +548,12 @@ func (s *Server) closeMaskedInput() ([]Outbound, error) {
 			}
 		}
 	}
+	if len(bad) > 0 && len(s.complaints) > 0 {
+		// Complaints cost the accused their holders (security review M3):
+		// name them; the caller retries without them.
+		slices.Sort(bad)
+		return nil, &CheatingError{Round: s.cfg.Round, Culprits: s.Accused(), Owners: bad}
+	}
 	if len(s.u3) < s.cfg.Threshold || len(bad) > 0 {
 		slices.Sort(bad)
 		return nil, &InsufficientError{Round: s.cfg.Round, Stage: StageMaskedInput, Threshold: s.cfg.Threshold,
@@ -814,12 +820,9 @@ func (s *Server) closeUnmask() error {
 	}
 	if len(lost) > 0 {
 		slices.Sort(lost)
-		if len(s.culprits) == 0 {
-			// Every share verified on its own but no t of them rebuilt a
-			// committed secret: cannot happen with honest holders.
-			return &InsufficientError{Round: s.cfg.Round, Stage: StageUnmask, Threshold: s.cfg.Threshold,
-				Missing: s.missing(s.got), Unrecoverable: lost}
-		}
+		// No t of the shares rebuild the committed secret: some holder lied
+		// (honest shares always do). With no spare share it cannot be told
+		// which one; Culprits then lists only those proven elsewhere.
 		return &CheatingError{Round: s.cfg.Round, Culprits: s.Culprits(), Owners: lost}
 	}
 	for _, u := range s.u3 {
