@@ -16,6 +16,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/sovereign-fl/sovereign/aggregation/secagg"
 	"log/slog"
 	"math"
 	"os"
@@ -88,6 +89,11 @@ type Policy struct {
 	// AcceptedModels are the model specs (model.ParseSpec forms) the
 	// institution trains; empty means any.
 	AcceptedModels []string `toml:"accepted_models"`
+	// ColludingNeighbours is the number c of a worker's SecAgg+ neighbours
+	// the institution assumes may collude with the coordinator; announced
+	// thresholds below secagg.SafeThreshold(k, c) are refused (default 0:
+	// t must be a strict majority of the k+1 holders).
+	ColludingNeighbours int `toml:"colluding_neighbours"`
 }
 
 // rawConfig mirrors Config with pointers where absence differs from zero.
@@ -101,9 +107,10 @@ type rawConfig struct {
 	Store      string   `toml:"store"`
 	LogLevel   string   `toml:"log_level"`
 	Policy     struct {
-		MaxEpsilon     *float64 `toml:"max_epsilon"`
-		MinCohort      *int     `toml:"min_cohort"`
-		AcceptedModels []string `toml:"accepted_models"`
+		MaxEpsilon          *float64 `toml:"max_epsilon"`
+		MinCohort           *int     `toml:"min_cohort"`
+		AcceptedModels      []string `toml:"accepted_models"`
+		ColludingNeighbours int      `toml:"colluding_neighbours"`
 	} `toml:"policy"`
 }
 
@@ -144,6 +151,7 @@ func ParseConfig(src string, b []byte, dir string) (*Config, error) {
 		LogLevel: raw.LogLevel, path: src,
 	}
 	c.Policy.AcceptedModels = raw.Policy.AcceptedModels
+	c.Policy.ColludingNeighbours = raw.Policy.ColludingNeighbours
 	c.Policy.MaxEpsilon = math.Inf(1)
 	if raw.Policy.MaxEpsilon != nil {
 		c.Policy.MaxEpsilon = *raw.Policy.MaxEpsilon
@@ -260,6 +268,9 @@ func (c *Config) Validate() error {
 	}
 	if p.MinCohort < 1 {
 		return c.fieldError("policy.min_cohort", "%d out of range [1, ∞)", p.MinCohort)
+	}
+	if p.ColludingNeighbours < 0 || p.ColludingNeighbours > secagg.MaxClients {
+		return c.fieldError("policy.colluding_neighbours", "%d out of range [0, %d]", p.ColludingNeighbours, secagg.MaxClients)
 	}
 	for i, s := range p.AcceptedModels {
 		if err := checkSpecSyntax(s); err != nil {
