@@ -65,6 +65,11 @@ type Config struct {
 	StageTimeout time.Duration
 	// RetryLimit is how many failed rounds in a row Run tolerates.
 	RetryLimit int
+	// ExcludeRounds is how many rounds a worker named as a culprit (a
+	// SecAgg+ share that does not verify, or shares its neighbours could
+	// not open) is left out of sampling; recorded in the ledger with the
+	// failed round. 0 = DefaultExcludeRounds.
+	ExcludeRounds int
 	// Seed drives the initial model, the sampling and the SecAgg+ graphs.
 	Seed int64
 	// PollInterval is how often Run checks again for enough online
@@ -133,6 +138,9 @@ func (c Config) Validate() error {
 	}
 	if c.StageTimeout <= 0 {
 		return fmt.Errorf("stage timeout %v must be > 0", c.StageTimeout)
+	}
+	if c.ExcludeRounds < 0 {
+		return fmt.Errorf("exclude rounds %d must be >= 0", c.ExcludeRounds)
 	}
 	if c.RetryLimit < 0 {
 		return fmt.Errorf("retry limit %d must be >= 0", c.RetryLimit)
@@ -410,6 +418,8 @@ func (d *Driver) start(ctx context.Context, r uint64, st *State) (*RoundState, e
 	online := slices.Clone(d.cohort.Online())
 	slices.Sort(online)
 	online = slices.Compact(online)
+	// Culprits of recent rounds are not sampled (security review H3, M3).
+	online = slices.DeleteFunc(online, func(w WorkerID) bool { return st.Excluded[w] > r })
 	if !slices.Equal(online, st.Members) && !(len(online) == 0 && len(st.Members) == 0) {
 		if online == nil {
 			online = []WorkerID{}
@@ -516,6 +526,25 @@ func (d *Driver) fail(ctx context.Context, cur *RoundState, reason string, missi
 	return &RoundFailedError{Round: cur.Round, Reason: reason, Missing: ids}
 }
 
+// DefaultExcludeRounds is the default of DriverConfig.ExcludeRounds.
+const DefaultExcludeRounds = 10
+
+// failCulprits commits a RoundFailed that names culprits and excludes them
+// from sampling until ExcludeRounds rounds later.
+func (d *Driver) failCulprits(ctx context.Context, cur *RoundState, reason string, culprits []uint32) error {
+	ids := d.workers(cur, culprits)
+	n := d.cfg.ExcludeRounds
+	if n == 0 {
+		n = DefaultExcludeRounds
+	}
+	until := cur.Round + uint64(n) + 1
+	d.log.Warn("round failed: culprits named", "round", cur.Round, "stage", cur.Next.String(), "reason", reason, "culprits", ids, "excluded_until", until)
+	if err := d.commit(ctx, Command{RoundFailed: &RoundFailed{Round: cur.Round, Reason: reason, Missing: []WorkerID{}, Culprits: ids, ExcludedUntil: until}}); err != nil {
+		return err
+	}
+	return &RoundFailedError{Round: cur.Round, Reason: reason, Missing: ids}
+}
+
 func (d *Driver) workers(cur *RoundState, idx []uint32) []WorkerID {
 	ids := make([]WorkerID, 0, len(idx))
 	for _, i := range idx {
@@ -551,6 +580,12 @@ func (d *Driver) drive(ctx context.Context, cur *RoundState) error {
 		var ie *secagg.InsufficientError
 		if errors.As(err, &ie) {
 			return d.fail(ctx, cur, err.Error(), ie.Missing)
+		}
+		var ce *secagg.CheatingError
+		if errors.As(err, &ce) {
+			// Security review H3/M3: name and exclude the culprits; never
+			// release a sum rebuilt from unverified shares.
+			return d.failCulprits(ctx, cur, err.Error(), ce.Culprits)
 		}
 		return fmt.Errorf("round %d: %w", r, err)
 	}

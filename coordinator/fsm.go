@@ -142,6 +142,11 @@ type RoundFailed struct {
 	Round   uint64     `json:"round"`
 	Reason  string     `json:"reason"`
 	Missing []WorkerID `json:"missing"`
+	// Culprits are the workers proven to have sent bad SecAgg+ shares (or
+	// shares their neighbours could not open); they are not sampled before
+	// round ExcludedUntil.
+	Culprits      []WorkerID `json:"culprits,omitempty"`
+	ExcludedUntil uint64     `json:"excluded_until,omitempty"`
 }
 
 // MetricsRecorded stores the federated evaluation of the model committed in
@@ -273,6 +278,9 @@ type State struct {
 	Failures int `json:"failures"`
 	// LastFailure is the most recent RoundFailed.
 	LastFailure *RoundFailed `json:"last_failure"`
+	// Excluded maps each named culprit to the first round it may be
+	// sampled in again.
+	Excluded map[WorkerID]uint64 `json:"excluded,omitempty"`
 	// Members are the workers last seen online, sorted.
 	Members []WorkerID `json:"members"`
 	// Models index the committed models, oldest first.
@@ -571,9 +579,22 @@ func (f *FSM) apply(c *Command) error {
 		if !sortedDistinctIDs(m.Missing) {
 			return refuse(c, "missing workers not sorted and distinct")
 		}
+		if !sortedDistinctIDs(m.Culprits) {
+			return refuse(c, "culprits not sorted and distinct")
+		}
+		if len(m.Culprits) > 0 && m.ExcludedUntil <= m.Round {
+			return refuse(c, "culprits excluded until round %d, not after round %d", m.ExcludedUntil, m.Round)
+		}
 		fail := *m
 		fail.Missing = slices.Clone(m.Missing)
+		fail.Culprits = slices.Clone(m.Culprits)
 		s.LastFailure = &fail
+		for _, w := range m.Culprits {
+			if s.Excluded == nil {
+				s.Excluded = map[WorkerID]uint64{}
+			}
+			s.Excluded[w] = max(s.Excluded[w], m.ExcludedUntil)
+		}
 		s.Current = nil
 		s.Failures++
 		return nil

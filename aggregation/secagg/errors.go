@@ -66,7 +66,7 @@ type CheatingError struct {
 
 // Error implements error.
 func (e *CheatingError) Error() string {
-	return fmt.Sprintf("secagg: round %d: clients %v revealed shares that do not match the committed secrets; secrets of clients %v could not be rebuilt without them",
+	return fmt.Sprintf("secagg: round %d: clients %v sent shares that do not verify (against the owners' commitments, or that their neighbours could not open); secrets of clients %v cannot be rebuilt without them",
 		e.Round, e.Culprits, e.Owners)
 }
 
