@@ -814,6 +814,11 @@ func (d *Driver) drive(ctx context.Context, cur *RoundState) error {
 		return insufficient(err)
 	}
 	sum, tw, _, err := srv.Result()
+	if c, acc := srv.Culprits(), srv.Accused(); err == nil && (len(c) > 0 || len(acc) > 0) {
+		// Outvoted bad shares (H3) or complaints that left enough holders
+		// (M3): the sum is exact; the liars are named in the log.
+		log.Warn("bad SecAgg+ shares outvoted", "culprits", d.workers(cur, c), "accused", d.workers(cur, acc))
+	}
 	if err != nil {
 		return insufficient(err)
 	}
