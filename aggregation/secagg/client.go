@@ -572,6 +572,10 @@ func (c *Client) Unmask(req UnmaskRequest) (UnmaskResponse, error) {
 	if len(surv) < cfg.Threshold {
 		return UnmaskResponse{}, &InsufficientError{Round: cfg.Round, Stage: StageUnmask, Threshold: cfg.Threshold, Unrecoverable: surv}
 	}
+	if comps := c.graph.components(surv); len(comps) > 1 {
+		return UnmaskResponse{}, fmt.Errorf("%w: client %d round %d: survivors %v fall into %d components of the neighbour graph (sizes %d and %d, …)",
+			ErrDisconnected, me, cfg.Round, surv, len(comps), len(comps[0]), len(comps[1]))
+	}
 	if cfg.ConsistencyCheck {
 		if err := c.confirmed(surv, dropped, req.Signatures); err != nil {
 			return UnmaskResponse{}, err

@@ -42,6 +42,9 @@ var (
 	// does not back: a survivor set other than the one signed, or too few
 	// holders' signatures over it.
 	ErrInconsistent = errors.New("secagg: survivor set not confirmed by the consistency check")
+	// ErrDisconnected marks a survivor set whose induced neighbour graph is
+	// not connected: its sum could be unmasked component by component.
+	ErrDisconnected = errors.New("secagg: survivor graph not connected")
 	// ErrCheating marks a round in which some holder revealed a share that
 	// does not match the committed secret.
 	ErrCheating = errors.New("secagg: bad share revealed")

@@ -548,6 +548,13 @@ func (s *Server) closeMaskedInput() ([]Outbound, error) {
 			}
 		}
 	}
+	if comps := s.graph.components(s.u3); len(comps) > 1 {
+		// Honest clients refuse such a set (M6): fail now, naming the
+		// survivors outside the largest component.
+		for _, c := range comps[1:] {
+			bad = append(bad, c...)
+		}
+	}
 	if len(bad) > 0 && len(s.complaints) > 0 {
 		// Complaints cost the accused their holders (security review M3):
 		// name them; the caller retries without them.
