@@ -156,3 +156,55 @@ func TestAttackGarbageShares(t *testing.T) {
 		}
 	}
 }
+
+// weightLiar adds 2^31 to the weight word of one worker's masked vector.
+type weightLiar struct {
+	*coordtest.Cohort
+	idx uint32
+}
+
+func (e *weightLiar) MaskedInput(ctx context.Context, w WorkerID, sb secagg.ShareBundle) (secagg.MaskedInput, error) {
+	mi, err := e.Cohort.MaskedInput(ctx, w, sb)
+	if err == nil && sb.To == e.idx {
+		v := slices.Clone(mi.Vector)
+		v[len(v)-1] += 1 << 31
+		mi.Vector = v
+	}
+	return mi, err
+}
+
+// TestAttackNegativeWeightAccounted: the review's weight-word attack made
+// every round fail after its noised sum was unmasked, with no privacy
+// entry. Now each such round is charged, and the failure says why.
+func TestAttackNegativeWeightAccounted(t *testing.T) {
+	cfg := testConfig()
+	cfg.WorkersPerRound = 8
+	cfg.DP = DPParams{Clip: 1, Noise: 1}
+	cfg.Delta = 1e-5
+	cfg.RetryLimit = 3
+	e := &weightLiar{Cohort: coordtest.NewCohort(8, 1), idx: 1}
+	f := NewFSM()
+	rec := &recorder{fsm: f}
+	d := newTestDriver(t, cfg, f, rec, NewMemRegistry(), e)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := d.Run(ctx)
+	released := 0
+	for _, b := range rec.cmds {
+		c, _ := DecodeCommand(b)
+		if rf := c.RoundFailed; rf != nil {
+			if rf.DP == nil {
+				t.Fatalf("round %d failed (%q) without a privacy entry", rf.Round, rf.Reason)
+			}
+			released++
+		}
+	}
+	steps := 0
+	for _, p := range f.State().Privacy {
+		steps += p.Steps
+	}
+	t.Logf("Run: %v; released-then-failed rounds %d; accountant steps %d", err, released, steps)
+	if released == 0 || steps != released {
+		t.Fatalf("released %d rounds, accountant charged %d steps", released, steps)
+	}
+}

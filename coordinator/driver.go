@@ -831,14 +831,34 @@ func (d *Driver) finish(ctx context.Context, cur *RoundState, sum []float64, tw 
 	r := cur.Round
 	log := d.log.With("round", r, "stage", "commit")
 	d.setStage("commit")
-	if !(tw > 0) || math.IsInf(tw, 0) {
-		return d.fail(ctx, cur, fmt.Sprintf("total weight %v of the survivors is not positive", tw), nil)
+	// The noised sum is released from here on: every way out of this
+	// function charges the accountant (security review M1).
+	var released *dp.Entry
+	if cur.Announce.DP.Noise > 0 {
+		released = &dp.Entry{Q: float64(len(cur.Announce.Sampled)) / float64(cur.OnlineCount), Sigma: cur.Announce.DP.Noise, Steps: 1}
+	}
+	failReleased := func(reason string) error {
+		d.log.Warn("round failed after its sum was unmasked", "round", r, "reason", reason)
+		if err := d.commit(ctx, Command{RoundFailed: &RoundFailed{Round: r, Reason: reason, Missing: []WorkerID{}, DP: released}}); err != nil {
+			return err
+		}
+		return &RoundFailedError{Round: r, Reason: reason}
+	}
+	// The total weight is one masked word any survivor can bend: it must
+	// lie in (0, |U3|·MaxWeight], and be |U3| when DP weights are uniform.
+	n := float64(len(cur.Survivors))
+	const slack = 1e-3 // far above the quantization error of one word
+	if !(tw > 0) || math.IsInf(tw, 0) || tw > n*d.cfg.MaxWeight+slack {
+		return failReleased(fmt.Sprintf("total weight %v of the %d survivors is outside (0, %v]", tw, len(cur.Survivors), n*d.cfg.MaxWeight))
+	}
+	if cur.Announce.DP.Noise > 0 && math.Abs(tw-n) > slack {
+		return failReleased(fmt.Sprintf("total weight %v of the %d survivors is not %d: DP weights are 1 each", tw, len(cur.Survivors), len(cur.Survivors)))
 	}
 	mean := make([]float32, len(sum))
 	for i, v := range sum {
 		mean[i] = float32(v / tw)
 		if math.IsNaN(float64(mean[i])) || math.IsInf(float64(mean[i]), 0) {
-			return d.fail(ctx, cur, fmt.Sprintf("unmasked mean is not finite at coordinate %d", i), nil)
+			return failReleased(fmt.Sprintf("unmasked mean is not finite at coordinate %d", i))
 		}
 	}
 	st := d.fsm.State()
@@ -870,7 +890,7 @@ func (d *Driver) finish(ctx context.Context, cur *RoundState, sum []float64, tw 
 	// Server step of Reddi et al. 2021 (FedAvg of McMahan et al. 2017 when
 	// the optimizer is fedavg with η = 1) on the mean delta.
 	if err := opt.Step(params, mean); err != nil {
-		return d.fail(ctx, cur, "server optimizer: "+err.Error(), nil)
+		return failReleased("server optimizer: " + err.Error())
 	}
 	h, err := d.reg.Put(params)
 	if err != nil {
@@ -895,9 +915,7 @@ func (d *Driver) finish(ctx context.Context, cur *RoundState, sum []float64, tw 
 	if head := st.Head(); head != nil {
 		mc.Prev = head.Hash
 	}
-	if cur.Announce.DP.Noise > 0 {
-		mc.DP = &dp.Entry{Q: float64(len(cur.Announce.Sampled)) / float64(cur.OnlineCount), Sigma: cur.Announce.DP.Noise, Steps: 1}
-	}
+	mc.DP = released
 	if err := d.commit(ctx, Command{ModelCommitted: mc}); err != nil {
 		return err
 	}

@@ -147,6 +147,9 @@ type RoundFailed struct {
 	// round ExcludedUntil.
 	Culprits      []WorkerID `json:"culprits,omitempty"`
 	ExcludedUntil uint64     `json:"excluded_until,omitempty"`
+	// DP is the privacy step of a round that failed after its noised sum
+	// was unmasked: the coordinator saw it, so it is charged (review M1).
+	DP *dp.Entry `json:"dp,omitempty"`
 }
 
 // MetricsRecorded stores the federated evaluation of the model committed in
@@ -584,6 +587,9 @@ func (f *FSM) apply(c *Command) error {
 		}
 		if len(m.Culprits) > 0 && m.ExcludedUntil <= m.Round {
 			return refuse(c, "culprits excluded until round %d, not after round %d", m.ExcludedUntil, m.Round)
+		}
+		if m.DP != nil {
+			s.Privacy = appendPrivacy(s.Privacy, *m.DP)
 		}
 		fail := *m
 		fail.Missing = slices.Clone(m.Missing)
