@@ -46,6 +46,8 @@ type Cohort struct {
 	block bool
 	// updates[round][worker] is the update the worker masked.
 	updates map[uint64]map[coordinator.WorkerID][]float32
+	// uniform holds the rounds with DP on (round → true): weights are 1.
+	uniform sync.Map
 	// unmask[round][worker] lists the survivor sets asked of the worker.
 	unmask map[uint64]map[coordinator.WorkerID][][]uint32
 	calls  map[secagg.Stage]int
@@ -227,9 +229,21 @@ func (c *Cohort) Advertise(ctx context.Context, w coordinator.WorkerID, a *coord
 			c.updates[a.Round] = map[coordinator.WorkerID][]float32{}
 		}
 		c.updates[a.Round][w] = u
+		if a.DP.Noise > 0 {
+			// DP-FedAvg weights every client 1, as the real worker does.
+			c.uniform.Store(a.Round, true)
+		}
 	}
 	c.mu.Unlock()
 	return cl.Advertise()
+}
+
+// weightIn is wk's weight in round r: 1 with DP on, else its example count.
+func (c *Cohort) weightIn(wk *worker, r uint64) float64 {
+	if _, ok := c.uniform.Load(r); ok {
+		return 1
+	}
+	return wk.weight
 }
 
 // ShareKeys implements coordinator.Cohort.
@@ -259,7 +273,7 @@ func (c *Cohort) MaskedInput(ctx context.Context, w coordinator.WorkerID, sb sec
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return cl.MaskedInput(sb.Shares, c.updates[sb.Round][w], wk.weight)
+	return cl.MaskedInput(sb.Shares, c.updates[sb.Round][w], c.weightIn(wk, sb.Round))
 }
 
 // Unmask implements coordinator.Cohort and records the survivor set asked.
