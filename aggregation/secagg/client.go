@@ -474,7 +474,10 @@ func (c *Client) confirmed(surv, dropped []uint32, sigs []ConsistencyResponse) e
 	if c.st.Signed == nil || !slices.Equal(surv, c.st.Signed) {
 		return fmt.Errorf("%w: client %d round %d: unmask request names survivors %v, this client signed %v", ErrInconsistent, me, cfg.Round, surv, c.st.Signed)
 	}
-	signers := map[uint32]bool{}
+	// Signatures are verified lazily, only those of the holders needed to
+	// reach Threshold for each secret this client reveals: a survivor set
+	// of n clients would otherwise cost n verifications per client.
+	sigOf := map[uint32][]byte{}
 	for i, sg := range sigs {
 		if sg.Round != cfg.Round {
 			return fmt.Errorf("%w: client %d: consistency signature %d from client %d is for round %d, expected %d", ErrStaleRound, me, i, sg.From, sg.Round, cfg.Round)
@@ -482,33 +485,49 @@ func (c *Client) confirmed(surv, dropped []uint32, sigs []ConsistencyResponse) e
 		if _, ok := slices.BinarySearch(surv, sg.From); !ok {
 			return fmt.Errorf("%w: client %d round %d: consistency signature %d from client %d, which is not a survivor", ErrInconsistent, me, cfg.Round, i, sg.From)
 		}
-		if signers[sg.From] {
+		if _, dup := sigOf[sg.From]; dup {
 			return fmt.Errorf("%w: client %d round %d: two consistency signatures from client %d", ErrDuplicate, me, cfg.Round, sg.From)
 		}
-		if c.auth != nil {
-			if err := c.auth.Verify(sg.From, ConsistencyMessage(cfg.Round, sg.From, surv), sg.Signature); err != nil {
-				return fmt.Errorf("%w: client %d round %d: consistency signature of client %d: %v", ErrBadSignature, me, cfg.Round, sg.From, err)
-			}
-		}
-		signers[sg.From] = true
+		sigOf[sg.From] = sg.Signature
 	}
-	count := func(v uint32, self bool) int {
-		n := 0
-		if self && signers[v] {
-			n++
+	valid := map[uint32]error{}
+	signed := func(h uint32) (bool, error) {
+		sig, ok := sigOf[h]
+		if !ok {
+			return false, nil
 		}
-		for _, h := range c.graph.Neighbours(v) {
-			if signers[h] {
-				n++
-			}
+		if c.auth == nil {
+			return true, nil
 		}
-		return n
+		err, done := valid[h]
+		if !done {
+			err = c.auth.Verify(h, ConsistencyMessage(cfg.Round, h, surv), sig)
+			valid[h] = err
+		}
+		if err != nil {
+			// A bad signature relayed by the server is proof it lies.
+			return false, fmt.Errorf("%w: client %d round %d: consistency signature of client %d: %v", ErrBadSignature, me, cfg.Round, h, err)
+		}
+		return true, nil
 	}
 	check := func(v uint32, self bool) error {
-		if n := count(v, self); n < cfg.Threshold {
-			return fmt.Errorf("%w: client %d round %d: only %d holders of client %d's secret signed survivors %v, need %d", ErrInconsistent, me, cfg.Round, n, v, surv, cfg.Threshold)
+		holders := c.graph.Neighbours(v)
+		if self {
+			holders = append([]uint32{v}, holders...)
 		}
-		return nil
+		n := 0
+		for _, h := range holders {
+			ok, err := signed(h)
+			if err != nil {
+				return err
+			}
+			if ok {
+				if n++; n >= cfg.Threshold {
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("%w: client %d round %d: only %d holders of client %d's secret signed survivors %v, need %d", ErrInconsistent, me, cfg.Round, n, v, surv, cfg.Threshold)
 	}
 	if err := check(me, true); err != nil {
 		return err
