@@ -18,6 +18,7 @@ import (
 	"github.com/sovereign-fl/sovereign/aggregation/dp"
 	"github.com/sovereign-fl/sovereign/aggregation/secagg"
 	"github.com/sovereign-fl/sovereign/model"
+	"github.com/sovereign-fl/sovereign/wire"
 )
 
 // Config holds the federation-level settings of the round driver. Secure
@@ -65,6 +66,10 @@ type Config struct {
 	StageTimeout time.Duration
 	// RetryLimit is how many failed rounds in a row Run tolerates.
 	RetryLimit int
+	// Federation is the federation name workers bind their SecAgg+
+	// signatures to; when set (and worker IDs are peer IDs) the leader
+	// verifies every advertisement before relaying it.
+	Federation string
 	// ExcludeRounds is how many rounds a worker named as a culprit (a
 	// SecAgg+ share that does not verify, or shares its neighbours could
 	// not open) is left out of sampling; recorded in the ledger with the
@@ -563,6 +568,19 @@ func (d *Driver) drive(ctx context.Context, cur *RoundState) error {
 	srv, err := secagg.NewServer(a.SecAgg)
 	if err != nil {
 		return fmt.Errorf("round %d: %w", r, err)
+	}
+	if d.cfg.Federation != "" {
+		// Refuse a lying worker's signature here rather than let it make
+		// its honest neighbours refuse the round (security review H1).
+		sampled := make([]string, len(a.Sampled))
+		for i, w := range a.Sampled {
+			sampled[i] = string(w)
+		}
+		v, err := wire.NewSecAggVerifier(d.cfg.Federation, sampled)
+		if err != nil {
+			return fmt.Errorf("round %d: %w", r, err)
+		}
+		srv.SetAuthenticator(v)
 	}
 	// The server's clock is virtual: the driver enforces real deadlines
 	// with contexts and then closes each stage at its virtual deadline.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/sovereign-fl/sovereign/aggregation/secagg"
 	"github.com/sovereign-fl/sovereign/p2p"
+	"github.com/sovereign-fl/sovereign/wire"
 )
 
 // Enrolled says whether a peer is enrolled in the federation, and with which
@@ -40,19 +41,6 @@ func WithIdentity(sk crypto.PrivKey, federation string, enrolled Enrolled) Optio
 	}
 }
 
-// authDomain separates these signatures from every other use of the key.
-const authDomain = "sovereign/secagg-auth/v1"
-
-// signedBytes binds msg to the federation and the signer's peer ID.
-func signedBytes(federation string, signer peer.ID, msg []byte) []byte {
-	b := make([]byte, 0, len(authDomain)+len(federation)+len(signer)+len(msg)+12)
-	for _, f := range [][]byte{[]byte(authDomain), []byte(federation), []byte(signer)} {
-		b = append(b, byte(len(f)>>24), byte(len(f)>>16), byte(len(f)>>8), byte(len(f)))
-		b = append(b, f...)
-	}
-	return append(b, msg...)
-}
-
 // roundAuth is the secagg.Authenticator of one round: SecAgg+ index i is
 // the peer Announce.Sampled[i-1].
 type roundAuth struct {
@@ -65,23 +53,11 @@ type roundAuth struct {
 var _ secagg.Authenticator = (*roundAuth)(nil)
 
 func (a *roundAuth) Sign(msg []byte) ([]byte, error) {
-	return a.sk.Sign(signedBytes(a.federation, a.self, msg))
+	return a.sk.Sign(wire.SecAggSigned(a.federation, a.self, msg))
 }
 
 func (a *roundAuth) Verify(id uint32, msg, sig []byte) error {
-	if id == 0 || int(id) > len(a.sampled) {
-		return fmt.Errorf("node index %d is not sampled (%d workers)", id, len(a.sampled))
-	}
-	p := a.sampled[id-1]
-	pub, err := p.ExtractPublicKey()
-	if err != nil {
-		return fmt.Errorf("peer %s (node %d): no public key in its ID: %v", p, id, err)
-	}
-	ok, err := pub.Verify(signedBytes(a.federation, p, msg), sig)
-	if err != nil || !ok {
-		return fmt.Errorf("signature of peer %s (node %d) does not verify under its identity key", p, id)
-	}
-	return nil
+	return (&wire.SecAggVerifier{Federation: a.federation, Sampled: a.sampled}).Verify(id, msg, sig)
 }
 
 // roundAuthFor builds the authenticator of a's round, checking that every
