@@ -470,7 +470,7 @@ func (f *FSM) apply(c *Command) error {
 				return refuse(c, "stage 0 needs one key advertisement per completed client, have %d for %d", len(m.Keys), len(m.Completed))
 			}
 			for i, k := range m.Keys {
-				if k.From != m.Completed[i] || k.Round != m.Round || len(k.EncKey) != secagg.KeySize || len(k.MaskKey) != secagg.KeySize {
+				if k.From != m.Completed[i] || k.Round != m.Round || len(k.EncKey) != secagg.KeySize || len(k.MaskKey) != secagg.KeySize || len(k.SeedCommit) != secagg.KeySize {
 					return refuse(c, "key advertisement %d (from %d) malformed or out of order", i, k.From)
 				}
 			}
