@@ -66,6 +66,15 @@ type Config struct {
 	StageTimeout time.Duration
 	// RetryLimit is how many failed rounds in a row Run tolerates.
 	RetryLimit int
+	// Federation is the federation name workers bind their SecAgg+
+	// signatures to; when set (and worker IDs are peer IDs) the leader
+	// verifies every advertisement before relaying it.
+	Federation string
+	// ExcludeRounds is how many rounds a worker named as a culprit (a
+	// SecAgg+ share that does not verify, or shares its neighbours could
+	// not open) is left out of sampling; recorded in the ledger with the
+	// failed round. 0 = DefaultExcludeRounds.
+	ExcludeRounds int
 	// Seed drives the initial model, the sampling and the SecAgg+ graphs.
 	Seed int64
 	// PollInterval is how often Run checks again for enough online
@@ -144,6 +153,9 @@ func (c Config) Validate() error {
 	}
 	if c.StageTimeout <= 0 {
 		return fmt.Errorf("stage timeout %v must be > 0", c.StageTimeout)
+	}
+	if c.ExcludeRounds < 0 {
+		return fmt.Errorf("exclude rounds %d must be >= 0", c.ExcludeRounds)
 	}
 	if c.RetryLimit < 0 {
 		return fmt.Errorf("retry limit %d must be >= 0", c.RetryLimit)
@@ -426,6 +438,8 @@ func (d *Driver) start(ctx context.Context, r uint64, st *State) (*RoundState, e
 	online := slices.Clone(d.cohort.Online())
 	slices.Sort(online)
 	online = slices.Compact(online)
+	// Culprits of recent rounds are not sampled (security review H3, M3).
+	online = slices.DeleteFunc(online, func(w WorkerID) bool { return st.Excluded[w] > r })
 	if !slices.Equal(online, st.Members) && !(len(online) == 0 && len(st.Members) == 0) {
 		if online == nil {
 			online = []WorkerID{}
@@ -535,6 +549,25 @@ func (d *Driver) fail(ctx context.Context, cur *RoundState, reason string, missi
 	return &RoundFailedError{Round: cur.Round, Reason: reason, Missing: ids}
 }
 
+// DefaultExcludeRounds is the default of DriverConfig.ExcludeRounds.
+const DefaultExcludeRounds = 10
+
+// failCulprits commits a RoundFailed that names culprits and excludes them
+// from sampling until ExcludeRounds rounds later.
+func (d *Driver) failCulprits(ctx context.Context, cur *RoundState, reason string, culprits []uint32) error {
+	ids := d.workers(cur, culprits)
+	n := d.cfg.ExcludeRounds
+	if n == 0 {
+		n = DefaultExcludeRounds
+	}
+	until := cur.Round + uint64(n) + 1
+	d.log.Warn("round failed: culprits named", "round", cur.Round, "stage", cur.Next.String(), "reason", reason, "culprits", ids, "excluded_until", until)
+	if err := d.commit(ctx, Command{RoundFailed: &RoundFailed{Round: cur.Round, Reason: reason, Missing: []WorkerID{}, Culprits: ids, ExcludedUntil: until}}); err != nil {
+		return err
+	}
+	return &RoundFailedError{Round: cur.Round, Reason: reason, Missing: ids}
+}
+
 func (d *Driver) workers(cur *RoundState, idx []uint32) []WorkerID {
 	ids := make([]WorkerID, 0, len(idx))
 	for _, i := range idx {
@@ -554,6 +587,19 @@ func (d *Driver) drive(ctx context.Context, cur *RoundState) error {
 	if err != nil {
 		return fmt.Errorf("round %d: %w", r, err)
 	}
+	if d.cfg.Federation != "" {
+		// Refuse a lying worker's signature here rather than let it make
+		// its honest neighbours refuse the round (security review H1).
+		sampled := make([]string, len(a.Sampled))
+		for i, w := range a.Sampled {
+			sampled[i] = string(w)
+		}
+		v, err := wire.NewSecAggVerifier(d.cfg.Federation, sampled)
+		if err != nil {
+			return fmt.Errorf("round %d: %w", r, err)
+		}
+		srv.SetAuthenticator(v)
+	}
 	// The server's clock is virtual: the driver enforces real deadlines
 	// with contexts and then closes each stage at its virtual deadline.
 	vnow := time.Unix(0, 0)
@@ -570,6 +616,12 @@ func (d *Driver) drive(ctx context.Context, cur *RoundState) error {
 		var ie *secagg.InsufficientError
 		if errors.As(err, &ie) {
 			return d.fail(ctx, cur, err.Error(), ie.Missing)
+		}
+		var ce *secagg.CheatingError
+		if errors.As(err, &ce) {
+			// Security review H3/M3: name and exclude the culprits; never
+			// release a sum rebuilt from unverified shares.
+			return d.failCulprits(ctx, cur, err.Error(), ce.Culprits)
 		}
 		return fmt.Errorf("round %d: %w", r, err)
 	}
@@ -798,6 +850,11 @@ func (d *Driver) drive(ctx context.Context, cur *RoundState) error {
 		return insufficient(err)
 	}
 	sum, tw, _, err := srv.Result()
+	if c, acc := srv.Culprits(), srv.Accused(); err == nil && (len(c) > 0 || len(acc) > 0) {
+		// Outvoted bad shares (H3) or complaints that left enough holders
+		// (M3): the sum is exact; the liars are named in the log.
+		log.Warn("bad SecAgg+ shares outvoted", "culprits", d.workers(cur, c), "accused", d.workers(cur, acc))
+	}
 	if err != nil {
 		return insufficient(err)
 	}
@@ -810,8 +867,28 @@ func (d *Driver) finish(ctx context.Context, cur *RoundState, sum []float64, tw 
 	r := cur.Round
 	log := d.log.With("round", r, "stage", "commit")
 	d.setStage("commit")
-	if !(tw > 0) || math.IsInf(tw, 0) {
-		return d.fail(ctx, cur, fmt.Sprintf("total weight %v of the survivors is not positive", tw), nil)
+	// The noised sum is released from here on: every way out of this
+	// function charges the accountant (security review M1).
+	var released *dp.Entry
+	if cur.Announce.DP.Noise > 0 {
+		released = &dp.Entry{Q: float64(len(cur.Announce.Sampled)) / float64(cur.OnlineCount), Sigma: cur.Announce.DP.Noise, Steps: 1}
+	}
+	failReleased := func(reason string) error {
+		d.log.Warn("round failed after its sum was unmasked", "round", r, "reason", reason)
+		if err := d.commit(ctx, Command{RoundFailed: &RoundFailed{Round: r, Reason: reason, Missing: []WorkerID{}, DP: released}}); err != nil {
+			return err
+		}
+		return &RoundFailedError{Round: r, Reason: reason}
+	}
+	// The total weight is one masked word any survivor can bend: it must
+	// lie in (0, |U3|·MaxWeight], and be |U3| when DP weights are uniform.
+	n := float64(len(cur.Survivors))
+	const slack = 1e-3 // far above the quantization error of one word
+	if !(tw > 0) || math.IsInf(tw, 0) || tw > n*d.cfg.MaxWeight+slack {
+		return failReleased(fmt.Sprintf("total weight %v of the %d survivors is outside (0, %v]", tw, len(cur.Survivors), n*d.cfg.MaxWeight))
+	}
+	if cur.Announce.DP.Noise > 0 && math.Abs(tw-n) > slack {
+		return failReleased(fmt.Sprintf("total weight %v of the %d survivors is not %d: DP weights are 1 each", tw, len(cur.Survivors), len(cur.Survivors)))
 	}
 	var evalMetrics *MetricsRecorded
 	if np := cur.Announce.NumParams; len(sum) == np+wire.EvalWords {
@@ -828,7 +905,7 @@ func (d *Driver) finish(ctx context.Context, cur *RoundState, sum []float64, tw 
 	for i, v := range sum {
 		mean[i] = float32(v / tw)
 		if math.IsNaN(float64(mean[i])) || math.IsInf(float64(mean[i]), 0) {
-			return d.fail(ctx, cur, fmt.Sprintf("unmasked mean is not finite at coordinate %d", i), nil)
+			return failReleased(fmt.Sprintf("unmasked mean is not finite at coordinate %d", i))
 		}
 	}
 	st := d.fsm.State()
@@ -860,7 +937,7 @@ func (d *Driver) finish(ctx context.Context, cur *RoundState, sum []float64, tw 
 	// Server step of Reddi et al. 2021 (FedAvg of McMahan et al. 2017 when
 	// the optimizer is fedavg with η = 1) on the mean delta.
 	if err := opt.Step(params, mean); err != nil {
-		return d.fail(ctx, cur, "server optimizer: "+err.Error(), nil)
+		return failReleased("server optimizer: " + err.Error())
 	}
 	h, err := d.reg.Put(params)
 	if err != nil {
@@ -895,9 +972,7 @@ func (d *Driver) finish(ctx context.Context, cur *RoundState, sum []float64, tw 
 			log.Info("metrics recorded", "model_round", evalMetrics.Round, "accuracy", evalMetrics.Accuracy, "loss", evalMetrics.Loss, "workers", evalMetrics.Workers, "secure", true)
 		}
 	}
-	if cur.Announce.DP.Noise > 0 {
-		mc.DP = &dp.Entry{Q: float64(len(cur.Announce.Sampled)) / float64(cur.OnlineCount), Sigma: cur.Announce.DP.Noise, Steps: 1}
-	}
+	mc.DP = released
 	if err := d.commit(ctx, Command{ModelCommitted: mc}); err != nil {
 		return err
 	}

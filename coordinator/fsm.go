@@ -143,6 +143,14 @@ type RoundFailed struct {
 	Round   uint64     `json:"round"`
 	Reason  string     `json:"reason"`
 	Missing []WorkerID `json:"missing"`
+	// Culprits are the workers proven to have sent bad SecAgg+ shares (or
+	// shares their neighbours could not open); they are not sampled before
+	// round ExcludedUntil.
+	Culprits      []WorkerID `json:"culprits,omitempty"`
+	ExcludedUntil uint64     `json:"excluded_until,omitempty"`
+	// DP is the privacy step of a round that failed after its noised sum
+	// was unmasked: the coordinator saw it, so it is charged (review M1).
+	DP *dp.Entry `json:"dp,omitempty"`
 }
 
 // MetricsRecorded stores the federated evaluation of the model committed in
@@ -274,6 +282,9 @@ type State struct {
 	Failures int `json:"failures"`
 	// LastFailure is the most recent RoundFailed.
 	LastFailure *RoundFailed `json:"last_failure"`
+	// Excluded maps each named culprit to the first round it may be
+	// sampled in again.
+	Excluded map[WorkerID]uint64 `json:"excluded,omitempty"`
 	// Members are the workers last seen online, sorted.
 	Members []WorkerID `json:"members"`
 	// Models index the committed models, oldest first.
@@ -460,7 +471,7 @@ func (f *FSM) apply(c *Command) error {
 				return refuse(c, "stage 0 needs one key advertisement per completed client, have %d for %d", len(m.Keys), len(m.Completed))
 			}
 			for i, k := range m.Keys {
-				if k.From != m.Completed[i] || k.Round != m.Round || len(k.EncKey) != secagg.KeySize || len(k.MaskKey) != secagg.KeySize {
+				if k.From != m.Completed[i] || k.Round != m.Round || len(k.EncKey) != secagg.KeySize || len(k.MaskKey) != secagg.KeySize || len(k.SeedCommit) != secagg.KeySize {
 					return refuse(c, "key advertisement %d (from %d) malformed or out of order", i, k.From)
 				}
 			}
@@ -572,9 +583,25 @@ func (f *FSM) apply(c *Command) error {
 		if !sortedDistinctIDs(m.Missing) {
 			return refuse(c, "missing workers not sorted and distinct")
 		}
+		if !sortedDistinctIDs(m.Culprits) {
+			return refuse(c, "culprits not sorted and distinct")
+		}
+		if len(m.Culprits) > 0 && m.ExcludedUntil <= m.Round {
+			return refuse(c, "culprits excluded until round %d, not after round %d", m.ExcludedUntil, m.Round)
+		}
+		if m.DP != nil {
+			s.Privacy = appendPrivacy(s.Privacy, *m.DP)
+		}
 		fail := *m
 		fail.Missing = slices.Clone(m.Missing)
+		fail.Culprits = slices.Clone(m.Culprits)
 		s.LastFailure = &fail
+		for _, w := range m.Culprits {
+			if s.Excluded == nil {
+				s.Excluded = map[WorkerID]uint64{}
+			}
+			s.Excluded[w] = max(s.Excluded[w], m.ExcludedUntil)
+		}
 		s.Current = nil
 		s.Failures++
 		return nil

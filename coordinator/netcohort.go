@@ -310,8 +310,12 @@ func (c *NetCohort) MaskedInput(ctx context.Context, w WorkerID, sb secagg.Share
 	if err != nil {
 		return abort(err)
 	}
+	complaints, err := wire.MaskedComplaints(&hdr)
+	if err != nil {
+		return abort(err)
+	}
 	_ = s.Close()
-	return secagg.MaskedInput{Round: sb.Round, From: sb.To, Vector: v}, nil
+	return secagg.MaskedInput{Round: sb.Round, From: sb.To, Vector: v, Complaints: complaints}, nil
 }
 
 // Unmask implements Cohort (stage 3).

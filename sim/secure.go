@@ -51,6 +51,8 @@ func (f *federation) secureRound(r int, params []float32, updates []aggregation.
 		ClipRange: SecAggClipRange,
 		MaxWeight: maxW,
 		Dim:       len(params),
+		// The hardened protocol: consistency check of Bonawitz et al. 2017.
+		ConsistencyCheck: true,
 	}
 	if sc.Degree > len(ids)-1 {
 		sc.Degree = len(ids) - 1

@@ -59,6 +59,9 @@ const (
 	MaxBatch  = 1 << 24
 	// MaxReasonLen bounds a refusal's reason.
 	MaxReasonLen = 4096
+	// MaxSignatureLen bounds a signature (Ed25519: 64 bytes; room for other
+	// libp2p key types).
+	MaxSignatureLen = 1024
 )
 
 // ErrInvalid is matched (errors.Is) by every decoding error of this package.
@@ -345,7 +348,8 @@ func ConfigFromPB(round uint64, p *pb.SecAggParams) (secagg.Config, error) {
 
 // AdvertiseKeysToPB encodes a worker's stage-0 keys.
 func AdvertiseKeysToPB(k secagg.AdvertiseKeys) *pb.AdvertiseKeys {
-	return &pb.AdvertiseKeys{Round: k.Round, FromIndex: k.From, CPk: k.EncKey, SPk: k.MaskKey}
+	return &pb.AdvertiseKeys{Round: k.Round, FromIndex: k.From, CPk: k.EncKey, SPk: k.MaskKey,
+		SeedCommitment: k.SeedCommit, Signature: k.Signature}
 }
 
 // AdvertiseKeysFromPB decodes stage-0 keys of round (0: any round). A set
@@ -367,10 +371,18 @@ func AdvertiseKeysFromPB(m *pb.AdvertiseKeys, round uint64) (secagg.AdvertiseKey
 	if len(m.SPk) != secagg.KeySize {
 		return secagg.AdvertiseKeys{}, invalid(msg, "s_pk", "%d bytes, want %d", len(m.SPk), secagg.KeySize)
 	}
+	if len(m.SeedCommitment) != secagg.KeySize {
+		return secagg.AdvertiseKeys{}, invalid(msg, "seed_commitment", "%d bytes, want %d", len(m.SeedCommitment), secagg.KeySize)
+	}
+	if len(m.Signature) > MaxSignatureLen {
+		return secagg.AdvertiseKeys{}, invalid(msg, "signature", "%d bytes, at most %d", len(m.Signature), MaxSignatureLen)
+	}
 	return secagg.AdvertiseKeys{
 		Round: m.Round, From: m.FromIndex,
-		EncKey:  append([]byte(nil), m.CPk...),
-		MaskKey: append([]byte(nil), m.SPk...),
+		EncKey:     append([]byte(nil), m.CPk...),
+		MaskKey:    append([]byte(nil), m.SPk...),
+		SeedCommit: append([]byte(nil), m.SeedCommitment...),
+		Signature:  append([]byte(nil), m.Signature...),
 	}, nil
 }
 
@@ -481,7 +493,32 @@ func MaskedHeader(mi secagg.MaskedInput, blob []byte) *pb.MaskedInputHeader {
 	return &pb.MaskedInputHeader{
 		Round: mi.Round, FromIndex: mi.From, VectorLength: uint64(len(mi.Vector)),
 		ElementBits: ElementBits, BlobSha256: sum[:], BlobSize: uint64(len(blob)),
+		Complaints: mi.Complaints,
 	}
+}
+
+// MaskedComplaints returns the complaints of a stage-2 header: node indices
+// other than the sender, ascending and distinct, at most secagg.MaxClients.
+func MaskedComplaints(m *pb.MaskedInputHeader) ([]uint32, error) {
+	const msg = "MaskedInputHeader"
+	if len(m.Complaints) > secagg.MaxClients {
+		return nil, invalid(msg, "complaints", "%d entries, at most %d", len(m.Complaints), secagg.MaxClients)
+	}
+	for i, v := range m.Complaints {
+		if err := checkIndex(msg, "complaints", v); err != nil {
+			return nil, err
+		}
+		if v == m.FromIndex {
+			return nil, invalid(msg, "complaints", "names the sender %d", v)
+		}
+		if i > 0 && v <= m.Complaints[i-1] {
+			return nil, invalid(msg, "complaints", "%d after %d: must ascend", v, m.Complaints[i-1])
+		}
+	}
+	if len(m.Complaints) == 0 {
+		return nil, nil
+	}
+	return append([]uint32(nil), m.Complaints...), nil
 }
 
 // CheckMaskedHeader checks a stage-2 header of round (0: any) from node

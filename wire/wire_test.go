@@ -117,7 +117,7 @@ func TestAnnounceRejects(t *testing.T) {
 
 func TestStageRoundTrips(t *testing.T) {
 	r := rand.New(rand.NewSource(2))
-	k1 := secagg.AdvertiseKeys{Round: 4, From: 2, EncKey: bytesOf(r, secagg.KeySize), MaskKey: bytesOf(r, secagg.KeySize)}
+	k1 := secagg.AdvertiseKeys{Round: 4, From: 2, EncKey: bytesOf(r, secagg.KeySize), MaskKey: bytesOf(r, secagg.KeySize), SeedCommit: bytesOf(r, secagg.KeySize), Signature: bytesOf(r, 64)}
 	got, err := AdvertiseKeysFromPB(AdvertiseKeysToPB(k1), 4)
 	if err != nil || !reflect.DeepEqual(got, k1) {
 		t.Fatalf("advertise: %v %+v", err, got)
@@ -125,7 +125,7 @@ func TestStageRoundTrips(t *testing.T) {
 	if _, err := AdvertiseKeysFromPB(AdvertiseKeysToPB(k1), 5); err == nil || !strings.Contains(err.Error(), "expected round 5") {
 		t.Fatalf("stale round accepted: %v", err)
 	}
-	k2 := secagg.AdvertiseKeys{Round: 4, From: 3, EncKey: bytesOf(r, secagg.KeySize), MaskKey: bytesOf(r, secagg.KeySize)}
+	k2 := secagg.AdvertiseKeys{Round: 4, From: 3, EncKey: bytesOf(r, secagg.KeySize), MaskKey: bytesOf(r, secagg.KeySize), SeedCommit: bytesOf(r, secagg.KeySize), Signature: bytesOf(r, 64)}
 	kb := secagg.KeyBroadcast{Round: 4, To: 1, Keys: []secagg.AdvertiseKeys{k1, k2}}
 	gkb, err := KeyBroadcastFromPB(KeyBroadcastToPB(kb))
 	if err != nil || !reflect.DeepEqual(gkb, kb) {

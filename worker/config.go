@@ -135,6 +135,11 @@ type Policy struct {
 	// EvalExact); see
 	// docs/threat-model.md for what the coordinator learns from each.
 	Evaluation string `toml:"evaluation"`
+	// ColludingNeighbours is the number c of a worker's SecAgg+ neighbours
+	// the institution assumes may collude with the coordinator; announced
+	// thresholds below secagg.SafeThreshold(k, c) are refused (default 0:
+	// t must be a strict majority of the k+1 holders).
+	ColludingNeighbours int `toml:"colluding_neighbours"`
 }
 
 // WithDefaults returns p with the zero work limits and evaluation policy
@@ -165,12 +170,13 @@ type rawConfig struct {
 	LogFormat  string   `toml:"log_format"`
 	Metrics    string   `toml:"metrics_listen"`
 	Policy     struct {
-		MaxEpsilon      *float64 `toml:"max_epsilon"`
-		MinCohort       *int     `toml:"min_cohort"`
-		AcceptedModels  []string `toml:"accepted_models"`
-		MaxCohort       *int     `toml:"max_cohort"`
-		MaxSecAggDegree *int     `toml:"max_secagg_degree"`
-		Evaluation      string   `toml:"evaluation"`
+		MaxEpsilon          *float64 `toml:"max_epsilon"`
+		MinCohort           *int     `toml:"min_cohort"`
+		AcceptedModels      []string `toml:"accepted_models"`
+		MaxCohort           *int     `toml:"max_cohort"`
+		MaxSecAggDegree     *int     `toml:"max_secagg_degree"`
+		Evaluation          string   `toml:"evaluation"`
+		ColludingNeighbours int      `toml:"colluding_neighbours"`
 	} `toml:"policy"`
 }
 
@@ -211,6 +217,7 @@ func ParseConfig(src string, b []byte, dir string) (*Config, error) {
 		LogLevel: raw.LogLevel, LogFormat: raw.LogFormat, MetricsListen: raw.Metrics, path: src,
 	}
 	c.Policy.AcceptedModels = raw.Policy.AcceptedModels
+	c.Policy.ColludingNeighbours = raw.Policy.ColludingNeighbours
 	c.Policy.MaxEpsilon = math.Inf(1)
 	if raw.Policy.MaxEpsilon != nil {
 		c.Policy.MaxEpsilon = *raw.Policy.MaxEpsilon
@@ -369,6 +376,9 @@ func (c *Config) Validate() error {
 	case EvalExact, EvalAggregate, EvalNone:
 	default:
 		return c.fieldError("policy.evaluation", "%q is not one of %q, %q, %q", p.Evaluation, EvalExact, EvalAggregate, EvalNone)
+	}
+	if p.ColludingNeighbours < 0 || p.ColludingNeighbours > secagg.MaxClients {
+		return c.fieldError("policy.colluding_neighbours", "%d out of range [0, %d]", p.ColludingNeighbours, secagg.MaxClients)
 	}
 	for i, s := range p.AcceptedModels {
 		if err := checkSpecSyntax(s); err != nil {

@@ -8,6 +8,7 @@ import (
 	"encoding/gob"
 	"errors"
 	"fmt"
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"io"
 	"log/slog"
 	"math"
@@ -23,8 +24,8 @@ import (
 	"github.com/sovereign-fl/sovereign/aggregation/secagg"
 	"github.com/sovereign-fl/sovereign/data"
 	"github.com/sovereign-fl/sovereign/model"
-	"github.com/sovereign-fl/sovereign/wire"
 	"github.com/sovereign-fl/sovereign/p2p"
+	"github.com/sovereign-fl/sovereign/wire"
 )
 
 // TrainParams are the local-training settings of a round (mirrors
@@ -168,8 +169,12 @@ type Node struct {
 	log         *slog.Logger
 	id          string
 	rand        io.Reader
-	accepted    map[string]bool // canonical specs; nil = any
-	obs         Observer
+	// sk, federation and enrolled authenticate SecAgg+ (WithIdentity).
+	sk         crypto.PrivKey
+	federation string
+	enrolled   Enrolled
+	accepted   map[string]bool // canonical specs; nil = any
+	obs        Observer
 
 	mu      sync.Mutex
 	clients map[uint64]*secagg.Client
@@ -486,6 +491,20 @@ func (n *Node) client(round uint64) (*secagg.Client, error) {
 	if c.Round() != round {
 		return nil, &CorruptError{Key: roundKey(round, recClient), Reason: fmt.Sprintf("holds round %d", c.Round())}
 	}
+	if n.sk != nil {
+		a, ok, err := n.st.Announce(round)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, &CorruptError{Key: roundKey(round, recClient), Reason: "client state without its announcement"}
+		}
+		auth, err := n.roundAuthFor(a)
+		if err != nil {
+			return nil, err
+		}
+		c.SetAuthenticator(auth)
+	}
 	n.clients[round] = c
 	return c, nil
 }
@@ -523,6 +542,13 @@ func (n *Node) Advertise(a Announce) (secagg.AdvertiseKeys, error) {
 	if r := n.policy(&a); r != nil {
 		return secagg.AdvertiseKeys{}, r
 	}
+	if err := n.secAggPolicy(&a); err != nil {
+		return secagg.AdvertiseKeys{}, err
+	}
+	auth, err := n.roundAuthFor(&a)
+	if err != nil {
+		return secagg.AdvertiseKeys{}, err
+	}
 	dig, err := announceDigest(&a)
 	if err != nil {
 		return secagg.AdvertiseKeys{}, fmt.Errorf("worker %s: round %d: %w", n.cfg.Name, a.Round, err)
@@ -557,6 +583,9 @@ func (n *Node) Advertise(a Announce) (secagg.AdvertiseKeys, error) {
 	c, err := secagg.NewClient(a.SecAgg, idx, n.rand)
 	if err != nil {
 		return secagg.AdvertiseKeys{}, fmt.Errorf("worker %s: round %d: %w", n.cfg.Name, a.Round, err)
+	}
+	if auth != nil {
+		c.SetAuthenticator(auth)
 	}
 	ads, err := c.Advertise()
 	if err != nil {

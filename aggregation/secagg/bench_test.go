@@ -164,6 +164,13 @@ func timedRound(cfg Config, update []float32, dropped map[uint32]bool) (roundSta
 		}
 		clients[id] = c
 	}
+	if cfg.ConsistencyCheck { // the hardened protocol: signed keys and sets
+		keys := testPKI(cfg.Clients, 1)
+		for id, c := range clients {
+			c.SetAuthenticator(edAuth{id, keys})
+		}
+		srv.SetAuthenticator(edAuth{0, keys})
+	}
 	call := func(id uint32, f func() (any, int, error)) error {
 		s := time.Now()
 		msg, n, err := f()
@@ -214,6 +221,11 @@ func timedRound(cfg Config, update []float32, dropped map[uint32]bool) (roundSta
 				})
 				// Keep n cached d-word vectors out of memory.
 				c.st.Masked.Vector = nil
+			case ConsistencyRequest:
+				err = call(o.To, func() (any, int, error) {
+					r, err := c.ConsistencyCheck(m)
+					return r, r.WireSize(), err
+				})
 			case UnmaskRequest:
 				err = call(o.To, func() (any, int, error) { r, err := c.Unmask(m); return r, r.WireSize(), err })
 			}
@@ -309,6 +321,42 @@ func BenchmarkRound(b *testing.B) {
 				b.ReportMetric(randomOK, "random-drop-recoverable")
 			})
 		}
+	}
+}
+
+// BenchmarkHardenedRound is the anchor cell (n = 500, d = 100k, 10 %
+// dropout) with and without the hardening: Ed25519-signed advertisements,
+// the consistency check with signed survivor sets, seed commitments.
+func BenchmarkHardenedRound(b *testing.B) {
+	for _, hard := range []bool{false, true} {
+		b.Run(fmt.Sprintf("hardened=%v", hard), func(b *testing.B) {
+			cfg := testConfig(500, 100_000)
+			cfg.MaxWeight = 50
+			cfg.ConsistencyCheck = hard
+			cfg = cfg.WithDefaults()
+			g, err := NewGraph(cfg.Clients, cfg.Degree, cfg.GraphSeed)
+			if err != nil {
+				b.Fatal(err)
+			}
+			dropped, _ := pickDropped(g, cfg.Threshold, 0.1, 500)
+			update := make([]float32, cfg.Dim)
+			r := rand.New(seeded(7))
+			for i := range update {
+				update[i] = float32(2*r.Float64() - 1)
+			}
+			var st roundStats
+			for b.Loop() {
+				if st, err = timedRound(cfg, update, dropped); err != nil {
+					b.Fatal(err)
+				}
+			}
+			cms, sms := float64(st.clientMean)/1e6, float64(st.server)/1e6
+			b.ReportMetric(cms, "client-ms")
+			b.ReportMetric(sms, "server-ms")
+			b.ReportMetric(anchorClientMs/cms, "x-anchor-client")
+			b.ReportMetric(anchorServerMs/sms, "x-anchor-server")
+			b.ReportMetric(float64(st.clientBytes)/float64(4*cfg.Dim), "expansion")
+		})
 	}
 }
 

@@ -33,9 +33,13 @@ type peerRec struct {
 	// ShareKey is the pairwise share-encryption key (derived once in
 	// stage 1, reused to open the neighbour's shares in stage 2).
 	ShareKey [KeySize]byte
-	// HasShares is set once the neighbour's shares arrived (stage 2): the
-	// neighbour is then part of this client's pairwise masks.
+	// HasShares is set once the neighbour's shares arrived and opened
+	// (stage 2).
 	HasShares bool
+	// Paired is set once the neighbour's shares arrived (stage 2), whether
+	// or not they opened: the neighbour is then part of this client's
+	// pairwise masks (so the sum stays consistent with the server's view).
+	Paired bool
 	// SelfShare and KeyShare are this client's shares of the neighbour's
 	// self-mask seed b_v and mask private key s_v.
 	SelfShare, KeyShare []byte
@@ -61,6 +65,11 @@ type clientState struct {
 	Dropped      []uint32
 	Response     UnmaskResponse
 	Released     map[uint32]uint8
+	// Signed is the survivor set signed in the consistency check (nil
+	// before); the client never signs or unmasks another one.
+	Signed []uint32
+	// Consistency caches the consistency-check response.
+	Consistency ConsistencyResponse
 }
 
 // Client is one client's side of a SecAgg+ round: a pure state machine whose
@@ -76,7 +85,14 @@ type Client struct {
 	encKey  *ecdh.PrivateKey
 	maskKey *ecdh.PrivateKey
 	exp     *maskExpander
+	auth    Authenticator
 }
+
+// SetAuthenticator makes the client sign its advertisement and its
+// consistency-check response, and verify every neighbour's advertisement
+// and every consistency signature (Bonawitz et al. 2017, §4). Set it again
+// after RestoreClient: it is not part of the persisted state.
+func (c *Client) SetAuthenticator(a Authenticator) { c.auth = a }
 
 // NewClient creates client id for the round described by cfg. All its random
 // choices (keys, self-mask seed, share polynomials, stochastic rounding) are
@@ -99,6 +115,10 @@ func NewClient(cfg Config, id uint32, rand io.Reader) (*Client, error) {
 	}
 	if c.maskKey, c.st.MaskSeed, err = newPrivateKey(rand); err != nil {
 		return nil, err
+	}
+	// b_u is drawn now so that its commitment goes out with the keys.
+	if _, err := io.ReadFull(rand, c.st.SelfSeed[:]); err != nil {
+		return nil, fmt.Errorf("secagg: client %d: reading self-mask seed: %w", id, err)
 	}
 	return c, nil
 }
@@ -163,12 +183,21 @@ func (c *Client) Advertise() (AdvertiseKeys, error) {
 	if c.st.Stage > StageAdvertise {
 		return c.st.Ads, nil
 	}
-	c.st.Ads = AdvertiseKeys{
-		Round:   c.st.Cfg.Round,
-		From:    c.st.ID,
-		EncKey:  c.encKey.PublicKey().Bytes(),
-		MaskKey: c.maskKey.PublicKey().Bytes(),
+	ads := AdvertiseKeys{
+		Round:      c.st.Cfg.Round,
+		From:       c.st.ID,
+		EncKey:     c.encKey.PublicKey().Bytes(),
+		MaskKey:    c.maskKey.PublicKey().Bytes(),
+		SeedCommit: seedCommit(c.st.Cfg.Round, c.st.ID, c.st.SelfSeed[:]),
 	}
+	if c.auth != nil {
+		sig, err := c.auth.Sign(AdvertiseMessage(ads))
+		if err != nil {
+			return AdvertiseKeys{}, fmt.Errorf("secagg: client %d round %d: signing advertisement: %w", c.st.ID, c.st.Cfg.Round, err)
+		}
+		ads.Signature = sig
+	}
+	c.st.Ads = ads
 	c.st.Stage = StageShareKeys
 	return c.st.Ads, nil
 }
@@ -213,14 +242,19 @@ func (c *Client) ShareKeys(ads []AdvertiseKeys) ([]EncryptedShare, error) {
 		if _, err := parsePublicKey(a.MaskKey, fmt.Sprintf("mask key of client %d (round %d)", a.From, cfg.Round)); err != nil {
 			return nil, err
 		}
+		if len(a.SeedCommit) != KeySize {
+			return nil, fmt.Errorf("%w: client %d round %d: seed commitment of client %d has %d bytes, want %d", ErrMalformed, me, cfg.Round, a.From, len(a.SeedCommit), KeySize)
+		}
+		if c.auth != nil {
+			if err := c.auth.Verify(a.From, AdvertiseMessage(a), a.Signature); err != nil {
+				return nil, fmt.Errorf("%w: client %d round %d: keys relayed for neighbour %d: %v", ErrBadSignature, me, cfg.Round, a.From, err)
+			}
+		}
 		peers[a.From] = peerRec{EncKey: slices.Clone(a.EncKey), MaskKey: slices.Clone(a.MaskKey)}
 	}
 	if len(peers)+1 < cfg.Threshold {
 		return nil, &InsufficientError{Round: cfg.Round, Stage: StageShareKeys, Threshold: cfg.Threshold,
 			Missing: missingFrom(c.graph.Neighbours(me), peers), Unrecoverable: []uint32{me}}
-	}
-	if _, err := io.ReadFull(c.rand, c.st.SelfSeed[:]); err != nil {
-		return nil, fmt.Errorf("secagg: client %d: reading self-mask seed: %w", me, err)
 	}
 	ids := make([]uint32, 0, len(peers))
 	for id := range peers {
@@ -291,6 +325,7 @@ func (c *Client) MaskedInput(shares []EncryptedShare, update []float32, weight f
 		return MaskedInput{}, fmt.Errorf("%w: client %d round %d: update has %d coordinates, Config.Dim is %d", ErrInvalidInput, me, cfg.Round, len(update), cfg.Dim)
 	}
 	got := make(map[uint32]peerRec, len(shares))
+	var complaints []uint32
 	for i, s := range shares {
 		if s.Round != cfg.Round {
 			return MaskedInput{}, fmt.Errorf("%w: client %d: shares[%d] from client %d are for round %d, expected %d", ErrStaleRound, me, i, s.From, s.Round, cfg.Round)
@@ -308,22 +343,26 @@ func (c *Client) MaskedInput(shares []EncryptedShare, update []float32, weight f
 		if _, dup := got[s.From]; dup {
 			return MaskedInput{}, fmt.Errorf("%w: client %d round %d: two shares from client %d", ErrDuplicate, me, cfg.Round, s.From)
 		}
-		if len(s.Ciphertext) != CiphertextSize {
-			return MaskedInput{}, fmt.Errorf("%w: client %d round %d: share from client %d has %d bytes, want %d", ErrMalformed, me, cfg.Round, s.From, len(s.Ciphertext), CiphertextSize)
+		// A share that does not open (or names the wrong pair) comes from a
+		// lying sender (security review M3): keep the pairwise mask, so the
+		// sum stays consistent, hold none of its shares, and name it.
+		p.Paired = true
+		pt, err := []byte(nil), error(nil)
+		if len(s.Ciphertext) == CiphertextSize {
+			pt, err = openShare(p.ShareKey, cfg.Round, s.From, me, s.Ciphertext)
 		}
-		pt, err := openShare(p.ShareKey, cfg.Round, s.From, me, s.Ciphertext)
-		if err != nil {
-			return MaskedInput{}, err
-		}
-		if binary.BigEndian.Uint32(pt[0:]) != s.From || binary.BigEndian.Uint32(pt[4:]) != me {
-			return MaskedInput{}, fmt.Errorf("%w: client %d round %d: share from client %d names the wrong pair", ErrMalformed, me, cfg.Round, s.From)
+		if len(s.Ciphertext) != CiphertextSize || err != nil ||
+			binary.BigEndian.Uint32(pt[0:]) != s.From || binary.BigEndian.Uint32(pt[4:]) != me {
+			complaints = append(complaints, s.From)
+			got[s.From] = p
+			continue
 		}
 		p.HasShares = true
 		p.SelfShare = slices.Clone(pt[8 : 8+ShareSize])
 		p.KeyShare = slices.Clone(pt[8+ShareSize:])
 		got[s.From] = p
 	}
-	if len(got)+1 < cfg.Threshold {
+	if len(got)-len(complaints)+1 < cfg.Threshold {
 		return MaskedInput{}, &InsufficientError{Round: cfg.Round, Stage: StageMaskedInput, Threshold: cfg.Threshold,
 			Missing: missingFrom(c.graph.Neighbours(me), got), Unrecoverable: []uint32{me}}
 	}
@@ -361,7 +400,8 @@ func (c *Client) MaskedInput(shares []EncryptedShare, update []float32, weight f
 	for id, p := range got {
 		c.st.Peers[id] = p
 	}
-	c.st.Masked = MaskedInput{Round: cfg.Round, From: me, Vector: y}
+	slices.Sort(complaints)
+	c.st.Masked = MaskedInput{Round: cfg.Round, From: me, Vector: y, Complaints: complaints}
 	c.st.Stage = StageUnmask
 	return c.st.Masked, nil
 }
@@ -379,6 +419,134 @@ func (c *Client) normalizeIDs(ids []uint32, field string) ([]uint32, error) {
 		}
 	}
 	return s, nil
+}
+
+// ConsistencyCheck runs the consistency-check stage (Bonawitz et al. 2017,
+// round 4): the client signs the survivor set it is told. It signs one set
+// per round: the same request again returns the same response, another set
+// is refused with an *EquivocationError.
+func (c *Client) ConsistencyCheck(req ConsistencyRequest) (ConsistencyResponse, error) {
+	cfg, me := c.st.Cfg, c.st.ID
+	if req.Round != cfg.Round {
+		return ConsistencyResponse{}, fmt.Errorf("%w: client %d: consistency request for round %d, expected %d", ErrStaleRound, me, req.Round, cfg.Round)
+	}
+	if req.To != me {
+		return ConsistencyResponse{}, fmt.Errorf("%w: client %d round %d: consistency request addressed to client %d", ErrMalformed, me, cfg.Round, req.To)
+	}
+	if c.st.Stage < StageUnmask {
+		return ConsistencyResponse{}, c.wrongStage("ConsistencyCheck", StageUnmask)
+	}
+	surv, err := c.normalizeIDs(req.Survivors, "survivors")
+	if err != nil {
+		return ConsistencyResponse{}, err
+	}
+	if c.st.Signed != nil {
+		if slices.Equal(surv, c.st.Signed) {
+			return c.st.Consistency, nil
+		}
+		return ConsistencyResponse{}, &EquivocationError{Round: cfg.Round, Client: me, Answered: slices.Clone(c.st.Signed), Requested: surv}
+	}
+	if _, ok := slices.BinarySearch(surv, me); !ok {
+		return ConsistencyResponse{}, fmt.Errorf("%w: client %d round %d: consistency request does not list this client as a survivor", ErrMalformed, me, cfg.Round)
+	}
+	if len(surv) < cfg.Threshold {
+		return ConsistencyResponse{}, &InsufficientError{Round: cfg.Round, Stage: StageConsistency, Threshold: cfg.Threshold, Unrecoverable: surv}
+	}
+	resp := ConsistencyResponse{Round: cfg.Round, From: me}
+	if c.auth != nil {
+		if resp.Signature, err = c.auth.Sign(ConsistencyMessage(cfg.Round, me, surv)); err != nil {
+			return ConsistencyResponse{}, fmt.Errorf("secagg: client %d round %d: signing survivor set: %w", me, cfg.Round, err)
+		}
+	}
+	c.st.Signed, c.st.Consistency = surv, resp
+	return resp, nil
+}
+
+// confirmed checks the consistency-check signatures of an unmask request:
+// the survivor set must be the one this client signed, and every secret
+// this client is about to reveal a share of must have at least Threshold
+// holders among the valid signers. An honest holder signs one set per
+// round, so a server cannot collect Threshold signatures from the holders
+// of one secret over two different sets unless 2t > k+1+c fails, c being
+// the colluding holders (this is the bound the threshold is sized for).
+func (c *Client) confirmed(surv, dropped []uint32, sigs []ConsistencyResponse) error {
+	cfg, me := c.st.Cfg, c.st.ID
+	if c.st.Signed == nil || !slices.Equal(surv, c.st.Signed) {
+		return fmt.Errorf("%w: client %d round %d: unmask request names survivors %v, this client signed %v", ErrInconsistent, me, cfg.Round, surv, c.st.Signed)
+	}
+	// Signatures are verified lazily, only those of the holders needed to
+	// reach Threshold for each secret this client reveals: a survivor set
+	// of n clients would otherwise cost n verifications per client.
+	sigOf := map[uint32][]byte{}
+	for i, sg := range sigs {
+		if sg.Round != cfg.Round {
+			return fmt.Errorf("%w: client %d: consistency signature %d from client %d is for round %d, expected %d", ErrStaleRound, me, i, sg.From, sg.Round, cfg.Round)
+		}
+		if _, ok := slices.BinarySearch(surv, sg.From); !ok {
+			return fmt.Errorf("%w: client %d round %d: consistency signature %d from client %d, which is not a survivor", ErrInconsistent, me, cfg.Round, i, sg.From)
+		}
+		if _, dup := sigOf[sg.From]; dup {
+			return fmt.Errorf("%w: client %d round %d: two consistency signatures from client %d", ErrDuplicate, me, cfg.Round, sg.From)
+		}
+		sigOf[sg.From] = sg.Signature
+	}
+	valid := map[uint32]error{}
+	signed := func(h uint32) (bool, error) {
+		sig, ok := sigOf[h]
+		if !ok {
+			return false, nil
+		}
+		if c.auth == nil {
+			return true, nil
+		}
+		err, done := valid[h]
+		if !done {
+			err = c.auth.Verify(h, ConsistencyMessage(cfg.Round, h, surv), sig)
+			valid[h] = err
+		}
+		if err != nil {
+			// A bad signature relayed by the server is proof it lies.
+			return false, fmt.Errorf("%w: client %d round %d: consistency signature of client %d: %v", ErrBadSignature, me, cfg.Round, h, err)
+		}
+		return true, nil
+	}
+	check := func(v uint32, self bool) error {
+		holders := c.graph.Neighbours(v)
+		if self {
+			holders = append([]uint32{v}, holders...)
+		}
+		n := 0
+		for _, h := range holders {
+			ok, err := signed(h)
+			if err != nil {
+				return err
+			}
+			if ok {
+				if n++; n >= cfg.Threshold {
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("%w: client %d round %d: only %d holders of client %d's secret signed survivors %v, need %d", ErrInconsistent, me, cfg.Round, n, v, surv, cfg.Threshold)
+	}
+	if err := check(me, true); err != nil {
+		return err
+	}
+	for _, v := range surv {
+		if p, ok := c.st.Peers[v]; ok && p.HasShares {
+			if err := check(v, true); err != nil {
+				return err
+			}
+		}
+	}
+	for _, v := range dropped {
+		if p, ok := c.st.Peers[v]; ok && p.HasShares {
+			if err := check(v, false); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // Unmask runs stage 3. For the survivor set of req it reveals its shares of
@@ -422,6 +590,15 @@ func (c *Client) Unmask(req UnmaskRequest) (UnmaskResponse, error) {
 	}
 	if len(surv) < cfg.Threshold {
 		return UnmaskResponse{}, &InsufficientError{Round: cfg.Round, Stage: StageUnmask, Threshold: cfg.Threshold, Unrecoverable: surv}
+	}
+	if comps := c.graph.components(surv); len(comps) > 1 {
+		return UnmaskResponse{}, fmt.Errorf("%w: client %d round %d: survivors %v fall into %d components of the neighbour graph (sizes %d and %d, …)",
+			ErrDisconnected, me, cfg.Round, surv, len(comps), len(comps[0]), len(comps[1]))
+	}
+	if cfg.ConsistencyCheck {
+		if err := c.confirmed(surv, dropped, req.Signatures); err != nil {
+			return UnmaskResponse{}, err
+		}
 	}
 	resp := UnmaskResponse{Round: cfg.Round, From: me}
 	resp.SelfMaskShares = append(resp.SelfMaskShares, Share{Owner: me, Value: slices.Clone(c.st.OwnSelfShare)})

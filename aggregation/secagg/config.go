@@ -22,7 +22,26 @@ const (
 	StageUnmask Stage = 3
 	// StageDone means the round finished (successfully or not).
 	StageDone Stage = 4
+	// StageConsistency is the consistency check of Bonawitz et al. 2017
+	// (their round 4): between masked input and unmask, run only when
+	// Config.ConsistencyCheck is set. Numbered after StageDone because the
+	// values reach disk; Next orders the stages.
+	StageConsistency Stage = 5
 )
+
+// Next returns the stage after s in a round with or without the
+// consistency check.
+func (s Stage) Next(consistency bool) Stage {
+	switch {
+	case s == StageMaskedInput && consistency:
+		return StageConsistency
+	case s == StageConsistency:
+		return StageUnmask
+	case s >= StageDone:
+		return StageDone
+	}
+	return s + 1
+}
 
 // String names the stage.
 func (s Stage) String() string {
@@ -37,6 +56,8 @@ func (s Stage) String() string {
 		return "unmask(3)"
 	case StageDone:
 		return "done(4)"
+	case StageConsistency:
+		return "consistency-check(5)"
 	}
 	return fmt.Sprintf("stage(%d)", int(s))
 }
@@ -89,6 +110,13 @@ type Config struct {
 	// StageTimeout is the server's deadline for each stage, measured from
 	// the time the stage opened. Default one minute.
 	StageTimeout time.Duration
+	// ConsistencyCheck runs the consistency-check stage of Bonawitz et al.
+	// 2017 between masked input and unmask: every survivor signs the
+	// survivor set it was told, and a client reveals a share of a
+	// neighbour's secret only if at least Threshold holders of that secret
+	// signed the same set. With an Authenticator the signatures are checked
+	// against the clients' identities; without one they only count.
+	ConsistencyCheck bool
 }
 
 // DefaultDegree returns the SecAgg+ default degree for n clients:

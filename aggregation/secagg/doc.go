@@ -14,8 +14,14 @@
 //	stage 3  Unmask          survivors reveal shares of b_v for survivors and of
 //	                         s_v for clients that dropped after stage 1
 //
-// (The optional consistency-check stage of Bonawitz et al. is replaced by the
-// client's refusal to answer two different survivor sets in one round.)
+// With Config.ConsistencyCheck the consistency-check stage of Bonawitz et
+// al. (their round 4) runs between masked input and unmask: each survivor
+// signs the survivor set it was told, and reveals a neighbour's share only
+// if Threshold holders of that secret signed the same set. An
+// Authenticator binds advertisements and these signatures to long-term
+// identities; each advertisement also commits to the self-mask seed, so a
+// holder revealing a bad share is found and named (Server.Culprits). See
+// docs/secagg-security.md for the adversary this resists.
 //
 // Unlike SecAgg, where every pair of clients shares a mask, SecAgg+ only pairs
 // the clients that are neighbours in a sparse random regular graph of degree

@@ -35,7 +35,46 @@ var (
 	ErrInvalidInput = errors.New("secagg: invalid input")
 	// ErrNotDone marks a Result call before the round finished.
 	ErrNotDone = errors.New("secagg: round not finished")
+	// ErrBadSignature marks an advertisement or consistency signature that
+	// does not verify under the claimed client's identity.
+	ErrBadSignature = errors.New("secagg: bad signature")
+	// ErrInconsistent marks an unmask request that the consistency check
+	// does not back: a survivor set other than the one signed, or too few
+	// holders' signatures over it.
+	ErrInconsistent = errors.New("secagg: survivor set not confirmed by the consistency check")
+	// ErrDisconnected marks a survivor set whose induced neighbour graph is
+	// not connected: its sum could be unmasked component by component.
+	ErrDisconnected = errors.New("secagg: survivor graph not connected")
+	// ErrCheating marks a round in which some holder revealed a share that
+	// does not match the committed secret.
+	ErrCheating = errors.New("secagg: bad share revealed")
 )
+
+// CheatingError reports holders that revealed shares inconsistent with the
+// owner's commitment (SeedCommit or MaskKey), found by rebuilding the
+// secret from other holders' shares (Shamir 1979 shares are points of one
+// polynomial of degree t-1: any t verified ones fix all others).
+type CheatingError struct {
+	// Round is the round concerned.
+	Round uint64
+	// Culprits lists, sorted, the holders whose shares did not verify (or,
+	// at the masked-input stage, the clients whose shares did not open).
+	// It may be empty when only Threshold shares of a secret arrived: one of
+	// them is bad but none is spare to tell which.
+	Culprits []uint32
+	// Owners lists, sorted, the clients whose secret could not be rebuilt
+	// from verified shares (empty when the round could still complete).
+	Owners []uint32
+}
+
+// Error implements error.
+func (e *CheatingError) Error() string {
+	return fmt.Sprintf("secagg: round %d: clients %v sent shares that do not verify (against the owners' commitments, or that their neighbours could not open); secrets of clients %v cannot be rebuilt without them",
+		e.Round, e.Culprits, e.Owners)
+}
+
+// Unwrap lets errors.Is(err, ErrCheating) match.
+func (e *CheatingError) Unwrap() error { return ErrCheating }
 
 // InsufficientError reports that a round cannot complete because too few
 // clients remained for some secret (or some client's neighbourhood) to reach

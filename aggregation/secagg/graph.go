@@ -77,3 +77,35 @@ func (g *Graph) AreNeighbours(a, b uint32) bool {
 	_, found := slices.BinarySearch(g.Neighbours(a), b)
 	return found
 }
+
+// components splits the sorted set of clients into the connected
+// components of the graph induced on it, largest first (ties: smallest
+// member first). Security review M6: a survivor set whose induced graph
+// falls apart lets the server unmask each component's sum on its own.
+func (g *Graph) components(set []uint32) [][]uint32 {
+	in := make(map[uint32]bool, len(set))
+	for _, v := range set {
+		in[v] = true
+	}
+	seen := make(map[uint32]bool, len(set))
+	var comps [][]uint32
+	for _, s := range set {
+		if seen[s] {
+			continue
+		}
+		comp := []uint32{s}
+		seen[s] = true
+		for i := 0; i < len(comp); i++ {
+			for _, w := range g.Neighbours(comp[i]) {
+				if in[w] && !seen[w] {
+					seen[w] = true
+					comp = append(comp, w)
+				}
+			}
+		}
+		slices.Sort(comp)
+		comps = append(comps, comp)
+	}
+	slices.SortStableFunc(comps, func(a, b []uint32) int { return len(b) - len(a) })
+	return comps
+}

@@ -16,10 +16,22 @@ type AdvertiseKeys struct {
 	EncKey []byte
 	// MaskKey is s_u^PK, used to derive pairwise masks.
 	MaskKey []byte
+	// SeedCommit is SHA-256(domain ‖ round ‖ from ‖ b_u), a commitment to
+	// the self-mask seed: the server checks every rebuilt seed against it,
+	// so a holder that reveals a bad share is found and named (the mask key
+	// needs no commitment: its public key MaskKey is one).
+	SeedCommit []byte
+	// Signature, when the round authenticates its clients, signs round,
+	// from, EncKey, MaskKey and SeedCommit with the client's long-term
+	// identity (Bonawitz et al. 2017, §4, active adversary: keys under a
+	// PKI). See Authenticator.
+	Signature []byte
 }
 
 // WireSize returns the payload size in bytes.
-func (m AdvertiseKeys) WireSize() int { return 8 + 4 + 4 + len(m.EncKey) + 4 + len(m.MaskKey) }
+func (m AdvertiseKeys) WireSize() int {
+	return 8 + 4 + 4 + len(m.EncKey) + 4 + len(m.MaskKey) + 4 + len(m.SeedCommit) + 4 + len(m.Signature)
+}
 
 // KeyBroadcast is the server's stage-1 message to one client: the keys of
 // that client's neighbours that advertised. Feed Keys to Client.ShareKeys.
@@ -55,10 +67,33 @@ type MaskedInput struct {
 	Round  uint64
 	From   uint32
 	Vector []uint32
+	// Complaints lists, sorted, the neighbours whose encrypted share did not
+	// open (or named the wrong pair). The client kept its pairwise mask with
+	// them but holds none of their shares; the server names them.
+	Complaints []uint32
 }
 
 // WireSize returns the payload size in bytes.
-func (m MaskedInput) WireSize() int { return 8 + 4 + 4 + 4*len(m.Vector) }
+func (m MaskedInput) WireSize() int { return 8 + 4 + 4 + 4*len(m.Vector) + 4 + 4*len(m.Complaints) }
+
+// ConsistencyRequest is the consistency-check stage (Bonawitz et al. 2017,
+// round 4, ConsistencyCheck), server → client: the survivor set U3 the
+// server claims. The client signs the set it was told.
+type ConsistencyRequest struct {
+	Round     uint64
+	To        uint32
+	Survivors []uint32
+}
+
+// ConsistencyResponse is the client's signature over (round, survivors).
+type ConsistencyResponse struct {
+	Round     uint64
+	From      uint32
+	Signature []byte
+}
+
+// WireSize returns the payload size in bytes.
+func (m ConsistencyResponse) WireSize() int { return 8 + 4 + 4 + len(m.Signature) }
 
 // UnmaskRequest is stage 3, server → client: the survivors (clients whose
 // masked input is in the sum) and the dropped clients (those that sent
@@ -68,6 +103,11 @@ type UnmaskRequest struct {
 	To        uint32
 	Survivors []uint32
 	Dropped   []uint32
+	// Signatures are the consistency-check responses over Survivors (set
+	// when the round runs the consistency check): the client unmasks a
+	// neighbour's secret only if at least Threshold holders of that secret
+	// signed this very set.
+	Signatures []ConsistencyResponse
 }
 
 // Share is one Shamir share (ShareSize bytes) of Owner's secret, held by the
@@ -100,7 +140,7 @@ func (m UnmaskResponse) WireSize() int {
 }
 
 // Outbound is a message the server wants delivered to client To. Msg is a
-// KeyBroadcast, a ShareBundle or an UnmaskRequest.
+// KeyBroadcast, a ShareBundle, a ConsistencyRequest or an UnmaskRequest.
 type Outbound struct {
 	To  uint32
 	Msg any

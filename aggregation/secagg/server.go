@@ -3,6 +3,7 @@ package secagg
 import (
 	"bytes"
 	"crypto/ecdh"
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"time"
@@ -42,6 +43,12 @@ type Server struct {
 	bShares map[uint32][]heldShare // self-mask seed shares by owner
 	sShares map[uint32][]heldShare // mask key shares by owner
 
+	complaints map[uint32][]uint32 // accuser -> neighbours whose share did not open
+	sigs       map[uint32]ConsistencyResponse
+	u4         []uint32        // survivors that signed the consistency check, sorted
+	culprits   map[uint32]bool // holders that revealed bad shares
+	auth       Authenticator
+
 	result      []float64
 	totalWeight float64
 	err         error
@@ -72,6 +79,51 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	s.got = map[uint32]bool{}
 	return s, nil
+}
+
+// SetAuthenticator makes the server refuse advertisements and consistency
+// signatures that do not verify (only Verify is used), so that one lying
+// client cannot make honest clients refuse the relayed keys.
+func (s *Server) SetAuthenticator(a Authenticator) { s.auth = a }
+
+// Culprits returns, sorted, the clients that revealed a share that does not
+// match the owner's commitment (known once the round is done). The round
+// completes without their shares when enough verified shares remain.
+func (s *Server) Culprits() []uint32 {
+	var c []uint32
+	for id := range s.culprits {
+		c = append(c, id)
+	}
+	slices.Sort(c)
+	return c
+}
+
+// Complaint says that Accuser could not open the share Accused sent it.
+type Complaint struct {
+	Accuser, Accused uint32
+}
+
+// Complaints returns the complaints of the survivors' masked inputs, sorted
+// by accuser then accused. The accuser kept its pairwise mask with the
+// accused but holds none of its shares.
+func (s *Server) Complaints() []Complaint {
+	var out []Complaint
+	for _, u := range s.cfg.Clients {
+		for _, v := range s.complaints[u] {
+			out = append(out, Complaint{Accuser: u, Accused: v})
+		}
+	}
+	return out
+}
+
+// Accused returns, sorted and distinct, the clients named by complaints.
+func (s *Server) Accused() []uint32 {
+	var out []uint32
+	for _, c := range s.Complaints() {
+		out = append(out, c.Accused)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // Config returns the round's configuration with defaults applied.
@@ -129,6 +181,10 @@ func (s *Server) Receive(msg any, now time.Time) error {
 		return s.recvMasked(m)
 	case *MaskedInput:
 		return s.recvMasked(*m)
+	case ConsistencyResponse:
+		return s.recvConsistency(m)
+	case *ConsistencyResponse:
+		return s.recvConsistency(*m)
 	case UnmaskResponse:
 		return s.recvUnmask(m)
 	case *UnmaskResponse:
@@ -167,7 +223,16 @@ func (s *Server) recvAdvertise(m AdvertiseKeys) error {
 	if _, err := parsePublicKey(m.MaskKey, fmt.Sprintf("MaskKey of client %d (round %d)", m.From, m.Round)); err != nil {
 		return err
 	}
+	if len(m.SeedCommit) != KeySize {
+		return fmt.Errorf("%w: round %d: SeedCommit of client %d has %d bytes, want %d", ErrMalformed, m.Round, m.From, len(m.SeedCommit), KeySize)
+	}
+	if s.auth != nil {
+		if err := s.auth.Verify(m.From, AdvertiseMessage(m), m.Signature); err != nil {
+			return fmt.Errorf("%w: round %d: AdvertiseKeys of client %d: %v", ErrBadSignature, m.Round, m.From, err)
+		}
+	}
 	m.EncKey, m.MaskKey = slices.Clone(m.EncKey), slices.Clone(m.MaskKey)
+	m.SeedCommit, m.Signature = slices.Clone(m.SeedCommit), slices.Clone(m.Signature)
 	s.ads[m.From] = m
 	s.got[m.From] = true
 	return nil
@@ -225,12 +290,44 @@ func (s *Server) recvMasked(m MaskedInput) error {
 			}
 		}
 	}
+	for i, v := range m.Complaints {
+		if i > 0 && v <= m.Complaints[i-1] {
+			return fmt.Errorf("%w: round %d: masked input of client %d: complaints must be sorted and distinct (%d after %d)", ErrMalformed, s.cfg.Round, m.From, v, m.Complaints[i-1])
+		}
+		if !s.graph.AreNeighbours(m.From, v) || !s.u2[v] {
+			return fmt.Errorf("%w: round %d: masked input of client %d complains about client %d, which sent it no share", ErrNotNeighbour, s.cfg.Round, m.From, v)
+		}
+	}
 	sum := s.sum[:len(m.Vector)]
 	for i, v := range m.Vector {
 		sum[i] += v
 	}
+	if len(m.Complaints) > 0 {
+		s.complaints[m.From] = slices.Clone(m.Complaints)
+	}
 	s.got[m.From] = true
 	return nil
+}
+
+func (s *Server) recvConsistency(m ConsistencyResponse) error {
+	if err := s.admit(m.Round, m.From, StageConsistency, "ConsistencyResponse"); err != nil {
+		return err
+	}
+	if s.auth != nil {
+		if err := s.auth.Verify(m.From, ConsistencyMessage(m.Round, m.From, s.u3), m.Signature); err != nil {
+			return fmt.Errorf("%w: round %d: consistency signature of client %d: %v", ErrBadSignature, m.Round, m.From, err)
+		}
+	}
+	m.Signature = slices.Clone(m.Signature)
+	s.sigs[m.From] = m
+	s.got[m.From] = true
+	return nil
+}
+
+// complained reports whether holder h said it could not open owner's share.
+func (s *Server) complained(h, owner uint32) bool {
+	_, ok := slices.BinarySearch(s.complaints[h], owner)
+	return ok
 }
 
 func (s *Server) recvUnmask(m UnmaskResponse) error {
@@ -262,6 +359,11 @@ func (s *Server) recvUnmask(m UnmaskResponse) error {
 			return fmt.Errorf("%w: round %d: client %d: mask-key share of client %d has %d bytes, want %d", ErrMalformed, s.cfg.Round, m.From, sh.Owner, len(sh.Value), ShareSize)
 		}
 	}
+	for _, sh := range append(slices.Clone(m.SelfMaskShares), m.MaskKeyShares...) {
+		if sh.Owner != m.From && s.complained(m.From, sh.Owner) {
+			return fmt.Errorf("%w: round %d: client %d reveals a share of client %d after complaining it could not open it", ErrMalformed, s.cfg.Round, m.From, sh.Owner)
+		}
+	}
 	for _, sh := range m.SelfMaskShares {
 		s.bShares[sh.Owner] = append(s.bShares[sh.Owner], heldShare{m.From, slices.Clone(sh.Value)})
 	}
@@ -284,8 +386,10 @@ func (s *Server) Advance(now time.Time) (out []Outbound, done bool, err error) {
 	if s.stage == StageDone {
 		return nil, true, s.err
 	}
+	// Unmask waits for every survivor (or the deadline), not just for t
+	// shares per secret: extra shares are what lets a bad share be found.
 	all := len(s.got) == len(s.expected)
-	if !all && now.Before(s.deadline) && !(s.stage == StageUnmask && s.recoverable() == nil) {
+	if !all && now.Before(s.deadline) {
 		return nil, false, nil
 	}
 	switch s.stage {
@@ -295,6 +399,8 @@ func (s *Server) Advance(now time.Time) (out []Outbound, done bool, err error) {
 		out, err = s.closeShareKeys()
 	case StageMaskedInput:
 		out, err = s.closeMaskedInput()
+	case StageConsistency:
+		out, err = s.closeConsistency()
 	case StageUnmask:
 		err = s.closeUnmask()
 	}
@@ -303,9 +409,15 @@ func (s *Server) Advance(now time.Time) (out []Outbound, done bool, err error) {
 		s.expected, s.got = map[uint32]bool{}, map[uint32]bool{}
 		return nil, true, err
 	}
-	s.stage++
+	s.stage = s.stage.Next(s.cfg.ConsistencyCheck)
 	s.expected, s.got = s.got, map[uint32]bool{}
-	if s.stage == StageUnmask {
+	switch {
+	case s.stage == StageUnmask && s.u4 != nil:
+		s.expected = make(map[uint32]bool, len(s.u4))
+		for _, u := range s.u4 {
+			s.expected[u] = true
+		}
+	case s.stage == StageUnmask || s.stage == StageConsistency:
 		s.expected = make(map[uint32]bool, len(s.u3))
 		for _, u := range s.u3 {
 			s.expected[u] = true
@@ -408,6 +520,7 @@ func (s *Server) closeShareKeys() ([]Outbound, error) {
 		}
 	}
 	s.sum = make([]uint32, s.cfg.Dim+1)
+	s.complaints = map[uint32][]uint32{}
 	return out, nil
 }
 
@@ -435,6 +548,19 @@ func (s *Server) closeMaskedInput() ([]Outbound, error) {
 			}
 		}
 	}
+	if comps := s.graph.components(s.u3); len(comps) > 1 {
+		// Honest clients refuse such a set (M6): fail now, naming the
+		// survivors outside the largest component.
+		for _, c := range comps[1:] {
+			bad = append(bad, c...)
+		}
+	}
+	if len(bad) > 0 && len(s.complaints) > 0 {
+		// Complaints cost the accused their holders (security review M3):
+		// name them; the caller retries without them.
+		slices.Sort(bad)
+		return nil, &CheatingError{Round: s.cfg.Round, Culprits: s.Accused(), Owners: bad}
+	}
 	if len(s.u3) < s.cfg.Threshold || len(bad) > 0 {
 		slices.Sort(bad)
 		return nil, &InsufficientError{Round: s.cfg.Round, Stage: StageMaskedInput, Threshold: s.cfg.Threshold,
@@ -443,8 +569,64 @@ func (s *Server) closeMaskedInput() ([]Outbound, error) {
 	s.resp = make(map[uint32]bool, len(s.u3))
 	s.bShares, s.sShares = map[uint32][]heldShare{}, map[uint32][]heldShare{}
 	out := make([]Outbound, 0, len(s.u3))
+	if s.cfg.ConsistencyCheck {
+		s.sigs = map[uint32]ConsistencyResponse{}
+		for _, u := range s.u3 {
+			out = append(out, Outbound{To: u, Msg: ConsistencyRequest{Round: s.cfg.Round, To: u, Survivors: slices.Clone(s.u3)}})
+		}
+		return out, nil
+	}
 	for _, u := range s.u3 {
 		out = append(out, Outbound{To: u, Msg: UnmaskRequest{Round: s.cfg.Round, To: u, Survivors: slices.Clone(s.u3), Dropped: slices.Clone(s.dropped)}})
+	}
+	return out, nil
+}
+
+// closeConsistency closes the consistency check: the survivors that signed
+// (U4 of Bonawitz et al. 2017) get the unmask request with every signature.
+// Each needed secret must have Threshold holders among the signers, the
+// same rule every client checks before revealing a share.
+func (s *Server) closeConsistency() ([]Outbound, error) {
+	var sigs []ConsistencyResponse
+	s.u4 = []uint32{}
+	for _, u := range s.u3 {
+		if m, ok := s.sigs[u]; ok {
+			s.u4 = append(s.u4, u)
+			sigs = append(sigs, m)
+		}
+	}
+	signed := func(v uint32, self bool) int {
+		n := 0
+		if _, ok := s.sigs[v]; self && ok {
+			n++
+		}
+		for _, h := range s.graph.Neighbours(v) {
+			if _, ok := s.sigs[h]; ok && !s.complained(h, v) {
+				n++
+			}
+		}
+		return n
+	}
+	var bad []uint32
+	for _, u := range s.u3 {
+		if signed(u, true) < s.cfg.Threshold {
+			bad = append(bad, u)
+		}
+	}
+	for _, v := range s.needKey {
+		if signed(v, false) < s.cfg.Threshold {
+			bad = append(bad, v)
+		}
+	}
+	if len(s.u4) < s.cfg.Threshold || len(bad) > 0 {
+		slices.Sort(bad)
+		return nil, &InsufficientError{Round: s.cfg.Round, Stage: StageConsistency, Threshold: s.cfg.Threshold,
+			Missing: s.missing(s.got), Unrecoverable: bad}
+	}
+	out := make([]Outbound, 0, len(s.u4))
+	for _, u := range s.u4 {
+		out = append(out, Outbound{To: u, Msg: UnmaskRequest{Round: s.cfg.Round, To: u, Survivors: slices.Clone(s.u3),
+			Dropped: slices.Clone(s.dropped), Signatures: slices.Clone(sigs)}})
 	}
 	return out, nil
 }
@@ -457,7 +639,7 @@ func (s *Server) holders(u uint32, self bool) int {
 		n = 1
 	}
 	for _, v := range s.graph.Neighbours(u) {
-		if _, ok := slices.BinarySearch(s.u3, v); ok && s.u2[v] {
+		if _, ok := slices.BinarySearch(s.u3, v); ok && s.u2[v] && !s.complained(v, u) {
 			n++
 		}
 	}
@@ -488,18 +670,119 @@ type heldShare struct {
 	value  []byte
 }
 
-// collect returns Threshold shares of a secret, those of the smallest holder
-// indices (so that, in classic SecAgg, all secrets share one holder set and
-// one set of Lagrange coefficients).
-func (s *Server) collect(list []heldShare) ([]uint32, [][]byte) {
+// maxRebuildTries bounds the subsets tried per secret when some shares are
+// bad (the first try, from the t smallest holder indices, succeeds in an
+// honest round).
+const maxRebuildTries = 4096
+
+// rebuild returns the secret that the shares in list rebuild and that ok
+// accepts (ok checks the owner's commitment), or nil. It first tries the t
+// smallest holder indices (so that, in classic SecAgg, all secrets share
+// one holder set and one set of Lagrange coefficients); if that secret
+// fails ok, it leaves out e = 1, 2, … of the first t+e holders in turn
+// (bounded by maxRebuildTries) until a subset verifies. The verified
+// subset fixes the sharing polynomial of each limb, so every other share is
+// checked against it and each holder whose share differs is recorded as a
+// culprit (security review H3).
+func (s *Server) rebuild(list []heldShare, ok func([]byte) bool) []byte {
+	t := s.cfg.Threshold
 	slices.SortFunc(list, func(a, b heldShare) int { return cmpU32(a.holder, b.holder) })
-	list = list[:s.cfg.Threshold]
-	xs := make([]uint32, len(list))
-	ys := make([][]byte, len(list))
-	for i, h := range list {
-		xs[i], ys[i] = h.holder, h.value
+	if len(list) < t {
+		return nil
 	}
-	return xs, ys
+	try := func(idx []int) []byte {
+		xs := make([]uint32, len(idx))
+		ys := make([][]byte, len(idx))
+		for i, j := range idx {
+			xs[i], ys[i] = list[j].holder, list[j].value
+		}
+		lam, err := s.lag.get(xs)
+		if err != nil {
+			return nil
+		}
+		sec, err := combineShares(xs, ys, lam)
+		if err != nil || !ok(sec) {
+			return nil
+		}
+		s.blame(list, idx)
+		return sec
+	}
+	first := make([]int, t)
+	for i := range first {
+		first[i] = i
+	}
+	if sec := try(first); sec != nil {
+		return sec
+	}
+	tries := 1
+	for e := 1; t+e <= len(list) && tries < maxRebuildTries; e++ {
+		// Leave out each e-subset of the first t+e holders.
+		out := make([]int, e)
+		for i := range out {
+			out[i] = i
+		}
+		for tries < maxRebuildTries {
+			idx := make([]int, 0, t)
+			for j, k := 0, 0; j < t+e; j++ {
+				if k < e && out[k] == j {
+					k++
+					continue
+				}
+				idx = append(idx, j)
+			}
+			tries++
+			if sec := try(idx); sec != nil {
+				return sec
+			}
+			// Next e-combination of 0..t+e-1.
+			i := e - 1
+			for i >= 0 && out[i] == t+i {
+				i--
+			}
+			if i < 0 {
+				break
+			}
+			out[i]++
+			for j := i + 1; j < e; j++ {
+				out[j] = out[j-1] + 1
+			}
+		}
+	}
+	// No subset verified: every holder outside a verifying set is suspect,
+	// but none is proven; name the holders whose shares are not field
+	// elements or inconsistent with all others only when a subset verified.
+	return nil
+}
+
+// blame checks every share of list outside the verified subset good
+// against the polynomials that subset fixes, and records each holder whose
+// share differs.
+func (s *Server) blame(list []heldShare, good []int) {
+	in := make(map[int]bool, len(good))
+	xs := make([]uint32, len(good))
+	for i, j := range good {
+		in[j] = true
+		xs[i] = list[j].holder
+	}
+	for j, h := range list {
+		if in[j] {
+			continue
+		}
+		lam := lagrangeAt(xs, uint64(h.holder))
+		for l := 0; l < secretLimbs; l++ {
+			acc := uint64(0)
+			for i, g := range good {
+				acc = fAdd(acc, fMul(lam[i], binary.BigEndian.Uint64(list[g].value[8*l:])))
+			}
+			if binary.BigEndian.Uint64(h.value[8*l:]) != acc {
+				if s.culprits == nil {
+					s.culprits = map[uint32]bool{}
+				}
+				s.culprits[h.holder] = true
+				break
+			}
+		}
+	}
 }
 
 func cmpU32(a, b uint32) int {
@@ -519,38 +802,45 @@ func (s *Server) closeUnmask() error {
 	}
 	var seeds [][KeySize]byte
 	var neg []bool
+	var lost []uint32
+	rebuilt := map[uint32][]byte{}
 	for _, u := range s.u3 {
-		xs, ys := s.collect(s.bShares[u])
-		lam, err := s.lag.get(xs)
-		if err != nil {
-			return err
+		commit := s.ads[u].SeedCommit
+		b := s.rebuild(s.bShares[u], func(sec []byte) bool { return bytes.Equal(seedCommit(s.cfg.Round, u, sec), commit) })
+		if b == nil {
+			lost = append(lost, u)
 		}
-		b, err := combineShares(xs, ys, lam)
-		if err != nil {
-			return fmt.Errorf("round %d: rebuilding self-mask seed of client %d: %w", s.cfg.Round, u, err)
+		rebuilt[u] = b
+	}
+	keys := map[uint32]*ecdh.PrivateKey{}
+	for _, v := range s.needKey {
+		adv := s.ads[v].MaskKey
+		skb := s.rebuild(s.sShares[v], func(sec []byte) bool {
+			sk, err := ecdh.X25519().NewPrivateKey(sec)
+			return err == nil && bytes.Equal(sk.PublicKey().Bytes(), adv)
+		})
+		if skb == nil {
+			lost = append(lost, v)
+			continue
 		}
+		keys[v], _ = ecdh.X25519().NewPrivateKey(skb)
+	}
+	if len(lost) > 0 {
+		slices.Sort(lost)
+		// No t of the shares rebuild the committed secret: some holder lied
+		// (honest shares always do). With no spare share it cannot be told
+		// which one; Culprits then lists only those proven elsewhere.
+		return &CheatingError{Round: s.cfg.Round, Culprits: s.Culprits(), Owners: lost}
+	}
+	for _, u := range s.u3 {
+		b := rebuilt[u]
 		var seed [KeySize]byte
 		copy(seed[:], b)
 		seeds = append(seeds, seed)
 		neg = append(neg, true)
 	}
 	for _, v := range s.needKey {
-		xs, ys := s.collect(s.sShares[v])
-		lam, err := s.lag.get(xs)
-		if err != nil {
-			return err
-		}
-		skb, err := combineShares(xs, ys, lam)
-		if err != nil {
-			return fmt.Errorf("round %d: rebuilding mask key of client %d: %w", s.cfg.Round, v, err)
-		}
-		sk, err := ecdh.X25519().NewPrivateKey(skb)
-		if err != nil {
-			return fmt.Errorf("%w: round %d: rebuilt mask key of client %d: %v", ErrMalformed, s.cfg.Round, v, err)
-		}
-		if !bytes.Equal(sk.PublicKey().Bytes(), s.ads[v].MaskKey) {
-			return fmt.Errorf("%w: round %d: rebuilt mask key of client %d does not match its advertised key (a holder among %v sent a bad share)", ErrMalformed, s.cfg.Round, v, xs)
-		}
+		sk := keys[v]
 		for _, u := range s.graph.Neighbours(v) {
 			if _, ok := slices.BinarySearch(s.u3, u); !ok {
 				continue

@@ -145,6 +145,24 @@ func lagrangeAtZero(xs []uint32) ([]uint64, error) {
 	return lam, nil
 }
 
+// lagrangeAt returns the coefficients λ_j(x) = Π_{m≠j} (x - x_m)/(x_j - x_m)
+// that evaluate at x the polynomial through the distinct points xs.
+func lagrangeAt(xs []uint32, x uint64) []uint64 {
+	lam := make([]uint64, len(xs))
+	for j, xj := range xs {
+		num, den := uint64(1), uint64(1)
+		for m, xm := range xs {
+			if m == j {
+				continue
+			}
+			num = fMul(num, fSub(x%fieldP, uint64(xm)))
+			den = fMul(den, fSub(uint64(xj), uint64(xm)))
+		}
+		lam[j] = fMul(num, fInv(den))
+	}
+	return lam
+}
+
 // lagrangeCache memoises Lagrange coefficients by holder set: in classic
 // SecAgg every secret is rebuilt from the same holders.
 type lagrangeCache map[string][]uint64

@@ -66,9 +66,21 @@ func Simulate(cfg Config, updates map[uint32][]float32, weights map[uint32]float
 		}
 		clients[id] = c
 	}
+	// The consistency check sits between masked input and unmask: a client
+	// that vanishes at StageUnmask still signs, one that vanishes at
+	// StageConsistency neither signs nor unmasks.
+	order := func(st Stage) int {
+		switch st {
+		case StageConsistency:
+			return 2*int(StageMaskedInput) + 1
+		case NeverDrop:
+			return -1
+		}
+		return 2 * int(st)
+	}
 	alive := func(id uint32, st Stage) bool {
 		d, ok := drop[id]
-		return !ok || d < 0 || st < d
+		return !ok || d < 0 || order(st) < order(d)
 	}
 	// advance closes the current stage, jumping to its deadline if needed.
 	advance := func() ([]Outbound, bool, error) {
@@ -131,6 +143,16 @@ func Simulate(cfg Config, updates map[uint32][]float32, weights map[uint32]float
 				}
 				out.ClientBytes[m.To] += mi.WireSize()
 				reply = mi
+			case ConsistencyRequest:
+				if !alive(m.To, StageConsistency) {
+					continue
+				}
+				r, err := c.ConsistencyCheck(msg)
+				if err != nil {
+					return nil, err
+				}
+				out.ClientBytes[m.To] += r.WireSize()
+				reply = r
 			case UnmaskRequest:
 				if !alive(m.To, StageUnmask) {
 					continue

@@ -498,6 +498,7 @@ func runCoordinator(ctx context.Context, cfg *coordinatorConfig, logOut io.Write
 	if err != nil {
 		return err
 	}
+	cfg.Config.Federation = fed.Name
 	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
 		return fmt.Errorf("data: %w", err)
 	}

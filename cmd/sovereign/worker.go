@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"io"
 	"os"
 	"os/signal"
@@ -94,7 +95,10 @@ func runWorker(ctx context.Context, cfg *worker.Config, logOut io.Writer) error 
 		return fmt.Errorf("identity: %s holds peer %s but %q is enrolled as %s", cfg.Identity, h.ID(), cfg.Name, me.ID)
 	}
 	mon := metrics.NewWorker(metrics.WorkerSource{Epsilon: st.Epsilon, Budget: cfg.Policy.MaxEpsilon, StoreDir: cfg.Store, Bandwidth: h.Bandwidth})
-	node, err := worker.NewNode(cfg, st, train, test, log, worker.WithID(h.ID().String()), worker.WithObserver(mon))
+	// SecAgg+ keys are signed with the identity key and checked against the
+	// federation in force (security review H1).
+	enrolled := func(p peer.ID) (p2p.Member, bool) { return h.Federation().Lookup(p) }
+	node, err := worker.NewNode(cfg, st, train, test, log, worker.WithID(h.ID().String()), worker.WithObserver(mon), worker.WithIdentity(sk, fed.Name, enrolled))
 	if err != nil {
 		return err
 	}

@@ -51,6 +51,8 @@ type Cohort struct {
 	// round with secure evaluation: the evaluation Evaluate would give of
 	// the announced model (wire.EvalTail).
 	evalTail map[uint64][]float32
+	// uniform holds the rounds with DP on (round → true): weights are 1.
+	uniform sync.Map
 	// unmask[round][worker] lists the survivor sets asked of the worker.
 	unmask map[uint64]map[coordinator.WorkerID][][]uint32
 	calls  map[secagg.Stage]int
@@ -237,9 +239,21 @@ func (c *Cohort) Advertise(ctx context.Context, w coordinator.WorkerID, a *coord
 			acc := float64(a.ModelHash[0]) / 255
 			c.evalTail[a.Round] = wire.EvalTail(acc, 1-acc, a.SecAgg.WithDefaults().ClipRange)
 		}
+		if a.DP.Noise > 0 {
+			// DP-FedAvg weights every client 1, as the real worker does.
+			c.uniform.Store(a.Round, true)
+		}
 	}
 	c.mu.Unlock()
 	return cl.Advertise()
+}
+
+// weightIn is wk's weight in round r: 1 with DP on, else its example count.
+func (c *Cohort) weightIn(wk *worker, r uint64) float64 {
+	if _, ok := c.uniform.Load(r); ok {
+		return 1
+	}
+	return wk.weight
 }
 
 // ShareKeys implements coordinator.Cohort.
@@ -273,7 +287,7 @@ func (c *Cohort) MaskedInput(ctx context.Context, w coordinator.WorkerID, sb sec
 	if tail := c.evalTail[sb.Round]; tail != nil {
 		u = append(slices.Clone(u), tail...)
 	}
-	return cl.MaskedInput(sb.Shares, u, wk.weight)
+	return cl.MaskedInput(sb.Shares, u, c.weightIn(wk, sb.Round))
 }
 
 // Unmask implements coordinator.Cohort and records the survivor set asked.

@@ -844,10 +844,15 @@ type AdvertiseKeys struct {
 	CPk []byte `protobuf:"bytes,3,opt,name=c_pk,json=cPk,proto3" json:"c_pk,omitempty"`
 	// Public key used to derive pairwise masks.
 	SPk []byte `protobuf:"bytes,4,opt,name=s_pk,json=sPk,proto3" json:"s_pk,omitempty"`
-	// Optional signature over (round, c_pk, s_pk) with the sender's identity key.
+	// Signature with the sender's libp2p identity key over the federation
+	// name, the sender's peer ID and secagg.AdvertiseMessage (round, index,
+	// c_pk, s_pk, seed_commitment); every neighbour verifies it.
 	Signature []byte `protobuf:"bytes,5,opt,name=signature,proto3" json:"signature,omitempty"`
 	// SecAgg+ node index of the sender.
 	FromIndex uint32 `protobuf:"varint,6,opt,name=from_index,json=fromIndex,proto3" json:"from_index,omitempty"`
+	// SHA-256 commitment to the sender's self-mask seed b_u (32 bytes); the
+	// coordinator checks every rebuilt seed against it.
+	SeedCommitment []byte `protobuf:"bytes,7,opt,name=seed_commitment,json=seedCommitment,proto3" json:"seed_commitment,omitempty"`
 	// Set when the worker refuses the round; the keys are then empty.
 	Refusal       *Refusal `protobuf:"bytes,15,opt,name=refusal,proto3" json:"refusal,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -924,6 +929,13 @@ func (x *AdvertiseKeys) GetFromIndex() uint32 {
 		return x.FromIndex
 	}
 	return 0
+}
+
+func (x *AdvertiseKeys) GetSeedCommitment() []byte {
+	if x != nil {
+		return x.SeedCommitment
+	}
+	return nil
 }
 
 func (x *AdvertiseKeys) GetRefusal() *Refusal {
@@ -1160,6 +1172,9 @@ type MaskedInputHeader struct {
 	BlobSize    uint64 `protobuf:"varint,6,opt,name=blob_size,json=blobSize,proto3" json:"blob_size,omitempty"`
 	// SecAgg+ node index of the sender.
 	FromIndex uint32 `protobuf:"varint,7,opt,name=from_index,json=fromIndex,proto3" json:"from_index,omitempty"`
+	// Node indices of the neighbours whose encrypted share did not open,
+	// ascending; the worker kept its pairwise masks with them.
+	Complaints []uint32 `protobuf:"varint,8,rep,packed,name=complaints,proto3" json:"complaints,omitempty"`
 	// Set when the worker refuses the round; no blob follows.
 	Refusal       *Refusal `protobuf:"bytes,15,opt,name=refusal,proto3" json:"refusal,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1243,6 +1258,13 @@ func (x *MaskedInputHeader) GetFromIndex() uint32 {
 		return x.FromIndex
 	}
 	return 0
+}
+
+func (x *MaskedInputHeader) GetComplaints() []uint32 {
+	if x != nil {
+		return x.Complaints
+	}
+	return nil
 }
 
 func (x *MaskedInputHeader) GetRefusal() *Refusal {
@@ -2487,7 +2509,7 @@ const file_sovereign_proto_rawDesc = "" +
 	"\n" +
 	"num_params\x18\n" +
 	" \x01(\x04R\tnumParams\x12\x18\n" +
-	"\aepsilon\x18\v \x01(\x01R\aepsilon\"\xd5\x01\n" +
+	"\aepsilon\x18\v \x01(\x01R\aepsilon\"\xfe\x01\n" +
 	"\rAdvertiseKeys\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12\x16\n" +
 	"\x06sender\x18\x02 \x01(\fR\x06sender\x12\x11\n" +
@@ -2495,7 +2517,8 @@ const file_sovereign_proto_rawDesc = "" +
 	"\x04s_pk\x18\x04 \x01(\fR\x03sPk\x12\x1c\n" +
 	"\tsignature\x18\x05 \x01(\fR\tsignature\x12\x1d\n" +
 	"\n" +
-	"from_index\x18\x06 \x01(\rR\tfromIndex\x123\n" +
+	"from_index\x18\x06 \x01(\rR\tfromIndex\x12'\n" +
+	"\x0fseed_commitment\x18\a \x01(\fR\x0eseedCommitment\x123\n" +
 	"\arefusal\x18\x0f \x01(\v2\x19.sovereign.p2p.v1.RefusalR\arefusal\"u\n" +
 	"\rKeysBroadcast\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x123\n" +
@@ -2514,7 +2537,7 @@ const file_sovereign_proto_rawDesc = "" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x128\n" +
 	"\x06shares\x18\x02 \x03(\v2 .sovereign.p2p.v1.EncryptedShareR\x06shares\x12\x19\n" +
 	"\bto_index\x18\x03 \x01(\rR\atoIndex\x123\n" +
-	"\arefusal\x18\x0f \x01(\v2\x19.sovereign.p2p.v1.RefusalR\arefusal\"\x9b\x02\n" +
+	"\arefusal\x18\x0f \x01(\v2\x19.sovereign.p2p.v1.RefusalR\arefusal\"\xbb\x02\n" +
 	"\x11MaskedInputHeader\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12\x16\n" +
 	"\x06sender\x18\x02 \x01(\fR\x06sender\x12#\n" +
@@ -2524,7 +2547,10 @@ const file_sovereign_proto_rawDesc = "" +
 	"blobSha256\x12\x1b\n" +
 	"\tblob_size\x18\x06 \x01(\x04R\bblobSize\x12\x1d\n" +
 	"\n" +
-	"from_index\x18\a \x01(\rR\tfromIndex\x123\n" +
+	"from_index\x18\a \x01(\rR\tfromIndex\x12\x1e\n" +
+	"\n" +
+	"complaints\x18\b \x03(\rR\n" +
+	"complaints\x123\n" +
 	"\arefusal\x18\x0f \x01(\v2\x19.sovereign.p2p.v1.RefusalR\arefusal\"\xcc\x01\n" +
 	"\rUnmaskRequest\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12\x1c\n" +
