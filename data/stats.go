@@ -80,6 +80,23 @@ func Sums(s *Schema, raw *Dataset, idx []int) ([]float64, error) {
 	return out, nil
 }
 
+// SumIsCount reports, per coordinate of the sums vector, whether it is a
+// count (an integer): rows, each column's n and each category's count.
+func SumIsCount(s *Schema) []bool {
+	out := []bool{true}
+	for _, k := range s.Features() {
+		if c := s.Columns[k]; c.Type == TypeNumeric {
+			out = append(out, true, false, false)
+			continue
+		} else {
+			for range 1 + len(c.Values) {
+				out = append(out, true)
+			}
+		}
+	}
+	return out
+}
+
 // SumScales returns, per coordinate of the sums vector, a public divisor
 // that maps the sums of a site with at most maxRows rows into [-1, 1]:
 // maxRows for counts, B·maxRows for Σx and B²·maxRows for Σx², where B =

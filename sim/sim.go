@@ -126,6 +126,13 @@ func Run(ctx context.Context, cfg Config, progress Progress) (*Result, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if cfg.Schema != "" {
+		train, test, _, err := LoadWithSchema(cfg)
+		if err != nil {
+			return nil, err
+		}
+		return RunOn(ctx, cfg, train, test, progress)
+	}
 	train, test, err := data.Load(cfg.Dataset)
 	if err != nil {
 		return nil, fmt.Errorf("--dataset %q: %w", cfg.Dataset, err)
