@@ -1,8 +1,10 @@
 package data
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
+	"os"
 )
 
 // Stats are the federation-wide statistics of a schema's feature columns,
@@ -236,4 +238,64 @@ func Encode(s *Schema, raw *Dataset, st *Stats, standardize bool) (*Dataset, err
 		}
 	}
 	return out, nil
+}
+
+// LoadStats reads federation statistics (JSON, as WriteStats writes them)
+// and checks them against the schema: one entry per feature column, finite
+// means, non-negative variances, one frequency per categorical value.
+func LoadStats(path string, s *Schema) (*Stats, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("data: stats: %w", err)
+	}
+	var st Stats
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("data: stats %s: %v", path, err)
+	}
+	feats := s.Features()
+	if len(st.Count) != len(feats) || len(st.Mean) != len(feats) || len(st.Var) != len(feats) || len(st.Freq) != len(feats) {
+		return nil, fmt.Errorf("data: stats %s: count/mean/var/freq must each have %d entries, one per feature column of the schema %s", path, len(feats), s.Name)
+	}
+	for f, k := range feats {
+		c := s.Columns[k]
+		if math.IsNaN(st.Mean[f]) || math.IsInf(st.Mean[f], 0) || !(st.Var[f] >= 0) || math.IsInf(st.Var[f], 0) {
+			return nil, fmt.Errorf("data: stats %s: column %q: mean %v, var %v (want finite, var ≥ 0)", path, c.Name, st.Mean[f], st.Var[f])
+		}
+		if c.Type == TypeCategorical && len(st.Freq[f]) != len(c.Values) {
+			return nil, fmt.Errorf("data: stats %s: column %q: %d frequencies for %d values", path, c.Name, len(st.Freq[f]), len(c.Values))
+		}
+	}
+	return &st, nil
+}
+
+// WriteStats writes st as indented JSON.
+func WriteStats(path string, st *Stats) error {
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// LoadSchemaDataset is a site's data loading with a schema: the CSV at path
+// is checked against the schema (every problem reported at once, see
+// ReadTable), split with SplitTable, and both splits are encoded with the
+// federation's statistics st (imputation, one-hot; standardised when
+// standardize).
+func LoadSchemaDataset(path string, s *Schema, st *Stats, testFrac float64, seed int64, standardize bool) (train, test *Dataset, err error) {
+	raw, err := LoadTable(path, s)
+	if err != nil {
+		return nil, nil, err
+	}
+	rt, rs, err := SplitTable(raw, testFrac, seed)
+	if err != nil {
+		return nil, nil, err
+	}
+	if train, err = Encode(s, rt, st, standardize); err != nil {
+		return nil, nil, err
+	}
+	if test, err = Encode(s, rs, st, standardize); err != nil {
+		return nil, nil, err
+	}
+	return train, test, nil
 }

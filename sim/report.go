@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"github.com/sovereign-fl/sovereign/data"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
@@ -19,7 +20,9 @@ import (
 const (
 	MetricsFile = "metrics.csv"
 	SummaryFile = "summary.json"
-	PlotFile    = "accuracy.png"
+	// StatsFile holds the federation statistics of a --schema run (data.Stats).
+	StatsFile = "stats.json"
+	PlotFile  = "accuracy.png"
 )
 
 // metricsHeader is the first row of metrics.csv; scripts rely on its names.
@@ -35,6 +38,11 @@ func WriteOutputs(dir string, res *Result) error {
 	}
 	if err := writeSummary(filepath.Join(dir, SummaryFile), &res.Summary); err != nil {
 		return err
+	}
+	if res.Stats != nil {
+		if err := data.WriteStats(filepath.Join(dir, StatsFile), res.Stats); err != nil {
+			return fmt.Errorf("--out %q: %w", dir, err)
+		}
 	}
 	return writePlot(filepath.Join(dir, PlotFile), res.Rounds)
 }

@@ -58,6 +58,9 @@ type Result struct {
 	Rounds  []RoundMetrics
 	Summary Summary
 	Params  []float32
+	// Stats are the federation's feature statistics of a --schema run
+	// (written to StatsFile, the transform of new data), else nil.
+	Stats *data.Stats
 }
 
 // Progress receives each round's metrics as the run goes (may be nil).
@@ -127,11 +130,15 @@ func Run(ctx context.Context, cfg Config, progress Progress) (*Result, error) {
 		return nil, err
 	}
 	if cfg.Schema != "" {
-		train, test, _, err := LoadWithSchema(cfg)
+		train, test, st, err := LoadWithSchema(cfg)
 		if err != nil {
 			return nil, err
 		}
-		return RunOn(ctx, cfg, train, test, progress)
+		res, err := RunOn(ctx, cfg, train, test, progress)
+		if res != nil {
+			res.Stats = st
+		}
+		return res, err
 	}
 	train, test, err := data.Load(cfg.Dataset)
 	if err != nil {

@@ -14,7 +14,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sovereign-fl/sovereign/data"
 	"github.com/sovereign-fl/sovereign/p2p"
 	"github.com/sovereign-fl/sovereign/worker"
 )
@@ -68,9 +67,9 @@ func runWorker(ctx context.Context, cfg *worker.Config, logOut io.Writer) error 
 	if err != nil {
 		return fmt.Errorf("identity: %w", err)
 	}
-	train, test, err := data.Load(cfg.Dataset)
+	train, test, err := cfg.LoadDataset()
 	if err != nil {
-		return fmt.Errorf("dataset: %w", err)
+		return err
 	}
 	st, err := worker.OpenStore(cfg.Store, worker.StoreOptions{Logger: log})
 	if err != nil {
