@@ -120,6 +120,10 @@ func runSim(ctx context.Context, cfg sim.Config, w io.Writer) error {
 	if s.Epsilon != nil {
 		fmt.Fprintf(w, ", ε = %.3f at δ = %g", *s.Epsilon, cfg.DPDelta)
 	}
-	fmt.Fprintf(w, "\nwrote %s/{%s,%s,%s}\n", cfg.Out, sim.MetricsFile, sim.SummaryFile, sim.PlotFile)
+	files := sim.MetricsFile + "," + sim.SummaryFile + "," + sim.PlotFile
+	if res.Stats != nil {
+		files += "," + sim.StatsFile
+	}
+	fmt.Fprintf(w, "\nwrote %s/{%s}\n", cfg.Out, files)
 	return nil
 }
