@@ -202,5 +202,14 @@ func TestSimTrainsExcelCohortWithSchema(t *testing.T) {
 	if res.Summary.FinalAccuracy < majority+0.1 {
 		t.Fatalf("final accuracy %.3f, majority baseline %.3f", res.Summary.FinalAccuracy, majority)
 	}
+	last := res.Rounds[len(res.Rounds)-1]
+	if last.TP+last.FP+last.TN+last.FN != test.N || last.TP+last.FN != yes || !(last.AUC > 0.9) {
+		t.Fatalf("last round: AUC %v, confusion TP %d FP %d TN %d FN %d; want AUC > 0.9 over %d rows, %d positive",
+			last.AUC, last.TP, last.FP, last.TN, last.FN, test.N, yes)
+	}
+	if acc := float64(last.TP+last.TN) / float64(test.N); math.Abs(acc-last.Accuracy) > 1e-9 {
+		t.Fatalf("confusion-matrix accuracy %v, reported accuracy %v", acc, last.Accuracy)
+	}
 	t.Logf("accuracy %.3f (majority %.3f)", res.Summary.FinalAccuracy, majority)
+	t.Logf("AUC %.3f", last.AUC)
 }

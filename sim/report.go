@@ -26,7 +26,7 @@ const (
 )
 
 // metricsHeader is the first row of metrics.csv; scripts rely on its names.
-var metricsHeader = []string{"round", "accuracy", "loss", "local_accuracy", "train_loss", "clients", "sampled", "dropped", "rejected", "seconds", "epsilon"}
+var metricsHeader = []string{"round", "accuracy", "loss", "local_accuracy", "train_loss", "clients", "sampled", "dropped", "rejected", "seconds", "epsilon", "auc", "tp", "fp", "tn", "fn"}
 
 // WriteOutputs writes metrics.csv, summary.json and accuracy.png into dir.
 func WriteOutputs(dir string, res *Result) error {
@@ -66,6 +66,7 @@ func writeMetrics(path string, rounds []RoundMetrics) error {
 			strconv.Itoa(m.Round), ftoa(m.Accuracy), ftoa(m.Loss), ftoa(m.LocalAccuracy), ftoa(m.TrainLoss),
 			strconv.Itoa(m.Clients), strconv.Itoa(m.Sampled), strconv.Itoa(m.Dropped), strconv.Itoa(m.Rejected),
 			strconv.FormatFloat(m.Seconds, 'f', 4, 64), ftoa(m.Epsilon),
+			ftoa(m.AUC), strconv.Itoa(m.TP), strconv.Itoa(m.FP), strconv.Itoa(m.TN), strconv.Itoa(m.FN),
 		})
 	}
 	w.Flush()
