@@ -55,6 +55,9 @@ type Schema struct {
 	// MissingTokens are the cell values read as missing (after trimming
 	// spaces). Default "", "NA", "NaN", "?" (DefaultMissingTokens).
 	MissingTokens []string `toml:"missing_tokens"`
+	// Standardize (default true) z-scores numeric columns with the
+	// federation's mean and deviation.
+	Standardize *bool `toml:"standardize"`
 	// Columns are the file's columns by header name. A file column not in
 	// the schema is an error (declare it type = "ignored").
 	Columns []Column `toml:"column"`
@@ -222,6 +225,9 @@ func distinct(vs []string) string {
 	}
 	return ""
 }
+
+// Standardizes reports whether numeric columns are z-scored (default true).
+func (s *Schema) Standardizes() bool { return s.Standardize == nil || *s.Standardize }
 
 // Label returns the label column.
 func (s *Schema) Label() *Column { return &s.Columns[s.label] }

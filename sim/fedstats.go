@@ -31,11 +31,21 @@ const seedStats uint64 = 0x5354_4154 // "STAT"
 // exact up to the quantization error, which errBound returns per
 // coordinate of the rescaled sums.
 //
-// observe, if not nil, sees every message a client sends (see
+// With a single client (a centralised run) the statistics are its own,
+// computed in the clear. observe, if not nil, sees every message a client sends (see
 // secagg.SimulateObserved).
 func FederatedStats(s *data.Schema, raw *data.Dataset, clients []data.Client, maxRows int, seed int64, observe func(any)) (st *data.Stats, errBound []float64, err error) {
-	if len(clients) < 2 {
-		return nil, nil, fmt.Errorf("federated statistics: secure aggregation needs at least 2 clients, have %d", len(clients))
+	if len(clients) == 1 {
+		// One site (the centralised baseline): nothing to hide it among.
+		sums, err := data.Sums(s, raw, clients[0].Train)
+		if err != nil {
+			return nil, nil, err
+		}
+		st, err := data.StatsFromSums(s, sums)
+		return st, make([]float64, len(sums)), err
+	}
+	if len(clients) < 1 {
+		return nil, nil, fmt.Errorf("federated statistics: no clients")
 	}
 	scales, err := data.SumScales(s, maxRows)
 	if err != nil {
@@ -159,10 +169,10 @@ func LoadWithSchema(cfg Config) (train, test *data.Dataset, st *data.Stats, err 
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	if train, err = data.Encode(s, rawTrain, st, true); err != nil {
+	if train, err = data.Encode(s, rawTrain, st, s.Standardizes()); err != nil {
 		return nil, nil, nil, err
 	}
-	if test, err = data.Encode(s, rawTest, st, true); err != nil {
+	if test, err = data.Encode(s, rawTest, st, s.Standardizes()); err != nil {
 		return nil, nil, nil, err
 	}
 	return train, test, st, nil

@@ -77,8 +77,9 @@ type Config struct {
 	// Schema: missing cells are imputed and, unless Standardize is false,
 	// numeric columns standardised with them, the same at every site.
 	Stats string `toml:"stats"`
-	// Standardize (default true with a schema) z-scores numeric columns
-	// with the federation's mean and deviation.
+	// Standardize (default true with a schema; false if either this or the
+	// schema's standardize key is false) z-scores numeric columns with the
+	// federation's mean and deviation.
 	Standardize bool `toml:"standardize"`
 	// Store is the folder of the worker's badger store.
 	Store string `toml:"store"`
@@ -363,7 +364,7 @@ func (c *Config) LoadDataset() (train, test *data.Dataset, err error) {
 			return nil, nil, c.fieldError("dataset", "option %q: with a schema only test and seed apply (the schema gives the label, delimiter and missing values)", k)
 		}
 	}
-	if train, test, err = data.LoadSchemaDataset(path, s, st, testFrac, seed, c.Standardize); err != nil {
+	if train, test, err = data.LoadSchemaDataset(path, s, st, testFrac, seed, c.Standardize && s.Standardizes()); err != nil {
 		// Wrapped, so callers can reach the *data.SchemaError.
 		return nil, nil, c.fieldError("dataset", "%w", err)
 	}
