@@ -139,6 +139,19 @@ func Split(d *Dataset, testFrac float64, seed int64) (train, test *Dataset, err 
 	if err := d.Validate(); err != nil {
 		return nil, nil, err
 	}
+	return splitRows(d, testFrac, seed)
+}
+
+// SplitTable is Split for a raw table read by ReadTable, whose missing cells
+// are NaN: the same shuffle, so the same rows go to the same side.
+func SplitTable(d *Dataset, testFrac float64, seed int64) (train, test *Dataset, err error) {
+	if d == nil || d.N < 1 || d.Dim < 1 || len(d.X) != d.N*d.Dim || len(d.Y) != d.N {
+		return nil, nil, fmt.Errorf("data: split of a malformed table")
+	}
+	return splitRows(d, testFrac, seed)
+}
+
+func splitRows(d *Dataset, testFrac float64, seed int64) (train, test *Dataset, err error) {
 	if !(testFrac >= 0 && testFrac < 1) {
 		return nil, nil, fmt.Errorf("data: split of %s: test fraction %v outside [0, 1)", d.Name, testFrac)
 	}

@@ -2,6 +2,7 @@ package data
 
 import (
 	"bytes"
+	"os"
 	"testing"
 )
 
@@ -53,6 +54,47 @@ func FuzzReadCSV(f *testing.F) {
 		}
 		if err := d.Validate(); err != nil {
 			t.Fatalf("accepted an invalid dataset: %v", err)
+		}
+	})
+}
+
+// FuzzReadTable checks that the schema reader never panics, that whatever
+// it accepts has the schema's shape, and that its sums, statistics and
+// encoding hold up.
+func FuzzReadTable(f *testing.F) {
+	s, err := LoadSchema("testdata/cohort_schema.toml")
+	if err != nil {
+		f.Fatal(err)
+	}
+	seed, err := os.ReadFile("testdata/cohort_excel.csv")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(seed)
+	f.Add([]byte("patient_id,age,sbp,sex,outcome\n1,54,130,M,yes\n"))
+	f.Add([]byte("age\tsbp\tsex\toutcome\tpatient_id\n\"1\t2\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		d, err := ReadTable(bytes.NewReader(b), "fuzz", s)
+		if err != nil {
+			return
+		}
+		if d.Dim != len(s.Features()) || len(d.X) != d.N*d.Dim || len(d.Y) != d.N || d.Classes != 2 {
+			t.Fatalf("accepted a table of shape N=%d Dim=%d len(X)=%d len(Y)=%d classes %d", d.N, d.Dim, len(d.X), len(d.Y), d.Classes)
+		}
+		sums, err := Sums(s, d, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := StatsFromSums(s, sums)
+		if err != nil {
+			return // e.g. a column with no value at all
+		}
+		enc, err := Encode(s, d, st, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := enc.Validate(); err != nil {
+			t.Fatalf("encoded table invalid: %v", err)
 		}
 	})
 }

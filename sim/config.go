@@ -20,7 +20,11 @@ import (
 // Config is a simulated federation. Its TOML keys are the flag names of
 // `sovereign sim`; a config file carries the same keys and flags override it.
 type Config struct {
-	Dataset   string  `toml:"dataset" json:"dataset"`
+	Dataset string `toml:"dataset" json:"dataset"`
+	// Schema is a federation-wide data schema (data.Schema); with it the
+	// csv:FILE dataset is read against it, and the federation's feature
+	// statistics are computed under secure aggregation before round 1.
+	Schema    string  `toml:"schema" json:"schema,omitempty"`
 	Model     string  `toml:"model" json:"model"`
 	Clients   int     `toml:"clients" json:"clients"`
 	Fraction  float64 `toml:"fraction" json:"fraction"`

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/sovereign-fl/sovereign/data"
 	"github.com/sovereign-fl/sovereign/model/modelfile"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -21,12 +22,14 @@ import (
 const (
 	MetricsFile = "metrics.csv"
 	SummaryFile = "summary.json"
-	PlotFile    = "accuracy.png"
-	ModelFile   = "model.safetensors"
+	// StatsFile holds the federation statistics of a --schema run (data.Stats).
+	StatsFile = "stats.json"
+	PlotFile  = "accuracy.png"
+	ModelFile = "model.safetensors"
 )
 
 // metricsHeader is the first row of metrics.csv; scripts rely on its names.
-var metricsHeader = []string{"round", "accuracy", "loss", "local_accuracy", "train_loss", "clients", "sampled", "dropped", "rejected", "seconds", "epsilon"}
+var metricsHeader = []string{"round", "accuracy", "loss", "local_accuracy", "train_loss", "clients", "sampled", "dropped", "rejected", "seconds", "epsilon", "auc", "tp", "fp", "tn", "fn"}
 
 // WriteOutputs writes metrics.csv, summary.json, accuracy.png and
 // report.html into dir.
@@ -39,6 +42,11 @@ func WriteOutputs(dir string, res *Result) error {
 	}
 	if err := writeSummary(filepath.Join(dir, SummaryFile), &res.Summary); err != nil {
 		return err
+	}
+	if res.Stats != nil {
+		if err := data.WriteStats(filepath.Join(dir, StatsFile), res.Stats); err != nil {
+			return fmt.Errorf("--out %q: %w", dir, err)
+		}
 	}
 	if err := writeModel(filepath.Join(dir, ModelFile), res); err != nil {
 		return err
@@ -68,6 +76,7 @@ func writeMetrics(path string, rounds []RoundMetrics) error {
 			strconv.Itoa(m.Round), ftoa(m.Accuracy), ftoa(m.Loss), ftoa(m.LocalAccuracy), ftoa(m.TrainLoss),
 			strconv.Itoa(m.Clients), strconv.Itoa(m.Sampled), strconv.Itoa(m.Dropped), strconv.Itoa(m.Rejected),
 			strconv.FormatFloat(m.Seconds, 'f', 4, 64), ftoa(m.Epsilon),
+			ftoa(m.AUC), strconv.Itoa(m.TP), strconv.Itoa(m.FP), strconv.Itoa(m.TN), strconv.Itoa(m.FN),
 		})
 	}
 	w.Flush()

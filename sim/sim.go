@@ -35,6 +35,14 @@ type RoundMetrics struct {
 	Attempts      int     `json:"attempts"` // samples tried (secure rounds retry when too many vanish)
 	Seconds       float64 `json:"seconds"`  // wall time of the round
 	Epsilon       float64 `json:"epsilon"`  // privacy spent so far (NaN when DP is off)
+	// With two classes: ROC AUC (NaN otherwise, or when the test set has
+	// one class only) and the confusion matrix of the global model on the
+	// held-out test set (class 1 is positive).
+	AUC float64 `json:"auc"`
+	TP  int     `json:"tp"`
+	FP  int     `json:"fp"`
+	TN  int     `json:"tn"`
+	FN  int     `json:"fn"`
 }
 
 // Summary is summary.json.
@@ -63,6 +71,9 @@ type Result struct {
 	// data set applied to its features (nil if none).
 	Spec        model.Spec
 	Standardize *modelfile.Standardization
+	// Stats are the federation's feature statistics of a --schema run
+	// (written to StatsFile, the transform of new data), else nil.
+	Stats *data.Stats
 }
 
 // Progress receives each round's metrics as the run goes (may be nil).
@@ -131,6 +142,17 @@ func Run(ctx context.Context, cfg Config, progress Progress) (*Result, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if cfg.Schema != "" {
+		train, test, st, err := LoadWithSchema(cfg)
+		if err != nil {
+			return nil, err
+		}
+		res, err := RunOn(ctx, cfg, train, test, progress)
+		if res != nil {
+			res.Stats = st
+		}
+		return res, err
+	}
 	train, test, err := data.Load(cfg.Dataset)
 	if err != nil {
 		return nil, fmt.Errorf("--dataset %q: %w", cfg.Dataset, err)
@@ -181,6 +203,12 @@ func RunOn(ctx context.Context, cfg Config, train, test *data.Dataset, progress 
 			return res, fmt.Errorf("round %d: %w", r, err)
 		}
 		m.Loss, m.Accuracy = global.Evaluate(test.X, test.Y, test.N)
+		m.AUC = math.NaN()
+		if f.spec.Classes == 2 {
+			if err := binaryMetrics(global, test, &m.RoundMetrics); err != nil {
+				return res, fmt.Errorf("round %d: %w", r, err)
+			}
+		}
 		m.LocalAccuracy = f.localAccuracy(global, m.participants)
 		m.Seconds = time.Since(t0).Seconds()
 		m.Epsilon = math.NaN()
@@ -520,4 +548,19 @@ func FormatProgress(w io.Writer, total int, m RoundMetrics, elapsed, eta time.Du
 	fmt.Fprintf(w, "round %*d/%d  accuracy %.4f  loss %.4f  clients %d/%d%s  elapsed %s  eta %s\n",
 		len(fmt.Sprint(total)), m.Round, total, m.Accuracy, m.Loss, m.Clients, m.Sampled, eps,
 		elapsed.Round(100*time.Millisecond), eta.Round(time.Second))
+}
+
+// binaryMetrics fills ROC AUC and the confusion matrix of a two-class model
+// on the test set.
+func binaryMetrics(n *model.Network, test *data.Dataset, m *RoundMetrics) error {
+	scores := make([]float64, test.N)
+	if err := n.Scores(test.X, test.N, scores); err != nil {
+		return err
+	}
+	b, err := model.BinaryMetrics(scores, test.Y)
+	if err != nil {
+		return err
+	}
+	m.AUC, m.TP, m.FP, m.TN, m.FN = b.AUC, b.TP, b.FP, b.TN, b.FN
+	return nil
 }

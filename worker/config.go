@@ -19,14 +19,17 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/pelletier/go-toml/v2"
 
 	"github.com/sovereign-fl/sovereign/aggregation/secagg"
+	"github.com/sovereign-fl/sovereign/data"
 	"github.com/sovereign-fl/sovereign/model"
 )
 
@@ -95,6 +98,20 @@ type Config struct {
 	// "digits" or "mnist". The train split trains, the test split serves
 	// federated evaluation.
 	Dataset string `toml:"dataset"`
+	// Schema is the federation-wide data schema (data.Schema), a file every
+	// member shares. With it, dataset must be "csv:FILE[?test=FRAC&seed=N]":
+	// the file is checked against the schema at start (every problem
+	// reported at once) and encoded into the schema's feature vector.
+	Schema string `toml:"schema"`
+	// Stats is the federation's feature statistics (data.Stats JSON, e.g.
+	// the stats.json of a federated statistics round); required with
+	// Schema: missing cells are imputed and, unless Standardize is false,
+	// numeric columns standardised with them, the same at every site.
+	Stats string `toml:"stats"`
+	// Standardize (default true with a schema; false if either this or the
+	// schema's standardize key is false) z-scores numeric columns with the
+	// federation's mean and deviation.
+	Standardize bool `toml:"standardize"`
 	// Store is the folder of the worker's badger store.
 	Store string `toml:"store"`
 	// Policy is what the institution agrees to take part in.
@@ -159,17 +176,20 @@ func (p Policy) WithDefaults() Policy {
 
 // rawConfig mirrors Config with pointers where absence differs from zero.
 type rawConfig struct {
-	Name       string   `toml:"name"`
-	Identity   string   `toml:"identity"`
-	Federation string   `toml:"federation"`
-	Listen     []string `toml:"listen"`
-	Announce   []string `toml:"announce"`
-	Dataset    string   `toml:"dataset"`
-	Store      string   `toml:"store"`
-	LogLevel   string   `toml:"log_level"`
-	LogFormat  string   `toml:"log_format"`
-	Metrics    string   `toml:"metrics_listen"`
-	Policy     struct {
+	Name        string   `toml:"name"`
+	Identity    string   `toml:"identity"`
+	Federation  string   `toml:"federation"`
+	Listen      []string `toml:"listen"`
+	Announce    []string `toml:"announce"`
+	Dataset     string   `toml:"dataset"`
+	Schema      string   `toml:"schema"`
+	Stats       string   `toml:"stats"`
+	Standardize *bool    `toml:"standardize"`
+	Store       string   `toml:"store"`
+	LogLevel    string   `toml:"log_level"`
+	LogFormat   string   `toml:"log_format"`
+	Metrics     string   `toml:"metrics_listen"`
+	Policy      struct {
 		MaxEpsilon          *float64 `toml:"max_epsilon"`
 		MinCohort           *int     `toml:"min_cohort"`
 		AcceptedModels      []string `toml:"accepted_models"`
@@ -216,6 +236,7 @@ func ParseConfig(src string, b []byte, dir string) (*Config, error) {
 		Listen: raw.Listen, Announce: raw.Announce, Dataset: raw.Dataset, Store: raw.Store,
 		LogLevel: raw.LogLevel, LogFormat: raw.LogFormat, MetricsListen: raw.Metrics, path: src,
 	}
+	c.Schema, c.Stats, c.Standardize = raw.Schema, raw.Stats, raw.Standardize == nil || *raw.Standardize
 	c.Policy.AcceptedModels = raw.Policy.AcceptedModels
 	c.Policy.ColludingNeighbours = raw.Policy.ColludingNeighbours
 	c.Policy.MaxEpsilon = math.Inf(1)
@@ -261,6 +282,8 @@ func ParseConfig(src string, b []byte, dir string) (*Config, error) {
 	c.Identity = resolve(c.Identity)
 	c.Federation = resolve(c.Federation)
 	c.Store = resolve(c.Store)
+	c.Schema = resolve(c.Schema)
+	c.Stats = resolve(c.Stats)
 	c.Dataset = resolveDataset(c.Dataset, resolve)
 	if err := c.Validate(); err != nil {
 		return nil, err
@@ -301,7 +324,7 @@ func (c *Config) fieldError(field, format string, a ...any) error {
 	if src == "" {
 		src = "worker config"
 	}
-	return fmt.Errorf("%s: %s: %s", src, field, fmt.Sprintf(format, a...))
+	return fmt.Errorf("%s: %s: "+format, append([]any{src, field}, a...)...)
 }
 
 // Validate checks every field and returns an error naming the first bad one,
@@ -344,6 +367,16 @@ func (c *Config) Validate() error {
 		}
 	default:
 		return c.fieldError("dataset", `%q: unknown kind %q (want csv:, idx:, digits or mnist)`, c.Dataset, kind)
+	}
+	if c.Schema != "" {
+		if strings.ToLower(kind) != "csv" {
+			return c.fieldError("schema", "needs dataset = \"csv:FILE\", have %q", c.Dataset)
+		}
+		if c.Stats == "" {
+			return c.fieldError("stats", "missing: with a schema, the federation's statistics file (data.Stats JSON) imputes and standardises the same at every site")
+		}
+	} else if c.Stats != "" {
+		return c.fieldError("stats", "set without schema")
 	}
 	if c.Store == "" {
 		return c.fieldError("store", "missing (the worker's store folder)")
@@ -408,4 +441,51 @@ func (c *Config) SlogLevel() (slog.Level, error) {
 		return slog.LevelError, nil
 	}
 	return 0, fmt.Errorf("%q is not one of debug, info, warn, error", c.LogLevel)
+}
+
+// LoadDataset loads the worker's data: data.Load(Dataset), or with Schema
+// the CSV checked against the schema and encoded with the federation's
+// statistics (data.LoadSchemaDataset). Errors name the field.
+func (c *Config) LoadDataset() (train, test *data.Dataset, err error) {
+	if c.Schema == "" {
+		if train, test, err = data.Load(c.Dataset); err != nil {
+			return nil, nil, c.fieldError("dataset", "%v", err)
+		}
+		return train, test, nil
+	}
+	s, err := data.LoadSchema(c.Schema)
+	if err != nil {
+		return nil, nil, c.fieldError("schema", "%v", err)
+	}
+	st, err := data.LoadStats(c.Stats, s)
+	if err != nil {
+		return nil, nil, c.fieldError("stats", "%v", err)
+	}
+	_, rest, _ := strings.Cut(c.Dataset, ":")
+	path, query, _ := cutLast(rest, "?")
+	testFrac, seed := data.DefaultTestFrac, int64(data.SplitSeed)
+	vals, err := url.ParseQuery(query)
+	if err != nil {
+		return nil, nil, c.fieldError("dataset", "options %q: %v", query, err)
+	}
+	for k, vs := range vals {
+		v := vs[len(vs)-1]
+		switch k {
+		case "test":
+			if testFrac, err = strconv.ParseFloat(v, 64); err != nil || !(testFrac >= 0 && testFrac < 1) {
+				return nil, nil, c.fieldError("dataset", "option test=%q, want a fraction in [0, 1)", v)
+			}
+		case "seed":
+			if seed, err = strconv.ParseInt(v, 10, 64); err != nil {
+				return nil, nil, c.fieldError("dataset", "option seed=%q, want an integer", v)
+			}
+		default:
+			return nil, nil, c.fieldError("dataset", "option %q: with a schema only test and seed apply (the schema gives the label, delimiter and missing values)", k)
+		}
+	}
+	if train, test, err = data.LoadSchemaDataset(path, s, st, testFrac, seed, c.Standardize && s.Standardizes()); err != nil {
+		// Wrapped, so callers can reach the *data.SchemaError.
+		return nil, nil, c.fieldError("dataset", "%w", err)
+	}
+	return train, test, nil
 }

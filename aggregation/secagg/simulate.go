@@ -48,6 +48,17 @@ func (o *Outcome) Mean() []float64 {
 // unmasked weighted sum or the server's error (an *InsufficientError when
 // too many clients vanished).
 func Simulate(cfg Config, updates map[uint32][]float32, weights map[uint32]float64, drop map[uint32]Stage, rng io.Reader, now time.Time) (*Outcome, error) {
+	return SimulateObserved(cfg, updates, weights, drop, rng, now, nil)
+}
+
+// SimulateObserved is Simulate that also hands every client-to-server
+// message (AdvertiseKeys, []EncryptedShare, MaskedInput, UnmaskResponse) to
+// observe, when not nil, before the server receives it: what a curious
+// server sees, for tests that check nothing leaves a client unmasked.
+func SimulateObserved(cfg Config, updates map[uint32][]float32, weights map[uint32]float64, drop map[uint32]Stage, rng io.Reader, now time.Time, observe func(msg any)) (*Outcome, error) {
+	if observe == nil {
+		observe = func(any) {}
+	}
 	srv, err := NewServer(cfg)
 	if err != nil {
 		return nil, err
@@ -101,6 +112,7 @@ func Simulate(cfg Config, updates map[uint32][]float32, weights map[uint32]float
 			return nil, err
 		}
 		out.ClientBytes[id] += ad.WireSize()
+		observe(ad)
 		if err := srv.Receive(ad, now); err != nil {
 			return nil, err
 		}
@@ -166,6 +178,7 @@ func Simulate(cfg Config, updates map[uint32][]float32, weights map[uint32]float
 			default:
 				return nil, fmt.Errorf("secagg: Simulate: unexpected outbound %T", m.Msg)
 			}
+			observe(reply)
 			if err := srv.Receive(reply, now); err != nil {
 				return nil, err
 			}

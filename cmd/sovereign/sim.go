@@ -42,6 +42,7 @@ A --config file (TOML) carries the same keys as the flags; flags override it.`,
 	f := cmd.Flags()
 	f.StringVar(&configFile, "config", "", "TOML file with the same keys as these flags (flags override it)")
 	f.StringVar(&cfg.Dataset, "dataset", cfg.Dataset, "digits | mnist | idx:DIR | csv:FILE[?label=COL&header=true&standardize=true]")
+	f.StringVar(&cfg.Schema, "schema", cfg.Schema, "federation-wide data schema (TOML) for --dataset csv:FILE[?test=FRAC&seed=N]; feature statistics computed under secure aggregation")
 	f.StringVar(&cfg.Model, "model", cfg.Model, "logreg | 2nn | cnn | mlp:H1,H2,...")
 	f.IntVar(&cfg.Clients, "clients", cfg.Clients, "number of virtual institutions")
 	f.Float64Var(&cfg.Fraction, "fraction", cfg.Fraction, "fraction C of institutions sampled per round, in (0, 1]")
@@ -120,6 +121,10 @@ func runSim(ctx context.Context, cfg sim.Config, w io.Writer) error {
 	if s.Epsilon != nil {
 		fmt.Fprintf(w, ", ε = %.3f at δ = %g", *s.Epsilon, cfg.DPDelta)
 	}
-	fmt.Fprintf(w, "\nwrote %s/{%s,%s,%s,%s,%s}\n", cfg.Out, sim.MetricsFile, sim.SummaryFile, sim.PlotFile, sim.ReportFile, sim.ModelFile)
+	files := sim.MetricsFile + "," + sim.SummaryFile + "," + sim.PlotFile + "," + sim.ReportFile + "," + sim.ModelFile
+	if res.Stats != nil {
+		files += "," + sim.StatsFile
+	}
+	fmt.Fprintf(w, "\nwrote %s/{%s}\n", cfg.Out, files)
 	return nil
 }

@@ -15,7 +15,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sovereign-fl/sovereign/data"
 	"github.com/sovereign-fl/sovereign/metrics"
 	"github.com/sovereign-fl/sovereign/p2p"
 	"github.com/sovereign-fl/sovereign/worker"
@@ -74,9 +73,9 @@ func runWorker(ctx context.Context, cfg *worker.Config, logOut io.Writer) error 
 	if err != nil {
 		return fmt.Errorf("identity: %w", err)
 	}
-	train, test, err := data.Load(cfg.Dataset)
+	train, test, err := cfg.LoadDataset()
 	if err != nil {
-		return fmt.Errorf("dataset: %w", err)
+		return err
 	}
 	// Files the worker creates (its badger store holds round secrets) are
 	// born 0600 and folders 0700 (security review L1).
