@@ -1,0 +1,6 @@
+//go:build !amd64
+
+package gemm
+
+// kernels is empty off amd64: gonum's pure-Go blas32.Gemm runs.
+func kernels() []kernel { return nil }
