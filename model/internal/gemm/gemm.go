@@ -10,7 +10,7 @@
 // op(A) (scaled by alpha) into mr-tall row panels, and a register-blocked
 // micro-kernel written in Go assembly computes each mr×nr tile of C from one
 // A panel and one B panel with fused multiply-adds. Two micro-kernels exist:
-// AVX-512 (6×32, twelve zmm accumulators) and AVX2+FMA (6×16, twelve ymm
+// AVX-512 (12×32, 24 zmm accumulators) and AVX2+FMA (6×16, twelve ymm
 // accumulators). The kernel is chosen once at start-up from the CPU's
 // features (golang.org/x/sys/cpu); on other CPUs and architectures gonum's
 // pure-Go blas32.Gemm runs instead.
@@ -35,11 +35,12 @@ import (
 const EnvVar = "SOVEREIGN_GEMM"
 
 // kernel is one micro-kernel: fn adds the product of an mr×k packed A panel
-// and a k×nr packed B panel into the mr×nr tile at c (row stride ldc).
+// and a k×nr B panel (row p at b + p·ldb) into the mr×nr tile at c (row
+// stride ldc).
 type kernel struct {
 	name   string
 	mr, nr int
-	fn     func(k int, a, b, c *float32, ldc int)
+	fn     func(k int, a, b *float32, ldb int, c *float32, ldc int)
 }
 
 // Blocking parameters (Goto & van de Geijn 2008, §6): the kc×nr B micro-panel
@@ -193,11 +194,27 @@ func Gemm(tA, tB blas.Transpose, alpha float32, a, b blas32.General, beta float3
 		parallel(k, workers, tA, tB, alpha, a, b, c, m, n, kk)
 		return
 	}
+	inPlace := tB == blas.NoTrans && forceInPlace != 0
 	ws := getWS()
 	for jc := 0; jc < n; jc += nc {
 		nb := min(nc, n-jc)
 		for pc := 0; pc < kk; pc += kc {
 			kb := min(kc, kk-pc)
+			if inPlace && m <= mc {
+				// Thin C (the minibatch rows): each B panel would serve at
+				// most mc/mr tiles, too few to repay packing it, so the
+				// kernel reads B's rows where they are.
+				ws.a = grow(ws.a, roundUp(m, k.mr)*kb)
+				packA(ws.a, a, tA, 0, m, pc, kb, k.mr, alpha)
+				full := nb / k.nr * k.nr
+				macroInPlace(k, ws, ws.a, b, pc, kb, m, jc, full, c)
+				if full < nb {
+					ws.b = grow(ws.b, k.nr*kb)
+					packB(ws.b, b, tB, pc, kb, jc+full, nb-full, k.nr)
+					macro(k, ws, ws.a, ws.b, kb, m, 0, nb-full, c, 0, jc+full)
+				}
+				continue
+			}
 			ws.b = grow(ws.b, roundUp(nb, k.nr)*kb)
 			packB(ws.b, b, tB, pc, kb, jc, nb, k.nr)
 			for ic := 0; ic < m; ic += mc {
@@ -346,12 +363,12 @@ func macro(k *kernel, ws *workspace, pa, pb []float32, kb, mb, lo, hi int, c bla
 			off := (ic+ir)*c.Stride + jc + jr
 			if rows == mr && cols == nr {
 				_ = c.Data[off+(mr-1)*c.Stride+nr-1]
-				k.fn(kb, ap, bp, &c.Data[off], c.Stride)
+				k.fn(kb, ap, bp, nr, &c.Data[off], c.Stride)
 				continue
 			}
 			t := ws.tile
 			clear(t)
-			k.fn(kb, ap, bp, &t[0], nr)
+			k.fn(kb, ap, bp, nr, &t[0], nr)
 			for i := 0; i < rows; i++ {
 				dst := c.Data[off+i*c.Stride : off+i*c.Stride+cols]
 				for j := range dst {
@@ -361,3 +378,37 @@ func macro(k *kernel, ws *workspace, pa, pb []float32, kb, mb, lo, hi int, c bla
 		}
 	}
 }
+
+// macroInPlace is macro for column panels jc..jc+full (a multiple of nr) of
+// an unpacked, untransposed B whose rows pc..pc+kb it reads in place.
+func macroInPlace(k *kernel, ws *workspace, pa []float32, b blas32.General, pc, kb, mb, jc, full int, c blas32.General) {
+	mr, nr := k.mr, k.nr
+	ws.tile = grow(ws.tile, mr*nr)
+	for jr := 0; jr < full; jr += nr {
+		boff := pc*b.Stride + jc + jr
+		_ = b.Data[boff+(kb-1)*b.Stride+nr-1]
+		bp := &b.Data[boff]
+		for ir := 0; ir < mb; ir += mr {
+			rows := min(mr, mb-ir)
+			ap := &pa[(ir/mr)*mr*kb]
+			off := ir*c.Stride + jc + jr
+			if rows == mr {
+				_ = c.Data[off+(mr-1)*c.Stride+nr-1]
+				k.fn(kb, ap, bp, b.Stride, &c.Data[off], c.Stride)
+				continue
+			}
+			t := ws.tile
+			clear(t)
+			k.fn(kb, ap, bp, b.Stride, &t[0], nr)
+			for i := 0; i < rows; i++ {
+				dst := c.Data[off+i*c.Stride : off+i*c.Stride+nr]
+				for j := range dst {
+					dst[j] += t[i*nr+j]
+				}
+			}
+		}
+	}
+}
+
+// forceInPlace lets the tests switch the in-place path off (0) to compare.
+var forceInPlace = 1

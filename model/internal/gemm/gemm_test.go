@@ -91,8 +91,21 @@ func checkAgainstGonum(t *testing.T, rng *rand.Rand, path string, tA, tB blas.Tr
 // several alpha/beta, and compares with gonum's blas32.Gemm.
 func TestGemmPathsAgreeWithGonum(t *testing.T) {
 	defer func() { _ = Select(os.Getenv(EnvVar)) }()
-	trans := []blas.Transpose{blas.NoTrans, blas.Trans}
+	defer func() { forceInPlace = 1 }()
 	for _, path := range Paths() {
+		for _, inPlace := range []int{1, 0} {
+			forceInPlace = inPlace
+			checkAllShapes(t, path)
+		}
+	}
+}
+
+// checkAllShapes compares the selected path with gonum on the model's
+// shapes and random ones (seeded per path).
+func checkAllShapes(t *testing.T, path string) {
+	t.Helper()
+	trans := []blas.Transpose{blas.NoTrans, blas.Trans}
+	{
 		if err := Select(path); err != nil {
 			t.Fatal(err)
 		}
@@ -153,4 +166,8 @@ func TestEnvVarForcesPath(t *testing.T) {
 			t.Fatalf("%s=%s: %v\n%s", EnvVar, path, err, out)
 		}
 	}
+}
+
+func general(d []float32, r, c int) blas32.General {
+	return blas32.General{Rows: r, Cols: c, Stride: c, Data: d}
 }
