@@ -23,6 +23,8 @@ import (
 //	GFLOP/s        this package (2·m·n·k flops per call)
 //	gonum-GFLOP/s  gonum's blas32.Gemm, same operands, same iterations
 //	x-gonum        ratio of the two
+//	openblas-GFLOP/s, x-openblas  Debian's OpenBLAS (cblas_sgemm, as many
+//	               threads as GOMAXPROCS), only with -tags openblas
 //	peak-GFLOP/s   measured FMA peak of the selected path's vector width
 //	%peak          GFLOP/s as a percentage of it
 //
@@ -30,7 +32,8 @@ import (
 //
 //	go test -run '^$' -bench Gemm -benchtime 20x ./model/internal/gemm/
 //
-// (SOVEREIGN_GEMM=avx2 to measure the AVX2 kernel against the ymm peak).
+// (SOVEREIGN_GEMM=avx2 to measure the AVX2 kernel against the ymm peak;
+// add -tags openblas, with libopenblas-dev installed, for the anchor).
 
 // measurePeak returns the FMA-only GFLOP/s of the selected path on workers
 // goroutines running at once.
@@ -120,7 +123,8 @@ func BenchmarkGemm(b *testing.B) {
 			reps := max(1, int(2e8/flops))
 			Gemm(s.tA, s.tB, 1, a, bm, 0, c)
 			blas32.Gemm(s.tA, s.tB, 1, a, bm, 0, c2)
-			var ours, theirs time.Duration
+			c3 := cloneGeneral(c)
+			var ours, theirs, ob time.Duration
 			b.ResetTimer()
 			for range b.N {
 				t0 := time.Now()
@@ -134,6 +138,13 @@ func BenchmarkGemm(b *testing.B) {
 					blas32.Gemm(s.tA, s.tB, 1, a, bm, 0, c2)
 				}
 				theirs += time.Since(t0)
+				if openblasGemm != nil {
+					t0 = time.Now()
+					for range reps {
+						openblasGemm(workers, s.tA, s.tB, 1, a, bm, 0, c3)
+					}
+					ob += time.Since(t0)
+				}
 				b.StartTimer()
 			}
 			total := flops * float64(reps) * float64(b.N)
@@ -142,6 +153,11 @@ func BenchmarkGemm(b *testing.B) {
 			b.ReportMetric(g, "GFLOP/s")
 			b.ReportMetric(gg, "gonum-GFLOP/s")
 			b.ReportMetric(g/gg, "x-gonum")
+			if openblasGemm != nil {
+				og := total / ob.Seconds() / 1e9
+				b.ReportMetric(og, "openblas-GFLOP/s")
+				b.ReportMetric(g/og, "x-openblas")
+			}
 			if peak > 0 {
 				b.ReportMetric(peak, "peak-GFLOP/s")
 				b.ReportMetric(100*g/peak, "%peak")
@@ -149,3 +165,8 @@ func BenchmarkGemm(b *testing.B) {
 		})
 	}
 }
+
+// openblasGemm is set by bench_openblas_test.go when the test is built with
+// -tags openblas; the benchmark then times Debian's OpenBLAS beside this
+// package and gonum. threads is OpenBLAS's thread count.
+var openblasGemm func(threads int, tA, tB blas.Transpose, alpha float32, a, b blas32.General, beta float32, c blas32.General)
