@@ -41,6 +41,18 @@ type kernel struct {
 	name   string
 	mr, nr int
 	fn     func(k int, a, b *float32, ldb int, c *float32, ldc int)
+	// edge, if set, is fn storing only the first rows rows and the columns
+	// under the masks m0 (0..15) and m1 (16..31); without it edge tiles go
+	// through a scratch tile.
+	edge func(k int, a, b *float32, ldb int, c *float32, ldc int, rows int, m0, m1 uint16)
+}
+
+// colMasks returns the opmasks of the first cols of 32 columns.
+func colMasks(cols int) (uint16, uint16) {
+	if cols >= 16 {
+		return 0xFFFF, uint16(uint32(1)<<(cols-16) - 1)
+	}
+	return uint16(uint32(1)<<cols - 1), 0
 }
 
 // Blocking parameters (Goto & van de Geijn 2008, §6): the kc×nr B micro-panel
@@ -294,6 +306,10 @@ func packA(dst []float32, a blas32.General, tA blas.Transpose, ic, mb, pc, kb, m
 		rows := min(mr, mb-q*mr)
 		r0 := ic + q*mr
 		if tA == blas.NoTrans {
+			if rows == mr && mr == 12 && alpha == 1 {
+				packA12(panel, a.Data[r0*a.Stride+pc:], a.Stride, kb)
+				continue
+			}
 			for i := 0; i < rows; i++ {
 				src := a.Data[(r0+i)*a.Stride+pc : (r0+i)*a.Stride+pc+kb]
 				for p, v := range src {
@@ -315,6 +331,30 @@ func packA(dst []float32, a blas32.General, tA blas.Transpose, ic, mb, pc, kb, m
 			}
 			clear(d[rows:])
 		}
+	}
+}
+
+// packA12 is packA's untransposed, unscaled case for a full 12-row panel:
+// twelve row streams read in step so that the panel is written in order.
+func packA12(panel, src []float32, lda, kb int) {
+	r0 := src[0*lda : 0*lda+kb]
+	r1 := src[1*lda : 1*lda+kb]
+	r2 := src[2*lda : 2*lda+kb]
+	r3 := src[3*lda : 3*lda+kb]
+	r4 := src[4*lda : 4*lda+kb]
+	r5 := src[5*lda : 5*lda+kb]
+	r6 := src[6*lda : 6*lda+kb]
+	r7 := src[7*lda : 7*lda+kb]
+	r8 := src[8*lda : 8*lda+kb]
+	r9 := src[9*lda : 9*lda+kb]
+	r10 := src[10*lda : 10*lda+kb]
+	r11 := src[11*lda : 11*lda+kb]
+	panel = panel[:12*kb]
+	for p := 0; p < kb; p++ {
+		d := panel[p*12 : p*12+12 : p*12+12]
+		d[0], d[1], d[2], d[3] = r0[p], r1[p], r2[p], r3[p]
+		d[4], d[5], d[6], d[7] = r4[p], r5[p], r6[p], r7[p]
+		d[8], d[9], d[10], d[11] = r8[p], r9[p], r10[p], r11[p]
 	}
 }
 
@@ -366,6 +406,11 @@ func macro(k *kernel, ws *workspace, pa, pb []float32, kb, mb, lo, hi int, c bla
 				k.fn(kb, ap, bp, nr, &c.Data[off], c.Stride)
 				continue
 			}
+			if k.edge != nil && forceEdge != 0 {
+				m0, m1 := colMasks(cols)
+				k.edge(kb, ap, bp, nr, &c.Data[off], c.Stride, rows, m0, m1)
+				continue
+			}
 			t := ws.tile
 			clear(t)
 			k.fn(kb, ap, bp, nr, &t[0], nr)
@@ -397,6 +442,10 @@ func macroInPlace(k *kernel, ws *workspace, pa []float32, b blas32.General, pc, 
 				k.fn(kb, ap, bp, b.Stride, &c.Data[off], c.Stride)
 				continue
 			}
+			if k.edge != nil && forceEdge != 0 {
+				k.edge(kb, ap, bp, b.Stride, &c.Data[off], c.Stride, rows, 0xFFFF, 0xFFFF)
+				continue
+			}
 			t := ws.tile
 			clear(t)
 			k.fn(kb, ap, bp, b.Stride, &t[0], nr)
@@ -410,5 +459,6 @@ func macroInPlace(k *kernel, ws *workspace, pa []float32, b blas32.General, pc, 
 	}
 }
 
-// forceInPlace lets the tests switch the in-place path off (0) to compare.
-var forceInPlace = 1
+// forceInPlace and forceEdge let the tests switch the in-place path and the
+// masked edge kernel off (0) to compare.
+var forceInPlace, forceEdge = 1, 1

@@ -11,13 +11,16 @@ import "golang.org/x/sys/cpu"
 func kernelAVX512(k int, a, b *float32, ldb int, c *float32, ldc int)
 
 //go:noescape
+func kernelAVX512Edge(k int, a, b *float32, ldb int, c *float32, ldc int, rows int, m0, m1 uint16)
+
+//go:noescape
 func kernelAVX2(k int, a, b *float32, ldb int, c *float32, ldc int)
 
 // kernels lists the micro-kernels this CPU runs, fastest first.
 func kernels() []kernel {
 	var ks []kernel
 	if cpu.X86.HasAVX512F {
-		ks = append(ks, kernel{name: "avx512", mr: 12, nr: 32, fn: kernelAVX512})
+		ks = append(ks, kernel{name: "avx512", mr: 12, nr: 32, fn: kernelAVX512, edge: kernelAVX512Edge})
 	}
 	if cpu.X86.HasAVX2 && cpu.X86.HasFMA {
 		ks = append(ks, kernel{name: "avx2", mr: 6, nr: 16, fn: kernelAVX2})
