@@ -254,10 +254,37 @@ func parallel(k *kernel, workers int, tA, tB blas.Transpose, alpha float32, a, b
 		nb := min(nc, n-jc)
 		for pc := 0; pc < kk; pc += kc {
 			kb := min(kc, kk-pc)
+			panels := (nb + k.nr - 1) / k.nr
+			if tB == blas.NoTrans && forceInPlace != 0 && m <= mc {
+				// Thin C: as in Gemm, B is read in place; the workers
+				// split its column panels and each packs all of op(A).
+				for w := 0; w < workers; w++ {
+					wg.Add(1)
+					go func(w int) {
+						defer wg.Done()
+						ws := wss[w]
+						lo := (panels * w / workers) * k.nr
+						hi := min(nb, (panels*(w+1)/workers)*k.nr)
+						if lo >= hi {
+							return
+						}
+						ws.a = grow(ws.a, roundUp(m, k.mr)*kb)
+						packA(ws.a, a, tA, 0, m, pc, kb, k.mr, alpha)
+						full := (hi - lo) / k.nr * k.nr
+						macroInPlace(k, ws, ws.a, b, pc, kb, m, jc+lo, full, c)
+						if lo+full < hi {
+							ws.b = grow(ws.b, k.nr*kb)
+							packB(ws.b, b, tB, pc, kb, jc+lo+full, hi-lo-full, k.nr)
+							macro(k, ws, ws.a, ws.b, kb, m, 0, hi-lo-full, c, 0, jc+lo+full)
+						}
+					}(w)
+				}
+				wg.Wait()
+				continue
+			}
 			shared.b = grow(shared.b, roundUp(nb, k.nr)*kb)
 			packB(shared.b, b, tB, pc, kb, jc, nb, k.nr)
 			icBlocks := (m + mc - 1) / mc
-			panels := (nb + k.nr - 1) / k.nr
 			for w := 0; w < workers; w++ {
 				wg.Add(1)
 				go func(w int) {
