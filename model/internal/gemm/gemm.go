@@ -71,6 +71,7 @@ var active atomic.Pointer[kernel]
 
 func init() {
 	if err := Select(os.Getenv(EnvVar)); err != nil {
+		_ = Select("")
 		fmt.Fprintf(os.Stderr, "sovereign: %s: %v; using %s\n", EnvVar, err, Path())
 	}
 }
@@ -106,9 +107,6 @@ func Select(name string) error {
 			active.Store(&ks[i])
 			return nil
 		}
-	}
-	if Path() == "" {
-		_ = Select("")
 	}
 	return fmt.Errorf("path %q is not available on this CPU (available: %v)", name, Paths())
 }
