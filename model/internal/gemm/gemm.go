@@ -45,6 +45,34 @@ type kernel struct {
 	// under the masks m0 (0..15) and m1 (16..31); without it edge tiles go
 	// through a scratch tile.
 	edge func(k int, a, b *float32, ldb int, c *float32, ldc int, rows int, m0, m1 uint16)
+	// dot, if set, holds the 1-, 2- and 3-row dot-product kernels used for
+	// C += A·Bᵀ with thin A (dotNT).
+	dot [3]dotFn
+}
+
+type dotFn func(k16 int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int, mask uint16)
+
+// dotNT computes C += A·Bᵀ for thin C (the minibatch rows times a weight
+// matrix's transpose) without packing: packing Bᵀ would cost as much as the
+// product. Columns past the last multiple of 4 go through the packed path.
+func dotNT(k *kernel, a, b blas32.General, c blas32.General, m, n, kk int) {
+	n4 := n / 4 * 4
+	k16, mask := kk/16, uint16(uint32(1)<<(kk%16)-1)
+	for i := 0; i < m; i += 3 {
+		r := min(3, m-i)
+		_ = a.Data[(i+r-1)*a.Stride+kk-1]
+		_ = c.Data[(i+r-1)*c.Stride+n-1]
+		fn := k.dot[r-1]
+		for j := 0; j < n4; j += 4 {
+			_ = b.Data[(j+3)*b.Stride+kk-1]
+			fn(k16, &a.Data[i*a.Stride], a.Stride, &b.Data[j*b.Stride], b.Stride, &c.Data[i*c.Stride+j], c.Stride, mask)
+		}
+	}
+	if n4 < n {
+		Gemm(blas.NoTrans, blas.Trans, 1, a,
+			blas32.General{Rows: n - n4, Cols: kk, Stride: b.Stride, Data: b.Data[n4*b.Stride:]}, 1,
+			blas32.General{Rows: m, Cols: n - n4, Stride: c.Stride, Data: c.Data[n4:]})
+	}
 }
 
 // colMasks returns the opmasks of the first cols of 32 columns.
@@ -197,6 +225,10 @@ func Gemm(tA, tB blas.Transpose, alpha float32, a, b blas32.General, beta float3
 		}
 	}
 	if kk == 0 || alpha == 0 {
+		return
+	}
+	if tA == blas.NoTrans && tB == blas.Trans && k.dot[0] != nil && forceDot != 0 && alpha == 1 && m <= 16 && n >= 4 {
+		dotNT(k, a, b, c, m, n, kk)
 		return
 	}
 	workers := runtime.GOMAXPROCS(0)
@@ -484,6 +516,6 @@ func macroInPlace(k *kernel, ws *workspace, pa []float32, b blas32.General, pc, 
 	}
 }
 
-// forceInPlace and forceEdge let the tests switch the in-place path and the
-// masked edge kernel off (0) to compare.
-var forceInPlace, forceEdge = 1, 1
+// forceInPlace, forceEdge and forceDot let the tests switch the in-place
+// path, the masked edge kernel and the dot-product path off (0) to compare.
+var forceInPlace, forceEdge, forceDot = 1, 1, 1

@@ -72,3 +72,50 @@ out += kern("kernelAVX512Edge","Z",MR512,128,U,edge=True) + "\n"
 out += "// FMA-only loops used by the benchmark to measure the machine's peak:\n// twelve independent chains hide the FMA latency, so the loop runs at the\n// FMA units' throughput. Each iteration is 12 FMAs of 16 (zmm) or 8 (ymm) lanes.\n\n"
 out += peak("peakAVX512","Z") + "\n" + peak("peakAVX2","Y")
 open("kernel_amd64.s","w").write(out)
+
+def dot(R):
+    name=f"dot{R}x4AVX512"
+    L=[f"// func {name}(k16 int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int, mask uint16)",
+       f"TEXT ·{name}(SB), NOSPLIT, $0-58",
+       "\tMOVQ k16+0(FP), CX\n\tMOVQ a+8(FP), SI\n\tMOVQ lda+16(FP), R8\n\tSHLQ $2, R8\n\tLEAQ (SI)(R8*1), R11\n\tLEAQ (R11)(R8*1), R12",
+       "\tMOVQ b+24(FP), DI\n\tMOVQ ldb+32(FP), R9\n\tSHLQ $2, R9\n\tLEAQ (DI)(R9*1), R13\n\tLEAQ (R13)(R9*1), R14\n\tLEAQ (R14)(R9*1), BX",
+       "\tMOVQ c+40(FP), DX\n\tMOVQ ldc+48(FP), R10\n\tSHLQ $2, R10"]
+    A=["SI","R11","R12"][:R]; B=["DI","R13","R14","BX"]
+    for i in range(4*R):
+        L.append(f"\tVXORPS Z{i}, Z{i}, Z{i}")
+    L.append("\tXORQ AX, AX\n\tTESTQ CX, CX\n\tJE "+name+"_tail")
+    def body(masked):
+        for r in range(R):
+            if masked:
+                L.append(f"\tVXORPS Z{12+r}, Z{12+r}, Z{12+r}\n\tVMOVUPS ({A[r]})(AX*1), K1, Z{12+r}")
+            else:
+                L.append(f"\tVMOVUPS ({A[r]})(AX*1), Z{12+r}")
+        for j in range(4):
+            if masked:
+                L.append(f"\tVXORPS Z{16+j}, Z{16+j}, Z{16+j}\n\tVMOVUPS ({B[j]})(AX*1), K1, Z{16+j}")
+            else:
+                L.append(f"\tVMOVUPS ({B[j]})(AX*1), Z{16+j}")
+            for r in range(R):
+                L.append(f"\tVFMADD231PS Z{16+j}, Z{12+r}, Z{4*r+j}")
+    L.append(name+"_loop:")
+    body(False)
+    L.append("\tADDQ $64, AX\n\tDECQ CX\n\tJNZ "+name+"_loop")
+    L.append(name+"_tail:")
+    L.append("\tMOVWLZX mask+56(FP), CX\n\tKMOVW CX, K1")
+    body(True)
+    for r in range(R):
+        for j in range(4):
+            z=4*r+j
+            L.append(f"\tVEXTRACTF64X4 $1, Z{z}, Y12\n\tVADDPS Y12, Y{z}, Y{z}\n\tVEXTRACTF128 $1, Y{z}, X12\n\tVADDPS X12, X{z}, X{z}")
+        b=4*r
+        L.append(f"\tVHADDPS X{b+1}, X{b}, X{b}\n\tVHADDPS X{b+3}, X{b+2}, X{b+2}\n\tVHADDPS X{b+2}, X{b}, X{b}")
+        L.append(f"\tVADDPS (DX), X{b}, X{b}\n\tVMOVUPS X{b}, (DX)")
+        if r<R-1: L.append("\tADDQ R10, DX")
+    L.append("\tVZEROUPPER\n\tRET\n")
+    return "\n".join(L)
+
+out = open("kernel_amd64.s").read()
+out += "\n// Dot-product kernels for C += A·Bᵀ with thin A (R = 1..3 rows) and four\n// rows of B: the 4R dot products along k accumulate in zmm registers, 16\n// lanes per step (the last k%16 under the opmask mask), then each is summed\n// horizontally and the row of four is added to C. No packing: both operands\n// are read along k, where they are contiguous.\n\n"
+for R in (1,2,3):
+    out += dot(R) + "\n"
+open("kernel_amd64.s","w").write(out)

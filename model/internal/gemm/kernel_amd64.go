@@ -13,6 +13,19 @@ func kernelAVX512(k int, a, b *float32, ldb int, c *float32, ldc int)
 //go:noescape
 func kernelAVX512Edge(k int, a, b *float32, ldb int, c *float32, ldc int, rows int, m0, m1 uint16)
 
+// dotRx4AVX512 add to C's R×4 block at c the dot products of R rows of A
+// (stride lda) with 4 rows of B (stride ldb), over 16·k16 elements plus the
+// ones under mask.
+//
+//go:noescape
+func dot1x4AVX512(k16 int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int, mask uint16)
+
+//go:noescape
+func dot2x4AVX512(k16 int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int, mask uint16)
+
+//go:noescape
+func dot3x4AVX512(k16 int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int, mask uint16)
+
 //go:noescape
 func kernelAVX2(k int, a, b *float32, ldb int, c *float32, ldc int)
 
@@ -20,7 +33,8 @@ func kernelAVX2(k int, a, b *float32, ldb int, c *float32, ldc int)
 func kernels() []kernel {
 	var ks []kernel
 	if cpu.X86.HasAVX512F {
-		ks = append(ks, kernel{name: "avx512", mr: 12, nr: 32, fn: kernelAVX512, edge: kernelAVX512Edge})
+		ks = append(ks, kernel{name: "avx512", mr: 12, nr: 32, fn: kernelAVX512, edge: kernelAVX512Edge,
+			dot: [3]dotFn{dot1x4AVX512, dot2x4AVX512, dot3x4AVX512}})
 	}
 	if cpu.X86.HasAVX2 && cpu.X86.HasFMA {
 		ks = append(ks, kernel{name: "avx2", mr: 6, nr: 16, fn: kernelAVX2})
