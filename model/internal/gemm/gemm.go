@@ -11,7 +11,10 @@
 // micro-kernel written in Go assembly computes each mr×nr tile of C from one
 // A panel and one B panel with fused multiply-adds. Two micro-kernels exist:
 // AVX-512 (12×32, 24 zmm accumulators) and AVX2+FMA (6×16, twelve ymm
-// accumulators). The kernel is chosen once at start-up from the CPU's
+// accumulators). For thin C (the minibatch rows) an untransposed B is read in
+// place instead of packed, and C += A·Bᵀ runs on AVX-512 dot-product kernels
+// that read both operands along k, so the weight matrix is never repacked.
+// The kernel is chosen once at start-up from the CPU's
 // features (golang.org/x/sys/cpu); on other CPUs and architectures gonum's
 // pure-Go blas32.Gemm runs instead.
 //
