@@ -38,14 +38,8 @@ import (
 // measurePeak returns the FMA-only GFLOP/s of the selected path on workers
 // goroutines running at once.
 func measurePeak(workers int) float64 {
-	var loop func(int)
-	var lanes int
-	switch Path() {
-	case "avx512":
-		loop, lanes = peakAVX512, 16
-	case "avx2":
-		loop, lanes = peakAVX2, 8
-	default:
+	loop, lanes := peakLoop(Path())
+	if loop == nil {
 		return 0
 	}
 	const iters = 2_000_000

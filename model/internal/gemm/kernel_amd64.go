@@ -45,3 +45,14 @@ func kernels() []kernel {
 // FMA-only loops of kernel_amd64.s: n iterations of 12 independent FMAs.
 func peakAVX512(n int)
 func peakAVX2(n int)
+
+// peakLoop returns the FMA-only loop of a path and its lanes per FMA.
+func peakLoop(path string) (func(int), int) {
+	switch path {
+	case "avx512":
+		return peakAVX512, 16
+	case "avx2":
+		return peakAVX2, 8
+	}
+	return nil, 0
+}
