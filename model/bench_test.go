@@ -6,7 +6,8 @@ import (
 	"time"
 
 	"gonum.org/v1/gonum/blas"
-	"gonum.org/v1/gonum/blas/blas32"
+
+	"github.com/sovereign-fl/sovereign/model/internal/gemm"
 )
 
 // Benchmarks of local training, each with its baseline in the same run: a
@@ -29,8 +30,8 @@ func syntheticImages(seed uint64, n, dim, classes int) ([]float32, []int32) {
 	return x, randLabels(rng, n, classes)
 }
 
-// gemm is C (m×n) = op(A)·op(B) with row-major, tightly packed operands.
-func gemm(tA, tB blas.Transpose, m, n, k int, a, b, c []float32) {
+// bareGemm is C (m×n) = op(A)·op(B) with row-major, tightly packed operands.
+func bareGemm(tA, tB blas.Transpose, m, n, k int, a, b, c []float32) {
 	ar, ac := m, k
 	if tA == blas.Trans {
 		ar, ac = k, m
@@ -39,7 +40,7 @@ func gemm(tA, tB blas.Transpose, m, n, k int, a, b, c []float32) {
 	if tB == blas.Trans {
 		br, bc = n, k
 	}
-	blas32.Gemm(tA, tB, 1, general(a, ar, ac), general(b, br, bc), 0, general(c, m, n))
+	gemm.Gemm(tA, tB, 1, general(a, ar, ac), general(b, br, bc), 0, general(c, m, n))
 }
 
 // untimed runs f with the benchmark timer stopped and returns how long it
@@ -89,15 +90,15 @@ func BenchmarkEpoch2NN(b *testing.B) {
 		for s := 0; s < examples; s += batch {
 			xb := x[s*dim : (s+batch)*dim]
 			// forward
-			gemm(blas.NoTrans, blas.NoTrans, batch, 200, dim, xb, w1, o1)
-			gemm(blas.NoTrans, blas.NoTrans, batch, 200, 200, h1, w2, o2)
-			gemm(blas.NoTrans, blas.NoTrans, batch, classes, 200, h2, w3, oz)
+			bareGemm(blas.NoTrans, blas.NoTrans, batch, 200, dim, xb, w1, o1)
+			bareGemm(blas.NoTrans, blas.NoTrans, batch, 200, 200, h1, w2, o2)
+			bareGemm(blas.NoTrans, blas.NoTrans, batch, classes, 200, h2, w3, oz)
 			// backward: dW and dX
-			gemm(blas.Trans, blas.NoTrans, 200, classes, batch, h2, dz, g3)
-			gemm(blas.NoTrans, blas.Trans, batch, 200, classes, dz, w3, od2)
-			gemm(blas.Trans, blas.NoTrans, 200, 200, batch, h1, d2, g2)
-			gemm(blas.NoTrans, blas.Trans, batch, 200, 200, d2, w2, od1)
-			gemm(blas.Trans, blas.NoTrans, dim, 200, batch, xb, d1, g1)
+			bareGemm(blas.Trans, blas.NoTrans, 200, classes, batch, h2, dz, g3)
+			bareGemm(blas.NoTrans, blas.Trans, batch, 200, classes, dz, w3, od2)
+			bareGemm(blas.Trans, blas.NoTrans, 200, 200, batch, h1, d2, g2)
+			bareGemm(blas.NoTrans, blas.Trans, batch, 200, 200, d2, w2, od1)
+			bareGemm(blas.Trans, blas.NoTrans, dim, 200, batch, xb, d1, g1)
 		}
 	}
 	b.Run("bare-gemm", func(b *testing.B) {
@@ -159,18 +160,18 @@ func BenchmarkStepCNN(b *testing.B) {
 	g1, g2, g3, g4 := make([]float32, len(w1)), make([]float32, len(w2)), make([]float32, len(w3)), make([]float32, len(w4))
 	bareStep := func() {
 		// forward
-		gemm(blas.NoTrans, blas.Trans, r1, 32, 25, col1, w1, y1)
-		gemm(blas.NoTrans, blas.Trans, r2, 64, 800, col2, w2, y2)
-		gemm(blas.NoTrans, blas.NoTrans, batch, 512, 3136, a3, w3, oh3)
-		gemm(blas.NoTrans, blas.NoTrans, batch, classes, 512, h3, w4, z)
+		bareGemm(blas.NoTrans, blas.Trans, r1, 32, 25, col1, w1, y1)
+		bareGemm(blas.NoTrans, blas.Trans, r2, 64, 800, col2, w2, y2)
+		bareGemm(blas.NoTrans, blas.NoTrans, batch, 512, 3136, a3, w3, oh3)
+		bareGemm(blas.NoTrans, blas.NoTrans, batch, classes, 512, h3, w4, z)
 		// backward: dW and dX (none for the first layer)
-		gemm(blas.Trans, blas.NoTrans, 512, classes, batch, h3, dz, g4)
-		gemm(blas.NoTrans, blas.Trans, batch, 512, classes, dz, w4, odh3)
-		gemm(blas.Trans, blas.NoTrans, 3136, 512, batch, a3, dh3, g3)
-		gemm(blas.NoTrans, blas.Trans, batch, 3136, 512, dh3, w3, oa3)
-		gemm(blas.Trans, blas.NoTrans, 64, 800, r2, dy2, col2, g2)
-		gemm(blas.NoTrans, blas.NoTrans, r2, 800, 64, dy2, w2, dcol2)
-		gemm(blas.Trans, blas.NoTrans, 32, 25, r1, dy1, col1, g1)
+		bareGemm(blas.Trans, blas.NoTrans, 512, classes, batch, h3, dz, g4)
+		bareGemm(blas.NoTrans, blas.Trans, batch, 512, classes, dz, w4, odh3)
+		bareGemm(blas.Trans, blas.NoTrans, 3136, 512, batch, a3, dh3, g3)
+		bareGemm(blas.NoTrans, blas.Trans, batch, 3136, 512, dh3, w3, oa3)
+		bareGemm(blas.Trans, blas.NoTrans, 64, 800, r2, dy2, col2, g2)
+		bareGemm(blas.NoTrans, blas.NoTrans, r2, 800, 64, dy2, w2, dcol2)
+		bareGemm(blas.Trans, blas.NoTrans, 32, 25, r1, dy1, col1, g1)
 	}
 	b.Run("bare-gemm", func(b *testing.B) {
 		for i := 0; i < b.N; i++ {

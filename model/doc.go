@@ -8,8 +8,11 @@
 // way in a second flat vector. Aggregation, clipping, noising and masking only
 // ever see these flat vectors.
 //
-// Forward and backward passes run on whole minibatches through gonum's float32
-// BLAS (blas32.Gemm); convolutions use im2col + GEMM (Chellapilla et al. 2006,
+// Forward and backward passes (and so evaluation) run on whole minibatches
+// through the SGEMM of model/internal/gemm: packed, cache-blocked AVX-512 or
+// AVX2+FMA micro-kernels in Go assembly chosen by CPU features at start-up,
+// gonum's pure-Go blas32.Gemm elsewhere (SOVEREIGN_GEMM=avx512|avx2|go forces
+// a path); convolutions use im2col + GEMM (Chellapilla et al. 2006,
 // "High Performance Convolutional Neural Networks for Document Processing").
 // Buffers are sized once for the largest batch seen and reused, so a training
 // step does not allocate.
@@ -28,6 +31,7 @@
 // ReLU after each convolution is the usual reading and adds no parameters,
 // so the paper's count of 1,663,370 holds).
 //
-// The package does no I/O and imports only gonum and the standard library.
+// The package does no I/O and imports only gonum, golang.org/x/sys/cpu (for
+// the kernel choice) and the standard library.
 // A Network is not safe for concurrent use: give each goroutine its own.
 package model

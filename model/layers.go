@@ -6,6 +6,8 @@ import (
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas32"
+
+	"github.com/sovereign-fl/sovereign/model/internal/gemm"
 )
 
 // layer is one stage of a network. Layers own their activation buffers,
@@ -145,7 +147,7 @@ func (d *dense) forward(x []float32, batch int) []float32 {
 	d.x = x[:batch*d.in]
 	y := d.y[:batch*d.out]
 	fillRows(y, d.b, batch)
-	blas32.Gemm(blas.NoTrans, blas.NoTrans, 1, general(d.x, batch, d.in), general(d.w, d.in, d.out), 1, general(y, batch, d.out))
+	gemm.Gemm(blas.NoTrans, blas.NoTrans, 1, general(d.x, batch, d.in), general(d.w, d.in, d.out), 1, general(y, batch, d.out))
 	if d.relu {
 		reluForward(y)
 	}
@@ -158,13 +160,13 @@ func (d *dense) backward(dy []float32, batch int, needDX bool) []float32 {
 		reluBackward(dy, d.y)
 	}
 	// dW = xᵀ·dy, db = column sums of dy, dx = dy·Wᵀ.
-	blas32.Gemm(blas.Trans, blas.NoTrans, 1, general(d.x, batch, d.in), general(dy, batch, d.out), 0, general(d.gw, d.in, d.out))
+	gemm.Gemm(blas.Trans, blas.NoTrans, 1, general(d.x, batch, d.in), general(dy, batch, d.out), 0, general(d.gw, d.in, d.out))
 	colSums(d.gb, dy, batch)
 	if !needDX {
 		return nil
 	}
 	dx := d.dx[:batch*d.in]
-	blas32.Gemm(blas.NoTrans, blas.Trans, 1, general(dy, batch, d.out), general(d.w, d.in, d.out), 0, general(dx, batch, d.in))
+	gemm.Gemm(blas.NoTrans, blas.Trans, 1, general(dy, batch, d.out), general(d.w, d.in, d.out), 0, general(dx, batch, d.in))
 	return dx
 }
 
@@ -332,7 +334,7 @@ func (c *conv) forward(x []float32, batch int) []float32 {
 	y := c.y[:rows*c.outC]
 	fillRows(y, c.b, rows)
 	// y (rows×outC) += col (rows×kkc) · Wᵀ (kkc×outC)
-	blas32.Gemm(blas.NoTrans, blas.Trans, 1, general(c.col[:rows*kkc], rows, kkc), general(c.wt, c.outC, kkc), 1, general(y, rows, c.outC))
+	gemm.Gemm(blas.NoTrans, blas.Trans, 1, general(c.col[:rows*kkc], rows, kkc), general(c.wt, c.outC, kkc), 1, general(y, rows, c.outC))
 	if c.relu {
 		reluForward(y)
 	}
@@ -346,13 +348,13 @@ func (c *conv) backward(dy []float32, batch int, needDX bool) []float32 {
 		reluBackward(dy, c.y)
 	}
 	// dW (outC×kkc) = dyᵀ · col; db = column sums of dy.
-	blas32.Gemm(blas.Trans, blas.NoTrans, 1, general(dy, rows, c.outC), general(c.col[:rows*kkc], rows, kkc), 0, general(c.gw, c.outC, kkc))
+	gemm.Gemm(blas.Trans, blas.NoTrans, 1, general(dy, rows, c.outC), general(c.col[:rows*kkc], rows, kkc), 0, general(c.gw, c.outC, kkc))
 	colSums(c.gb, dy, rows)
 	if !needDX {
 		return nil
 	}
 	// dcol (rows×kkc) = dy · W, then scatter back to the input.
-	blas32.Gemm(blas.NoTrans, blas.NoTrans, 1, general(dy, rows, c.outC), general(c.wt, c.outC, kkc), 0, general(c.dcol[:rows*kkc], rows, kkc))
+	gemm.Gemm(blas.NoTrans, blas.NoTrans, 1, general(dy, rows, c.outC), general(c.wt, c.outC, kkc), 0, general(c.dcol[:rows*kkc], rows, kkc))
 	dx := c.dx[:batch*c.inDim()]
 	c.col2im(dx, batch)
 	return dx

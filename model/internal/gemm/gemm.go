@@ -1,0 +1,524 @@
+// Package gemm is the single-precision matrix multiply of the model package:
+// C = alpha·op(A)·op(B) + beta·C on row-major blas32.General matrices, with the
+// same contract as gonum's blas32.Gemm.
+//
+// On amd64 it runs a packed, cache-blocked algorithm after Goto & van de Geijn,
+// "Anatomy of High-Performance Matrix Multiplication", ACM TOMS 34(3), 2008,
+// in the loop order of BLIS (Van Zee & van de Geijn, "BLIS: A Framework for
+// Rapidly Instantiating BLAS Functionality", ACM TOMS 41(3), 2015): the k×nc
+// block of op(B) is packed into nr-wide column panels, the mc×kc block of
+// op(A) (scaled by alpha) into mr-tall row panels, and a register-blocked
+// micro-kernel written in Go assembly computes each mr×nr tile of C from one
+// A panel and one B panel with fused multiply-adds. Two micro-kernels exist:
+// AVX-512 (12×32, 24 zmm accumulators) and AVX2+FMA (6×16, twelve ymm
+// accumulators). For thin C (the minibatch rows) an untransposed B is read in
+// place instead of packed, and C += A·Bᵀ runs on AVX-512 dot-product kernels
+// that read both operands along k, so the weight matrix is never repacked.
+// The kernel is chosen once at start-up from the CPU's
+// features (golang.org/x/sys/cpu); on other CPUs and architectures gonum's
+// pure-Go blas32.Gemm runs instead.
+//
+// The environment variable SOVEREIGN_GEMM (avx512, avx2 or go) forces a path;
+// a path the CPU cannot run is refused at start-up with a message on stderr
+// and the automatic choice is kept.
+package gemm
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas32"
+)
+
+// EnvVar names the environment variable that forces a path.
+const EnvVar = "SOVEREIGN_GEMM"
+
+// kernel is one micro-kernel: fn adds the product of an mr×k packed A panel
+// and a k×nr B panel (row p at b + p·ldb) into the mr×nr tile at c (row
+// stride ldc).
+type kernel struct {
+	name   string
+	mr, nr int
+	fn     func(k int, a, b *float32, ldb int, c *float32, ldc int)
+	// edge, if set, is fn storing only the first rows rows and the columns
+	// under the masks m0 (0..15) and m1 (16..31); without it edge tiles go
+	// through a scratch tile.
+	edge func(k int, a, b *float32, ldb int, c *float32, ldc int, rows int, m0, m1 uint16)
+	// dot, if set, holds the 1-, 2- and 3-row dot-product kernels used for
+	// C += A·Bᵀ with thin A (dotNT).
+	dot [3]dotFn
+}
+
+type dotFn func(k16 int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int, mask uint16)
+
+// dotNT computes C += A·Bᵀ for thin C (the minibatch rows times a weight
+// matrix's transpose) without packing: packing Bᵀ would cost as much as the
+// product. Columns past the last multiple of 4 go through the packed path.
+func dotNT(k *kernel, a, b blas32.General, c blas32.General, m, n, kk int) {
+	n4 := n / 4 * 4
+	k16, mask := kk/16, uint16(uint32(1)<<(kk%16)-1)
+	for i := 0; i < m; i += 3 {
+		r := min(3, m-i)
+		_ = a.Data[(i+r-1)*a.Stride+kk-1]
+		_ = c.Data[(i+r-1)*c.Stride+n-1]
+		fn := k.dot[r-1]
+		for j := 0; j < n4; j += 4 {
+			_ = b.Data[(j+3)*b.Stride+kk-1]
+			fn(k16, &a.Data[i*a.Stride], a.Stride, &b.Data[j*b.Stride], b.Stride, &c.Data[i*c.Stride+j], c.Stride, mask)
+		}
+	}
+	if n4 < n {
+		Gemm(blas.NoTrans, blas.Trans, 1, a,
+			blas32.General{Rows: n - n4, Cols: kk, Stride: b.Stride, Data: b.Data[n4*b.Stride:]}, 1,
+			blas32.General{Rows: m, Cols: n - n4, Stride: c.Stride, Data: c.Data[n4:]})
+	}
+}
+
+// colMasks returns the opmasks of the first cols of 32 columns.
+func colMasks(cols int) (uint16, uint16) {
+	if cols >= 16 {
+		return 0xFFFF, uint16(uint32(1)<<(cols-16) - 1)
+	}
+	return uint16(uint32(1)<<cols - 1), 0
+}
+
+// Blocking parameters (Goto & van de Geijn 2008, §6): the kc×nr B micro-panel
+// stays in L1 (256·32·4 B = 32 KiB for AVX-512), the mc×kc A block in L2.
+const (
+	kc = 256
+	mc = 192 // multiple of mr = 6
+	nc = 2048
+	// parallelFlops is the m·n·k above which the work is split over
+	// GOMAXPROCS goroutines; below it the call stays on the caller's
+	// goroutine and allocates nothing.
+	parallelFlops = 1 << 22
+)
+
+var active atomic.Pointer[kernel]
+
+func init() {
+	if err := Select(os.Getenv(EnvVar)); err != nil {
+		_ = Select("")
+		fmt.Fprintf(os.Stderr, "sovereign: %s: %v; using %s\n", EnvVar, err, Path())
+	}
+}
+
+// Paths lists the paths this CPU can run, fastest first; "go" is always last.
+func Paths() []string {
+	var p []string
+	for _, k := range kernels() {
+		p = append(p, k.name)
+	}
+	return append(p, "go")
+}
+
+// Select forces a path by name ("avx512", "avx2", "go"); "" picks the fastest
+// the CPU supports. A path the CPU cannot run is an error and leaves the
+// current choice unchanged.
+func Select(name string) error {
+	ks := kernels()
+	switch name {
+	case "":
+		if len(ks) > 0 {
+			active.Store(&ks[0])
+		} else {
+			active.Store(nil)
+		}
+		return nil
+	case "go":
+		active.Store(nil)
+		return nil
+	}
+	for i := range ks {
+		if ks[i].name == name {
+			active.Store(&ks[i])
+			return nil
+		}
+	}
+	return fmt.Errorf("path %q is not available on this CPU (available: %v)", name, Paths())
+}
+
+// Path names the path in use.
+func Path() string {
+	if k := active.Load(); k != nil {
+		return k.name
+	}
+	return "go"
+}
+
+// workspace holds one goroutine's packing buffers; a free list (not a
+// sync.Pool, which the collector may empty) keeps calls allocation-free.
+type workspace struct {
+	a, b, tile []float32
+}
+
+var (
+	freeMu sync.Mutex
+	free   []*workspace
+)
+
+func getWS() *workspace {
+	freeMu.Lock()
+	defer freeMu.Unlock()
+	if n := len(free); n > 0 {
+		w := free[n-1]
+		free = free[:n-1]
+		return w
+	}
+	return &workspace{}
+}
+
+func putWS(w *workspace) {
+	freeMu.Lock()
+	free = append(free, w)
+	freeMu.Unlock()
+}
+
+func grow(s []float32, n int) []float32 {
+	if cap(s) < n {
+		return make([]float32, n)
+	}
+	return s[:n]
+}
+
+// Gemm computes C = alpha·op(A)·op(B) + beta·C, like blas32.Gemm.
+func Gemm(tA, tB blas.Transpose, alpha float32, a, b blas32.General, beta float32, c blas32.General) {
+	k := active.Load()
+	if k == nil {
+		blas32.Gemm(tA, tB, alpha, a, b, beta, c)
+		return
+	}
+	m, n := c.Rows, c.Cols
+	var kk int
+	if tA == blas.NoTrans {
+		if a.Rows != m {
+			panic(fmt.Sprintf("gemm: op(A) has %d rows, C has %d", a.Rows, m))
+		}
+		kk = a.Cols
+	} else {
+		if a.Cols != m {
+			panic(fmt.Sprintf("gemm: op(A) has %d rows, C has %d", a.Cols, m))
+		}
+		kk = a.Rows
+	}
+	if tB == blas.NoTrans {
+		if b.Rows != kk || b.Cols != n {
+			panic(fmt.Sprintf("gemm: op(B) is %d×%d, want %d×%d", b.Rows, b.Cols, kk, n))
+		}
+	} else if b.Cols != kk || b.Rows != n {
+		panic(fmt.Sprintf("gemm: op(B) is %d×%d, want %d×%d", b.Cols, b.Rows, kk, n))
+	}
+	if m == 0 || n == 0 {
+		return
+	}
+	if beta != 1 {
+		for i := 0; i < m; i++ {
+			row := c.Data[i*c.Stride : i*c.Stride+n]
+			if beta == 0 {
+				clear(row)
+			} else {
+				for j := range row {
+					row[j] *= beta
+				}
+			}
+		}
+	}
+	if kk == 0 || alpha == 0 {
+		return
+	}
+	if tA == blas.NoTrans && tB == blas.Trans && k.dot[0] != nil && forceDot != 0 && alpha == 1 && m <= 16 && n >= 4 {
+		dotNT(k, a, b, c, m, n, kk)
+		return
+	}
+	workers := runtime.GOMAXPROCS(0)
+	if workers > 1 && float64(m)*float64(n)*float64(kk) >= parallelFlops {
+		parallel(k, workers, tA, tB, alpha, a, b, c, m, n, kk)
+		return
+	}
+	inPlace := tB == blas.NoTrans && forceInPlace != 0
+	ws := getWS()
+	for jc := 0; jc < n; jc += nc {
+		nb := min(nc, n-jc)
+		for pc := 0; pc < kk; pc += kc {
+			kb := min(kc, kk-pc)
+			if inPlace && m <= mc {
+				// Thin C (the minibatch rows): each B panel would serve at
+				// most mc/mr tiles, too few to repay packing it, so the
+				// kernel reads B's rows where they are.
+				ws.a = grow(ws.a, roundUp(m, k.mr)*kb)
+				packA(ws.a, a, tA, 0, m, pc, kb, k.mr, alpha)
+				full := nb / k.nr * k.nr
+				macroInPlace(k, ws, ws.a, b, pc, kb, m, jc, full, c)
+				if full < nb {
+					ws.b = grow(ws.b, k.nr*kb)
+					packB(ws.b, b, tB, pc, kb, jc+full, nb-full, k.nr)
+					macro(k, ws, ws.a, ws.b, kb, m, 0, nb-full, c, 0, jc+full)
+				}
+				continue
+			}
+			ws.b = grow(ws.b, roundUp(nb, k.nr)*kb)
+			packB(ws.b, b, tB, pc, kb, jc, nb, k.nr)
+			for ic := 0; ic < m; ic += mc {
+				mb := min(mc, m-ic)
+				ws.a = grow(ws.a, roundUp(mb, k.mr)*kb)
+				packA(ws.a, a, tA, ic, mb, pc, kb, k.mr, alpha)
+				macro(k, ws, ws.a, ws.b, kb, mb, 0, nb, c, ic, jc)
+			}
+		}
+	}
+	putWS(ws)
+}
+
+// parallel splits each (jc, pc) block over workers: by mc row blocks when
+// there are enough, otherwise by nr column panels, each worker packing its
+// own A block; the packed B block is shared read-only.
+func parallel(k *kernel, workers int, tA, tB blas.Transpose, alpha float32, a, b, c blas32.General, m, n, kk int) {
+	shared := getWS()
+	wss := make([]*workspace, workers)
+	for w := range wss {
+		wss[w] = getWS()
+	}
+	var wg sync.WaitGroup
+	for jc := 0; jc < n; jc += nc {
+		nb := min(nc, n-jc)
+		for pc := 0; pc < kk; pc += kc {
+			kb := min(kc, kk-pc)
+			panels := (nb + k.nr - 1) / k.nr
+			if tB == blas.NoTrans && forceInPlace != 0 && m <= mc {
+				// Thin C: as in Gemm, B is read in place; the workers
+				// split its column panels and each packs all of op(A).
+				for w := 0; w < workers; w++ {
+					wg.Add(1)
+					go func(w int) {
+						defer wg.Done()
+						ws := wss[w]
+						lo := (panels * w / workers) * k.nr
+						hi := min(nb, (panels*(w+1)/workers)*k.nr)
+						if lo >= hi {
+							return
+						}
+						ws.a = grow(ws.a, roundUp(m, k.mr)*kb)
+						packA(ws.a, a, tA, 0, m, pc, kb, k.mr, alpha)
+						full := (hi - lo) / k.nr * k.nr
+						macroInPlace(k, ws, ws.a, b, pc, kb, m, jc+lo, full, c)
+						if lo+full < hi {
+							ws.b = grow(ws.b, k.nr*kb)
+							packB(ws.b, b, tB, pc, kb, jc+lo+full, hi-lo-full, k.nr)
+							macro(k, ws, ws.a, ws.b, kb, m, 0, hi-lo-full, c, 0, jc+lo+full)
+						}
+					}(w)
+				}
+				wg.Wait()
+				continue
+			}
+			shared.b = grow(shared.b, roundUp(nb, k.nr)*kb)
+			packB(shared.b, b, tB, pc, kb, jc, nb, k.nr)
+			icBlocks := (m + mc - 1) / mc
+			for w := 0; w < workers; w++ {
+				wg.Add(1)
+				go func(w int) {
+					defer wg.Done()
+					ws := wss[w]
+					if icBlocks >= workers {
+						for blk := w; blk < icBlocks; blk += workers {
+							ic := blk * mc
+							mb := min(mc, m-ic)
+							ws.a = grow(ws.a, roundUp(mb, k.mr)*kb)
+							packA(ws.a, a, tA, ic, mb, pc, kb, k.mr, alpha)
+							macro(k, ws, ws.a, shared.b, kb, mb, 0, nb, c, ic, jc)
+						}
+						return
+					}
+					lo := (panels * w / workers) * k.nr
+					hi := min(nb, (panels*(w+1)/workers)*k.nr)
+					if lo >= hi {
+						return
+					}
+					for ic := 0; ic < m; ic += mc {
+						mb := min(mc, m-ic)
+						ws.a = grow(ws.a, roundUp(mb, k.mr)*kb)
+						packA(ws.a, a, tA, ic, mb, pc, kb, k.mr, alpha)
+						macro(k, ws, ws.a, shared.b, kb, mb, lo, hi, c, ic, jc)
+					}
+				}(w)
+			}
+			wg.Wait()
+		}
+	}
+	putWS(shared)
+	for _, ws := range wss {
+		putWS(ws)
+	}
+}
+
+func roundUp(x, m int) int { return (x + m - 1) / m * m }
+
+// packA writes rows ic..ic+mb of op(A), columns pc..pc+kb, scaled by alpha,
+// as mr-tall panels: element (i, p) of panel q at q·mr·kb + p·mr + i; rows
+// past mb are zero.
+func packA(dst []float32, a blas32.General, tA blas.Transpose, ic, mb, pc, kb, mr int, alpha float32) {
+	for q := 0; q*mr < mb; q++ {
+		panel := dst[q*mr*kb : (q+1)*mr*kb]
+		rows := min(mr, mb-q*mr)
+		r0 := ic + q*mr
+		if tA == blas.NoTrans {
+			if rows == mr && mr == 12 && alpha == 1 {
+				packA12(panel, a.Data[r0*a.Stride+pc:], a.Stride, kb)
+				continue
+			}
+			for i := 0; i < rows; i++ {
+				src := a.Data[(r0+i)*a.Stride+pc : (r0+i)*a.Stride+pc+kb]
+				for p, v := range src {
+					panel[p*mr+i] = alpha * v
+				}
+			}
+			for i := rows; i < mr; i++ {
+				for p := 0; p < kb; p++ {
+					panel[p*mr+i] = 0
+				}
+			}
+			continue
+		}
+		for p := 0; p < kb; p++ {
+			src := a.Data[(pc+p)*a.Stride+r0 : (pc+p)*a.Stride+r0+rows]
+			d := panel[p*mr : p*mr+mr]
+			for i, v := range src {
+				d[i] = alpha * v
+			}
+			clear(d[rows:])
+		}
+	}
+}
+
+// packA12 is packA's untransposed, unscaled case for a full 12-row panel:
+// twelve row streams read in step so that the panel is written in order.
+func packA12(panel, src []float32, lda, kb int) {
+	r0 := src[0*lda : 0*lda+kb]
+	r1 := src[1*lda : 1*lda+kb]
+	r2 := src[2*lda : 2*lda+kb]
+	r3 := src[3*lda : 3*lda+kb]
+	r4 := src[4*lda : 4*lda+kb]
+	r5 := src[5*lda : 5*lda+kb]
+	r6 := src[6*lda : 6*lda+kb]
+	r7 := src[7*lda : 7*lda+kb]
+	r8 := src[8*lda : 8*lda+kb]
+	r9 := src[9*lda : 9*lda+kb]
+	r10 := src[10*lda : 10*lda+kb]
+	r11 := src[11*lda : 11*lda+kb]
+	panel = panel[:12*kb]
+	for p := 0; p < kb; p++ {
+		d := panel[p*12 : p*12+12 : p*12+12]
+		d[0], d[1], d[2], d[3] = r0[p], r1[p], r2[p], r3[p]
+		d[4], d[5], d[6], d[7] = r4[p], r5[p], r6[p], r7[p]
+		d[8], d[9], d[10], d[11] = r8[p], r9[p], r10[p], r11[p]
+	}
+}
+
+// packB writes rows pc..pc+kb, columns jc..jc+nb of op(B) as nr-wide
+// panels: element (p, j) of panel q at q·nr·kb + p·nr + j; columns past nb
+// are zero.
+func packB(dst []float32, b blas32.General, tB blas.Transpose, pc, kb, jc, nb, nr int) {
+	for q := 0; q*nr < nb; q++ {
+		panel := dst[q*nr*kb : (q+1)*nr*kb]
+		cols := min(nr, nb-q*nr)
+		c0 := jc + q*nr
+		if tB == blas.NoTrans {
+			for p := 0; p < kb; p++ {
+				d := panel[p*nr : p*nr+nr]
+				copy(d, b.Data[(pc+p)*b.Stride+c0:(pc+p)*b.Stride+c0+cols])
+				clear(d[cols:])
+			}
+			continue
+		}
+		for j := 0; j < cols; j++ {
+			src := b.Data[(c0+j)*b.Stride+pc : (c0+j)*b.Stride+pc+kb]
+			for p, v := range src {
+				panel[p*nr+j] = v
+			}
+		}
+		for j := cols; j < nr; j++ {
+			for p := 0; p < kb; p++ {
+				panel[p*nr+j] = 0
+			}
+		}
+	}
+}
+
+// macro runs the micro-kernel over the packed blocks for rows 0..mb and
+// columns lo..hi (a multiple of nr) of the block whose corner is C[ic, jc].
+// Edge tiles go through a zeroed scratch tile and are added back.
+func macro(k *kernel, ws *workspace, pa, pb []float32, kb, mb, lo, hi int, c blas32.General, ic, jc int) {
+	mr, nr := k.mr, k.nr
+	ws.tile = grow(ws.tile, mr*nr)
+	for jr := lo; jr < hi; jr += nr {
+		cols := min(nr, hi-jr)
+		bp := &pb[(jr/nr)*nr*kb]
+		for ir := 0; ir < mb; ir += mr {
+			rows := min(mr, mb-ir)
+			ap := &pa[(ir/mr)*mr*kb]
+			off := (ic+ir)*c.Stride + jc + jr
+			if rows == mr && cols == nr {
+				_ = c.Data[off+(mr-1)*c.Stride+nr-1]
+				k.fn(kb, ap, bp, nr, &c.Data[off], c.Stride)
+				continue
+			}
+			if k.edge != nil && forceEdge != 0 {
+				m0, m1 := colMasks(cols)
+				k.edge(kb, ap, bp, nr, &c.Data[off], c.Stride, rows, m0, m1)
+				continue
+			}
+			t := ws.tile
+			clear(t)
+			k.fn(kb, ap, bp, nr, &t[0], nr)
+			for i := 0; i < rows; i++ {
+				dst := c.Data[off+i*c.Stride : off+i*c.Stride+cols]
+				for j := range dst {
+					dst[j] += t[i*nr+j]
+				}
+			}
+		}
+	}
+}
+
+// macroInPlace is macro for column panels jc..jc+full (a multiple of nr) of
+// an unpacked, untransposed B whose rows pc..pc+kb it reads in place.
+func macroInPlace(k *kernel, ws *workspace, pa []float32, b blas32.General, pc, kb, mb, jc, full int, c blas32.General) {
+	mr, nr := k.mr, k.nr
+	ws.tile = grow(ws.tile, mr*nr)
+	for jr := 0; jr < full; jr += nr {
+		boff := pc*b.Stride + jc + jr
+		_ = b.Data[boff+(kb-1)*b.Stride+nr-1]
+		bp := &b.Data[boff]
+		for ir := 0; ir < mb; ir += mr {
+			rows := min(mr, mb-ir)
+			ap := &pa[(ir/mr)*mr*kb]
+			off := ir*c.Stride + jc + jr
+			if rows == mr {
+				_ = c.Data[off+(mr-1)*c.Stride+nr-1]
+				k.fn(kb, ap, bp, b.Stride, &c.Data[off], c.Stride)
+				continue
+			}
+			if k.edge != nil && forceEdge != 0 {
+				k.edge(kb, ap, bp, b.Stride, &c.Data[off], c.Stride, rows, 0xFFFF, 0xFFFF)
+				continue
+			}
+			t := ws.tile
+			clear(t)
+			k.fn(kb, ap, bp, b.Stride, &t[0], nr)
+			for i := 0; i < rows; i++ {
+				dst := c.Data[off+i*c.Stride : off+i*c.Stride+nr]
+				for j := range dst {
+					dst[j] += t[i*nr+j]
+				}
+			}
+		}
+	}
+}
+
+// forceInPlace, forceEdge and forceDot let the tests switch the in-place
+// path, the masked edge kernel and the dot-product path off (0) to compare.
+var forceInPlace, forceEdge, forceDot = 1, 1, 1

@@ -1,0 +1,179 @@
+package gemm
+
+import (
+	"math"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas32"
+)
+
+func randGeneral(rng *rand.Rand, rows, cols, pad int) blas32.General {
+	g := blas32.General{Rows: rows, Cols: cols, Stride: cols + pad}
+	g.Data = make([]float32, max(0, (rows-1)*g.Stride+cols))
+	for i := range g.Data {
+		g.Data[i] = rng.Float32()*2 - 1
+	}
+	return g
+}
+
+func cloneGeneral(g blas32.General) blas32.General {
+	g.Data = append([]float32(nil), g.Data...)
+	return g
+}
+
+// shape is one C(m×n) = op(A)(m×k)·op(B)(k×n).
+type shape struct{ m, n, k int }
+
+// modelShapes are the products the model runs with B=10: the 2NN
+// (784-200-200-10) and the FedAvg CNN (5×5 convolutions 1→32 and 32→64 on
+// 28×28 and 14×14 inputs, then 3136-512-10), forward and both backward
+// products.
+func modelShapes() []shape {
+	const b = 10
+	var s []shape
+	for _, d := range [][2]int{{784, 200}, {200, 200}, {200, 10}, {3136, 512}, {512, 10}} {
+		in, out := d[0], d[1]
+		s = append(s, shape{b, out, in}, shape{in, out, b}, shape{b, in, out})
+	}
+	for _, c := range [][3]int{{b * 28 * 28, 32, 25}, {b * 14 * 14, 64, 800}} {
+		rows, outC, kkc := c[0], c[1], c[2]
+		s = append(s, shape{rows, outC, kkc}, shape{outC, kkc, rows}, shape{rows, kkc, outC})
+	}
+	return s
+}
+
+func tolerance(k int) float64 { return 1e-5 * float64(k+8) }
+
+func checkAgainstGonum(t *testing.T, rng *rand.Rand, path string, tA, tB blas.Transpose, s shape, alpha, beta float32) {
+	t.Helper()
+	ar, ac := s.m, s.k
+	if tA == blas.Trans {
+		ar, ac = s.k, s.m
+	}
+	br, bc := s.k, s.n
+	if tB == blas.Trans {
+		br, bc = s.n, s.k
+	}
+	pad := rng.IntN(3)
+	a := randGeneral(rng, ar, ac, pad)
+	b := randGeneral(rng, br, bc, rng.IntN(3))
+	c := randGeneral(rng, s.m, s.n, rng.IntN(3))
+	want := cloneGeneral(c)
+	blas32.Gemm(tA, tB, alpha, a, b, beta, want)
+	Gemm(tA, tB, alpha, a, b, beta, c)
+	tol := tolerance(s.k)
+	for i := 0; i < s.m; i++ {
+		for j := 0; j < s.n; j++ {
+			g, w := c.Data[i*c.Stride+j], want.Data[i*want.Stride+j]
+			if d := math.Abs(float64(g - w)); d > tol*math.Max(1, math.Abs(float64(w))) {
+				t.Fatalf("%s tA=%c tB=%c %dx%dx%d alpha=%g beta=%g: C[%d,%d] = %g, gonum %g (|diff| %g > %g)",
+					path, tA, tB, s.m, s.n, s.k, alpha, beta, i, j, g, w, d, tol)
+			}
+		}
+	}
+	// Padding between rows of C must be untouched.
+	for i := 0; i+1 < s.m; i++ {
+		for j := s.n; j < c.Stride; j++ {
+			if c.Data[i*c.Stride+j] != want.Data[i*want.Stride+j] {
+				t.Fatalf("%s %v: padding C[%d,%d] written", path, s, i, j)
+			}
+		}
+	}
+}
+
+// TestGemmPathsAgreeWithGonum runs every path this CPU offers (avx512, avx2,
+// go) on random shapes, the model's own B=10 shapes, all four transposes and
+// several alpha/beta, and compares with gonum's blas32.Gemm.
+func TestGemmPathsAgreeWithGonum(t *testing.T) {
+	defer func() { _ = Select(os.Getenv(EnvVar)) }()
+	defer func() { forceInPlace, forceEdge, forceDot = 1, 1, 1 }()
+	for _, path := range Paths() {
+		for _, variant := range [][3]int{{1, 1, 1}, {0, 1, 1}, {1, 0, 1}, {1, 1, 0}} {
+			forceInPlace, forceEdge, forceDot = variant[0], variant[1], variant[2]
+			checkAllShapes(t, path)
+		}
+	}
+}
+
+// checkAllShapes compares the selected path with gonum on the model's
+// shapes and random ones (seeded per path).
+func checkAllShapes(t *testing.T, path string) {
+	t.Helper()
+	trans := []blas.Transpose{blas.NoTrans, blas.Trans}
+	{
+		if err := Select(path); err != nil {
+			t.Fatal(err)
+		}
+		if Path() != path {
+			t.Fatalf("Select(%q) left path %q", path, Path())
+		}
+		rng := rand.New(rand.NewPCG(11, uint64(len(path))))
+		for _, s := range modelShapes() {
+			for _, tA := range trans {
+				for _, tB := range trans {
+					checkAgainstGonum(t, rng, path, tA, tB, s, 1, float32(rng.IntN(2)))
+				}
+			}
+		}
+		for range 150 {
+			s := shape{1 + rng.IntN(70), 1 + rng.IntN(90), 1 + rng.IntN(300)}
+			if rng.IntN(10) == 0 {
+				s = shape{1 + rng.IntN(400), 1 + rng.IntN(2100), 1 + rng.IntN(600)}
+			}
+			alpha := []float32{1, -0.5, 2, 0}[rng.IntN(4)]
+			beta := []float32{0, 1, 0.25}[rng.IntN(3)]
+			checkAgainstGonum(t, rng, path, trans[rng.IntN(2)], trans[rng.IntN(2)], s, alpha, beta)
+		}
+	}
+}
+
+func TestSelectRefusesUnknownPath(t *testing.T) {
+	defer func() { _ = Select(os.Getenv(EnvVar)) }()
+	before := Path()
+	err := Select("avx9000")
+	if err == nil || !strings.Contains(err.Error(), "avx9000") {
+		t.Fatalf("Select(avx9000) = %v, want an error naming the path", err)
+	}
+	if Path() != before {
+		t.Fatalf("refused Select changed the path from %s to %s", before, Path())
+	}
+}
+
+// TestEnvVarForcesPath re-runs this test binary with SOVEREIGN_GEMM set to
+// each available path and checks that start-up picks it and that the forced
+// path agrees with gonum.
+func TestEnvVarForcesPath(t *testing.T) {
+	if want := os.Getenv("GEMM_TEST_EXPECT"); want != "" {
+		if Path() != want {
+			t.Fatalf("%s=%s: path at start-up is %s", EnvVar, os.Getenv(EnvVar), Path())
+		}
+		rng := rand.New(rand.NewPCG(3, 4))
+		for _, s := range modelShapes()[:6] {
+			checkAgainstGonum(t, rng, Path(), blas.NoTrans, blas.Trans, s, 1, 1)
+		}
+		return
+	}
+	// An unknown path keeps the automatic choice (the fastest).
+	cases := [][2]string{{"avx9000", Paths()[0]}}
+	for _, path := range Paths() {
+		cases = append(cases, [2]string{path, path})
+	}
+	for _, tc := range cases {
+		path := tc[0]
+		cmd := exec.Command(os.Args[0], "-test.run=^TestEnvVarForcesPath$", "-test.v")
+		cmd.Env = append(os.Environ(), EnvVar+"="+path, "GEMM_TEST_EXPECT="+tc[1])
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "--- PASS: TestEnvVarForcesPath") {
+			t.Fatalf("%s=%s: %v\n%s", EnvVar, path, err, out)
+		}
+	}
+}
+
+func general(d []float32, r, c int) blas32.General {
+	return blas32.General{Rows: r, Cols: c, Stride: c, Data: d}
+}
