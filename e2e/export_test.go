@@ -49,14 +49,18 @@ func TestExportFromReplicas(t *testing.T) {
 	for i := range 3 {
 		// A running replica rewrites its state.snapshot, which export
 		// reads, every exportInterval after its FSM changed: wait for it.
-		var m *modelfile.Model
+		// Until then export says "no model committed yet" or exports an
+		// older round.
+		name := "running-" + c.cnames[i] + ".safetensors"
 		deadline := time.Now().Add(30 * time.Second)
-		for {
-			m = export(i, "running-"+c.cnames[i]+".safetensors")
-			if m.Provenance.Round == rounds || time.Now().After(deadline) {
+		for time.Now().Before(deadline) {
+			out, err := run(t, "export", "--data", c.cdirs[i], "--out", filepath.Join(c.dir, name))
+			if err == nil && strings.Contains(out, fmt.Sprintf("round %d,", rounds)) {
 				break
 			}
+			time.Sleep(100 * time.Millisecond)
 		}
+		m := export(i, name)
 		if m.Provenance.Round != rounds || m.Provenance.Source != "coordinator" || m.Provenance.Federation != "e2e-ha" || m.Provenance.Institutions < 3 || m.Provenance.LedgerEntry == "" {
 			t.Fatalf("replica %d: provenance %+v", i, m.Provenance)
 		}

@@ -277,7 +277,7 @@ var hexOnly = regexp.MustCompile(`^[0-9a-f]+$`)
 
 // checkJSONLogs checks that every line of every process is a JSON object
 // with time, level and msg; that the round and stage lines carry round and
-// stage (and the worker's request lines the peer); and that no identity
+// stage (and the worker's request lines the peer too); and that no identity
 // key, in any encoding, nor any long base64 blob appears.
 func checkJSONLogs(t *testing.T, f *fed, procs []*proc) {
 	t.Helper()
@@ -336,9 +336,9 @@ func checkJSONLogs(t *testing.T, f *fed, procs []*proc) {
 				if m["round"] == nil || m["stage"] == nil {
 					t.Errorf("%s: %q line without round or stage: %s", p.name, m["msg"], line)
 				}
-			case "advertised keys", "refused":
-				if m["round"] == nil || m["peer"] == nil {
-					t.Errorf("%s: %q line without round or peer: %s", p.name, m["msg"], line)
+			case "advertised keys", "refused", "shared keys", "masked input requested", "sent masked input", "unmasked", "evaluated":
+				if m["round"] == nil || m["peer"] == nil || m["stage"] == nil {
+					t.Errorf("%s: %q line without round, stage or peer: %s", p.name, m["msg"], line)
 				}
 			}
 			for _, s := range secrets {

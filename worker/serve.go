@@ -18,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/sovereign-fl/sovereign/aggregation/secagg"
 	"github.com/sovereign-fl/sovereign/p2p"
 	"github.com/sovereign-fl/sovereign/p2p/pb"
 	"github.com/sovereign-fl/sovereign/wire"
@@ -236,9 +237,9 @@ func answer[Req proto.Message](s *Server, st *p2p.Stream, req Req, do func(Req) 
 		round := roundOf(req)
 		var rf *Refusal
 		if errors.As(err, &rf) {
-			s.log.Warn("refused", "round", round, "peer", st.Peer().String(), "protocol", string(st.Protocol()), "reason", rf.Reason)
+			s.log.Warn("refused", "round", round, "stage", stageOf(st.Protocol()), "peer", st.Peer().String(), "protocol", string(st.Protocol()), "reason", rf.Reason)
 		} else {
-			s.log.Warn("request failed", "round", round, "peer", st.Peer().String(), "protocol", string(st.Protocol()), "err", err)
+			s.log.Warn("request failed", "round", round, "stage", stageOf(st.Protocol()), "peer", st.Peer().String(), "protocol", string(st.Protocol()), "err", err)
 		}
 		resp = refuse(round, wire.Refusal(round, err.Error()))
 	}
@@ -256,7 +257,7 @@ func (s *Server) handleAdvertise(_ context.Context, st *p2p.Stream) error {
 		if err != nil {
 			return nil, err
 		}
-		s.log.Info("advertised keys", "round", a.Round, "peer", st.Peer().String(), "node", keys.From)
+		s.log.Info("advertised keys", "round", a.Round, "stage", secagg.StageAdvertise.String(), "peer", st.Peer().String(), "node", keys.From)
 		return wire.AdvertiseKeysToPB(keys), nil
 	}, func(r uint64, rf *pb.Refusal) proto.Message {
 		return &pb.AdvertiseKeys{Round: r, Refusal: rf}
@@ -284,7 +285,7 @@ func (s *Server) handleShareKeys(_ context.Context, st *p2p.Stream) error {
 		if err != nil {
 			return nil, err
 		}
-		s.log.Info("shared keys", "round", kb.Round, "peer", st.Peer().String(), "shares", len(shares))
+		s.log.Info("shared keys", "round", kb.Round, "stage", secagg.StageShareKeys.String(), "peer", st.Peer().String(), "shares", len(shares))
 		return wire.SharesToPB(kb.Round, 0, shares), nil
 	}, func(r uint64, rf *pb.Refusal) proto.Message {
 		return &pb.EncryptedShares{Round: r, Refusal: rf}
@@ -297,14 +298,14 @@ func (s *Server) handleMasked(ctx context.Context, st *p2p.Stream) error {
 		return err
 	}
 	refuse := func(err error) error {
-		s.log.Warn("masked input refused", "round", m.Round, "peer", st.Peer().String(), "err", err)
+		s.log.Warn("masked input refused", "round", m.Round, "stage", secagg.StageMaskedInput.String(), "peer", st.Peer().String(), "err", err)
 		return st.WriteMsg(&pb.MaskedInputHeader{Round: m.Round, Refusal: wire.Refusal(m.Round, err.Error())})
 	}
 	sb, err := wire.ShareBundleFromPB(&m)
 	if err != nil {
 		return refuse(err)
 	}
-	s.log.Info("masked input requested", "round", sb.Round, "peer", st.Peer().String(), "shares", len(sb.Shares))
+	s.log.Info("masked input requested", "round", sb.Round, "stage", secagg.StageMaskedInput.String(), "peer", st.Peer().String(), "shares", len(sb.Shares))
 	var global []float32
 	if cached, err := s.st.HasMasked(sb.Round); err != nil {
 		return refuse(err)
@@ -336,7 +337,7 @@ func (s *Server) handleMasked(ctx context.Context, st *p2p.Stream) error {
 		Size: uint64(len(blob)), Sha256: hdr.BlobSha256}, bytes.NewReader(blob)); err != nil {
 		return err
 	}
-	s.log.Info("sent masked input", "round", mi.Round, "peer", st.Peer().String(), "words", len(mi.Vector))
+	s.log.Info("sent masked input", "round", mi.Round, "stage", secagg.StageMaskedInput.String(), "peer", st.Peer().String(), "words", len(mi.Vector))
 	return nil
 }
 
@@ -350,7 +351,7 @@ func (s *Server) handleUnmask(_ context.Context, st *p2p.Stream) error {
 		if err != nil {
 			return nil, err
 		}
-		s.log.Info("unmasked", "round", req.Round, "peer", st.Peer().String(), "survivors", len(req.Survivors), "dropped", len(req.Dropped))
+		s.log.Info("unmasked", "round", req.Round, "stage", secagg.StageUnmask.String(), "peer", st.Peer().String(), "survivors", len(req.Survivors), "dropped", len(req.Dropped))
 		return wire.UnmaskResponseToPB(resp), nil
 	}, func(r uint64, rf *pb.Refusal) proto.Message {
 		return &pb.UnmaskResponse{Round: r, Refusal: rf}
@@ -374,11 +375,29 @@ func (s *Server) handleEvaluate(ctx context.Context, st *p2p.Stream) error {
 				return nil, err
 			}
 		}
-		s.log.Info("evaluated", "round", round, "peer", st.Peer().String(), "accuracy", acc, "loss", loss, "examples", n)
+		s.log.Info("evaluated", "round", round, "stage", "evaluate", "peer", st.Peer().String(), "accuracy", acc, "loss", loss, "examples", n)
 		return &pb.MetricsReport{Round: round, Examples: uint64(n), Loss: loss, Accuracy: acc}, nil
 	}, func(r uint64, rf *pb.Refusal) proto.Message {
 		return &pb.MetricsReport{Round: r, Refusal: rf}
 	}, func(m *pb.EvaluateRequest) uint64 { return m.Round })
+}
+
+// stageOf names the round stage a stage protocol serves, as the
+// coordinator's log lines do.
+func stageOf(id protocol.ID) string {
+	switch id {
+	case wire.ProtoAdvertise:
+		return secagg.StageAdvertise.String()
+	case wire.ProtoShareKeys:
+		return secagg.StageShareKeys.String()
+	case wire.ProtoMasked:
+		return secagg.StageMaskedInput.String()
+	case wire.ProtoUnmask:
+		return secagg.StageUnmask.String()
+	case wire.ProtoEvaluate:
+		return "evaluate"
+	}
+	return string(id)
 }
 
 // blobPool recycles the byte buffers masked vectors are encoded into, one
