@@ -12,15 +12,20 @@ import (
 	"context"
 	"crypto/subtle"
 	_ "embed"
+	"errors"
+	"fmt"
 	"html/template"
 	"net/http"
+	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/sovereign-fl/sovereign/coordinator"
 	"github.com/sovereign-fl/sovereign/metrics"
+	"github.com/sovereign-fl/sovereign/model/safetensors"
 	"github.com/sovereign-fl/sovereign/svgplot"
 )
 
@@ -64,6 +69,10 @@ type Source struct {
 	Online func() []coordinator.WorkerID
 	// Refusals returns the refusals this replica's driver received.
 	Refusals func() []metrics.Refusal
+	// Model returns the model committed in a round as a safetensors file
+	// with its provenance (ErrNoModel if the ledger holds none for it);
+	// nil leaves the download links out.
+	Model func(round uint64) (*safetensors.File, error)
 	// Name maps a peer ID to its member name (the ID itself if unknown).
 	Name func(id string) string
 	// Token, if set, is the bearer token every request must carry
@@ -147,17 +156,62 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "unauthorized: a bearer token is required (Authorization header or ?token=)", http.StatusUnauthorized)
 		return
 	}
+	if rest, ok := strings.CutPrefix(r.URL.Path, "/model/"); ok && h.src.Model != nil {
+		h.serveModel(w, r, rest)
+		return
+	}
 	if r.URL.Path != "/" {
 		http.NotFound(w, r)
 		return
 	}
 	p := h.Page(r.Context())
+	if tok := r.URL.Query().Get("token"); tok != "" {
+		// A browser that came with ?token= follows the links with it.
+		for i := range p.Ledger {
+			if p.Ledger[i].Download != "" {
+				p.Ledger[i].Download += "?token=" + url.QueryEscape(tok)
+			}
+		}
+	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src data:")
 	if err := page.Execute(w, p); err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 	}
+}
+
+// serveModel answers /model/ROUND.safetensors with the committed model of
+// that round, as `sovereign export` would write it.
+func (h *Handler) serveModel(w http.ResponseWriter, r *http.Request, rest string) {
+	num, ok := strings.CutSuffix(rest, ".safetensors")
+	round, err := strconv.ParseUint(num, 10, 64)
+	if !ok || err != nil {
+		http.Error(w, fmt.Sprintf("%q: want /model/ROUND.safetensors", r.URL.Path), http.StatusNotFound)
+		return
+	}
+	f, err := h.src.Model(round)
+	if errors.Is(err, ErrNoModel) {
+		http.Error(w, fmt.Sprintf("round %d: %v", round, err), http.StatusNotFound)
+		return
+	}
+	if err != nil {
+		http.Error(w, fmt.Sprintf("round %d: %v", round, err), http.StatusInternalServerError)
+		return
+	}
+	name := fmt.Sprintf("model-round-%d.safetensors", round)
+	b, err := safetensors.Encode(f, name)
+	if err != nil {
+		http.Error(w, fmt.Sprintf("round %d: %v", round, err), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", name))
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	if r.Method == http.MethodHead {
+		return
+	}
+	_, _ = w.Write(b)
 }
 
 // Member is a worker's row.
@@ -176,7 +230,13 @@ type LedgerRow struct {
 	ModelHash    string
 	Contributors []string
 	Epsilon      float64
+	// Download is the link to the round's model as safetensors ("" when
+	// the source serves no models).
+	Download string
 }
+
+// ErrNoModel is Source.Model's error for a round without a committed model.
+var ErrNoModel = errors.New("no model committed in that round")
 
 // RefusalRow is one refusal.
 type RefusalRow struct {
@@ -304,6 +364,9 @@ func (h *Handler) Page(ctx context.Context) Page {
 	for i := len(st.Ledger) - 1; i >= 0 && len(p.Ledger) < maxLedgerRows; i-- {
 		e := st.Ledger[i]
 		row := LedgerRow{Round: e.Round, ModelHash: e.ModelHash.String(), Epsilon: e.Epsilon}
+		if s.Model != nil {
+			row.Download = fmt.Sprintf("model/%d.safetensors", e.Round)
+		}
 		for _, w := range e.Participants {
 			row.Contributors = append(row.Contributors, name(string(w)))
 		}

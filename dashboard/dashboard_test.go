@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/sovereign-fl/sovereign/coordinator"
 	"github.com/sovereign-fl/sovereign/dashboard"
 	"github.com/sovereign-fl/sovereign/metrics"
+	"github.com/sovereign-fl/sovereign/model/safetensors"
 )
 
 func testSource() dashboard.Source {
@@ -120,5 +122,44 @@ func TestAttackRefusalMarkupIsEscaped(t *testing.T) {
 	}
 	if !strings.Contains(body, "&lt;script&gt;alert(1)&lt;/script&gt;") {
 		t.Fatal("the refusal text is missing from the page")
+	}
+}
+
+// Every ledger row links its model as safetensors; the link serves the
+// committed model behind the same token, and a round without a model is a
+// 404 naming the round.
+func TestModelDownload(t *testing.T) {
+	src := testSource()
+	want := &safetensors.File{Tensors: []safetensors.Tensor{{Name: "0.weight", Shape: []int{2, 2}, Data: []float32{1, 2, 3, 4}}},
+		Metadata: map[string]string{"round": "2"}}
+	src.Model = func(round uint64) (*safetensors.File, error) {
+		if round != 2 {
+			return nil, dashboard.ErrNoModel
+		}
+		return want, nil
+	}
+	h := dashboard.New(src)
+	page := get(t, h, http.MethodGet, "/?token=tok", "").Body.String()
+	if !strings.Contains(page, `href="model/2.safetensors?token=tok"`) {
+		t.Fatalf("page has no download link for round 2:\n%s", page)
+	}
+	if w := get(t, h, http.MethodGet, "/model/2.safetensors", ""); w.Code != http.StatusUnauthorized {
+		t.Fatalf("model without the token: %d", w.Code)
+	}
+	w := get(t, h, http.MethodGet, "/model/2.safetensors", "Bearer tok")
+	if w.Code != http.StatusOK || !strings.Contains(w.Header().Get("Content-Disposition"), "model-round-2.safetensors") {
+		t.Fatalf("model download: %d %v", w.Code, w.Header())
+	}
+	got, err := safetensors.Decode(w.Body.Bytes(), "download")
+	if err != nil || len(got.Tensors) != 1 || !slices.Equal(got.Tensors[0].Data, want.Tensors[0].Data) || got.Metadata["round"] != "2" {
+		t.Fatalf("downloaded file: %v %+v", err, got)
+	}
+	for _, path := range []string{"/model/9.safetensors", "/model/x.safetensors", "/model/2.bin"} {
+		if w := get(t, h, http.MethodGet, path, "Bearer tok"); w.Code != http.StatusNotFound {
+			t.Errorf("%s: %d, want 404", path, w.Code)
+		}
+	}
+	if w := get(t, h, http.MethodGet, "/model/9.safetensors", "Bearer tok"); !strings.Contains(w.Body.String(), "round 9") {
+		t.Errorf("404 does not name the round: %q", w.Body.String())
 	}
 }

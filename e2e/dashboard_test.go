@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -188,6 +189,26 @@ func TestDashboardInChromium(t *testing.T) {
 	}
 	if resp, err := http.Post(urls[0], "text/plain", strings.NewReader("x")); err != nil || resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Fatalf("POST: %v %v, want 405", resp, err)
+	}
+	// A follower's page serves round 1's committed model as safetensors,
+	// and the ledger knows its hash.
+	follower := (slices.Index(c.cnames, first.leader) + 1) % len(c.cnames)
+	modelURL := strings.Replace(urls[follower], "/?token=", "/model/1.safetensors?token=", 1)
+	resp, err := http.Get(modelURL)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %v %v", modelURL, resp, err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mf := filepath.Join(c.dir, "dashboard-round-1.safetensors")
+	if err := os.WriteFile(mf, body, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := run(t, "ledger", "verify", "--data", c.cdirs[follower], "--model", mf); err != nil || !strings.Contains(out, "OK model") {
+		t.Fatalf("model downloaded from %s's dashboard: ledger verify: %v\n%s", c.cnames[follower], err, out)
 	}
 	if dst := os.Getenv("SOVEREIGN_DASHBOARD_SCREENSHOT"); dst != "" {
 		if err := b.screenshot(urls[0], dst); err != nil {

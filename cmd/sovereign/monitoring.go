@@ -14,6 +14,9 @@ import (
 	"github.com/sovereign-fl/sovereign/coordinator/replica"
 	"github.com/sovereign-fl/sovereign/dashboard"
 	"github.com/sovereign-fl/sovereign/metrics"
+	"github.com/sovereign-fl/sovereign/model"
+	"github.com/sovereign-fl/sovereign/model/modelfile"
+	"github.com/sovereign-fl/sovereign/model/safetensors"
 	"github.com/sovereign-fl/sovereign/p2p"
 )
 
@@ -107,6 +110,9 @@ func serveMonitoring(ctx context.Context, cfg *coordinatorConfig, fed *p2p.Feder
 			},
 			Online:   online,
 			Refusals: mon.Refusals,
+			Model: func(round uint64) (*safetensors.File, error) {
+				return committedModelFile(cfg, fed.Name, fsm.State(), node.Registry(), round)
+			},
 			Name:     name,
 			Token:    cfg.DashboardToken,
 		})
@@ -119,4 +125,34 @@ func serveMonitoring(ctx context.Context, cfg *coordinatorConfig, fed *p2p.Feder
 		log.Info("dashboard listening", "addr", "http://"+s.Addr()+"/")
 	}
 	return stop, nil
+}
+
+// committedModelFile is the model committed in round as a safetensors file
+// with the provenance `sovereign export` writes (dashboard.ErrNoModel if the
+// ledger has no entry for the round).
+func committedModelFile(cfg *coordinatorConfig, federation string, st coordinator.State, reg coordinator.ModelStore, round uint64) (*safetensors.File, error) {
+	var entry *coordinator.LedgerEntry
+	for i := range st.Ledger {
+		if st.Ledger[i].Round == round {
+			entry = &st.Ledger[i]
+		}
+	}
+	if entry == nil {
+		return nil, dashboard.ErrNoModel
+	}
+	c := cfg.Config
+	spec, err := model.ParseSpec(c.Model, c.InC, c.InH, c.InW, c.Classes)
+	if err != nil {
+		return nil, err
+	}
+	params, err := reg.Get(entry.ModelHash)
+	if err != nil {
+		return nil, err
+	}
+	p := modelfile.Provenance{Source: "coordinator", Round: int(entry.Round), LedgerEntry: entry.Hash.String(),
+		Institutions: len(entry.Participants), Federation: federation}
+	if c.DP.Noise > 0 {
+		p.DP, p.Epsilon, p.Delta = true, entry.Epsilon, c.Delta
+	}
+	return modelfile.Encode(spec, params, p)
 }
