@@ -11,6 +11,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -643,6 +644,7 @@ func (d *Driver) drive(ctx context.Context, cur *RoundState) error {
 		})
 		var keys []secagg.AdvertiseKeys
 		var done []uint32
+		var refused []RefusalRecord
 		for i, rp := range replies {
 			id := all[i]
 			if rp.err == nil && rp.v.From != id {
@@ -653,6 +655,7 @@ func (d *Driver) drive(ctx context.Context, cur *RoundState) error {
 			}
 			if rp.err != nil {
 				log.Warn("no keys", "worker", who(id), "err", rp.err)
+				refused = appendRefused(refused, r, who(id), rp.err)
 				continue
 			}
 			keys, done = append(keys, rp.v), append(done, id)
@@ -660,7 +663,7 @@ func (d *Driver) drive(ctx context.Context, cur *RoundState) error {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("round %d: %w", r, err)
 		}
-		if err := d.commit(ctx, Command{StageClosed: &StageClosed{Round: r, Stage: secagg.StageAdvertise, Completed: done, Keys: keys}}); err != nil {
+		if err := d.commit(ctx, Command{StageClosed: &StageClosed{Round: r, Stage: secagg.StageAdvertise, Completed: done, Keys: keys, Refused: refused}}); err != nil {
 			return err
 		}
 		cur.Advertised, cur.Keys, cur.Next = done, keys, secagg.StageShareKeys
@@ -701,6 +704,7 @@ func (d *Driver) drive(ctx context.Context, cur *RoundState) error {
 		})
 		var shares []secagg.EncryptedShare
 		var done []uint32
+		var refused []RefusalRecord
 		for i, rp := range replies {
 			id := to[i]
 			for _, e := range rp.v {
@@ -716,6 +720,7 @@ func (d *Driver) drive(ctx context.Context, cur *RoundState) error {
 			}
 			if rp.err != nil {
 				log.Warn("no shares", "worker", who(id), "err", rp.err)
+				refused = appendRefused(refused, r, who(id), rp.err)
 				continue
 			}
 			shares, done = append(shares, rp.v...), append(done, id)
@@ -723,7 +728,7 @@ func (d *Driver) drive(ctx context.Context, cur *RoundState) error {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("round %d: %w", r, err)
 		}
-		if err := d.commit(ctx, Command{StageClosed: &StageClosed{Round: r, Stage: secagg.StageShareKeys, Completed: done, Shares: shares}}); err != nil {
+		if err := d.commit(ctx, Command{StageClosed: &StageClosed{Round: r, Stage: secagg.StageShareKeys, Completed: done, Shares: shares, Refused: refused}}); err != nil {
 			return err
 		}
 		cur.Shared, cur.Shares, cur.Next = done, shares, secagg.StageMaskedInput
@@ -755,6 +760,7 @@ func (d *Driver) drive(ctx context.Context, cur *RoundState) error {
 	replies := callAll(ctx, d.cfg.StageTimeout, to, func(c context.Context, id uint32) (secagg.MaskedInput, error) {
 		return d.cohort.MaskedInput(c, who(id), bundles[id], a.SecAgg.Dim)
 	})
+	var refused []RefusalRecord
 	for i, rp := range replies {
 		id := to[i]
 		if rp.err == nil && rp.v.From != id {
@@ -765,6 +771,7 @@ func (d *Driver) drive(ctx context.Context, cur *RoundState) error {
 		}
 		if rp.err != nil {
 			log.Warn("no masked input", "worker", who(id), "err", rp.err)
+			refused = appendRefused(refused, r, who(id), rp.err)
 		}
 	}
 	if err := ctx.Err(); err != nil {
@@ -799,7 +806,7 @@ func (d *Driver) drive(ctx context.Context, cur *RoundState) error {
 		if dropped == nil {
 			dropped = []uint32{}
 		}
-		if err := d.commit(ctx, Command{SurvivorsCommitted: &SurvivorsCommitted{Round: r, Survivors: survivors, Dropped: dropped}}); err != nil {
+		if err := d.commit(ctx, Command{SurvivorsCommitted: &SurvivorsCommitted{Round: r, Survivors: survivors, Dropped: dropped, Refused: refused}}); err != nil {
 			return err
 		}
 		cur.Survivors, cur.Dropped, cur.Next = survivors, dropped, secagg.StageUnmask
@@ -1127,4 +1134,18 @@ func (d *Driver) Status() Status {
 		s.Accuracy, s.AccuracyRound = st.Metrics[n-1].Accuracy, st.Metrics[n-1].Round
 	}
 	return s
+}
+
+// appendRefused adds err to rs if it is a worker's refusal of round r, with
+// the reason cut to MaxRefusalReason bytes (the text is the worker's own).
+func appendRefused(rs []RefusalRecord, r uint64, w WorkerID, err error) []RefusalRecord {
+	var re *RefusalError
+	if !errors.As(err, &re) {
+		return rs
+	}
+	reason := re.Reason
+	if len(reason) > MaxRefusalReason {
+		reason = strings.ToValidUTF8(reason[:MaxRefusalReason], "")
+	}
+	return append(rs, RefusalRecord{Round: r, Worker: w, Reason: reason, AtMs: time.Now().UnixMilli()})
 }

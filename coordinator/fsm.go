@@ -101,7 +101,27 @@ type StageClosed struct {
 	Completed []uint32                `json:"completed"`
 	Keys      []secagg.AdvertiseKeys  `json:"keys,omitempty"`
 	Shares    []secagg.EncryptedShare `json:"shares,omitempty"`
+	// Refused are the refusals the stage's workers answered.
+	Refused []RefusalRecord `json:"refused,omitempty"`
 }
+
+// RefusalRecord is one worker's refusal, replicated so that every
+// replica's dashboard lists it. Reason is the worker's own text (at most
+// MaxRefusalReason bytes): display it escaped.
+type RefusalRecord struct {
+	Round  uint64   `json:"round"`
+	Worker WorkerID `json:"worker"`
+	Reason string   `json:"reason"`
+	// AtMs is the leader's clock when the refusal arrived (Unix ms).
+	AtMs int64 `json:"at_ms"`
+}
+
+// MaxRefusalReason bounds a replicated refusal's text; the driver cuts
+// longer ones. MaxRefusals is how many State keeps (the newest).
+const (
+	MaxRefusalReason = 1024
+	MaxRefusals      = 256
+)
 
 // SurvivorsCommitted closes stage 2: Survivors are the node indices whose
 // masked inputs are in the sum and Dropped those that shared keys but sent
@@ -110,6 +130,8 @@ type SurvivorsCommitted struct {
 	Round     uint64   `json:"round"`
 	Survivors []uint32 `json:"survivors"`
 	Dropped   []uint32 `json:"dropped"`
+	// Refused are the refusals stage 2's workers answered.
+	Refused []RefusalRecord `json:"refused,omitempty"`
 }
 
 // ModelCommitted closes a round with its model. Round 0 registers the
@@ -280,6 +302,8 @@ type State struct {
 	Current *RoundState `json:"current"`
 	// Failures counts the rounds failed since the last committed model.
 	Failures int `json:"failures"`
+	// Refusals are the newest MaxRefusals refusals workers answered.
+	Refusals []RefusalRecord `json:"refusals,omitempty"`
 	// LastFailure is the most recent RoundFailed.
 	LastFailure *RoundFailed `json:"last_failure"`
 	// Excluded maps each named culprit to the first round it may be
@@ -452,6 +476,9 @@ func (f *FSM) apply(c *Command) error {
 		if m.Stage != cur.Next || m.Stage > secagg.StageShareKeys {
 			return stale(c, "stage %v closed, expected stage %v", m.Stage, cur.Next)
 		}
+		if err := checkRefused(c, cur, m.Refused); err != nil {
+			return err
+		}
 		n := uint32(len(cur.Announce.Sampled))
 		allowed := func(id uint32) bool { return id >= 1 && id <= n }
 		if m.Stage == secagg.StageShareKeys {
@@ -493,6 +520,7 @@ func (f *FSM) apply(c *Command) error {
 			cur.Shared = slices.Clone(m.Completed)
 		}
 		cur.Next = m.Stage + 1
+		s.addRefusals(m.Refused)
 		return nil
 
 	case KindSurvivorsCommitted:
@@ -503,6 +531,9 @@ func (f *FSM) apply(c *Command) error {
 		}
 		if cur.Next != secagg.StageMaskedInput {
 			return stale(c, "survivors committed at stage %v, expected after stage 1 closed", cur.Next)
+		}
+		if err := checkRefused(c, cur, m.Refused); err != nil {
+			return err
 		}
 		if !sortedDistinct(m.Survivors) || !sortedDistinct(m.Dropped) {
 			return refuse(c, "survivors and dropped must be sorted and distinct")
@@ -518,6 +549,7 @@ func (f *FSM) apply(c *Command) error {
 		cur.Survivors = slices.Clone(m.Survivors)
 		cur.Dropped = slices.Clone(m.Dropped)
 		cur.Next = secagg.StageUnmask
+		s.addRefusals(m.Refused)
 		return nil
 
 	case KindModelCommitted:
@@ -790,4 +822,35 @@ func ReadSnapshotLedger(r io.Reader) ([]LedgerEntry, error) {
 		return nil, fmt.Errorf("snapshot: version %d, want %d", sn.V, CommandVersion)
 	}
 	return sn.State.Ledger, nil
+}
+
+// checkRefused refuses refusal records not of the round in flight, from a
+// worker it did not sample, or with an oversized reason.
+func checkRefused(c *Command, cur *RoundState, rs []RefusalRecord) error {
+	if len(rs) > len(cur.Announce.Sampled) {
+		return refuse(c, "%d refusals for %d sampled workers", len(rs), len(cur.Announce.Sampled))
+	}
+	for i, r := range rs {
+		if r.Round != cur.Round {
+			return refuse(c, "refused[%d] is of round %d", i, r.Round)
+		}
+		if cur.Announce.NodeIndex(r.Worker) == 0 {
+			return refuse(c, "refused[%d]: worker %s was not sampled", i, r.Worker)
+		}
+		if len(r.Reason) > MaxRefusalReason {
+			return refuse(c, "refused[%d]: reason of %d bytes, at most %d", i, len(r.Reason), MaxRefusalReason)
+		}
+	}
+	return nil
+}
+
+// addRefusals appends rs, keeping the newest MaxRefusals.
+func (s *State) addRefusals(rs []RefusalRecord) {
+	if len(rs) == 0 {
+		return
+	}
+	s.Refusals = append(s.Refusals, rs...)
+	if n := len(s.Refusals); n > MaxRefusals {
+		s.Refusals = slices.Clone(s.Refusals[n-MaxRefusals:])
+	}
 }

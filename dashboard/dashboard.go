@@ -1,11 +1,13 @@
 // Package dashboard serves the read-only web page of a coordinator replica:
 // the federation, its Raft replicas and leader, the members, the round in
 // flight and its SecAgg+ stage, the accuracy and loss curve (SVG drawn on
-// the server), the ledger and the refusals this replica's driver saw. The
+// the server), the ledger with a download link per committed model, and the
+// workers' refusals. The
 // page is one html/template with inline CSS and SVG: no scripts, no build
 // step, no external assets, so it works offline. It refreshes itself with
-// a meta refresh. Everything but the refusals comes from the replicated
-// state and Raft, so a follower's page shows what the leader's does.
+// a meta refresh. Everything comes from the replicated state (refusals
+// included: the driver commits them with each stage) and Raft, so a
+// follower's page shows what the leader's does.
 package dashboard
 
 import (
@@ -67,7 +69,8 @@ type Source struct {
 	Workers func() []Worker
 	// Online returns the workers connected to this replica.
 	Online func() []coordinator.WorkerID
-	// Refusals returns the refusals this replica's driver received.
+	// Refusals returns the refusals workers answered (the replicated
+	// State.Refusals in the coordinator).
 	Refusals func() []metrics.Refusal
 	// Model returns the model committed in a round as a safetensors file
 	// with its provenance (ErrNoModel if the ledger holds none for it);

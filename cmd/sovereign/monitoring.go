@@ -109,7 +109,17 @@ func serveMonitoring(ctx context.Context, cfg *coordinatorConfig, fed *p2p.Feder
 				return out
 			},
 			Online:   online,
-			Refusals: mon.Refusals,
+			// The replicated refusals: every replica's page lists the
+			// same ones, whoever led when they arrived.
+			Refusals: func() []metrics.Refusal {
+				st := fsm.State()
+				out := make([]metrics.Refusal, len(st.Refusals))
+				for i, r := range st.Refusals {
+					out[i] = metrics.Refusal{Worker: r.Worker, Round: r.Round, Reason: r.Reason,
+						Label: metrics.RefusalReason(r.Reason), Time: time.UnixMilli(r.AtMs)}
+				}
+				return out
+			},
 			Model: func(round uint64) (*safetensors.File, error) {
 				return committedModelFile(cfg, fed.Name, fsm.State(), node.Registry(), round)
 			},
