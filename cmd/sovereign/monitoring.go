@@ -108,7 +108,7 @@ func serveMonitoring(ctx context.Context, cfg *coordinatorConfig, fed *p2p.Feder
 				}
 				return out
 			},
-			Online:   online,
+			Online: online,
 			// The replicated refusals: every replica's page lists the
 			// same ones, whoever led when they arrived.
 			Refusals: func() []metrics.Refusal {
@@ -123,8 +123,8 @@ func serveMonitoring(ctx context.Context, cfg *coordinatorConfig, fed *p2p.Feder
 			Model: func(round uint64) (*safetensors.File, error) {
 				return committedModelFile(cfg, fed.Name, fsm.State(), node.Registry(), round)
 			},
-			Name:     name,
-			Token:    cfg.DashboardToken,
+			Name:  name,
+			Token: cfg.DashboardToken,
 		})
 		go dh.Run(ctx, time.Second)
 		s, err := listen("dashboard_listen", cfg.DashboardListen, dh, log)
