@@ -209,6 +209,11 @@ func (s *Server) watch(p peer.ID) <-chan struct{} {
 }
 
 func (s *Server) hello(ctx context.Context, c p2p.Member) error {
+	// keep already backs off between attempts; libp2p's own dial backoff
+	// (seconds after one failed dial) would otherwise refuse the redials to
+	// a coordinator that has just restarted, and the worker would miss the
+	// round its new leader resumes.
+	ctx = network.WithForceDirectDial(ctx, "worker redials a coordinator")
 	if err := s.h.Connect(ctx, c.AddrInfo()); err != nil {
 		return err
 	}
