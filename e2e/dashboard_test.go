@@ -26,8 +26,8 @@ func chromium(t *testing.T) string {
 			return p
 		}
 	}
-	t.Skip("chromium not installed: the dashboard test needs Debian's chromium package (apt-get install chromium; .ci/run installs it)")
-	return ""
+	missingTool(t, "chromium not installed: the dashboard test needs Debian's chromium package (apt-get install chromium; .ci/run installs it)")
+	return "" // not reached: missingTool ends the test
 }
 
 // browser runs headless Chromium on loopback pages only.
