@@ -918,14 +918,10 @@ func (n *Node) evalSpec(round uint64, numParams int) (string, error) {
 // request passed these checks.
 func (n *Node) EvaluateCommitted(round uint64, hash [32]byte, spec string, fetch func(numParams int) ([]float32, error)) (examples int, loss, accuracy float64, err error) {
 	n.mu.Lock()
-	a, err := n.checkEvaluation(round, hash, spec)
+	a, pin, err := n.checkEvaluation(round, hash, spec)
 	n.mu.Unlock()
-	if err != nil {
-		var pinned *pinnedEval
-		if errors.As(err, &pinned) {
-			return pinned.p.Examples, pinned.p.Loss, pinned.p.Accuracy, nil
-		}
-		return 0, 0, 0, err
+	if err != nil || pin != nil {
+		return pin.answer(err)
 	}
 	params, err := fetch(a.NumParams)
 	if err != nil {
@@ -941,12 +937,8 @@ func (n *Node) EvaluateCommitted(round uint64, hash [32]byte, spec string, fetch
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	// Another request may have pinned the round meanwhile.
-	if _, err := n.checkEvaluation(round, hash, spec); err != nil {
-		var pinned *pinnedEval
-		if errors.As(err, &pinned) {
-			return pinned.p.Examples, pinned.p.Loss, pinned.p.Accuracy, nil
-		}
-		return 0, 0, 0, err
+	if _, pin, err := n.checkEvaluation(round, hash, spec); err != nil || pin != nil {
+		return pin.answer(err)
 	}
 	if err := n.st.PutEvalPin(EvalPin{Round: round, Hash: hash, Examples: examples, Loss: loss, Accuracy: accuracy}); err != nil {
 		return 0, 0, 0, err
@@ -957,50 +949,55 @@ func (n *Node) EvaluateCommitted(round uint64, hash [32]byte, spec string, fetch
 	return examples, loss, accuracy, nil
 }
 
-// pinnedEval is checkEvaluation's answer for a request already answered.
-type pinnedEval struct{ p EvalPin }
-
-func (p *pinnedEval) Error() string { return fmt.Sprintf("round %d already evaluated", p.p.Round) }
+// answer is EvaluateCommitted's result for a request checkEvaluation ended:
+// err, or the pinned answer to a repeat.
+func (p *EvalPin) answer(err error) (examples int, loss, accuracy float64, _ error) {
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	return p.Examples, p.Loss, p.Accuracy, nil
+}
 
 // checkEvaluation applies EvaluateCommitted's rules; n.mu is held. It
-// returns the round's announcement, or a *pinnedEval for a repeat.
-func (n *Node) checkEvaluation(round uint64, hash [32]byte, spec string) (*Announce, error) {
+// returns the round's announcement to evaluate, or the pin of the same
+// request already answered.
+func (n *Node) checkEvaluation(round uint64, hash [32]byte, spec string) (*Announce, *EvalPin, error) {
 	switch n.cfg.Policy.Evaluation {
 	case EvalNone:
-		return nil, n.refuse(round, nil, "policy.evaluation is %q: this worker answers no evaluation", EvalNone)
+		return nil, nil, n.refuse(round, nil, "policy.evaluation is %q: this worker answers no evaluation", EvalNone)
 	case EvalAggregate:
-		return nil, n.refuse(round, nil, "policy.evaluation is %q: this worker reports evaluations only inside a secure aggregate", EvalAggregate)
+		return nil, nil, n.refuse(round, nil, "policy.evaluation is %q: this worker reports evaluations only inside a secure aggregate", EvalAggregate)
 	}
 	pin, ok, err := n.st.EvalPin()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if ok && pin.Round == round {
 		if pin.Hash != hash {
-			return nil, n.refuseDetail(round, nil, fmt.Sprintf("a model was already evaluated for round %d; one model per round", round),
+			return nil, nil, n.refuseDetail(round, nil, fmt.Sprintf("a model was already evaluated for round %d; one model per round", round),
 				fmt.Sprintf("evaluated %x, asked %x", pin.Hash[:8], hash[:8]))
 		}
-		return nil, &pinnedEval{pin}
+		return nil, &pin, nil
 	}
 	if ok && round < pin.Round {
-		return nil, n.refuse(round, nil, "round %d is before round %d, the last one evaluated", round, pin.Round)
+		return nil, nil, n.refuse(round, nil, "round %d is before round %d, the last one evaluated", round, pin.Round)
 	}
 	a, ok, err := n.st.Announce(round)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if !ok {
-		return nil, n.refuse(round, nil, "this worker holds no accepted announcement of round %d, so no model of it to evaluate", round)
+		return nil, nil, n.refuse(round, nil, "this worker holds no accepted announcement of round %d, so no model of it to evaluate", round)
 	}
 	if _, ok, err := n.st.Answer(round); err != nil {
-		return nil, err
+		return nil, nil, err
 	} else if !ok {
-		return nil, n.refuse(round, nil, "this worker did not take part in round %d to its end (no unmask answered)", round)
+		return nil, nil, n.refuse(round, nil, "this worker did not take part in round %d to its end (no unmask answered)", round)
 	}
 	if spec != "" && spec != a.ModelSpec {
-		return nil, n.refuse(round, nil, "model spec %q is not the spec %q announced for round %d", spec, a.ModelSpec, round)
+		return nil, nil, n.refuse(round, nil, "model spec %q is not the spec %q announced for round %d", spec, a.ModelSpec, round)
 	}
-	return a, nil
+	return a, nil, nil
 }
 
 // EvaluateSpec evaluates params as a model of the given spec on the local

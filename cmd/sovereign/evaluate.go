@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"slices"
 
 	"github.com/spf13/cobra"
 
 	"github.com/sovereign-fl/sovereign/data"
+	"github.com/sovereign-fl/sovereign/model"
 )
 
 func init() { rootCmd.AddCommand(newEvaluateCmd()) }
@@ -129,51 +129,15 @@ func classificationReport(probs []float32, y []int32, k int) evalReport {
 }
 
 // rocAUC is the area under the ROC curve of scores for the positive class
-// 1, computed as the Mann–Whitney U statistic divided by n₀·n₁, with tied
-// scores given their mean rank (Hanley & McNeil 1982, "The meaning and use
-// of the area under a receiver operating characteristic (ROC) curve").
-// It is undefined (false) when one class is absent.
+// 1 (model.BinaryMetrics: the Mann–Whitney U statistic with mid-ranks for
+// ties, Hanley & McNeil 1982). It is undefined (false) when one class is
+// absent.
 func rocAUC(scores []float64, y []int32) (float64, bool) {
-	idx := make([]int, len(scores))
-	for i := range idx {
-		idx[i] = i
+	m, err := model.BinaryMetrics(scores, y)
+	if err != nil || math.IsNaN(m.AUC) {
+		return 0, false
 	}
-	slices.SortFunc(idx, func(a, b int) int {
-		switch {
-		case scores[a] < scores[b]:
-			return -1
-		case scores[a] > scores[b]:
-			return 1
-		}
-		return 0
-	})
-	var rankSum float64
-	var n1, n0 int
-	for i := 0; i < len(idx); {
-		j := i
-		for j < len(idx) && scores[idx[j]] == scores[idx[i]] {
-			j++
-		}
-		mid := float64(i+j+1) / 2 // mean of ranks i+1 … j
-		for _, e := range idx[i:j] {
-			if y[e] == 1 {
-				rankSum += mid
-			}
-		}
-		i = j
-	}
-	for _, v := range y {
-		if v == 1 {
-			n1++
-		} else {
-			n0++
-		}
-	}
-	if n0 == 0 || n1 == 0 {
-		return math.NaN(), false
-	}
-	u := rankSum - float64(n1)*float64(n1+1)/2
-	return u / (float64(n0) * float64(n1)), true
+	return m.AUC, true
 }
 
 func printReport(w io.Writer, r evalReport, asJSON bool) error {
