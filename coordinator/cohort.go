@@ -51,6 +51,17 @@ type Announce struct {
 	// Epsilon is the privacy the round will have spent when it commits,
 	// so a worker can refuse a round beyond its budget.
 	Epsilon float64
+	// Purpose is "" for a model round, wire.PurposeStatistics for the
+	// statistics round of a data schema (stats.go).
+	Purpose string
+	// SchemaHash is the SHA-256 of the study's data schema file (zero:
+	// none); Stats the committed federation statistics (JSON of
+	// data.Stats) on model rounds after the statistics round.
+	SchemaHash [32]byte
+	Stats      []byte
+	// StatsMaxRows is the statistics round's public bound on a site's
+	// rows (data.SumScales); 0 on model rounds.
+	StatsMaxRows int
 }
 
 // NodeIndex returns w's SecAgg+ node index in a (1-based), or 0 if w was not

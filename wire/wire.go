@@ -133,7 +133,29 @@ type Announce struct {
 	// Sampled are the sampled workers' peer IDs (string form), sorted.
 	Sampled []string
 	Epsilon float64
+	// Purpose is "" for a model round and PurposeStatistics for the
+	// federation-statistics round of a data schema.
+	Purpose string
+	// SchemaHash is the SHA-256 of the data schema file (zero: none).
+	SchemaHash [32]byte
+	// Stats is the federation's statistics (JSON of data.Stats) on model
+	// rounds of a study with a schema, once they are committed.
+	Stats []byte
+	// StatsMaxRows is, on the statistics round, the public bound on a
+	// site's rows (data.SumScales).
+	StatsMaxRows int
 }
+
+// PurposeStatistics marks the round that computes a schema's federation
+// statistics under secure aggregation (see docs/data-schema.md).
+const PurposeStatistics = "statistics"
+
+// MaxStatsBytes bounds RoundAnnounce.federation_stats; MaxStatsRows
+// RoundAnnounce.stats_max_rows.
+const (
+	MaxStatsBytes = 1 << 20
+	MaxStatsRows  = 1 << 40
+)
 
 // AnnounceToPB encodes a. It fails on a sampled worker that is not a valid
 // peer ID.
@@ -152,15 +174,19 @@ func AnnounceToPB(a *Announce) (*pb.RoundAnnounce, error) {
 	}
 	c := a.SecAgg
 	return &pb.RoundAnnounce{
-		Round:          a.Round,
-		ModelSha256:    append([]byte(nil), a.ModelHash[:]...),
-		ModelSize:      uint64(a.NumParams) * 4,
-		ModelVersion:   a.ModelVersion,
-		ModelSpec:      a.ModelSpec,
-		NumParams:      uint64(a.NumParams),
-		Epsilon:        a.Epsilon,
-		SampledWorkers: sampled,
-		Secure:         true,
+		Round:           a.Round,
+		ModelSha256:     append([]byte(nil), a.ModelHash[:]...),
+		ModelSize:       uint64(a.NumParams) * 4,
+		ModelVersion:    a.ModelVersion,
+		ModelSpec:       a.ModelSpec,
+		NumParams:       uint64(a.NumParams),
+		Epsilon:         a.Epsilon,
+		SampledWorkers:  sampled,
+		Secure:          true,
+		Purpose:         a.Purpose,
+		SchemaSha256:    schemaHashBytes(a.SchemaHash),
+		FederationStats: append([]byte(nil), a.Stats...),
+		StatsMaxRows:    uint64(a.StatsMaxRows),
 		Config: &pb.RoundConfig{
 			Algorithm:       algo,
 			LocalEpochs:     uint32(a.Epochs),
@@ -293,11 +319,56 @@ func AnnounceFromPB(m *pb.RoundAnnounce) (*Announce, error) {
 			return nil, invalid(msg, fmt.Sprintf("secagg.clients[%d]", i), "%d, want %d (sampled_workers[%d] has index %d)", c, i+1, i, i+1)
 		}
 	}
-	if cfg.Dim != a.NumParams {
-		return nil, invalid(msg, "secagg.vector_length", "%d, want num_params = %d", cfg.Dim, a.NumParams)
+	switch m.Purpose {
+	case "":
+		if cfg.Dim != a.NumParams && cfg.Dim != a.NumParams+EvalWords {
+			return nil, invalid(msg, "secagg.vector_length", "%d, want num_params = %d (or %d with secure evaluation)", cfg.Dim, a.NumParams, a.NumParams+EvalWords)
+		}
+	case PurposeStatistics:
+		// The vector is the schema's sufficient statistics; the worker
+		// checks its length against its own schema.
+		if len(m.SchemaSha256) == 0 {
+			return nil, invalid(msg, "schema_sha256", "missing on a %s round", PurposeStatistics)
+		}
+		if m.StatsMaxRows < 1 || m.StatsMaxRows > MaxStatsRows {
+			return nil, invalid(msg, "stats_max_rows", "%d out of range 1..%d", m.StatsMaxRows, MaxStatsRows)
+		}
+		a.StatsMaxRows = int(m.StatsMaxRows)
+	default:
+		return nil, invalid(msg, "purpose", "%q, want empty or %q", m.Purpose, PurposeStatistics)
+	}
+	if m.Purpose != PurposeStatistics && m.StatsMaxRows != 0 {
+		return nil, invalid(msg, "stats_max_rows", "set on a model round")
+	}
+	a.Purpose = m.Purpose
+	switch len(m.SchemaSha256) {
+	case 0:
+	case 32:
+		copy(a.SchemaHash[:], m.SchemaSha256)
+	default:
+		return nil, invalid(msg, "schema_sha256", "%d bytes, want 32 or none", len(m.SchemaSha256))
+	}
+	if len(m.FederationStats) > MaxStatsBytes {
+		return nil, invalid(msg, "federation_stats", "%d bytes, above %d", len(m.FederationStats), MaxStatsBytes)
+	}
+	if len(m.FederationStats) > 0 {
+		if a.SchemaHash == ([32]byte{}) {
+			return nil, invalid(msg, "federation_stats", "set without schema_sha256")
+		}
+		if m.Purpose == PurposeStatistics {
+			return nil, invalid(msg, "federation_stats", "set on the %s round itself", PurposeStatistics)
+		}
+		a.Stats = append([]byte(nil), m.FederationStats...)
 	}
 	a.SecAgg = cfg
 	return a, nil
+}
+
+func schemaHashBytes(h [32]byte) []byte {
+	if h == ([32]byte{}) {
+		return nil
+	}
+	return append([]byte(nil), h[:]...)
 }
 
 // ConfigFromPB decodes the SecAgg+ parameters of round and validates them

@@ -277,6 +277,7 @@ func fromWire(wa *wire.Announce) *Announce {
 		SecAgg:  wa.SecAgg,
 		Sampled: wa.Sampled,
 		Epsilon: wa.Epsilon,
+		Purpose: wa.Purpose, SchemaHash: wa.SchemaHash, Stats: wa.Stats, StatsMaxRows: wa.StatsMaxRows,
 	}
 }
 
@@ -322,8 +323,11 @@ func (s *Server) handleMasked(ctx context.Context, st *p2p.Stream) error {
 		if !ok {
 			return refuse(&Refusal{Round: sb.Round, Reason: fmt.Sprintf("no announcement of round %d was accepted", sb.Round)})
 		}
-		if global, err = s.model(ctx, st.Peer(), a.ModelHash, a.NumParams); err != nil {
-			return refuse(err)
+		if a.Purpose == "" {
+			// The statistics round sums the site's data, not a model.
+			if global, err = s.model(ctx, st.Peer(), a.ModelHash, a.NumParams); err != nil {
+				return refuse(err)
+			}
 		}
 	}
 	mi, err := s.node.MaskedInput(sb, global)

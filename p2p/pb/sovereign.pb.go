@@ -723,7 +723,20 @@ type RoundAnnounce struct {
 	NumParams uint64 `protobuf:"varint,10,opt,name=num_params,json=numParams,proto3" json:"num_params,omitempty"`
 	// Cumulative (ε, δ) ε the federation will have spent when the round
 	// commits, so a worker can refuse a round beyond its budget.
-	Epsilon       float64 `protobuf:"fixed64,11,opt,name=epsilon,proto3" json:"epsilon,omitempty"`
+	Epsilon float64 `protobuf:"fixed64,11,opt,name=epsilon,proto3" json:"epsilon,omitempty"`
+	// What the round's secure sum is: "" (or "model") a model update,
+	// "statistics" the federation-wide feature statistics of the data
+	// schema (sufficient statistics of each site, data.Sums, scaled by
+	// data.SumScales; secagg.vector_length is then their length).
+	Purpose string `protobuf:"bytes,12,opt,name=purpose,proto3" json:"purpose,omitempty"`
+	// SHA-256 of the federation's data schema file, when the study uses one.
+	SchemaSha256 []byte `protobuf:"bytes,13,opt,name=schema_sha256,json=schemaSha256,proto3" json:"schema_sha256,omitempty"`
+	// The federation's statistics (JSON of data.Stats) that every worker
+	// imputes and standardises with, once the statistics round committed.
+	FederationStats []byte `protobuf:"bytes,14,opt,name=federation_stats,json=federationStats,proto3" json:"federation_stats,omitempty"`
+	// On the statistics round: the public bound on a site's rows that the
+	// scaled sums are divided by (data.SumScales).
+	StatsMaxRows  uint64 `protobuf:"varint,15,opt,name=stats_max_rows,json=statsMaxRows,proto3" json:"stats_max_rows,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -831,6 +844,34 @@ func (x *RoundAnnounce) GetNumParams() uint64 {
 func (x *RoundAnnounce) GetEpsilon() float64 {
 	if x != nil {
 		return x.Epsilon
+	}
+	return 0
+}
+
+func (x *RoundAnnounce) GetPurpose() string {
+	if x != nil {
+		return x.Purpose
+	}
+	return ""
+}
+
+func (x *RoundAnnounce) GetSchemaSha256() []byte {
+	if x != nil {
+		return x.SchemaSha256
+	}
+	return nil
+}
+
+func (x *RoundAnnounce) GetFederationStats() []byte {
+	if x != nil {
+		return x.FederationStats
+	}
+	return nil
+}
+
+func (x *RoundAnnounce) GetStatsMaxRows() uint64 {
+	if x != nil {
+		return x.StatsMaxRows
 	}
 	return 0
 }
@@ -2493,7 +2534,7 @@ const file_sovereign_proto_rawDesc = "" +
 	"\n" +
 	"max_weight\x18\t \x01(\x01R\tmaxWeight\x12(\n" +
 	"\x10stage_timeout_ms\x18\n" +
-	" \x01(\x04R\x0estageTimeoutMs\"\x94\x03\n" +
+	" \x01(\x04R\x0estageTimeoutMs\"\xa4\x04\n" +
 	"\rRoundAnnounce\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12!\n" +
 	"\fmodel_sha256\x18\x02 \x01(\fR\vmodelSha256\x12\x1d\n" +
@@ -2509,7 +2550,11 @@ const file_sovereign_proto_rawDesc = "" +
 	"\n" +
 	"num_params\x18\n" +
 	" \x01(\x04R\tnumParams\x12\x18\n" +
-	"\aepsilon\x18\v \x01(\x01R\aepsilon\"\xfe\x01\n" +
+	"\aepsilon\x18\v \x01(\x01R\aepsilon\x12\x18\n" +
+	"\apurpose\x18\f \x01(\tR\apurpose\x12#\n" +
+	"\rschema_sha256\x18\r \x01(\fR\fschemaSha256\x12)\n" +
+	"\x10federation_stats\x18\x0e \x01(\fR\x0ffederationStats\x12$\n" +
+	"\x0estats_max_rows\x18\x0f \x01(\x04R\fstatsMaxRows\"\xfe\x01\n" +
 	"\rAdvertiseKeys\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12\x16\n" +
 	"\x06sender\x18\x02 \x01(\fR\x06sender\x12\x11\n" +
