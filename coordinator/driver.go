@@ -99,6 +99,10 @@ type Config struct {
 	// the row-level Gaussian noise on the statistics (0 = none).
 	Schema       *data.Schema
 	SchemaHash   [32]byte
+	// SchemaText is the schema file's bytes (SHA-256 = SchemaHash); the
+	// committed statistics carry it, so an exported model is
+	// self-describing.
+	SchemaText   []byte
 	StatsMaxRows int
 	StatsNoise   float64
 }
@@ -175,8 +179,11 @@ func (c Config) Validate() error {
 		return fmt.Errorf("poll interval %v must be >= 0", c.PollInterval)
 	}
 	if c.Schema != nil {
-		if c.SchemaHash == ([32]byte{}) {
-			return errors.New("schema hash must be set with a schema")
+		if c.SchemaHash == ([32]byte{}) || sha256.Sum256(c.SchemaText) != c.SchemaHash {
+			return errors.New("schema hash must be the SHA-256 of the schema text")
+		}
+		if len(c.SchemaText) > MaxStatsBytes {
+			return fmt.Errorf("schema of %d bytes, above %d", len(c.SchemaText), MaxStatsBytes)
 		}
 		if c.StatsMaxRows < 0 || c.statsMaxRows() < 1 {
 			return fmt.Errorf("stats max rows %d must be >= 1 (0 = max weight)", c.StatsMaxRows)

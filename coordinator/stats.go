@@ -25,6 +25,7 @@ package coordinator
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -43,6 +44,8 @@ type StatsCommitted struct {
 	SchemaHash Hash   `json:"schema_hash"`
 	// Stats is the JSON of the data.Stats computed from the unmasked sums.
 	Stats json.RawMessage `json:"stats"`
+	// Schema is the schema file's text (SHA-256 = SchemaHash).
+	Schema string `json:"schema"`
 	// Participants are the survivors as worker IDs, sorted.
 	Participants []WorkerID `json:"participants"`
 	// DP, if non-nil, is the row-level Gaussian release of the sums.
@@ -55,6 +58,7 @@ type StatsCommitted struct {
 type StatsRecord struct {
 	Round        uint64          `json:"round"`
 	SchemaHash   Hash            `json:"schema_hash"`
+	Schema       string          `json:"schema"`
 	Stats        json.RawMessage `json:"stats"`
 	Participants []WorkerID      `json:"participants"`
 	DP           *dp.Entry       `json:"dp,omitempty"`
@@ -175,7 +179,7 @@ func (d *Driver) finishStats(ctx context.Context, cur *RoundState, sum []float64
 	if len(b) > MaxStatsBytes {
 		return d.fail(ctx, cur, fmt.Sprintf("statistics round: %d bytes of statistics, above %d", len(b), MaxStatsBytes), nil)
 	}
-	sc := &StatsCommitted{Round: r, SchemaHash: Hash(d.cfg.SchemaHash), Stats: b, Participants: d.workers(cur, cur.Survivors), DP: released, Epsilon: eps}
+	sc := &StatsCommitted{Round: r, SchemaHash: Hash(d.cfg.SchemaHash), Schema: string(d.cfg.SchemaText), Stats: b, Participants: d.workers(cur, cur.Survivors), DP: released, Epsilon: eps}
 	if err := d.commit(ctx, Command{StatsCommitted: sc}); err != nil {
 		return err
 	}
@@ -200,6 +204,9 @@ func (f *FSM) applyStats(c *Command) error {
 	if m.SchemaHash != Hash(cur.Announce.SchemaHash) {
 		return refuse(c, "schema %s is not the announced %s", m.SchemaHash, Hash(cur.Announce.SchemaHash))
 	}
+	if Hash(sha256.Sum256([]byte(m.Schema))) != m.SchemaHash {
+		return refuse(c, "schema text does not hash to %s", m.SchemaHash)
+	}
 	if len(m.Stats) == 0 || len(m.Stats) > MaxStatsBytes || !json.Valid(m.Stats) {
 		return refuse(c, "statistics must be 1..%d bytes of JSON", MaxStatsBytes)
 	}
@@ -214,7 +221,7 @@ func (f *FSM) applyStats(c *Command) error {
 	if !slices.Equal(want, m.Participants) {
 		return refuse(c, "participants %v are not the committed survivors %v", m.Participants, want)
 	}
-	s.Stats = &StatsRecord{Round: m.Round, SchemaHash: m.SchemaHash, Stats: slices.Clone(m.Stats), Participants: slices.Clone(m.Participants), DP: m.DP, Epsilon: m.Epsilon}
+	s.Stats = &StatsRecord{Round: m.Round, SchemaHash: m.SchemaHash, Schema: m.Schema, Stats: slices.Clone(m.Stats), Participants: slices.Clone(m.Participants), DP: m.DP, Epsilon: m.Epsilon}
 	s.Current = nil
 	s.Failures = 0
 	return nil

@@ -169,4 +169,25 @@ func TestFederationStatisticsRound(t *testing.T) {
 	if _, err := run(t, "ledger", "verify", "--data", f.coordDir); err != nil {
 		t.Fatalf("ledger verify: %v", err)
 	}
+	// The exported model carries the schema and the statistics, so
+	// `sovereign evaluate` encodes a raw hospital file as the sites did.
+	out := filepath.Join(f.dir, "model.safetensors")
+	if _, err := run(t, "export", "--data", f.coordDir, "--out", out); err != nil {
+		t.Fatalf("export: %v", err)
+	}
+	rep, err := run(t, "evaluate", "--model", out, "--dataset", "csv:"+csvs[1], "--split", "all", "--json")
+	if err != nil {
+		t.Fatalf("evaluate: %v", err)
+	}
+	var ev struct {
+		Accuracy float64 `json:"accuracy"`
+		Examples int     `json:"examples"`
+	}
+	if err := json.Unmarshal([]byte(rep), &ev); err != nil {
+		t.Fatalf("evaluate output %q: %v", rep, err)
+	}
+	t.Logf("exported model on %s: accuracy %.3f over %d rows", filepath.Base(csvs[1]), ev.Accuracy, ev.Examples)
+	if ev.Accuracy < 0.85 {
+		t.Fatalf("exported model: accuracy %.3f on a site's own raw file, want ≥ 0.85 (schema and statistics in the file)", ev.Accuracy)
+	}
 }

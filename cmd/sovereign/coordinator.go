@@ -301,7 +301,7 @@ func parseCoordinatorConfig(src string, b []byte, dir string) (*coordinatorConfi
 		if err != nil {
 			return nil, fail("rounds.schema", "%v", err)
 		}
-		cfg.Schema, cfg.SchemaHash = s, sha256.Sum256(b)
+		cfg.Schema, cfg.SchemaHash, cfg.SchemaText = s, sha256.Sum256(b), b
 		// The schema fixes the feature vector and the classes.
 		if r.Input == nil {
 			cfg.InC, cfg.InH, cfg.InW = 1, 1, s.Dim()
