@@ -97,8 +97,8 @@ type Config struct {
 	// the driver runs the statistics round (stats.go). StatsMaxRows is the
 	// public bound on a site's rows (0 = MaxWeight); StatsNoise the σ of
 	// the row-level Gaussian noise on the statistics (0 = none).
-	Schema       *data.Schema
-	SchemaHash   [32]byte
+	Schema     *data.Schema
+	SchemaHash [32]byte
 	// SchemaText is the schema file's bytes (SHA-256 = SchemaHash); the
 	// committed statistics carry it, so an exported model is
 	// self-describing.

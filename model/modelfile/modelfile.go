@@ -31,12 +31,12 @@ const (
 	KeyInstitutions = "institutions" // how many institutions' updates are in the round
 	KeyEpsilon      = "epsilon"      // (ε, δ) spent; absent when DP is off
 	KeyDelta        = "delta"
-	KeyFederation   = "federation"  // the federation's name
-	KeyStandardize  = "standardize" // JSON {"mean": [...], "scale": [...]}: x' = (x − mean)·scale; absent if none
+	KeyFederation   = "federation"    // the federation's name
+	KeyStandardize  = "standardize"   // JSON {"mean": [...], "scale": [...]}: x' = (x − mean)·scale; absent if none
 	KeySchema       = "data_schema"   // the federation's data schema (TOML text, docs/data-schema.md); absent if none
 	KeyFeatureStats = "feature_stats" // JSON of the federation's data.Stats the schema encodes with
-	KeySource       = "source"      // "sim" or "coordinator"
-	KeyDataset      = "dataset"     // the sim's --dataset
+	KeySource       = "source"        // "sim" or "coordinator"
+	KeyDataset      = "dataset"       // the sim's --dataset
 )
 
 // FormatV1 is the value of KeyFormat.
