@@ -10,6 +10,7 @@ import (
 	"context"
 
 	"github.com/sovereign-fl/sovereign/aggregation/secagg"
+	"github.com/sovereign-fl/sovereign/wire"
 )
 
 // WorkerID names a worker: the string form of its libp2p peer ID.
@@ -81,6 +82,8 @@ type Metrics struct {
 	Examples int
 	Loss     float64
 	Accuracy float64
+	// Binary is a two-class model's confusion matrix and score histograms.
+	Binary *wire.BinaryReport
 }
 
 // Cohort is how the round driver reaches workers: over libp2p in the

@@ -1114,6 +1114,8 @@ func (d *Driver) evaluate(ctx context.Context, r uint64, h Hash, workers []Worke
 	})
 	var acc, loss float64
 	var n, k int
+	var bin *wire.BinaryReport
+	binary := true
 	for i, rp := range replies {
 		m := rp.v
 		if rp.err == nil && (m.Examples <= 0 || !(m.Accuracy >= 0 && m.Accuracy <= 1) || math.IsNaN(m.Loss) || math.IsInf(m.Loss, 0)) {
@@ -1127,17 +1129,38 @@ func (d *Driver) evaluate(ctx context.Context, r uint64, h Hash, workers []Worke
 		loss += m.Loss * float64(m.Examples)
 		n += m.Examples
 		k++
+		// The confusion matrix and AUC only if every reporting worker sent
+		// its counts (a partial sum would misstate them).
+		if m.Binary == nil {
+			binary = false
+		} else if binary {
+			if bin == nil {
+				bin = &wire.BinaryReport{}
+			}
+			bin.Add(m.Binary)
+		}
 	}
 	if n == 0 {
 		log.Warn("no worker reported metrics")
 		return
 	}
 	mr := &MetricsRecorded{Round: r, Accuracy: acc / float64(n), Loss: loss / float64(n), Examples: n, Workers: k}
+	if binary && bin != nil {
+		auc := bin.AUC()
+		if math.IsNaN(auc) {
+			auc = -1
+		}
+		mr.Binary = &BinaryMetrics{TP: bin.TP, FP: bin.FP, TN: bin.TN, FN: bin.FN, AUC: auc}
+	}
 	if err := d.commit(ctx, Command{MetricsRecorded: mr}); err != nil {
 		log.Warn("recording metrics", "err", err)
 		return
 	}
-	log.Info("metrics recorded", "accuracy", mr.Accuracy, "loss", mr.Loss, "examples", n, "workers", k)
+	if b := mr.Binary; b != nil {
+		log.Info("metrics recorded", "accuracy", mr.Accuracy, "loss", mr.Loss, "examples", n, "workers", k, "auc", b.AUC, "tp", b.TP, "fp", b.FP, "tn", b.TN, "fn", b.FN)
+	} else {
+		log.Info("metrics recorded", "accuracy", mr.Accuracy, "loss", mr.Loss, "examples", n, "workers", k)
+	}
 }
 
 // Status is what `sovereign status` shows of a coordinator.

@@ -189,6 +189,19 @@ type MetricsRecorded struct {
 	Loss     float64 `json:"loss"`
 	Examples int     `json:"examples"`
 	Workers  int     `json:"workers"`
+	// Binary, for a two-class model, is the federation's confusion
+	// matrix (class 1 positive) and ROC AUC (from the workers' summed
+	// score histograms, wire.BinaryReport).
+	Binary *BinaryMetrics `json:"binary,omitempty"`
+}
+
+// BinaryMetrics is a two-class model's federated evaluation.
+type BinaryMetrics struct {
+	TP  int     `json:"tp"`
+	FP  int     `json:"fp"`
+	TN  int     `json:"tn"`
+	FN  int     `json:"fn"`
+	AUC float64 `json:"auc"` // -1 when one class is absent
 }
 
 // MembersSeen records the workers online (sorted) before round Round was
@@ -676,6 +689,9 @@ func (f *FSM) apply(c *Command) error {
 		}
 		if !(m.Accuracy >= 0 && m.Accuracy <= 1) || math.IsNaN(m.Loss) || math.IsInf(m.Loss, 0) || m.Examples < 0 || m.Workers < 0 {
 			return refuse(c, "accuracy %v, loss %v, examples %d, workers %d out of range", m.Accuracy, m.Loss, m.Examples, m.Workers)
+		}
+		if b := m.Binary; b != nil && (b.TP < 0 || b.FP < 0 || b.TN < 0 || b.FN < 0 || b.TP+b.FP+b.TN+b.FN > m.Examples || !(b.AUC == -1 || b.AUC >= 0 && b.AUC <= 1)) {
+			return refuse(c, "binary metrics %+v out of range for %d examples", *b, m.Examples)
 		}
 		s.Metrics = append(s.Metrics, *m)
 		return nil

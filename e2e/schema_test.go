@@ -166,6 +166,19 @@ func TestFederationStatisticsRound(t *testing.T) {
 	if last.Accuracy < 0.85 {
 		t.Fatalf("federated accuracy %.3f after %d rounds on standardised breast-cancer data, want ≥ 0.85", last.Accuracy, rounds)
 	}
+	// Two classes: the federated evaluation carries the confusion matrix
+	// and the ROC AUC of the workers' summed score histograms.
+	b := last.Binary
+	if b == nil || b.TP+b.FP+b.TN+b.FN != last.Examples {
+		t.Fatalf("federated binary metrics %+v for %d examples", b, last.Examples)
+	}
+	if acc := float64(b.TP+b.TN) / float64(last.Examples); math.Abs(acc-last.Accuracy) > 1e-9 {
+		t.Fatalf("confusion matrix accuracy %v, recorded accuracy %v", acc, last.Accuracy)
+	}
+	t.Logf("federated ROC AUC %.3f, confusion tp %d fp %d tn %d fn %d", b.AUC, b.TP, b.FP, b.TN, b.FN)
+	if b.AUC < 0.9 {
+		t.Fatalf("federated ROC AUC %.3f, want ≥ 0.9", b.AUC)
+	}
 	if _, err := run(t, "ledger", "verify", "--data", f.coordDir); err != nil {
 		t.Fatalf("ledger verify: %v", err)
 	}

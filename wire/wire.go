@@ -783,6 +783,55 @@ type Metrics struct {
 	Examples int
 	Loss     float64
 	Accuracy float64
+	// Binary is set by a worker whose model has two classes.
+	Binary *BinaryReport
+}
+
+// ScoreBins is the number of equal bins of [0, 1] a BinaryReport counts
+// P(class 1) in.
+const ScoreBins = 20
+
+// BinaryReport is one worker's two-class evaluation: the confusion matrix
+// at the argmax decision (class 1 positive) and the histograms of
+// P(class 1) of its positive and negative test examples. Sums of reports
+// are the federation's; BinaryAUC turns them into a ROC AUC.
+type BinaryReport struct {
+	TP, FP, TN, FN int
+	Pos, Neg       [ScoreBins]uint64
+}
+
+// Add adds o to r.
+func (r *BinaryReport) Add(o *BinaryReport) {
+	r.TP, r.FP, r.TN, r.FN = r.TP+o.TP, r.FP+o.FP, r.TN+o.TN, r.FN+o.FN
+	for i := range r.Pos {
+		r.Pos[i] += o.Pos[i]
+		r.Neg[i] += o.Neg[i]
+	}
+}
+
+// AUC is the area under the ROC curve of the histograms (Mann–Whitney U,
+// Hanley & McNeil 1982): P(score of a positive > score of a negative), pairs
+// in one bin counting one half. It is NaN when a class is absent; binning
+// changes it by at most the share of pairs that fall in one bin.
+func (r *BinaryReport) AUC() float64 {
+	var p, n, u float64
+	var below float64 // negatives in lower bins
+	for i := range ScoreBins {
+		pos, neg := float64(r.Pos[i]), float64(r.Neg[i])
+		u += pos * (below + neg/2)
+		below += neg
+		p += pos
+		n += neg
+	}
+	if p == 0 || n == 0 {
+		return math.NaN()
+	}
+	return u / (p * n)
+}
+
+// ScoreBin is the bin of a probability.
+func ScoreBin(p float64) int {
+	return min(ScoreBins-1, max(0, int(p*ScoreBins)))
 }
 
 // MetricsFromPB decodes a worker's evaluation of round's model: examples
@@ -807,7 +856,40 @@ func MetricsFromPB(m *pb.MetricsReport, round uint64) (Metrics, error) {
 	if m.Accuracy > 1 {
 		return Metrics{}, invalid(msg, "accuracy", "%v above 1", m.Accuracy)
 	}
-	return Metrics{Examples: int(m.Examples), Loss: m.Loss, Accuracy: m.Accuracy}, nil
+	out := Metrics{Examples: int(m.Examples), Loss: m.Loss, Accuracy: m.Accuracy}
+	if len(m.Confusion) == 0 && len(m.PositiveScores) == 0 && len(m.NegativeScores) == 0 {
+		return out, nil
+	}
+	if len(m.Confusion) != 4 || len(m.PositiveScores) != ScoreBins || len(m.NegativeScores) != ScoreBins {
+		return Metrics{}, invalid(msg, "confusion", "%d confusion counts and %d+%d score bins, want 4 and %d+%d", len(m.Confusion), len(m.PositiveScores), len(m.NegativeScores), ScoreBins, ScoreBins)
+	}
+	var b BinaryReport
+	var total, pos, neg uint64
+	for _, v := range m.Confusion {
+		total += v
+	}
+	for i := range ScoreBins {
+		b.Pos[i], b.Neg[i] = m.PositiveScores[i], m.NegativeScores[i]
+		pos += b.Pos[i]
+		neg += b.Neg[i]
+	}
+	if total != m.Examples || pos+neg != m.Examples || m.Confusion[0]+m.Confusion[3] != pos {
+		return Metrics{}, invalid(msg, "confusion", "counts %v and %d+%d scored examples do not add up to the %d examples (tp+fn must be the positives)", m.Confusion, pos, neg, m.Examples)
+	}
+	b.TP, b.FP, b.TN, b.FN = int(m.Confusion[0]), int(m.Confusion[1]), int(m.Confusion[2]), int(m.Confusion[3])
+	out.Binary = &b
+	return out, nil
+}
+
+// MetricsToPB encodes a worker's evaluation of round's model.
+func MetricsToPB(round uint64, m Metrics) *pb.MetricsReport {
+	out := &pb.MetricsReport{Round: round, Examples: uint64(m.Examples), Loss: m.Loss, Accuracy: m.Accuracy}
+	if b := m.Binary; b != nil {
+		out.Confusion = []uint64{uint64(b.TP), uint64(b.FP), uint64(b.TN), uint64(b.FN)}
+		out.PositiveScores = append([]uint64(nil), b.Pos[:]...)
+		out.NegativeScores = append([]uint64(nil), b.Neg[:]...)
+	}
+	return out
 }
 
 // EvaluateFromPB decodes an evaluation request.

@@ -943,36 +943,45 @@ func (n *Node) evalSpec(round uint64, numParams int) (string, error) {
 // model. fetch is called with the announced parameter count, only once the
 // request passed these checks.
 func (n *Node) EvaluateCommitted(round uint64, hash [32]byte, spec string, fetch func(numParams int) ([]float32, error)) (examples int, loss, accuracy float64, err error) {
+	p, err := n.EvaluateCommittedReport(round, hash, spec, fetch)
+	return p.answer(err)
+}
+
+// EvaluateCommittedReport is EvaluateCommitted with the whole answer: with
+// a two-class model also the confusion matrix and score histograms
+// (wire.BinaryReport), pinned with the rest.
+func (n *Node) EvaluateCommittedReport(round uint64, hash [32]byte, spec string, fetch func(numParams int) ([]float32, error)) (*EvalPin, error) {
 	n.mu.Lock()
 	a, pin, err := n.checkEvaluation(round, hash, spec)
 	n.mu.Unlock()
 	if err != nil || pin != nil {
-		return pin.answer(err)
+		return pin, err
 	}
 	params, err := fetch(a.NumParams)
 	if err != nil {
-		return 0, 0, 0, err
+		return nil, err
 	}
 	if got := ModelHash(params); got != hash {
-		return 0, 0, 0, fmt.Errorf("worker %s: round %d: fetched model hashes to %x, asked %x", n.cfg.Name, round, got[:8], hash[:8])
+		return nil, fmt.Errorf("worker %s: round %d: fetched model hashes to %x, asked %x", n.cfg.Name, round, got[:8], hash[:8])
 	}
-	examples, loss, accuracy, err = n.EvaluateSpec(a.ModelSpec, params)
+	m, err := n.evaluateReport(a.ModelSpec, params)
 	if err != nil {
-		return 0, 0, 0, err
+		return nil, err
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	// Another request may have pinned the round meanwhile.
 	if _, pin, err := n.checkEvaluation(round, hash, spec); err != nil || pin != nil {
-		return pin.answer(err)
+		return pin, err
 	}
-	if err := n.st.PutEvalPin(EvalPin{Round: round, Hash: hash, Examples: examples, Loss: loss, Accuracy: accuracy}); err != nil {
-		return 0, 0, 0, err
+	p := EvalPin{Round: round, Hash: hash, Examples: m.Examples, Loss: m.Loss, Accuracy: m.Accuracy, Binary: m.Binary}
+	if err := n.st.PutEvalPin(p); err != nil {
+		return nil, err
 	}
 	if err := n.implicitCommit(round); err != nil {
-		return 0, 0, 0, err
+		return nil, err
 	}
-	return examples, loss, accuracy, nil
+	return &p, nil
 }
 
 // answer is EvaluateCommitted's result for a request checkEvaluation ended:
@@ -1054,4 +1063,47 @@ func (n *Node) EvaluateSpec(spec string, params []float32) (examples int, loss, 
 		return 0, 0, 0, fmt.Errorf("worker %s: evaluate: %w", n.cfg.Name, err)
 	}
 	return n.test.N, loss, accuracy, nil
+}
+
+// evaluateReport is EvaluateSpec plus, for a two-class model, the
+// confusion matrix at the argmax decision and the histograms of P(class 1)
+// of the positive and negative test examples.
+func (n *Node) evaluateReport(spec string, params []float32) (wire.Metrics, error) {
+	ex, loss, acc, err := n.EvaluateSpec(spec, params)
+	if err != nil || ex == 0 {
+		return wire.Metrics{Examples: ex, Loss: loss, Accuracy: acc}, err
+	}
+	m := wire.Metrics{Examples: ex, Loss: loss, Accuracy: acc}
+	n.evalMu.Lock()
+	defer n.evalMu.Unlock()
+	net := n.evalNet
+	if net.Spec().Classes != 2 {
+		return m, nil
+	}
+	probs := make([]float32, 2*n.test.N)
+	if err := net.Probabilities(n.test.X, n.test.N, probs); err != nil {
+		return wire.Metrics{}, fmt.Errorf("worker %s: evaluate: %w", n.cfg.Name, err)
+	}
+	var b wire.BinaryReport
+	for i, y := range n.test.Y[:n.test.N] {
+		p1 := float64(probs[2*i+1])
+		pred := probs[2*i+1] > probs[2*i]
+		switch {
+		case y == 1 && pred:
+			b.TP++
+		case y == 1:
+			b.FN++
+		case pred:
+			b.FP++
+		default:
+			b.TN++
+		}
+		if y == 1 {
+			b.Pos[wire.ScoreBin(p1)]++
+		} else {
+			b.Neg[wire.ScoreBin(p1)]++
+		}
+	}
+	m.Binary = &b
+	return m, nil
 }

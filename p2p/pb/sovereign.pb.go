@@ -1667,6 +1667,13 @@ type MetricsReport struct {
 	Examples uint64                 `protobuf:"varint,3,opt,name=examples,proto3" json:"examples,omitempty"`
 	Loss     float64                `protobuf:"fixed64,4,opt,name=loss,proto3" json:"loss,omitempty"`
 	Accuracy float64                `protobuf:"fixed64,5,opt,name=accuracy,proto3" json:"accuracy,omitempty"`
+	// With two classes: the confusion matrix at the argmax decision (tp, fp,
+	// tn, fn, class 1 positive) and the counts of P(class 1) in ScoreBins
+	// equal bins of [0, 1] for the positive and the negative examples, from
+	// which the coordinator computes the federation's ROC AUC.
+	Confusion      []uint64 `protobuf:"varint,6,rep,packed,name=confusion,proto3" json:"confusion,omitempty"`
+	PositiveScores []uint64 `protobuf:"varint,7,rep,packed,name=positive_scores,json=positiveScores,proto3" json:"positive_scores,omitempty"`
+	NegativeScores []uint64 `protobuf:"varint,8,rep,packed,name=negative_scores,json=negativeScores,proto3" json:"negative_scores,omitempty"`
 	// Set when the worker refuses to evaluate; the figures are then zero.
 	Refusal       *Refusal `protobuf:"bytes,15,opt,name=refusal,proto3" json:"refusal,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1736,6 +1743,27 @@ func (x *MetricsReport) GetAccuracy() float64 {
 		return x.Accuracy
 	}
 	return 0
+}
+
+func (x *MetricsReport) GetConfusion() []uint64 {
+	if x != nil {
+		return x.Confusion
+	}
+	return nil
+}
+
+func (x *MetricsReport) GetPositiveScores() []uint64 {
+	if x != nil {
+		return x.PositiveScores
+	}
+	return nil
+}
+
+func (x *MetricsReport) GetNegativeScores() []uint64 {
+	if x != nil {
+		return x.NegativeScores
+	}
+	return nil
 }
 
 func (x *MetricsReport) GetRefusal() *Refusal {
@@ -2622,13 +2650,16 @@ const file_sovereign_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"P\n" +
 	"\x03Ack\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x123\n" +
-	"\arefusal\x18\x02 \x01(\v2\x19.sovereign.p2p.v1.RefusalR\arefusal\"\xbe\x01\n" +
+	"\arefusal\x18\x02 \x01(\v2\x19.sovereign.p2p.v1.RefusalR\arefusal\"\xae\x02\n" +
 	"\rMetricsReport\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12\x16\n" +
 	"\x06sender\x18\x02 \x01(\fR\x06sender\x12\x1a\n" +
 	"\bexamples\x18\x03 \x01(\x04R\bexamples\x12\x12\n" +
 	"\x04loss\x18\x04 \x01(\x01R\x04loss\x12\x1a\n" +
-	"\baccuracy\x18\x05 \x01(\x01R\baccuracy\x123\n" +
+	"\baccuracy\x18\x05 \x01(\x01R\baccuracy\x12\x1c\n" +
+	"\tconfusion\x18\x06 \x03(\x04R\tconfusion\x12'\n" +
+	"\x0fpositive_scores\x18\a \x03(\x04R\x0epositiveScores\x12'\n" +
+	"\x0fnegative_scores\x18\b \x03(\x04R\x0enegativeScores\x123\n" +
 	"\arefusal\x18\x0f \x01(\v2\x19.sovereign.p2p.v1.RefusalR\arefusal\"\x83\x01\n" +
 	"\x0fEvaluateRequest\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12!\n" +
