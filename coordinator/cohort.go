@@ -10,6 +10,7 @@ import (
 	"context"
 
 	"github.com/sovereign-fl/sovereign/aggregation/secagg"
+	"github.com/sovereign-fl/sovereign/wire"
 )
 
 // WorkerID names a worker: the string form of its libp2p peer ID.
@@ -51,6 +52,17 @@ type Announce struct {
 	// Epsilon is the privacy the round will have spent when it commits,
 	// so a worker can refuse a round beyond its budget.
 	Epsilon float64
+	// Purpose is "" for a model round, wire.PurposeStatistics for the
+	// statistics round of a data schema (stats.go).
+	Purpose string
+	// SchemaHash is the SHA-256 of the study's data schema file (zero:
+	// none); Stats the committed federation statistics (JSON of
+	// data.Stats) on model rounds after the statistics round.
+	SchemaHash [32]byte
+	Stats      []byte
+	// StatsMaxRows is the statistics round's public bound on a site's
+	// rows (data.SumScales); 0 on model rounds.
+	StatsMaxRows int
 }
 
 // NodeIndex returns w's SecAgg+ node index in a (1-based), or 0 if w was not
@@ -70,6 +82,8 @@ type Metrics struct {
 	Examples int
 	Loss     float64
 	Accuracy float64
+	// Binary is a two-class model's confusion matrix and score histograms.
+	Binary *wire.BinaryReport
 }
 
 // Cohort is how the round driver reaches workers: over libp2p in the

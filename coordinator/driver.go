@@ -18,6 +18,7 @@ import (
 	"github.com/sovereign-fl/sovereign/aggregation"
 	"github.com/sovereign-fl/sovereign/aggregation/dp"
 	"github.com/sovereign-fl/sovereign/aggregation/secagg"
+	"github.com/sovereign-fl/sovereign/data"
 	"github.com/sovereign-fl/sovereign/model"
 	"github.com/sovereign-fl/sovereign/wire"
 )
@@ -91,6 +92,19 @@ type Config struct {
 	// seeded initialisation: continued training, or a model trained in the
 	// simulator ([rounds] init = "FILE"). Its length must match Model.
 	InitParams []float32
+	// Schema, if set, is the study's federation-wide data schema (hash
+	// SchemaHash, the SHA-256 of its file): before the first model round
+	// the driver runs the statistics round (stats.go). StatsMaxRows is the
+	// public bound on a site's rows (0 = MaxWeight); StatsNoise the σ of
+	// the row-level Gaussian noise on the statistics (0 = none).
+	Schema     *data.Schema
+	SchemaHash [32]byte
+	// SchemaText is the schema file's bytes (SHA-256 = SchemaHash); the
+	// committed statistics carry it, so an exported model is
+	// self-describing.
+	SchemaText   []byte
+	StatsMaxRows int
+	StatsNoise   float64
 }
 
 // DefaultConfig returns a configuration with the documented defaults
@@ -163,6 +177,26 @@ func (c Config) Validate() error {
 	}
 	if c.PollInterval < 0 {
 		return fmt.Errorf("poll interval %v must be >= 0", c.PollInterval)
+	}
+	if c.Schema != nil {
+		if c.SchemaHash == ([32]byte{}) || sha256.Sum256(c.SchemaText) != c.SchemaHash {
+			return errors.New("schema hash must be the SHA-256 of the schema text")
+		}
+		if len(c.SchemaText) > MaxStatsBytes {
+			return fmt.Errorf("schema of %d bytes, above %d", len(c.SchemaText), MaxStatsBytes)
+		}
+		if c.StatsMaxRows < 0 || c.statsMaxRows() < 1 {
+			return fmt.Errorf("stats max rows %d must be >= 1 (0 = max weight)", c.StatsMaxRows)
+		}
+		if _, err := data.SumScales(c.Schema, c.statsMaxRows()); err != nil {
+			return err
+		}
+		if c.StatsNoise < 0 || math.IsNaN(c.StatsNoise) || math.IsInf(c.StatsNoise, 0) {
+			return fmt.Errorf("stats noise %v must be finite and >= 0", c.StatsNoise)
+		}
+		if c.StatsNoise > 0 && !(c.Delta > 0 && c.Delta < 1) {
+			return fmt.Errorf("dp delta %v must be in (0, 1) with stats noise", c.Delta)
+		}
 	}
 	return nil
 }
@@ -450,6 +484,10 @@ func (d *Driver) start(ctx context.Context, r uint64, st *State) (*RoundState, e
 		}
 	}
 	n := d.sampleSize(len(online))
+	if d.statsPending(st) {
+		// The statistics cover every site online (at most MaxClients).
+		n = max(n, min(len(online), secagg.MaxClients))
+	}
 	if len(online) < n {
 		return nil, fmt.Errorf("round %d: %w: %d online, need %d", r, ErrNotEnoughOnline, len(online), n)
 	}
@@ -508,6 +546,10 @@ func (d *Driver) start(ctx context.Context, r uint64, st *State) (*RoundState, e
 	a := Announce{
 		Round: r, ModelHash: head.Hash, ModelVersion: head.Round, ModelSpec: d.cfg.Model,
 		NumParams: d.spec.NumParams(), Train: train, DP: dpp, SecAgg: sc, Sampled: sampled, Epsilon: eps,
+	}
+	d.shapeStatsAnnounce(&a, st)
+	if a.Purpose == wire.PurposeStatistics {
+		eps = 0
 	}
 	if err := d.commit(ctx, Command{RoundStarted: &RoundStarted{Round: r, Announce: a, OnlineCount: len(online)}}); err != nil {
 		return nil, err
@@ -865,6 +907,9 @@ func (d *Driver) drive(ctx context.Context, cur *RoundState) error {
 	if err != nil {
 		return insufficient(err)
 	}
+	if a.Purpose == wire.PurposeStatistics {
+		return d.finishStats(ctx, cur, sum, tw)
+	}
 	return d.finish(ctx, cur, sum, tw)
 }
 
@@ -1069,6 +1114,8 @@ func (d *Driver) evaluate(ctx context.Context, r uint64, h Hash, workers []Worke
 	})
 	var acc, loss float64
 	var n, k int
+	var bin *wire.BinaryReport
+	binary := true
 	for i, rp := range replies {
 		m := rp.v
 		if rp.err == nil && (m.Examples <= 0 || !(m.Accuracy >= 0 && m.Accuracy <= 1) || math.IsNaN(m.Loss) || math.IsInf(m.Loss, 0)) {
@@ -1082,17 +1129,38 @@ func (d *Driver) evaluate(ctx context.Context, r uint64, h Hash, workers []Worke
 		loss += m.Loss * float64(m.Examples)
 		n += m.Examples
 		k++
+		// The confusion matrix and AUC only if every reporting worker sent
+		// its counts (a partial sum would misstate them).
+		if m.Binary == nil {
+			binary = false
+		} else if binary {
+			if bin == nil {
+				bin = &wire.BinaryReport{}
+			}
+			bin.Add(m.Binary)
+		}
 	}
 	if n == 0 {
 		log.Warn("no worker reported metrics")
 		return
 	}
 	mr := &MetricsRecorded{Round: r, Accuracy: acc / float64(n), Loss: loss / float64(n), Examples: n, Workers: k}
+	if binary && bin != nil {
+		auc := bin.AUC()
+		if math.IsNaN(auc) {
+			auc = -1
+		}
+		mr.Binary = &BinaryMetrics{TP: bin.TP, FP: bin.FP, TN: bin.TN, FN: bin.FN, AUC: auc}
+	}
 	if err := d.commit(ctx, Command{MetricsRecorded: mr}); err != nil {
 		log.Warn("recording metrics", "err", err)
 		return
 	}
-	log.Info("metrics recorded", "accuracy", mr.Accuracy, "loss", mr.Loss, "examples", n, "workers", k)
+	if b := mr.Binary; b != nil {
+		log.Info("metrics recorded", "accuracy", mr.Accuracy, "loss", mr.Loss, "examples", n, "workers", k, "auc", b.AUC, "tp", b.TP, "fp", b.FP, "tn", b.TN, "fn", b.FN)
+	} else {
+		log.Info("metrics recorded", "accuracy", mr.Accuracy, "loss", mr.Loss, "examples", n, "workers", k)
+	}
 }
 
 // Status is what `sovereign status` shows of a coordinator.

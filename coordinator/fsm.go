@@ -40,6 +40,9 @@ const (
 	KindMetricsRecorded CommandKind = 6
 	// KindMembersSeen records the workers online when a round was sampled.
 	KindMembersSeen CommandKind = 7
+	// KindStatsCommitted closes the statistics round of a data schema
+	// with the federation's statistics (stats.go).
+	KindStatsCommitted CommandKind = 8
 )
 
 // String names the kind.
@@ -59,6 +62,8 @@ func (k CommandKind) String() string {
 		return "MetricsRecorded"
 	case KindMembersSeen:
 		return "MembersSeen"
+	case KindStatsCommitted:
+		return "StatsCommitted"
 	}
 	return fmt.Sprintf("CommandKind(%d)", int(k))
 }
@@ -76,6 +81,7 @@ type Command struct {
 	RoundFailed        *RoundFailed        `json:"round_failed,omitempty"`
 	MetricsRecorded    *MetricsRecorded    `json:"metrics_recorded,omitempty"`
 	MembersSeen        *MembersSeen        `json:"members_seen,omitempty"`
+	StatsCommitted     *StatsCommitted     `json:"stats_committed,omitempty"`
 }
 
 // RoundStarted opens round Round. Round numbers are never reused: a round
@@ -183,6 +189,19 @@ type MetricsRecorded struct {
 	Loss     float64 `json:"loss"`
 	Examples int     `json:"examples"`
 	Workers  int     `json:"workers"`
+	// Binary, for a two-class model, is the federation's confusion
+	// matrix (class 1 positive) and ROC AUC (from the workers' summed
+	// score histograms, wire.BinaryReport).
+	Binary *BinaryMetrics `json:"binary,omitempty"`
+}
+
+// BinaryMetrics is a two-class model's federated evaluation.
+type BinaryMetrics struct {
+	TP  int     `json:"tp"`
+	FP  int     `json:"fp"`
+	TN  int     `json:"tn"`
+	FN  int     `json:"fn"`
+	AUC float64 `json:"auc"` // -1 when one class is absent
 }
 
 // MembersSeen records the workers online (sorted) before round Round was
@@ -200,7 +219,7 @@ func EncodeCommand(c Command) ([]byte, error) {
 		KindRoundStarted: c.RoundStarted != nil, KindStageClosed: c.StageClosed != nil,
 		KindSurvivorsCommitted: c.SurvivorsCommitted != nil, KindModelCommitted: c.ModelCommitted != nil,
 		KindRoundFailed: c.RoundFailed != nil, KindMetricsRecorded: c.MetricsRecorded != nil,
-		KindMembersSeen: c.MembersSeen != nil,
+		KindMembersSeen: c.MembersSeen != nil, KindStatsCommitted: c.StatsCommitted != nil,
 	} {
 		if p {
 			c.Kind = k
@@ -240,6 +259,8 @@ func DecodeCommand(b []byte) (Command, error) {
 		ok = c.MetricsRecorded != nil
 	case KindMembersSeen:
 		ok = c.MembersSeen != nil
+	case KindStatsCommitted:
+		ok = c.StatsCommitted != nil
 	default:
 		return Command{}, fmt.Errorf("command: unknown kind %d", int(c.Kind))
 	}
@@ -266,6 +287,8 @@ func (c *Command) Round() uint64 {
 		return c.MetricsRecorded.Round
 	case c.MembersSeen != nil:
 		return c.MembersSeen.Round
+	case c.StatsCommitted != nil:
+		return c.StatsCommitted.Round
 	}
 	return 0
 }
@@ -321,6 +344,9 @@ type State struct {
 	Privacy []dp.Entry `json:"privacy"`
 	// Optimizer is the server optimizer state after the last commit.
 	Optimizer OptimizerRef `json:"optimizer"`
+	// Stats are the federation statistics of the data schema, once its
+	// statistics round committed (stats.go).
+	Stats *StatsRecord `json:"stats,omitempty"`
 }
 
 // Head returns the latest ledger entry, or nil.
@@ -457,7 +483,19 @@ func (f *FSM) apply(c *Command) error {
 		if err := a.SecAgg.Validate(); err != nil {
 			return refuse(c, "secagg: %v", err)
 		}
-		if (a.SecAgg.Dim != a.NumParams && a.SecAgg.Dim != a.NumParams+wire.EvalWords) || a.NumParams <= 0 {
+		switch a.Purpose {
+		case "":
+		case wire.PurposeStatistics:
+			if a.SchemaHash == ([32]byte{}) || len(a.Stats) != 0 || a.StatsMaxRows < 1 {
+				return refuse(c, "a statistics round names its schema and its max rows and carries no statistics")
+			}
+		default:
+			return refuse(c, "purpose %q unknown", a.Purpose)
+		}
+		if len(a.Stats) > MaxStatsBytes {
+			return refuse(c, "announced statistics of %d bytes, above %d", len(a.Stats), MaxStatsBytes)
+		}
+		if a.Purpose == "" && (a.SecAgg.Dim != a.NumParams && a.SecAgg.Dim != a.NumParams+wire.EvalWords) || a.NumParams <= 0 {
 			return refuse(c, "num_params %d vs secagg dim %d (want it, or +%d with secure evaluation)", a.NumParams, a.SecAgg.Dim, wire.EvalWords)
 		}
 		if m.OnlineCount < len(a.Sampled) {
@@ -587,6 +625,9 @@ func (f *FSM) apply(c *Command) error {
 			if cur.Next != secagg.StageUnmask {
 				return stale(c, "model committed before the survivors")
 			}
+			if cur.Announce.Purpose != "" {
+				return refuse(c, "round %d is a %s round: it commits no model", m.Round, cur.Announce.Purpose)
+			}
 			want := make([]WorkerID, len(cur.Survivors))
 			for i, id := range cur.Survivors {
 				want[i] = cur.Announce.Sampled[id-1]
@@ -649,8 +690,14 @@ func (f *FSM) apply(c *Command) error {
 		if !(m.Accuracy >= 0 && m.Accuracy <= 1) || math.IsNaN(m.Loss) || math.IsInf(m.Loss, 0) || m.Examples < 0 || m.Workers < 0 {
 			return refuse(c, "accuracy %v, loss %v, examples %d, workers %d out of range", m.Accuracy, m.Loss, m.Examples, m.Workers)
 		}
+		if b := m.Binary; b != nil && (b.TP < 0 || b.FP < 0 || b.TN < 0 || b.FN < 0 || b.TP+b.FP+b.TN+b.FN > m.Examples || !(b.AUC == -1 || b.AUC >= 0 && b.AUC <= 1)) {
+			return refuse(c, "binary metrics %+v out of range for %d examples", *b, m.Examples)
+		}
 		s.Metrics = append(s.Metrics, *m)
 		return nil
+
+	case KindStatsCommitted:
+		return f.applyStats(c)
 	}
 	return refuse(c, "unknown kind")
 }
@@ -677,6 +724,7 @@ func cloneAnnounce(a *Announce) Announce {
 	b := *a
 	b.Sampled = slices.Clone(a.Sampled)
 	b.SecAgg.Clients = slices.Clone(a.SecAgg.Clients)
+	b.Stats = slices.Clone(a.Stats)
 	return b
 }
 

@@ -248,6 +248,12 @@ func LoadStats(path string, s *Schema) (*Stats, error) {
 	if err != nil {
 		return nil, fmt.Errorf("data: stats: %w", err)
 	}
+	return ParseStats(b, path, s)
+}
+
+// ParseStats decodes federation statistics (JSON) named name in errors and
+// checks them against the schema as LoadStats does.
+func ParseStats(b []byte, path string, s *Schema) (*Stats, error) {
 	var st Stats
 	if err := json.Unmarshal(b, &st); err != nil {
 		return nil, fmt.Errorf("data: stats %s: %v", path, err)
@@ -265,7 +271,30 @@ func LoadStats(path string, s *Schema) (*Stats, error) {
 			return nil, fmt.Errorf("data: stats %s: column %q: %d frequencies for %d values", path, c.Name, len(st.Freq[f]), len(c.Values))
 		}
 	}
+	if !(st.Rows >= 0) || math.IsInf(st.Rows, 0) {
+		return nil, fmt.Errorf("data: stats %s: rows %v (want finite, ≥ 0)", path, st.Rows)
+	}
 	return &st, nil
+}
+
+// Placeholder returns statistics of the schema's shape (mean 0, variance 1,
+// uniform frequencies, no rows) for a site that encodes its table before
+// the federation's statistics are known; nothing may train on them.
+func Placeholder(s *Schema) *Stats {
+	feats := s.Features()
+	st := &Stats{Count: make([]float64, len(feats)), Mean: make([]float64, len(feats)), Var: make([]float64, len(feats)), Freq: make([][]float64, len(feats))}
+	for f, k := range feats {
+		c := s.Columns[k]
+		if c.Type == TypeNumeric {
+			st.Var[f] = 1
+			continue
+		}
+		st.Freq[f] = make([]float64, len(c.Values))
+		for v := range st.Freq[f] {
+			st.Freq[f][v] = 1 / float64(len(c.Values))
+		}
+	}
+	return st
 }
 
 // WriteStats writes st as indented JSON.
@@ -283,11 +312,7 @@ func WriteStats(path string, st *Stats) error {
 // federation's statistics st (imputation, one-hot; standardised when
 // standardize).
 func LoadSchemaDataset(path string, s *Schema, st *Stats, testFrac float64, seed int64, standardize bool) (train, test *Dataset, err error) {
-	raw, err := LoadTable(path, s)
-	if err != nil {
-		return nil, nil, err
-	}
-	rt, rs, err := SplitTable(raw, testFrac, seed)
+	rt, rs, err := LoadSchemaTables(path, s, testFrac, seed)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -298,4 +323,15 @@ func LoadSchemaDataset(path string, s *Schema, st *Stats, testFrac float64, seed
 		return nil, nil, err
 	}
 	return train, test, nil
+}
+
+// LoadSchemaTables is LoadSchemaDataset without the encoding: the raw
+// train and test tables (ReadTable's form, NaN for a missing cell), for a
+// site that sums them (Sums) before the federation's statistics exist.
+func LoadSchemaTables(path string, s *Schema, testFrac float64, seed int64) (train, test *Dataset, err error) {
+	raw, err := LoadTable(path, s)
+	if err != nil {
+		return nil, nil, err
+	}
+	return SplitTable(raw, testFrac, seed)
 }

@@ -157,5 +157,12 @@ func writeModel(path string, res *Result) error {
 	if res.Summary.Epsilon != nil {
 		p.DP, p.Epsilon, p.Delta = true, *res.Summary.Epsilon, res.Summary.Config.DPDelta
 	}
+	if res.Stats != nil && res.SchemaText != "" {
+		b, err := json.Marshal(res.Stats)
+		if err != nil {
+			return err
+		}
+		p.Schema, p.Stats = res.SchemaText, b
+	}
 	return modelfile.Save(path, res.Spec, res.Params, p)
 }

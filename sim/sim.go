@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"os"
 	"runtime"
 	"slices"
 	"sync"
@@ -74,6 +75,8 @@ type Result struct {
 	// Stats are the federation's feature statistics of a --schema run
 	// (written to StatsFile, the transform of new data), else nil.
 	Stats *data.Stats
+	// SchemaText is the --schema file's text, carried by the model file.
+	SchemaText string
 }
 
 // Progress receives each round's metrics as the run goes (may be nil).
@@ -150,6 +153,9 @@ func Run(ctx context.Context, cfg Config, progress Progress) (*Result, error) {
 		res, err := RunOn(ctx, cfg, train, test, progress)
 		if res != nil {
 			res.Stats = st
+			if b, rerr := os.ReadFile(cfg.Schema); rerr == nil {
+				res.SchemaText = string(b)
+			}
 		}
 		return res, err
 	}

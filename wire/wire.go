@@ -133,7 +133,29 @@ type Announce struct {
 	// Sampled are the sampled workers' peer IDs (string form), sorted.
 	Sampled []string
 	Epsilon float64
+	// Purpose is "" for a model round and PurposeStatistics for the
+	// federation-statistics round of a data schema.
+	Purpose string
+	// SchemaHash is the SHA-256 of the data schema file (zero: none).
+	SchemaHash [32]byte
+	// Stats is the federation's statistics (JSON of data.Stats) on model
+	// rounds of a study with a schema, once they are committed.
+	Stats []byte
+	// StatsMaxRows is, on the statistics round, the public bound on a
+	// site's rows (data.SumScales).
+	StatsMaxRows int
 }
+
+// PurposeStatistics marks the round that computes a schema's federation
+// statistics under secure aggregation (see docs/data-schema.md).
+const PurposeStatistics = "statistics"
+
+// MaxStatsBytes bounds RoundAnnounce.federation_stats; MaxStatsRows
+// RoundAnnounce.stats_max_rows.
+const (
+	MaxStatsBytes = 1 << 20
+	MaxStatsRows  = 1 << 40
+)
 
 // AnnounceToPB encodes a. It fails on a sampled worker that is not a valid
 // peer ID.
@@ -152,15 +174,19 @@ func AnnounceToPB(a *Announce) (*pb.RoundAnnounce, error) {
 	}
 	c := a.SecAgg
 	return &pb.RoundAnnounce{
-		Round:          a.Round,
-		ModelSha256:    append([]byte(nil), a.ModelHash[:]...),
-		ModelSize:      uint64(a.NumParams) * 4,
-		ModelVersion:   a.ModelVersion,
-		ModelSpec:      a.ModelSpec,
-		NumParams:      uint64(a.NumParams),
-		Epsilon:        a.Epsilon,
-		SampledWorkers: sampled,
-		Secure:         true,
+		Round:           a.Round,
+		ModelSha256:     append([]byte(nil), a.ModelHash[:]...),
+		ModelSize:       uint64(a.NumParams) * 4,
+		ModelVersion:    a.ModelVersion,
+		ModelSpec:       a.ModelSpec,
+		NumParams:       uint64(a.NumParams),
+		Epsilon:         a.Epsilon,
+		SampledWorkers:  sampled,
+		Secure:          true,
+		Purpose:         a.Purpose,
+		SchemaSha256:    schemaHashBytes(a.SchemaHash),
+		FederationStats: append([]byte(nil), a.Stats...),
+		StatsMaxRows:    uint64(a.StatsMaxRows),
 		Config: &pb.RoundConfig{
 			Algorithm:       algo,
 			LocalEpochs:     uint32(a.Epochs),
@@ -293,11 +319,56 @@ func AnnounceFromPB(m *pb.RoundAnnounce) (*Announce, error) {
 			return nil, invalid(msg, fmt.Sprintf("secagg.clients[%d]", i), "%d, want %d (sampled_workers[%d] has index %d)", c, i+1, i, i+1)
 		}
 	}
-	if cfg.Dim != a.NumParams {
-		return nil, invalid(msg, "secagg.vector_length", "%d, want num_params = %d", cfg.Dim, a.NumParams)
+	switch m.Purpose {
+	case "":
+		if cfg.Dim != a.NumParams && cfg.Dim != a.NumParams+EvalWords {
+			return nil, invalid(msg, "secagg.vector_length", "%d, want num_params = %d (or %d with secure evaluation)", cfg.Dim, a.NumParams, a.NumParams+EvalWords)
+		}
+	case PurposeStatistics:
+		// The vector is the schema's sufficient statistics; the worker
+		// checks its length against its own schema.
+		if len(m.SchemaSha256) == 0 {
+			return nil, invalid(msg, "schema_sha256", "missing on a %s round", PurposeStatistics)
+		}
+		if m.StatsMaxRows < 1 || m.StatsMaxRows > MaxStatsRows {
+			return nil, invalid(msg, "stats_max_rows", "%d out of range 1..%d", m.StatsMaxRows, MaxStatsRows)
+		}
+		a.StatsMaxRows = int(m.StatsMaxRows)
+	default:
+		return nil, invalid(msg, "purpose", "%q, want empty or %q", m.Purpose, PurposeStatistics)
+	}
+	if m.Purpose != PurposeStatistics && m.StatsMaxRows != 0 {
+		return nil, invalid(msg, "stats_max_rows", "set on a model round")
+	}
+	a.Purpose = m.Purpose
+	switch len(m.SchemaSha256) {
+	case 0:
+	case 32:
+		copy(a.SchemaHash[:], m.SchemaSha256)
+	default:
+		return nil, invalid(msg, "schema_sha256", "%d bytes, want 32 or none", len(m.SchemaSha256))
+	}
+	if len(m.FederationStats) > MaxStatsBytes {
+		return nil, invalid(msg, "federation_stats", "%d bytes, above %d", len(m.FederationStats), MaxStatsBytes)
+	}
+	if len(m.FederationStats) > 0 {
+		if a.SchemaHash == ([32]byte{}) {
+			return nil, invalid(msg, "federation_stats", "set without schema_sha256")
+		}
+		if m.Purpose == PurposeStatistics {
+			return nil, invalid(msg, "federation_stats", "set on the %s round itself", PurposeStatistics)
+		}
+		a.Stats = append([]byte(nil), m.FederationStats...)
 	}
 	a.SecAgg = cfg
 	return a, nil
+}
+
+func schemaHashBytes(h [32]byte) []byte {
+	if h == ([32]byte{}) {
+		return nil
+	}
+	return append([]byte(nil), h[:]...)
 }
 
 // ConfigFromPB decodes the SecAgg+ parameters of round and validates them
@@ -712,6 +783,55 @@ type Metrics struct {
 	Examples int
 	Loss     float64
 	Accuracy float64
+	// Binary is set by a worker whose model has two classes.
+	Binary *BinaryReport
+}
+
+// ScoreBins is the number of equal bins of [0, 1] a BinaryReport counts
+// P(class 1) in.
+const ScoreBins = 20
+
+// BinaryReport is one worker's two-class evaluation: the confusion matrix
+// at the argmax decision (class 1 positive) and the histograms of
+// P(class 1) of its positive and negative test examples. Sums of reports
+// are the federation's; BinaryAUC turns them into a ROC AUC.
+type BinaryReport struct {
+	TP, FP, TN, FN int
+	Pos, Neg       [ScoreBins]uint64
+}
+
+// Add adds o to r.
+func (r *BinaryReport) Add(o *BinaryReport) {
+	r.TP, r.FP, r.TN, r.FN = r.TP+o.TP, r.FP+o.FP, r.TN+o.TN, r.FN+o.FN
+	for i := range r.Pos {
+		r.Pos[i] += o.Pos[i]
+		r.Neg[i] += o.Neg[i]
+	}
+}
+
+// AUC is the area under the ROC curve of the histograms (Mann–Whitney U,
+// Hanley & McNeil 1982): P(score of a positive > score of a negative), pairs
+// in one bin counting one half. It is NaN when a class is absent; binning
+// changes it by at most the share of pairs that fall in one bin.
+func (r *BinaryReport) AUC() float64 {
+	var p, n, u float64
+	var below float64 // negatives in lower bins
+	for i := range ScoreBins {
+		pos, neg := float64(r.Pos[i]), float64(r.Neg[i])
+		u += pos * (below + neg/2)
+		below += neg
+		p += pos
+		n += neg
+	}
+	if p == 0 || n == 0 {
+		return math.NaN()
+	}
+	return u / (p * n)
+}
+
+// ScoreBin is the bin of a probability.
+func ScoreBin(p float64) int {
+	return min(ScoreBins-1, max(0, int(p*ScoreBins)))
 }
 
 // MetricsFromPB decodes a worker's evaluation of round's model: examples
@@ -736,7 +856,40 @@ func MetricsFromPB(m *pb.MetricsReport, round uint64) (Metrics, error) {
 	if m.Accuracy > 1 {
 		return Metrics{}, invalid(msg, "accuracy", "%v above 1", m.Accuracy)
 	}
-	return Metrics{Examples: int(m.Examples), Loss: m.Loss, Accuracy: m.Accuracy}, nil
+	out := Metrics{Examples: int(m.Examples), Loss: m.Loss, Accuracy: m.Accuracy}
+	if len(m.Confusion) == 0 && len(m.PositiveScores) == 0 && len(m.NegativeScores) == 0 {
+		return out, nil
+	}
+	if len(m.Confusion) != 4 || len(m.PositiveScores) != ScoreBins || len(m.NegativeScores) != ScoreBins {
+		return Metrics{}, invalid(msg, "confusion", "%d confusion counts and %d+%d score bins, want 4 and %d+%d", len(m.Confusion), len(m.PositiveScores), len(m.NegativeScores), ScoreBins, ScoreBins)
+	}
+	var b BinaryReport
+	var total, pos, neg uint64
+	for _, v := range m.Confusion {
+		total += v
+	}
+	for i := range ScoreBins {
+		b.Pos[i], b.Neg[i] = m.PositiveScores[i], m.NegativeScores[i]
+		pos += b.Pos[i]
+		neg += b.Neg[i]
+	}
+	if total != m.Examples || pos+neg != m.Examples || m.Confusion[0]+m.Confusion[3] != pos {
+		return Metrics{}, invalid(msg, "confusion", "counts %v and %d+%d scored examples do not add up to the %d examples (tp+fn must be the positives)", m.Confusion, pos, neg, m.Examples)
+	}
+	b.TP, b.FP, b.TN, b.FN = int(m.Confusion[0]), int(m.Confusion[1]), int(m.Confusion[2]), int(m.Confusion[3])
+	out.Binary = &b
+	return out, nil
+}
+
+// MetricsToPB encodes a worker's evaluation of round's model.
+func MetricsToPB(round uint64, m Metrics) *pb.MetricsReport {
+	out := &pb.MetricsReport{Round: round, Examples: uint64(m.Examples), Loss: m.Loss, Accuracy: m.Accuracy}
+	if b := m.Binary; b != nil {
+		out.Confusion = []uint64{uint64(b.TP), uint64(b.FP), uint64(b.TN), uint64(b.FN)}
+		out.PositiveScores = append([]uint64(nil), b.Pos[:]...)
+		out.NegativeScores = append([]uint64(nil), b.Neg[:]...)
+	}
+	return out
 }
 
 // EvaluateFromPB decodes an evaluation request.

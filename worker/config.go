@@ -14,6 +14,7 @@ package worker
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -103,10 +104,14 @@ type Config struct {
 	// the file is checked against the schema at start (every problem
 	// reported at once) and encoded into the schema's feature vector.
 	Schema string `toml:"schema"`
-	// Stats is the federation's feature statistics (data.Stats JSON, e.g.
-	// the stats.json of a federated statistics round); required with
-	// Schema: missing cells are imputed and, unless Standardize is false,
-	// numeric columns standardised with them, the same at every site.
+	// Stats, optional with Schema, is a file of the federation's feature
+	// statistics (data.Stats JSON, e.g. the stats.json of `sovereign sim
+	// --schema`). Without it the worker takes the statistics the
+	// federation computes in its statistics round (coordinator
+	// [rounds] schema); with it, it uses the file until an announcement
+	// carries the federation's own. Missing cells are imputed and, unless
+	// Standardize is false, numeric columns standardised with them, the
+	// same at every site.
 	Stats string `toml:"stats"`
 	// Standardize (default true with a schema; false if either this or the
 	// schema's standardize key is false) z-scores numeric columns with the
@@ -157,6 +162,11 @@ type Policy struct {
 	// thresholds below secagg.SafeThreshold(k, c) are refused (default 0:
 	// t must be a strict majority of the k+1 holders).
 	ColludingNeighbours int `toml:"colluding_neighbours"`
+	// RequireStatsNoise refuses a federation-statistics round whose sums
+	// carry no differential-privacy noise (coordinator [rounds]
+	// stats_noise; default false: only the pooled sums over the cohort
+	// are revealed).
+	RequireStatsNoise bool `toml:"require_stats_noise"`
 }
 
 // WithDefaults returns p with the zero work limits and evaluation policy
@@ -197,6 +207,7 @@ type rawConfig struct {
 		MaxSecAggDegree     *int     `toml:"max_secagg_degree"`
 		Evaluation          string   `toml:"evaluation"`
 		ColludingNeighbours int      `toml:"colluding_neighbours"`
+		RequireStatsNoise   bool     `toml:"require_stats_noise"`
 	} `toml:"policy"`
 }
 
@@ -239,6 +250,7 @@ func ParseConfig(src string, b []byte, dir string) (*Config, error) {
 	c.Schema, c.Stats, c.Standardize = raw.Schema, raw.Stats, raw.Standardize == nil || *raw.Standardize
 	c.Policy.AcceptedModels = raw.Policy.AcceptedModels
 	c.Policy.ColludingNeighbours = raw.Policy.ColludingNeighbours
+	c.Policy.RequireStatsNoise = raw.Policy.RequireStatsNoise
 	c.Policy.MaxEpsilon = math.Inf(1)
 	if raw.Policy.MaxEpsilon != nil {
 		c.Policy.MaxEpsilon = *raw.Policy.MaxEpsilon
@@ -372,9 +384,6 @@ func (c *Config) Validate() error {
 		if strings.ToLower(kind) != "csv" {
 			return c.fieldError("schema", "needs dataset = \"csv:FILE\", have %q", c.Dataset)
 		}
-		if c.Stats == "" {
-			return c.fieldError("stats", "missing: with a schema, the federation's statistics file (data.Stats JSON) imputes and standardises the same at every site")
-		}
 	} else if c.Stats != "" {
 		return c.fieldError("stats", "set without schema")
 	}
@@ -443,49 +452,87 @@ func (c *Config) SlogLevel() (slog.Level, error) {
 	return 0, fmt.Errorf("%q is not one of debug, info, warn, error", c.LogLevel)
 }
 
-// LoadDataset loads the worker's data: data.Load(Dataset), or with Schema
-// the CSV checked against the schema and encoded with the federation's
-// statistics (data.LoadSchemaDataset). Errors name the field.
+// Data is a worker's loaded data: the encoded train and test splits and,
+// with a schema, the schema (and its file's SHA-256), the raw tables behind
+// the splits and the statistics they were encoded with (nil: placeholders,
+// until the federation's statistics arrive).
+type Data struct {
+	Train, Test       *data.Dataset
+	Schema            *data.Schema
+	SchemaHash        [32]byte
+	RawTrain, RawTest *data.Dataset
+	Stats             *data.Stats
+	Standardize       bool
+}
+
+// LoadDataset loads the worker's data (see LoadData).
 func (c *Config) LoadDataset() (train, test *data.Dataset, err error) {
+	d, err := c.LoadData()
+	if err != nil {
+		return nil, nil, err
+	}
+	return d.Train, d.Test, nil
+}
+
+// LoadData loads the worker's data: data.Load(Dataset), or with Schema the
+// CSV checked against the schema (every problem at once) and encoded with
+// the statistics file, or with placeholders until the federation's
+// statistics round commits. Errors name the field.
+func (c *Config) LoadData() (*Data, error) {
 	if c.Schema == "" {
-		if train, test, err = data.Load(c.Dataset); err != nil {
-			return nil, nil, c.fieldError("dataset", "%v", err)
+		train, test, err := data.Load(c.Dataset)
+		if err != nil {
+			return nil, c.fieldError("dataset", "%v", err)
 		}
-		return train, test, nil
+		return &Data{Train: train, Test: test}, nil
 	}
-	s, err := data.LoadSchema(c.Schema)
+	sb, err := os.ReadFile(c.Schema)
 	if err != nil {
-		return nil, nil, c.fieldError("schema", "%v", err)
+		return nil, c.fieldError("schema", "%v", err)
 	}
-	st, err := data.LoadStats(c.Stats, s)
+	s, err := data.ParseSchema(sb, c.Schema)
 	if err != nil {
-		return nil, nil, c.fieldError("stats", "%v", err)
+		return nil, c.fieldError("schema", "%v", err)
+	}
+	d := &Data{Schema: s, SchemaHash: sha256.Sum256(sb), Standardize: c.Standardize && s.Standardizes()}
+	st := data.Placeholder(s)
+	if c.Stats != "" {
+		if d.Stats, err = data.LoadStats(c.Stats, s); err != nil {
+			return nil, c.fieldError("stats", "%v", err)
+		}
+		st = d.Stats
 	}
 	_, rest, _ := strings.Cut(c.Dataset, ":")
 	path, query, _ := cutLast(rest, "?")
 	testFrac, seed := data.DefaultTestFrac, int64(data.SplitSeed)
 	vals, err := url.ParseQuery(query)
 	if err != nil {
-		return nil, nil, c.fieldError("dataset", "options %q: %v", query, err)
+		return nil, c.fieldError("dataset", "options %q: %v", query, err)
 	}
 	for k, vs := range vals {
 		v := vs[len(vs)-1]
 		switch k {
 		case "test":
 			if testFrac, err = strconv.ParseFloat(v, 64); err != nil || !(testFrac >= 0 && testFrac < 1) {
-				return nil, nil, c.fieldError("dataset", "option test=%q, want a fraction in [0, 1)", v)
+				return nil, c.fieldError("dataset", "option test=%q, want a fraction in [0, 1)", v)
 			}
 		case "seed":
 			if seed, err = strconv.ParseInt(v, 10, 64); err != nil {
-				return nil, nil, c.fieldError("dataset", "option seed=%q, want an integer", v)
+				return nil, c.fieldError("dataset", "option seed=%q, want an integer", v)
 			}
 		default:
-			return nil, nil, c.fieldError("dataset", "option %q: with a schema only test and seed apply (the schema gives the label, delimiter and missing values)", k)
+			return nil, c.fieldError("dataset", "option %q: with a schema only test and seed apply (the schema gives the label, delimiter and missing values)", k)
 		}
 	}
-	if train, test, err = data.LoadSchemaDataset(path, s, st, testFrac, seed, c.Standardize && s.Standardizes()); err != nil {
+	if d.RawTrain, d.RawTest, err = data.LoadSchemaTables(path, s, testFrac, seed); err != nil {
 		// Wrapped, so callers can reach the *data.SchemaError.
-		return nil, nil, c.fieldError("dataset", "%w", err)
+		return nil, c.fieldError("dataset", "%w", err)
 	}
-	return train, test, nil
+	if d.Train, err = data.Encode(s, d.RawTrain, st, d.Standardize); err != nil {
+		return nil, c.fieldError("dataset", "%w", err)
+	}
+	if d.Test, err = data.Encode(s, d.RawTest, st, d.Standardize); err != nil {
+		return nil, c.fieldError("dataset", "%w", err)
+	}
+	return d, nil
 }

@@ -70,6 +70,15 @@ type Announce struct {
 	// Epsilon is the cumulative ε the federation will have spent when the
 	// round commits.
 	Epsilon float64
+	// Purpose is "" for a model round, wire.PurposeStatistics for the
+	// federation-statistics round of the study's data schema (whose sum
+	// is the sites' scaled sufficient statistics, at most StatsMaxRows
+	// rows each). SchemaHash is the SHA-256 of the schema file, Stats the
+	// federation's committed statistics (JSON of data.Stats); see stats.go.
+	Purpose      string
+	SchemaHash   [32]byte
+	Stats        []byte
+	StatsMaxRows int
 }
 
 // NodeIndex returns id's SecAgg+ node index (1-based), or 0 if id was not
@@ -175,6 +184,8 @@ type Node struct {
 	enrolled   Enrolled
 	accepted   map[string]bool // canonical specs; nil = any
 	obs        Observer
+	// sd is the data schema's state (WithData); nil without a schema.
+	sd *schemaData
 
 	mu      sync.Mutex
 	clients map[uint64]*secagg.Client
@@ -319,7 +330,7 @@ func (n *Node) validateAnnounce(a *Announce) (uint32, error) {
 	if err := a.SecAgg.Validate(); err != nil {
 		return 0, bad("secagg", "%v", err)
 	}
-	if a.SecAgg.Dim != a.NumParams && a.SecAgg.Dim != a.NumParams+wire.EvalWords {
+	if a.Purpose == "" && a.SecAgg.Dim != a.NumParams && a.SecAgg.Dim != a.NumParams+wire.EvalWords {
 		return 0, bad("secagg.dim", "%d, but num_params is %d (want it, or %d with secure evaluation)", a.SecAgg.Dim, a.NumParams, a.NumParams+wire.EvalWords)
 	}
 	if len(a.SecAgg.Clients) != len(a.Sampled) {
@@ -386,7 +397,13 @@ func (n *Node) policy(a *Announce) *Refusal {
 	if len(a.Sampled) < p.MinCohort {
 		return n.refuse(a.Round, nil, "cohort of %d institutions is below policy.min_cohort %d", len(a.Sampled), p.MinCohort)
 	}
-	if !math.IsInf(p.MaxEpsilon, 1) && a.DP.Noise == 0 {
+	if a.Purpose == wire.PurposeStatistics {
+		// Row-level noise on the statistics is the institution's choice;
+		// they are not part of the model rounds' ε (stats.go).
+		if p.RequireStatsNoise && a.DP.Noise == 0 {
+			return n.refuse(a.Round, nil, "the federation-statistics round has no noise (stats_noise = 0) and policy.require_stats_noise is set")
+		}
+	} else if !math.IsInf(p.MaxEpsilon, 1) && a.DP.Noise == 0 {
 		return n.refuseDetail(a.Round, nil, "round has no differential privacy (dp.noise = 0) and policy.max_epsilon requires it",
 			fmt.Sprintf("policy.max_epsilon %g", p.MaxEpsilon))
 	}
@@ -410,7 +427,7 @@ func (n *Node) policy(a *Announce) *Refusal {
 // weight is the worker's FedAvg weight: its example count, or 1 with DP
 // (DP-FedAvg weights clients equally, McMahan et al. 2018).
 func (n *Node) weight(a *Announce) float64 {
-	if a.DP.Noise > 0 {
+	if a.DP.Noise > 0 || a.Purpose == wire.PurposeStatistics {
 		return 1
 	}
 	return float64(n.train.N)
@@ -537,6 +554,9 @@ func (n *Node) Advertise(a Announce) (secagg.AdvertiseKeys, error) {
 	}
 	idx, err := n.validateAnnounce(&a)
 	if err != nil {
+		return secagg.AdvertiseKeys{}, err
+	}
+	if err := n.checkSchema(&a); err != nil {
 		return secagg.AdvertiseKeys{}, err
 	}
 	if r := n.policy(&a); r != nil {
@@ -690,11 +710,17 @@ func (n *Node) MaskedInput(sb secagg.ShareBundle, global []float32) (secagg.Mask
 	if !ok {
 		return secagg.MaskedInput{}, &CorruptError{Key: roundKey(sb.Round, recAnnounce), Reason: "missing while the client state exists"}
 	}
-	delta, loss, err := n.update(a, global)
+	var delta []float32
+	var loss float64
+	if a.Purpose == wire.PurposeStatistics {
+		delta, err = n.statsInput(a)
+	} else {
+		delta, loss, err = n.update(a, global)
+	}
 	if err != nil {
 		return secagg.MaskedInput{}, err
 	}
-	if a.SecAgg.Dim == a.NumParams+wire.EvalWords {
+	if a.Purpose == "" && a.SecAgg.Dim == a.NumParams+wire.EvalWords {
 		// Secure evaluation of the announced model (update checked its
 		// hash) on the local test split, inside the aggregate.
 		tail := wire.NoEvalTail()
@@ -917,36 +943,45 @@ func (n *Node) evalSpec(round uint64, numParams int) (string, error) {
 // model. fetch is called with the announced parameter count, only once the
 // request passed these checks.
 func (n *Node) EvaluateCommitted(round uint64, hash [32]byte, spec string, fetch func(numParams int) ([]float32, error)) (examples int, loss, accuracy float64, err error) {
+	p, err := n.EvaluateCommittedReport(round, hash, spec, fetch)
+	return p.answer(err)
+}
+
+// EvaluateCommittedReport is EvaluateCommitted with the whole answer: with
+// a two-class model also the confusion matrix and score histograms
+// (wire.BinaryReport), pinned with the rest.
+func (n *Node) EvaluateCommittedReport(round uint64, hash [32]byte, spec string, fetch func(numParams int) ([]float32, error)) (*EvalPin, error) {
 	n.mu.Lock()
 	a, pin, err := n.checkEvaluation(round, hash, spec)
 	n.mu.Unlock()
 	if err != nil || pin != nil {
-		return pin.answer(err)
+		return pin, err
 	}
 	params, err := fetch(a.NumParams)
 	if err != nil {
-		return 0, 0, 0, err
+		return nil, err
 	}
 	if got := ModelHash(params); got != hash {
-		return 0, 0, 0, fmt.Errorf("worker %s: round %d: fetched model hashes to %x, asked %x", n.cfg.Name, round, got[:8], hash[:8])
+		return nil, fmt.Errorf("worker %s: round %d: fetched model hashes to %x, asked %x", n.cfg.Name, round, got[:8], hash[:8])
 	}
-	examples, loss, accuracy, err = n.EvaluateSpec(a.ModelSpec, params)
+	m, err := n.evaluateReport(a.ModelSpec, params)
 	if err != nil {
-		return 0, 0, 0, err
+		return nil, err
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	// Another request may have pinned the round meanwhile.
 	if _, pin, err := n.checkEvaluation(round, hash, spec); err != nil || pin != nil {
-		return pin.answer(err)
+		return pin, err
 	}
-	if err := n.st.PutEvalPin(EvalPin{Round: round, Hash: hash, Examples: examples, Loss: loss, Accuracy: accuracy}); err != nil {
-		return 0, 0, 0, err
+	p := EvalPin{Round: round, Hash: hash, Examples: m.Examples, Loss: m.Loss, Accuracy: m.Accuracy, Binary: m.Binary}
+	if err := n.st.PutEvalPin(p); err != nil {
+		return nil, err
 	}
 	if err := n.implicitCommit(round); err != nil {
-		return 0, 0, 0, err
+		return nil, err
 	}
-	return examples, loss, accuracy, nil
+	return &p, nil
 }
 
 // answer is EvaluateCommitted's result for a request checkEvaluation ended:
@@ -1028,4 +1063,47 @@ func (n *Node) EvaluateSpec(spec string, params []float32) (examples int, loss, 
 		return 0, 0, 0, fmt.Errorf("worker %s: evaluate: %w", n.cfg.Name, err)
 	}
 	return n.test.N, loss, accuracy, nil
+}
+
+// evaluateReport is EvaluateSpec plus, for a two-class model, the
+// confusion matrix at the argmax decision and the histograms of P(class 1)
+// of the positive and negative test examples.
+func (n *Node) evaluateReport(spec string, params []float32) (wire.Metrics, error) {
+	ex, loss, acc, err := n.EvaluateSpec(spec, params)
+	if err != nil || ex == 0 {
+		return wire.Metrics{Examples: ex, Loss: loss, Accuracy: acc}, err
+	}
+	m := wire.Metrics{Examples: ex, Loss: loss, Accuracy: acc}
+	n.evalMu.Lock()
+	defer n.evalMu.Unlock()
+	net := n.evalNet
+	if net.Spec().Classes != 2 {
+		return m, nil
+	}
+	probs := make([]float32, 2*n.test.N)
+	if err := net.Probabilities(n.test.X, n.test.N, probs); err != nil {
+		return wire.Metrics{}, fmt.Errorf("worker %s: evaluate: %w", n.cfg.Name, err)
+	}
+	var b wire.BinaryReport
+	for i, y := range n.test.Y[:n.test.N] {
+		p1 := float64(probs[2*i+1])
+		pred := probs[2*i+1] > probs[2*i]
+		switch {
+		case y == 1 && pred:
+			b.TP++
+		case y == 1:
+			b.FN++
+		case pred:
+			b.FP++
+		default:
+			b.TN++
+		}
+		if y == 1 {
+			b.Pos[wire.ScoreBin(p1)]++
+		} else {
+			b.Neg[wire.ScoreBin(p1)]++
+		}
+	}
+	m.Binary = &b
+	return m, nil
 }

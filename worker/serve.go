@@ -277,6 +277,7 @@ func fromWire(wa *wire.Announce) *Announce {
 		SecAgg:  wa.SecAgg,
 		Sampled: wa.Sampled,
 		Epsilon: wa.Epsilon,
+		Purpose: wa.Purpose, SchemaHash: wa.SchemaHash, Stats: wa.Stats, StatsMaxRows: wa.StatsMaxRows,
 	}
 }
 
@@ -322,8 +323,11 @@ func (s *Server) handleMasked(ctx context.Context, st *p2p.Stream) error {
 		if !ok {
 			return refuse(&Refusal{Round: sb.Round, Reason: fmt.Sprintf("no announcement of round %d was accepted", sb.Round)})
 		}
-		if global, err = s.model(ctx, st.Peer(), a.ModelHash, a.NumParams); err != nil {
-			return refuse(err)
+		if a.Purpose == "" {
+			// The statistics round sums the site's data, not a model.
+			if global, err = s.model(ctx, st.Peer(), a.ModelHash, a.NumParams); err != nil {
+				return refuse(err)
+			}
 		}
 	}
 	mi, err := s.node.MaskedInput(sb, global)
@@ -369,19 +373,20 @@ func (s *Server) handleEvaluate(ctx context.Context, st *p2p.Stream) error {
 		if err != nil {
 			return nil, err
 		}
-		n, loss, acc, err := s.node.EvaluateCommitted(round, hash, m.ModelSpec, func(numParams int) ([]float32, error) {
+		pin, err := s.node.EvaluateCommittedReport(round, hash, m.ModelSpec, func(numParams int) ([]float32, error) {
 			return s.model(ctx, st.Peer(), hash, numParams)
 		})
 		if err != nil {
 			return nil, err
 		}
+		n, loss, acc := pin.Examples, pin.Loss, pin.Accuracy
 		if eps > 0 {
 			if err := s.node.Commit(round, eps); err != nil {
 				return nil, err
 			}
 		}
 		s.log.Info("evaluated", "round", round, "stage", "evaluate", "peer", st.Peer().String(), "accuracy", acc, "loss", loss, "examples", n)
-		return &pb.MetricsReport{Round: round, Examples: uint64(n), Loss: loss, Accuracy: acc}, nil
+		return wire.MetricsToPB(round, wire.Metrics{Examples: n, Loss: loss, Accuracy: acc, Binary: pin.Binary}), nil
 	}, func(r uint64, rf *pb.Refusal) proto.Message {
 		return &pb.MetricsReport{Round: r, Refusal: rf}
 	}, func(m *pb.EvaluateRequest) uint64 { return m.Round })

@@ -19,6 +19,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/sovereign-fl/sovereign/aggregation/secagg"
+	"github.com/sovereign-fl/sovereign/wire"
 )
 
 // Keys of the worker store. Round records live under "r/<round>/" with the
@@ -295,6 +296,8 @@ type EvalPin struct {
 	Examples int      `json:"examples"`
 	Loss     float64  `json:"loss"`
 	Accuracy float64  `json:"accuracy"`
+	// Binary is the two-class report of the same evaluation, if any.
+	Binary *wire.BinaryReport `json:"binary,omitempty"`
 }
 
 // PutEvalPin records p as the latest evaluation answered.

@@ -26,6 +26,7 @@ import (
 
 	"github.com/sovereign-fl/sovereign/coordinator"
 	"github.com/sovereign-fl/sovereign/coordinator/replica"
+	"github.com/sovereign-fl/sovereign/data"
 	"github.com/sovereign-fl/sovereign/metrics"
 	"github.com/sovereign-fl/sovereign/model"
 	"github.com/sovereign-fl/sovereign/model/modelfile"
@@ -57,6 +58,8 @@ func init() { rootCmd.AddCommand(newCoordinatorCmd()) }
 //	secagg_degree = 0; stage_timeout = "1m"; retry_limit = 3; seed = 1; poll_interval = "1s"
 //	secure_evaluation = false            # evaluate inside the secure aggregate
 //	init = "model.safetensors"            # optional: the initial model (round 0) from a file
+//	schema = "schema.toml"                # optional: the data schema; its statistics round runs first
+//	stats_noise = 0.0; stats_max_rows = 0 # row-level DP σ of the statistics; a site's row bound (0 = max_weight)
 //
 //
 //	[raft]                               # optional; absent keys take these defaults
@@ -127,6 +130,12 @@ type roundsTable struct {
 	SecureEvaluation *bool `toml:"secure_evaluation"`
 	// Init is a safetensors model file to start from (round 0).
 	Init *string `toml:"init"`
+	// Schema is the federation's data schema file: the federation
+	// statistics round runs before the first model round, and input and
+	// classes follow from it (coordinator.Config.Schema).
+	Schema       *string  `toml:"schema"`
+	StatsNoise   *float64 `toml:"stats_noise"`
+	StatsMaxRows *int     `toml:"stats_max_rows"`
 }
 
 // coordinatorConfig is a loaded, resolved and validated configuration.
@@ -282,6 +291,35 @@ func parseCoordinatorConfig(src string, b []byte, dir string) (*coordinatorConfi
 		return nil, err
 	}
 	cfg.DP.MinClients = cfg.MinWorkers
+	if r.Schema != nil && *r.Schema != "" {
+		path := res(*r.Schema)
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fail("rounds.schema", "%v", err)
+		}
+		s, err := data.ParseSchema(b, path)
+		if err != nil {
+			return nil, fail("rounds.schema", "%v", err)
+		}
+		cfg.Schema, cfg.SchemaHash, cfg.SchemaText = s, sha256.Sum256(b), b
+		// The schema fixes the feature vector and the classes.
+		if r.Input == nil {
+			cfg.InC, cfg.InH, cfg.InW = 1, 1, s.Dim()
+		} else if cfg.InC*cfg.InH*cfg.InW != s.Dim() {
+			return nil, fail("rounds.input", "%v has %d features, the schema %s encodes %d", r.Input, cfg.InC*cfg.InH*cfg.InW, *r.Schema, s.Dim())
+		}
+		if r.Classes == nil {
+			cfg.Classes = s.Classes()
+		} else if cfg.Classes != s.Classes() {
+			return nil, fail("rounds.classes", "%d, the schema %s has %d classes", cfg.Classes, *r.Schema, s.Classes())
+		}
+		setI(&cfg.StatsMaxRows, r.StatsMaxRows)
+		if err := setF("stats_noise", &cfg.StatsNoise, r.StatsNoise); err != nil {
+			return nil, err
+		}
+	} else if r.StatsNoise != nil || r.StatsMaxRows != nil {
+		return nil, fail("rounds.stats_noise", "stats_noise and stats_max_rows need rounds.schema")
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: [rounds]: %w", src, err)
 	}

@@ -127,6 +127,10 @@ func runExport(dataDir string, round int, roundSet bool, out string, w io.Writer
 	if info.DP {
 		p.DP, p.Epsilon, p.Delta = true, entry.Epsilon, info.Delta
 	}
+	if s := st.Stats; s != nil && entry.Round > s.Round {
+		// The model was trained on data encoded with these statistics.
+		p.Schema, p.Stats = s.Schema, s.Stats
+	}
 	if err := modelfile.Save(out, spec, params, p); err != nil {
 		return err
 	}

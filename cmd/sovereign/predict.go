@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -104,8 +106,18 @@ func loadForInference(modelPath, dataset, split string) (*modelfile.Model, *mode
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	train, test, err := data.Load(dataset)
-	if err != nil {
+	var train, test *data.Dataset
+	if s, st, ok, err := m.Provenance.DataEncoding(); err != nil {
+		return nil, nil, nil, fmt.Errorf("%s: %w", modelPath, err)
+	} else if ok {
+		// The model carries the federation's data schema and statistics:
+		// the CSV is read, imputed, one-hot encoded and standardised as
+		// every site did in training.
+		train, test, err = loadWithModelSchema(dataset, s, st)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+	} else if train, test, err = data.Load(dataset); err != nil {
 		return nil, nil, nil, fmt.Errorf("--dataset %q: %w", dataset, err)
 	}
 	var d *data.Dataset
@@ -142,4 +154,38 @@ func loadForInference(modelPath, dataset, split string) (*modelfile.Model, *mode
 		return nil, nil, nil, fmt.Errorf("%s: %w", modelPath, err)
 	}
 	return m, net, d, nil
+}
+
+// loadWithModelSchema reads dataset ("csv:FILE[?test=FRAC&seed=N]") under a
+// model file's schema and encodes both splits with its statistics.
+func loadWithModelSchema(dataset string, s *data.Schema, st *data.Stats) (train, test *data.Dataset, err error) {
+	kind, rest, _ := strings.Cut(dataset, ":")
+	if kind != "csv" || rest == "" {
+		return nil, nil, fmt.Errorf("--dataset %q: the model carries a data schema, so the data must be csv:FILE", dataset)
+	}
+	path, query, _ := strings.Cut(rest, "?")
+	testFrac, seed := data.DefaultTestFrac, int64(data.SplitSeed)
+	vals, err := url.ParseQuery(query)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--dataset %q: options: %v", dataset, err)
+	}
+	for k, vs := range vals {
+		v := vs[len(vs)-1]
+		switch k {
+		case "test":
+			if testFrac, err = strconv.ParseFloat(v, 64); err != nil || !(testFrac >= 0 && testFrac < 1) {
+				return nil, nil, fmt.Errorf("--dataset %q: option test=%q, want a fraction in [0, 1)", dataset, v)
+			}
+		case "seed":
+			if seed, err = strconv.ParseInt(v, 10, 64); err != nil {
+				return nil, nil, fmt.Errorf("--dataset %q: option seed=%q, want an integer", dataset, v)
+			}
+		default:
+			return nil, nil, fmt.Errorf("--dataset %q: option %q: with the model's schema only test and seed apply", dataset, k)
+		}
+	}
+	if train, test, err = data.LoadSchemaDataset(path, s, st, testFrac, seed, s.Standardizes()); err != nil {
+		return nil, nil, fmt.Errorf("--dataset %q: %w", dataset, err)
+	}
+	return train, test, nil
 }

@@ -73,10 +73,11 @@ func runWorker(ctx context.Context, cfg *worker.Config, logOut io.Writer) error 
 	if err != nil {
 		return fmt.Errorf("identity: %w", err)
 	}
-	train, test, err := cfg.LoadDataset()
+	d, err := cfg.LoadData()
 	if err != nil {
 		return err
 	}
+	train, test := d.Train, d.Test
 	// Files the worker creates (its badger store holds round secrets) are
 	// born 0600 and folders 0700 (security review L1).
 	privateUmask()
@@ -97,7 +98,7 @@ func runWorker(ctx context.Context, cfg *worker.Config, logOut io.Writer) error 
 	// SecAgg+ keys are signed with the identity key and checked against the
 	// federation in force (security review H1).
 	enrolled := func(p peer.ID) (p2p.Member, bool) { return h.Federation().Lookup(p) }
-	node, err := worker.NewNode(cfg, st, train, test, log, worker.WithID(h.ID().String()), worker.WithObserver(mon), worker.WithIdentity(sk, fed.Name, enrolled))
+	node, err := worker.NewNode(cfg, st, train, test, log, worker.WithID(h.ID().String()), worker.WithObserver(mon), worker.WithIdentity(sk, fed.Name, enrolled), worker.WithData(d))
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"math"
 	"strconv"
 
+	"github.com/sovereign-fl/sovereign/data"
 	"github.com/sovereign-fl/sovereign/model"
 	"github.com/sovereign-fl/sovereign/model/safetensors"
 )
@@ -30,10 +31,12 @@ const (
 	KeyInstitutions = "institutions" // how many institutions' updates are in the round
 	KeyEpsilon      = "epsilon"      // (ε, δ) spent; absent when DP is off
 	KeyDelta        = "delta"
-	KeyFederation   = "federation"  // the federation's name
-	KeyStandardize  = "standardize" // JSON {"mean": [...], "scale": [...]}: x' = (x − mean)·scale; absent if none
-	KeySource       = "source"      // "sim" or "coordinator"
-	KeyDataset      = "dataset"     // the sim's --dataset
+	KeyFederation   = "federation"    // the federation's name
+	KeyStandardize  = "standardize"   // JSON {"mean": [...], "scale": [...]}: x' = (x − mean)·scale; absent if none
+	KeySchema       = "data_schema"   // the federation's data schema (TOML text, docs/data-schema.md); absent if none
+	KeyFeatureStats = "feature_stats" // JSON of the federation's data.Stats the schema encodes with
+	KeySource       = "source"        // "sim" or "coordinator"
+	KeyDataset      = "dataset"       // the sim's --dataset
 )
 
 // FormatV1 is the value of KeyFormat.
@@ -58,6 +61,26 @@ type Provenance struct {
 	Federation     string
 	Dataset        string
 	Standardize    *Standardization
+	// Schema and Stats, set together, are the data schema (its TOML text)
+	// and the federation statistics (JSON of data.Stats) that turn a raw
+	// CSV into this model's input: imputation, one-hot, standardisation.
+	Schema string
+	Stats  []byte
+}
+
+// DataEncoding returns the schema and statistics of the file (ok false if
+// it has none).
+func (p *Provenance) DataEncoding() (s *data.Schema, st *data.Stats, ok bool, err error) {
+	if p.Schema == "" {
+		return nil, nil, false, nil
+	}
+	if s, err = data.ParseSchema([]byte(p.Schema), "__metadata__ "+KeySchema); err != nil {
+		return nil, nil, false, err
+	}
+	if st, err = data.ParseStats(p.Stats, "__metadata__ "+KeyFeatureStats, s); err != nil {
+		return nil, nil, false, err
+	}
+	return s, st, true, nil
 }
 
 // Model is a loaded file.
@@ -113,6 +136,19 @@ func Encode(spec model.Spec, params []float32, p Provenance) (*safetensors.File,
 			return nil, err
 		}
 		md[KeyStandardize] = string(b)
+	}
+	if (p.Schema == "") != (len(p.Stats) == 0) {
+		return nil, fmt.Errorf("modelfile: a data schema and its statistics go together")
+	}
+	if p.Schema != "" {
+		s, _, _, err := p.DataEncoding()
+		if err != nil {
+			return nil, fmt.Errorf("modelfile: %w", err)
+		}
+		if s.Dim() != spec.InputDim() {
+			return nil, fmt.Errorf("modelfile: the data schema encodes %d features, the model takes %d", s.Dim(), spec.InputDim())
+		}
+		md[KeySchema], md[KeyFeatureStats] = p.Schema, string(p.Stats)
 	}
 	return &safetensors.File{Tensors: ts, Metadata: md}, nil
 }
@@ -181,6 +217,16 @@ func decode(path string, f *safetensors.File) (*Model, error) {
 			return nil, fail("__metadata__ %q is not {\"mean\": [...], \"scale\": [...]} of %d features each", KeyStandardize, spec.InputDim())
 		}
 		p.Standardize = &st
+	}
+	if sc, ok := md[KeySchema]; ok {
+		p.Schema, p.Stats = sc, []byte(md[KeyFeatureStats])
+		s, _, _, err := p.DataEncoding()
+		if err != nil {
+			return nil, fail("%v", err)
+		}
+		if s.Dim() != spec.InputDim() {
+			return nil, fail("__metadata__ %q encodes %d features, the model takes %d", KeySchema, s.Dim(), spec.InputDim())
+		}
 	}
 	return m, nil
 }

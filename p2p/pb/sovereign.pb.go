@@ -723,7 +723,20 @@ type RoundAnnounce struct {
 	NumParams uint64 `protobuf:"varint,10,opt,name=num_params,json=numParams,proto3" json:"num_params,omitempty"`
 	// Cumulative (ε, δ) ε the federation will have spent when the round
 	// commits, so a worker can refuse a round beyond its budget.
-	Epsilon       float64 `protobuf:"fixed64,11,opt,name=epsilon,proto3" json:"epsilon,omitempty"`
+	Epsilon float64 `protobuf:"fixed64,11,opt,name=epsilon,proto3" json:"epsilon,omitempty"`
+	// What the round's secure sum is: "" (or "model") a model update,
+	// "statistics" the federation-wide feature statistics of the data
+	// schema (sufficient statistics of each site, data.Sums, scaled by
+	// data.SumScales; secagg.vector_length is then their length).
+	Purpose string `protobuf:"bytes,12,opt,name=purpose,proto3" json:"purpose,omitempty"`
+	// SHA-256 of the federation's data schema file, when the study uses one.
+	SchemaSha256 []byte `protobuf:"bytes,13,opt,name=schema_sha256,json=schemaSha256,proto3" json:"schema_sha256,omitempty"`
+	// The federation's statistics (JSON of data.Stats) that every worker
+	// imputes and standardises with, once the statistics round committed.
+	FederationStats []byte `protobuf:"bytes,14,opt,name=federation_stats,json=federationStats,proto3" json:"federation_stats,omitempty"`
+	// On the statistics round: the public bound on a site's rows that the
+	// scaled sums are divided by (data.SumScales).
+	StatsMaxRows  uint64 `protobuf:"varint,15,opt,name=stats_max_rows,json=statsMaxRows,proto3" json:"stats_max_rows,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -831,6 +844,34 @@ func (x *RoundAnnounce) GetNumParams() uint64 {
 func (x *RoundAnnounce) GetEpsilon() float64 {
 	if x != nil {
 		return x.Epsilon
+	}
+	return 0
+}
+
+func (x *RoundAnnounce) GetPurpose() string {
+	if x != nil {
+		return x.Purpose
+	}
+	return ""
+}
+
+func (x *RoundAnnounce) GetSchemaSha256() []byte {
+	if x != nil {
+		return x.SchemaSha256
+	}
+	return nil
+}
+
+func (x *RoundAnnounce) GetFederationStats() []byte {
+	if x != nil {
+		return x.FederationStats
+	}
+	return nil
+}
+
+func (x *RoundAnnounce) GetStatsMaxRows() uint64 {
+	if x != nil {
+		return x.StatsMaxRows
 	}
 	return 0
 }
@@ -1626,6 +1667,13 @@ type MetricsReport struct {
 	Examples uint64                 `protobuf:"varint,3,opt,name=examples,proto3" json:"examples,omitempty"`
 	Loss     float64                `protobuf:"fixed64,4,opt,name=loss,proto3" json:"loss,omitempty"`
 	Accuracy float64                `protobuf:"fixed64,5,opt,name=accuracy,proto3" json:"accuracy,omitempty"`
+	// With two classes: the confusion matrix at the argmax decision (tp, fp,
+	// tn, fn, class 1 positive) and the counts of P(class 1) in ScoreBins
+	// equal bins of [0, 1] for the positive and the negative examples, from
+	// which the coordinator computes the federation's ROC AUC.
+	Confusion      []uint64 `protobuf:"varint,6,rep,packed,name=confusion,proto3" json:"confusion,omitempty"`
+	PositiveScores []uint64 `protobuf:"varint,7,rep,packed,name=positive_scores,json=positiveScores,proto3" json:"positive_scores,omitempty"`
+	NegativeScores []uint64 `protobuf:"varint,8,rep,packed,name=negative_scores,json=negativeScores,proto3" json:"negative_scores,omitempty"`
 	// Set when the worker refuses to evaluate; the figures are then zero.
 	Refusal       *Refusal `protobuf:"bytes,15,opt,name=refusal,proto3" json:"refusal,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1695,6 +1743,27 @@ func (x *MetricsReport) GetAccuracy() float64 {
 		return x.Accuracy
 	}
 	return 0
+}
+
+func (x *MetricsReport) GetConfusion() []uint64 {
+	if x != nil {
+		return x.Confusion
+	}
+	return nil
+}
+
+func (x *MetricsReport) GetPositiveScores() []uint64 {
+	if x != nil {
+		return x.PositiveScores
+	}
+	return nil
+}
+
+func (x *MetricsReport) GetNegativeScores() []uint64 {
+	if x != nil {
+		return x.NegativeScores
+	}
+	return nil
 }
 
 func (x *MetricsReport) GetRefusal() *Refusal {
@@ -2493,7 +2562,7 @@ const file_sovereign_proto_rawDesc = "" +
 	"\n" +
 	"max_weight\x18\t \x01(\x01R\tmaxWeight\x12(\n" +
 	"\x10stage_timeout_ms\x18\n" +
-	" \x01(\x04R\x0estageTimeoutMs\"\x94\x03\n" +
+	" \x01(\x04R\x0estageTimeoutMs\"\xa4\x04\n" +
 	"\rRoundAnnounce\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12!\n" +
 	"\fmodel_sha256\x18\x02 \x01(\fR\vmodelSha256\x12\x1d\n" +
@@ -2509,7 +2578,11 @@ const file_sovereign_proto_rawDesc = "" +
 	"\n" +
 	"num_params\x18\n" +
 	" \x01(\x04R\tnumParams\x12\x18\n" +
-	"\aepsilon\x18\v \x01(\x01R\aepsilon\"\xfe\x01\n" +
+	"\aepsilon\x18\v \x01(\x01R\aepsilon\x12\x18\n" +
+	"\apurpose\x18\f \x01(\tR\apurpose\x12#\n" +
+	"\rschema_sha256\x18\r \x01(\fR\fschemaSha256\x12)\n" +
+	"\x10federation_stats\x18\x0e \x01(\fR\x0ffederationStats\x12$\n" +
+	"\x0estats_max_rows\x18\x0f \x01(\x04R\fstatsMaxRows\"\xfe\x01\n" +
 	"\rAdvertiseKeys\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12\x16\n" +
 	"\x06sender\x18\x02 \x01(\fR\x06sender\x12\x11\n" +
@@ -2577,13 +2650,16 @@ const file_sovereign_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"P\n" +
 	"\x03Ack\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x123\n" +
-	"\arefusal\x18\x02 \x01(\v2\x19.sovereign.p2p.v1.RefusalR\arefusal\"\xbe\x01\n" +
+	"\arefusal\x18\x02 \x01(\v2\x19.sovereign.p2p.v1.RefusalR\arefusal\"\xae\x02\n" +
 	"\rMetricsReport\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12\x16\n" +
 	"\x06sender\x18\x02 \x01(\fR\x06sender\x12\x1a\n" +
 	"\bexamples\x18\x03 \x01(\x04R\bexamples\x12\x12\n" +
 	"\x04loss\x18\x04 \x01(\x01R\x04loss\x12\x1a\n" +
-	"\baccuracy\x18\x05 \x01(\x01R\baccuracy\x123\n" +
+	"\baccuracy\x18\x05 \x01(\x01R\baccuracy\x12\x1c\n" +
+	"\tconfusion\x18\x06 \x03(\x04R\tconfusion\x12'\n" +
+	"\x0fpositive_scores\x18\a \x03(\x04R\x0epositiveScores\x12'\n" +
+	"\x0fnegative_scores\x18\b \x03(\x04R\x0enegativeScores\x123\n" +
 	"\arefusal\x18\x0f \x01(\v2\x19.sovereign.p2p.v1.RefusalR\arefusal\"\x83\x01\n" +
 	"\x0fEvaluateRequest\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12!\n" +
