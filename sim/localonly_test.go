@@ -9,7 +9,8 @@ import (
 )
 
 // The tabular baselines of docs/benchmarks.md: three hospitals with
-// label-skewed shares of the breast-cancer table, federated (statistics
+// label-skewed shares of the breast-cancer table (and of the MASS student
+// survey, with native missing cells and six categorical columns), federated (statistics
 // under SecAgg+) against each hospital alone and against all rows pooled,
 // with and without standardisation. The figures are logged; the test
 // checks that every baseline ran its rounds on its own rows.
@@ -17,11 +18,18 @@ func TestTabularBaselines(t *testing.T) {
 	if testing.Short() {
 		t.Skip("baselines: 7 runs of 30 rounds")
 	}
+	for _, set := range []string{"breast_cancer", "survey"} {
+		tabularBaselines(t, set)
+	}
+}
+
+func tabularBaselines(t *testing.T, set string) {
 	base := DefaultConfig()
-	base.Dataset = "csv:../data/testdata/breast_cancer.csv"
+	base.Dataset = "csv:../data/testdata/" + set + ".csv"
 	base.Model, base.Clients, base.Fraction, base.Rounds = "logreg", 3, 1, 30
 	base.Partition, base.LR, base.Seed = "dirichlet:0.3", 0.05, 1
-	sb, err := os.ReadFile("../data/testdata/breast_cancer_schema.toml")
+	schema := "../data/testdata/" + set + "_schema.toml"
+	sb, err := os.ReadFile(schema)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,8 +38,8 @@ func TestTabularBaselines(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, sc := range []struct{ name, schema string }{
-		{"federated standardisation", "../data/testdata/breast_cancer_schema.toml"},
-		{"none", raw},
+		{set + ", federated standardisation", schema},
+		{set + ", none", raw},
 	} {
 		cfg := base
 		cfg.Schema = sc.schema

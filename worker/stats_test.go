@@ -313,3 +313,43 @@ func TestAttackStatisticsRoundMismatchRefused(t *testing.T) {
 }
 
 func jsonStats(st *data.Stats) ([]byte, error) { return json.Marshal(st) }
+
+// With stats noise σ each site adds N(0, σ²Δ²/t) to its scaled vector: the
+// released sum differs from the pooled sums by noise of about σΔ·√(n/t) per
+// coordinate (Δ = one row's L2 change, dp.clip), and no more.
+func TestStatisticsRoundNoise(t *testing.T) {
+	f := newStatsFed(t, func(i int, c *Config) { c.Policy.RequireStatsNoise = true })
+	a := f.announce(1, wire.PurposeStatistics, nil)
+	numeric, categorical := 0, 0
+	for _, k := range f.schema.Features() {
+		if f.schema.Columns[k].Type == data.TypeNumeric {
+			numeric++
+		} else {
+			categorical++
+		}
+	}
+	delta := math.Sqrt(float64(1+3*numeric+2*categorical)) / float64(a.StatsMaxRows)
+	a.DP = DPParams{Noise: 1, Clip: delta, MinClients: 2}
+	a.SecAgg.ClipRange = 1 + 6*delta
+	sum, _, _ := f.run(a)
+	scales, _ := data.SumScales(f.schema, a.StatsMaxRows)
+	pooled := make([]float64, len(sum))
+	for _, d := range f.data {
+		s, _ := data.Sums(f.schema, d.RawTrain, nil)
+		for j, v := range s {
+			pooled[j] += v / scales[j]
+		}
+	}
+	std := delta * math.Sqrt(3.0/2)
+	var maxDev, sq float64
+	for j := range sum {
+		d := sum[j] - pooled[j]
+		maxDev = max(maxDev, math.Abs(d))
+		sq += d * d
+	}
+	rms := math.Sqrt(sq / float64(len(sum)))
+	t.Logf("noise rms %.3g, expected std %.3g, max %.3g", rms, std, maxDev)
+	if maxDev > 6*std || rms < 0.3*std {
+		t.Fatalf("deviation rms %.3g max %.3g from the pooled sums, want noise of std %.3g", rms, maxDev, std)
+	}
+}
