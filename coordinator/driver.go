@@ -88,6 +88,9 @@ type Config struct {
 	// only the mean over the survivors. Metrics of model v are then
 	// recorded by round v+1; the last model of a run gets none.
 	SecureEvaluation bool
+	// MaxEpsilon, if > 0, is the study's privacy budget: the study ends
+	// budget-exhausted instead of starting a round whose ε would exceed it.
+	MaxEpsilon float64
 	// InitParams, if set, is the initial model (round 0) instead of the
 	// seeded initialisation: continued training, or a model trained in the
 	// simulator ([rounds] init = "FILE"). Its length must match Model.
@@ -174,6 +177,9 @@ func (c Config) Validate() error {
 	}
 	if c.RetryLimit < 0 {
 		return fmt.Errorf("retry limit %d must be >= 0", c.RetryLimit)
+	}
+	if c.MaxEpsilon < 0 || math.IsNaN(c.MaxEpsilon) || math.IsInf(c.MaxEpsilon, 0) {
+		return fmt.Errorf("max epsilon %v must be finite and >= 0 (0 = no budget of the study's own)", c.MaxEpsilon)
 	}
 	if c.PollInterval < 0 {
 		return fmt.Errorf("poll interval %v must be >= 0", c.PollInterval)
@@ -286,6 +292,10 @@ type Driver struct {
 	// unmasked remembers the survivor set sent per round: the driver
 	// refuses to send a different one.
 	unmasked map[uint64][]uint32
+	// sampled is the cohort size of each round this driver ran; commits
+	// the times of its model commits (the ETA's pace).
+	sampled map[uint64]int
+	commits []time.Time
 }
 
 // NewDriver builds a round driver. fsm is the state (replicated through
@@ -389,16 +399,24 @@ func (d *Driver) Run(ctx context.Context) error {
 			continue
 		}
 		st := d.fsm.State()
-		if st.Current == nil && st.CommittedRounds() >= d.cfg.Rounds {
-			d.setStage("finished")
+		if e := st.Ended; e != nil {
+			if e.State == EndFinished && st.CommittedRounds() < d.cfg.Rounds {
+				// rounds was raised since: the study goes on.
+				if _, err := d.Resume(ctx); err != nil {
+					return err
+				}
+				continue
+			}
+			d.setStage(e.State)
+			d.log.Info("study ended", "round", st.Round, "stage", e.State, "reason", e.Reason, "committed", st.CommittedRounds())
 			return nil
 		}
+		if st.Current == nil && st.CommittedRounds() >= d.cfg.Rounds {
+			return d.end(ctx, &st, EndFinished, fmt.Sprintf("%d models committed", st.CommittedRounds()))
+		}
 		if st.Current == nil && st.Failures > d.cfg.RetryLimit {
-			reason := ""
-			if st.LastFailure != nil {
-				reason = st.LastFailure.Reason
-			}
-			return fmt.Errorf("round %d: %d rounds failed in a row (retry limit %d); last: %s", st.Round, st.Failures, d.cfg.RetryLimit, reason)
+			// The study fails; the coordinator stays healthy for the next.
+			return d.end(ctx, &st, EndFailed, failedReasons(&st))
 		}
 		r := st.Round + 1
 		if st.Current != nil {
@@ -406,8 +424,19 @@ func (d *Driver) Run(ctx context.Context) error {
 		}
 		err := d.RunRound(ctx, r)
 		var rf *RoundFailedError
+		var be *budgetError
 		switch {
-		case err == nil, errors.As(err, &rf):
+		case errors.As(err, &be):
+			return d.end(ctx, &st, EndBudgetExhausted, be.Error())
+		case errors.As(err, &rf):
+			after := d.fsm.State()
+			d.mu.Lock()
+			sampled := d.sampled[r]
+			d.mu.Unlock()
+			if ok, why := d.budgetExhausted(&after, r, sampled); ok {
+				return d.end(ctx, &after, EndBudgetExhausted, why)
+			}
+		case err == nil:
 		case errors.Is(err, ErrNotEnoughOnline):
 			d.log.Info("waiting for workers", "round", r, "stage", "sample", "err", err)
 			t := time.NewTimer(d.cfg.PollInterval)
@@ -449,6 +478,12 @@ func (d *Driver) RunRound(ctx context.Context, r uint64) error {
 			return err
 		}
 	}
+	d.mu.Lock()
+	if d.sampled == nil {
+		d.sampled = map[uint64]int{}
+	}
+	d.sampled[r] = len(cur.Announce.Sampled)
+	d.mu.Unlock()
 	return d.drive(ctx, cur)
 }
 
@@ -523,6 +558,14 @@ func (d *Driver) start(ctx context.Context, r uint64, st *State) (*RoundState, e
 	// refuses a round whose noise would not cover that case.
 	dpp.MinClients = min(d.cfg.MinWorkers, sc.Threshold)
 	eps := 0.0
+	if dpp.Noise > 0 && d.cfg.MaxEpsilon > 0 && !d.statsPending(st) {
+		a := st.Accountant()
+		if err := a.Step(float64(n)/float64(len(online)), dpp.Noise, 1); err == nil {
+			if e, _, err := a.Epsilon(d.cfg.Delta, nil); err == nil && e > d.cfg.MaxEpsilon {
+				return nil, &budgetError{Round: r, Epsilon: e, Max: d.cfg.MaxEpsilon}
+			}
+		}
+	}
 	if dpp.Noise > 0 {
 		// Distributed DP: each worker adds N(0, σ²C²/t); a released sum of
 		// at least t = MinClients survivors carries noise σC (Truex et
@@ -1029,8 +1072,11 @@ func (d *Driver) finish(ctx context.Context, cur *RoundState, sum []float64, tw 
 		return err
 	}
 	log.Info("model committed", "model", h, "participants", len(mc.Participants), "epsilon", mc.Epsilon)
+	d.mu.Lock()
+	d.commits = append(d.commits, time.Now())
+	d.mu.Unlock()
 	if d.LedgerPath != "" {
-		if err := WriteLedgerFile(d.LedgerPath, d.fsm.Ledger()); err != nil {
+		if err := WriteLedgerFileEnd(d.LedgerPath, d.fsm.Ledger(), d.fsm.State().Ended); err != nil {
 			log.Warn("ledger export", "err", err)
 		}
 	}
@@ -1183,6 +1229,17 @@ type Status struct {
 	LedgerLength int
 	// Failures counts the rounds failed since the last commit.
 	Failures int
+	// StudyState is "running", or how the study ended (EndFinished,
+	// EndFailed, EndBudgetExhausted), with EndReason; RecentFailures are
+	// the last round-failure reasons.
+	StudyState     string
+	EndReason      string
+	RecentFailures []string
+	// PlannedRounds is the study's number of models; ETA the time the rest
+	// should take at the pace of the rounds this leader committed (0 if
+	// unknown).
+	PlannedRounds int
+	ETA           time.Duration
 }
 
 // Status reports the driver's progress.
@@ -1194,6 +1251,17 @@ func (d *Driver) Status() Status {
 	s := Status{
 		Round: st.Round, Stage: stage, InFlight: st.Current != nil, Online: d.cohort.Online(),
 		CommittedRounds: st.CommittedRounds(), LedgerLength: len(st.Ledger), Failures: st.Failures,
+		StudyState: "running", RecentFailures: st.RecentFailures, PlannedRounds: d.cfg.Rounds,
+	}
+	if e := st.Ended; e != nil {
+		s.StudyState, s.EndReason = e.State, e.Reason
+	} else {
+		d.mu.Lock()
+		if n := len(d.commits); n >= 2 {
+			per := d.commits[n-1].Sub(d.commits[0]) / time.Duration(n-1)
+			s.ETA = per * time.Duration(max(0, d.cfg.Rounds-st.CommittedRounds()))
+		}
+		d.mu.Unlock()
 	}
 	if h := st.Head(); h != nil {
 		s.LedgerHead = h.Hash

@@ -3,8 +3,11 @@ package coordinator_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -228,23 +231,86 @@ func TestRetryOnInsufficientSurvivors(t *testing.T) {
 	c.DistinctUnmaskSets(t)
 }
 
+// More than RetryLimit failed rounds in a row end the study as failed (with
+// the reasons, through the FSM), and Run returns: the coordinator does not
+// retry every second forever. A second Run starts no round; after Resume
+// (the configuration fixed: here, the drops gone) the study goes on and
+// finishes.
 func TestRetryLimit(t *testing.T) {
 	cfg := testConfig()
 	cfg.RetryLimit = 1
 	cfg.WorkersPerRound = 3
 	c := coordtest.NewCohort(3, 6)
-	for r := uint64(1); r <= 5; r++ {
+	for r := uint64(1); r <= 2; r++ {
 		c.DropAt(r, "w00", secagg.StageMaskedInput)
 		c.DropAt(r, "w01", secagg.StageMaskedInput)
 	}
 	f := NewFSM()
 	d := newTestDriver(t, cfg, f, NewLocal(f), NewMemRegistry(), c)
-	err := d.Run(context.Background())
-	if err == nil {
-		t.Fatal("run with every round failing succeeded")
+	if err := d.Run(context.Background()); err != nil {
+		t.Fatalf("run with every round failing: %v, want the study ended", err)
 	}
-	if st := f.State(); st.Failures != 2 || st.Round != 2 {
-		t.Fatalf("failures %d after round %d: %v", st.Failures, st.Round, err)
+	st := f.State()
+	if st.Failures != 2 || st.Round != 2 {
+		t.Fatalf("failures %d after round %d", st.Failures, st.Round)
+	}
+	if st.Ended == nil || st.Ended.State != EndFailed || !strings.Contains(st.Ended.Reason, "round 2:") || !strings.Contains(st.Ended.Reason, "round 1:") {
+		t.Fatalf("end %+v, want failed naming rounds 1 and 2", st.Ended)
+	}
+	if len(st.RecentFailures) != 2 {
+		t.Fatalf("recent failures %q", st.RecentFailures)
+	}
+	if err := d.Run(context.Background()); err != nil || f.State().Round != 2 {
+		t.Fatalf("second run: %v, round %d: an ended study starts no round", err, f.State().Round)
+	}
+	if d.Status().Stage != EndFailed {
+		t.Fatalf("status stage %q, want %q", d.Status().Stage, EndFailed)
+	}
+	if ok, err := d.Resume(context.Background()); !ok || err != nil {
+		t.Fatalf("resume: %v %v", ok, err)
+	}
+	if err := d.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st = f.State()
+	if st.CommittedRounds() != cfg.Rounds || st.Ended == nil || st.Ended.State != EndFinished {
+		t.Fatalf("after resume: %d committed, end %+v", st.CommittedRounds(), st.Ended)
+	}
+	if ok, _ := d.Resume(context.Background()); ok {
+		t.Fatal("a finished study was resumed")
+	}
+}
+
+// A study with its own max_epsilon ends budget-exhausted before the round
+// that would pass it, in the FSM, the status and the ledger file.
+func TestBudgetExhaustedEndsStudy(t *testing.T) {
+	cfg := testConfig()
+	cfg.Rounds = 50
+	cfg.WorkersPerRound = 3
+	cfg.DP = DPParams{Clip: 1, Noise: 3}
+	cfg.ClipRange = 0
+	cfg.MaxEpsilon = 5
+	c := coordtest.NewCohort(3, 6)
+	f := NewFSM()
+	d := newTestDriver(t, cfg, f, NewLocal(f), NewMemRegistry(), c)
+	d.LedgerPath = filepath.Join(t.TempDir(), LedgerFileName)
+	if err := d.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st := f.State()
+	if st.Ended == nil || st.Ended.State != EndBudgetExhausted || !strings.Contains(st.Ended.Reason, "max_epsilon 5") {
+		t.Fatalf("end %+v, want budget-exhausted", st.Ended)
+	}
+	n := st.CommittedRounds()
+	if n == 0 || n >= cfg.Rounds {
+		t.Fatalf("%d rounds committed before the budget ran out", n)
+	}
+	if eps := st.Ledger[len(st.Ledger)-1].Epsilon; eps > 5 {
+		t.Fatalf("last committed ε %v above the budget", eps)
+	}
+	entries, end, err := ReadLedgerFileEnd(d.LedgerPath)
+	if err != nil || len(entries) != n+1 || end == nil || end.State != EndBudgetExhausted {
+		t.Fatalf("ledger file: %d entries, end %+v, %v", len(entries), end, err)
 	}
 }
 
@@ -486,5 +552,44 @@ func TestSecureEvaluationRecordsAggregateMetrics(t *testing.T) {
 		if m.Round != v || math.Abs(m.Accuracy-want) > 1e-3 || math.Abs(m.Loss-(1-want)) > 1e-2 || m.Workers != len(st.Ledger[v+1].Participants) {
 			t.Errorf("metrics[%d] = %+v, want round %d, accuracy %.4f, loss %.4f from %d workers", i, m, v, want, 1-want, len(st.Ledger[v+1].Participants))
 		}
+	}
+}
+
+// budgetCohort's workers refuse rounds whose announced ε passes their
+// budget, as worker.Node's policy does.
+type budgetCohort struct {
+	*coordtest.Cohort
+	max float64
+}
+
+func (b budgetCohort) Advertise(ctx context.Context, w WorkerID, a *Announce) (secagg.AdvertiseKeys, error) {
+	if a.Epsilon > b.max {
+		return secagg.AdvertiseKeys{}, &RefusalError{Worker: w, Round: a.Round, Reason: fmt.Sprintf("worker refuses round %d: announced ε %.4g after this round is above policy.max_epsilon", a.Round, a.Epsilon)}
+	}
+	return b.Cohort.Advertise(ctx, w, a)
+}
+
+// When the institutions refuse rounds for their own budget, so that too
+// few are left, the study ends budget-exhausted with the reason (it would
+// otherwise fail until the retry limit).
+func TestWorkersBudgetEndsStudy(t *testing.T) {
+	cfg := testConfig()
+	cfg.Rounds = 50
+	cfg.WorkersPerRound = 3
+	cfg.RetryLimit = 10
+	cfg.DP = DPParams{Clip: 1, Noise: 3}
+	cfg.ClipRange = 0
+	c := budgetCohort{coordtest.NewCohort(3, 6), 4}
+	f := NewFSM()
+	d := newTestDriver(t, cfg, f, NewLocal(f), NewMemRegistry(), c)
+	if err := d.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st := f.State()
+	if st.Ended == nil || st.Ended.State != EndBudgetExhausted || !strings.Contains(st.Ended.Reason, "refused it for their privacy budget") {
+		t.Fatalf("end %+v, want budget-exhausted from the workers' refusals", st.Ended)
+	}
+	if st.Failures != 1 {
+		t.Fatalf("%d failed rounds, want the study to end at the first budget refusal", st.Failures)
 	}
 }

@@ -43,6 +43,10 @@ const (
 	// KindStatsCommitted closes the statistics round of a data schema
 	// with the federation's statistics (stats.go).
 	KindStatsCommitted CommandKind = 8
+	// KindStudyEnded ends the study (finished, failed, budget-exhausted;
+	// ends.go); KindStudyResumed reopens a failed one.
+	KindStudyEnded   CommandKind = 9
+	KindStudyResumed CommandKind = 10
 )
 
 // String names the kind.
@@ -64,6 +68,10 @@ func (k CommandKind) String() string {
 		return "MembersSeen"
 	case KindStatsCommitted:
 		return "StatsCommitted"
+	case KindStudyEnded:
+		return "StudyEnded"
+	case KindStudyResumed:
+		return "StudyResumed"
 	}
 	return fmt.Sprintf("CommandKind(%d)", int(k))
 }
@@ -82,6 +90,8 @@ type Command struct {
 	MetricsRecorded    *MetricsRecorded    `json:"metrics_recorded,omitempty"`
 	MembersSeen        *MembersSeen        `json:"members_seen,omitempty"`
 	StatsCommitted     *StatsCommitted     `json:"stats_committed,omitempty"`
+	StudyEnded         *StudyEnded         `json:"study_ended,omitempty"`
+	StudyResumed       *StudyResumed       `json:"study_resumed,omitempty"`
 }
 
 // RoundStarted opens round Round. Round numbers are never reused: a round
@@ -220,6 +230,7 @@ func EncodeCommand(c Command) ([]byte, error) {
 		KindSurvivorsCommitted: c.SurvivorsCommitted != nil, KindModelCommitted: c.ModelCommitted != nil,
 		KindRoundFailed: c.RoundFailed != nil, KindMetricsRecorded: c.MetricsRecorded != nil,
 		KindMembersSeen: c.MembersSeen != nil, KindStatsCommitted: c.StatsCommitted != nil,
+		KindStudyEnded: c.StudyEnded != nil, KindStudyResumed: c.StudyResumed != nil,
 	} {
 		if p {
 			c.Kind = k
@@ -261,6 +272,10 @@ func DecodeCommand(b []byte) (Command, error) {
 		ok = c.MembersSeen != nil
 	case KindStatsCommitted:
 		ok = c.StatsCommitted != nil
+	case KindStudyEnded:
+		ok = c.StudyEnded != nil
+	case KindStudyResumed:
+		ok = c.StudyResumed != nil
 	default:
 		return Command{}, fmt.Errorf("command: unknown kind %d", int(c.Kind))
 	}
@@ -289,6 +304,10 @@ func (c *Command) Round() uint64 {
 		return c.MembersSeen.Round
 	case c.StatsCommitted != nil:
 		return c.StatsCommitted.Round
+	case c.StudyEnded != nil:
+		return c.StudyEnded.Round
+	case c.StudyResumed != nil:
+		return c.StudyResumed.Round
 	}
 	return 0
 }
@@ -347,6 +366,10 @@ type State struct {
 	// Stats are the federation statistics of the data schema, once its
 	// statistics round committed (stats.go).
 	Stats *StatsRecord `json:"stats,omitempty"`
+	// Ended is set once the study ended (ends.go); RecentFailures are the
+	// last MaxRecentFailures round-failure reasons, "round N: reason".
+	Ended          *StudyEnded `json:"ended,omitempty"`
+	RecentFailures []string    `json:"recent_failures,omitempty"`
 }
 
 // Head returns the latest ledger entry, or nil.
@@ -453,6 +476,9 @@ func (f *FSM) apply(c *Command) error {
 		}
 		if s.Current != nil {
 			return stale(c, "round %d is still in flight", s.Current.Round)
+		}
+		if s.Ended != nil {
+			return stale(c, "the study ended (%s) after round %d", s.Ended.State, s.Ended.Round)
 		}
 		if m.Round != s.Round+1 {
 			return stale(c, "round must be %d", s.Round+1)
@@ -669,6 +695,7 @@ func (f *FSM) apply(c *Command) error {
 		fail.Missing = slices.Clone(m.Missing)
 		fail.Culprits = slices.Clone(m.Culprits)
 		s.LastFailure = &fail
+		s.RecentFailures = recentFailure(s.RecentFailures, m.Round, m.Reason)
 		for _, w := range m.Culprits {
 			if s.Excluded == nil {
 				s.Excluded = map[WorkerID]uint64{}
@@ -698,6 +725,10 @@ func (f *FSM) apply(c *Command) error {
 
 	case KindStatsCommitted:
 		return f.applyStats(c)
+	case KindStudyEnded:
+		return f.applyEnded(c)
+	case KindStudyResumed:
+		return f.applyResumed(c)
 	}
 	return refuse(c, "unknown kind")
 }
@@ -862,14 +893,21 @@ func (f *FSM) Restore(r io.Reader) error {
 // ReadSnapshotLedger reads the ledger out of a snapshot written by
 // FSM.Snapshot, without verifying it.
 func ReadSnapshotLedger(r io.Reader) ([]LedgerEntry, error) {
+	l, _, err := ReadSnapshotLedgerEnd(r)
+	return l, err
+}
+
+// ReadSnapshotLedgerEnd is ReadSnapshotLedger plus the study's end, if it
+// ended.
+func ReadSnapshotLedgerEnd(r io.Reader) ([]LedgerEntry, *StudyEnded, error) {
 	var sn snapshot
 	if err := json.NewDecoder(r).Decode(&sn); err != nil {
-		return nil, fmt.Errorf("snapshot: %w", err)
+		return nil, nil, fmt.Errorf("snapshot: %w", err)
 	}
 	if sn.V != CommandVersion {
-		return nil, fmt.Errorf("snapshot: version %d, want %d", sn.V, CommandVersion)
+		return nil, nil, fmt.Errorf("snapshot: version %d, want %d", sn.V, CommandVersion)
 	}
-	return sn.State.Ledger, nil
+	return sn.State.Ledger, sn.State.Ended, nil
 }
 
 // checkRefused refuses refusal records not of the round in flight, from a

@@ -166,12 +166,20 @@ func NewLedgerEntry(head *LedgerEntry, round uint64, model Hash, participants []
 type ledgerFile struct {
 	Version int           `json:"version"`
 	Entries []LedgerEntry `json:"entries"`
+	// End says how the study ended, once it did (not part of the chain:
+	// it records why no entry follows the head).
+	End *StudyEnded `json:"end,omitempty"`
 }
 
 // WriteLedgerFile writes entries to path as JSON, atomically (a temporary
 // file in the same folder renamed over path).
 func WriteLedgerFile(path string, entries []LedgerEntry) error {
-	b, err := json.MarshalIndent(ledgerFile{Version: 1, Entries: entries}, "", " ")
+	return WriteLedgerFileEnd(path, entries, nil)
+}
+
+// WriteLedgerFileEnd is WriteLedgerFile with the study's end, if it ended.
+func WriteLedgerFileEnd(path string, entries []LedgerEntry, end *StudyEnded) error {
+	b, err := json.MarshalIndent(ledgerFile{Version: 1, Entries: entries, End: end}, "", " ")
 	if err != nil {
 		return fmt.Errorf("ledger file %s: %w", path, err)
 	}
@@ -200,18 +208,24 @@ func WriteLedgerFile(path string, entries []LedgerEntry) error {
 // ReadLedgerFile reads a ledger export written by WriteLedgerFile. It does
 // not verify the chain (see VerifyLedger).
 func ReadLedgerFile(path string) ([]LedgerEntry, error) {
+	e, _, err := ReadLedgerFileEnd(path)
+	return e, err
+}
+
+// ReadLedgerFileEnd is ReadLedgerFile plus the study's end record, if any.
+func ReadLedgerFileEnd(path string) ([]LedgerEntry, *StudyEnded, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("ledger file: %w", err)
+		return nil, nil, fmt.Errorf("ledger file: %w", err)
 	}
 	var f ledgerFile
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("ledger file %s: %w", path, err)
+		return nil, nil, fmt.Errorf("ledger file %s: %w", path, err)
 	}
 	if f.Version != 1 {
-		return nil, fmt.Errorf("ledger file %s: version %d, want 1", path, f.Version)
+		return nil, nil, fmt.Errorf("ledger file %s: version %d, want 1", path, f.Version)
 	}
-	return f.Entries, nil
+	return f.Entries, f.End, nil
 }

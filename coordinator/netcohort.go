@@ -374,6 +374,8 @@ func StatusToPB(name string, st Status, fed *p2p.Federation, members bool) *pb.S
 		Accuracy: st.Accuracy, AccuracyRound: st.AccuracyRound,
 		LedgerLength: uint64(st.LedgerLength), CommittedRounds: uint64(st.CommittedRounds),
 		InFlight: st.InFlight, Failures: uint64(st.Failures), SoftwareVersion: SoftwareVersion,
+		StudyState: st.StudyState, EndReason: st.EndReason, RecentFailures: st.RecentFailures,
+		PlannedRounds: uint64(max(0, st.PlannedRounds)), EtaSeconds: st.ETA.Seconds(),
 	}
 	if !st.LedgerHead.IsZero() {
 		resp.LedgerHead = append([]byte(nil), st.LedgerHead[:]...)

@@ -371,6 +371,8 @@ type status struct {
 	AccuracyRound   uint64  `json:"accuracy_round"`
 	LedgerHead      string  `json:"ledger_head"`
 	LedgerLength    int     `json:"ledger_length"`
+	StudyState      string  `json:"study_state"`
+	EndReason       string  `json:"end_reason"`
 	Online          []struct {
 		Name string `json:"name"`
 	} `json:"online"`

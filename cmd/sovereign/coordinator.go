@@ -57,6 +57,7 @@ func init() { rootCmd.AddCommand(newCoordinatorCmd()) }
 //	clip = 1.0; noise = 0.0; delta = 1e-5; clip_range = 1.0; max_weight = 1e4
 //	secagg_degree = 0; stage_timeout = "1m"; retry_limit = 3; seed = 1; poll_interval = "1s"
 //	secure_evaluation = false            # evaluate inside the secure aggregate
+//	max_epsilon = 0.0                    # the study's budget: end budget-exhausted before passing it (0 = none)
 //	init = "model.safetensors"            # optional: the initial model (round 0) from a file
 //	schema = "schema.toml"                # optional: the data schema; its statistics round runs first
 //	stats_noise = 0.0; stats_max_rows = 0 # row-level DP σ of the statistics; a site's row bound (0 = max_weight)
@@ -130,6 +131,8 @@ type roundsTable struct {
 	SecureEvaluation *bool `toml:"secure_evaluation"`
 	// Init is a safetensors model file to start from (round 0).
 	Init *string `toml:"init"`
+	// MaxEpsilon is the study's privacy budget (coordinator.Config.MaxEpsilon).
+	MaxEpsilon *float64 `toml:"max_epsilon"`
 	// Schema is the federation's data schema file: the federation
 	// statistics round runs before the first model round, and input and
 	// classes follow from it (coordinator.Config.Schema).
@@ -146,6 +149,9 @@ type coordinatorConfig struct {
 	// Replica holds the Raft settings; Dir, Host and Logger are filled in
 	// when the coordinator starts.
 	Replica replica.Config
+	// Resume reopens a failed or budget-exhausted study once this replica
+	// leads (--resume).
+	Resume bool
 }
 
 // loadCoordinatorConfig reads path; errors name the file and the field.
@@ -279,6 +285,7 @@ func parseCoordinatorConfig(src string, b []byte, dir string) (*coordinatorConfi
 		{"fraction", &cfg.Fraction, r.Fraction}, {"lr", &cfg.Train.LR, r.LR}, {"prox_mu", &cfg.Train.ProxMu, r.ProxMu},
 		{"server_lr", &cfg.ServerLR, r.ServerLR}, {"clip", &cfg.DP.Clip, r.Clip}, {"noise", &cfg.DP.Noise, r.Noise},
 		{"delta", &cfg.Delta, r.Delta}, {"clip_range", &cfg.ClipRange, r.ClipRange}, {"max_weight", &cfg.MaxWeight, r.MaxWeight},
+		{"max_epsilon", &cfg.MaxEpsilon, r.MaxEpsilon},
 	} {
 		if err := setF(x.name, x.dst, x.v); err != nil {
 			return nil, err
@@ -407,7 +414,7 @@ const exportInterval = 250 * time.Millisecond
 
 func newCoordinatorCmd() *cobra.Command {
 	var path, logFormat string
-	var exitWhenDone bool
+	var exitWhenDone, resume bool
 	cmd := &cobra.Command{
 		Use:   "coordinator --config FILE",
 		Short: "Run a coordinator replica: drive securely aggregated rounds with the enrolled workers",
@@ -430,6 +437,7 @@ func newCoordinatorCmd() *cobra.Command {
 			if err := setLogFormat(&cfg.LogFormat, logFormat); err != nil {
 				return err
 			}
+			cfg.Resume = resume
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return runCoordinator(ctx, cfg, cmd.ErrOrStderr(), exitWhenDone, false)
@@ -437,7 +445,8 @@ func newCoordinatorCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&path, "config", "c", "", "coordinator configuration file (TOML)")
 	addLogFormatFlag(cmd, &logFormat)
-	cmd.Flags().BoolVar(&exitWhenDone, "exit-when-done", false, "exit once every configured round is committed and evaluated (default: keep serving status and models)")
+	cmd.Flags().BoolVar(&exitWhenDone, "exit-when-done", false, "exit once every configured round is committed and evaluated, or the study ended (default: keep serving status and models)")
+	cmd.Flags().BoolVar(&resume, "resume", false, "reopen a study that ended failed or budget-exhausted (after fixing its configuration), once this replica leads")
 	cmd.AddCommand(newCoordinatorJoinCmd(), newCoordinatorLeaveCmd())
 	return cmd
 }
@@ -642,11 +651,24 @@ func runCoordinator(ctx context.Context, cfg *coordinatorConfig, logOut io.Write
 			return err
 		}
 	}
+	resume := cfg.Resume
 	err = node.Lead(ctx, func(lctx context.Context) error {
+		if resume {
+			if ok, err := d.Resume(lctx); err != nil {
+				return err
+			} else if !ok {
+				log.Info("--resume: the study has not failed; nothing to resume")
+			}
+			resume = false
+		}
 		err := d.Run(lctx)
 		if err == nil {
 			st := fsm.State()
-			log.Info("federation finished", "round", st.Round, "committed", st.CommittedRounds(), "ledger_head", headHash(st))
+			end, why := "finished", ""
+			if st.Ended != nil {
+				end, why = st.Ended.State, st.Ended.Reason
+			}
+			log.Info("study ended", "state", end, "reason", why, "round", st.Round, "committed", st.CommittedRounds(), "ledger_head", headHash(st))
 		} else if lctx.Err() == nil {
 			log.Error("round driver stopped", "err", err)
 		}
@@ -673,6 +695,9 @@ func headHash(st coordinator.State) string {
 // finished reports whether every configured round is committed and the
 // last model evaluated, as the replicated state says.
 func finished(st coordinator.State, rounds int) bool {
+	if st.Current == nil && st.Ended != nil && st.Ended.State != coordinator.EndFinished {
+		return true // failed or budget-exhausted: nothing more will come
+	}
 	if st.Current != nil || st.CommittedRounds() < rounds {
 		return false
 	}
@@ -716,6 +741,7 @@ type exporter struct {
 	mu     sync.Mutex
 	last   [32]byte
 	ledger int
+	ended  bool
 	done   bool
 }
 
@@ -732,17 +758,17 @@ func (e *exporter) export() {
 	if e.done && sum == e.last {
 		return
 	}
-	ledger, err := coordinator.ReadSnapshotLedger(bytes.NewReader(snap.Bytes()))
+	ledger, end, err := coordinator.ReadSnapshotLedgerEnd(bytes.NewReader(snap.Bytes()))
 	if err != nil {
 		e.log.Warn("state export", "err", err)
 		return
 	}
-	if len(ledger) > 0 && (!e.done || len(ledger) != e.ledger) {
-		if err := coordinator.WriteLedgerFile(e.ledgerPath, ledger); err != nil {
+	if len(ledger) > 0 && (!e.done || len(ledger) != e.ledger || (end != nil) != e.ended) {
+		if err := coordinator.WriteLedgerFileEnd(e.ledgerPath, ledger, end); err != nil {
 			e.log.Warn("ledger export", "path", e.ledgerPath, "err", err)
 			return
 		}
-		e.ledger = len(ledger)
+		e.ledger, e.ended = len(ledger), end != nil
 	}
 	if err := writeFileAtomic(e.statePath, snap.Bytes()); err != nil {
 		e.log.Warn("state export", "path", e.statePath, "err", err)

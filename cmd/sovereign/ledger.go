@@ -48,6 +48,7 @@ func newLedgerVerifyCmd() *cobra.Command {
 				return errors.New("ledger verify: give exactly one of --data, --file, --snapshot")
 			}
 			var entries []coordinator.LedgerEntry
+			var end *coordinator.StudyEnded
 			var err error
 			switch {
 			case snapshot != "":
@@ -56,7 +57,7 @@ func newLedgerVerifyCmd() *cobra.Command {
 					return fmt.Errorf("ledger verify: %w", err)
 				}
 				defer f.Close()
-				entries, err = coordinator.ReadSnapshotLedger(f)
+				entries, end, err = coordinator.ReadSnapshotLedgerEnd(f)
 				if err != nil {
 					err = fmt.Errorf("%s: %w", snapshot, err)
 				}
@@ -68,7 +69,7 @@ func newLedgerVerifyCmd() *cobra.Command {
 						return fmt.Errorf("ledger verify: --data %s: no %s (has the coordinator committed a model yet?)", dataDir, coordinator.LedgerFileName)
 					}
 				}
-				entries, err = coordinator.ReadLedgerFile(path)
+				entries, end, err = coordinator.ReadLedgerFileEnd(path)
 			}
 			if err != nil {
 				return fmt.Errorf("ledger verify: %w", err)
@@ -81,6 +82,9 @@ func newLedgerVerifyCmd() *cobra.Command {
 			}
 			head := entries[len(entries)-1]
 			fmt.Fprintf(cmd.OutOrStdout(), "OK %d entries, head round %d hash %s\n", len(entries), head.Round, head.Hash)
+			if end != nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "study %s after round %d: %s\n", end.State, end.Round, end.Reason)
+			}
 			if modelPath != "" {
 				return verifyModelInLedger(cmd.OutOrStdout(), modelPath, entries)
 			}

@@ -23,21 +23,30 @@ func init() { rootCmd.AddCommand(newStatusCmd()) }
 
 // statusReport is what `sovereign status --json` prints for each coordinator.
 type statusReport struct {
-	Coordinator     string         `json:"coordinator"`
-	Peer            string         `json:"peer"`
-	Reachable       bool           `json:"reachable"`
-	Error           string         `json:"error,omitempty"`
-	Round           uint64         `json:"round"`
-	Stage           string         `json:"stage"`
-	InFlight        bool           `json:"in_flight"`
-	CommittedRounds uint64         `json:"committed_rounds"`
-	Failures        uint64         `json:"failures"`
-	Accuracy        float64        `json:"accuracy"`
-	AccuracyRound   uint64         `json:"accuracy_round"`
-	LedgerHead      string         `json:"ledger_head"`
-	LedgerLength    uint64         `json:"ledger_length"`
-	Online          []memberReport `json:"online"`
-	Offline         []memberReport `json:"offline"`
+	Coordinator     string `json:"coordinator"`
+	Peer            string `json:"peer"`
+	Reachable       bool   `json:"reachable"`
+	Error           string `json:"error,omitempty"`
+	Round           uint64 `json:"round"`
+	Stage           string `json:"stage"`
+	InFlight        bool   `json:"in_flight"`
+	CommittedRounds uint64 `json:"committed_rounds"`
+	Failures        uint64 `json:"failures"`
+	// StudyState is "running" or how the study ended (finished, failed,
+	// budget-exhausted), EndReason why; RecentFailures the last round
+	// failures; PlannedRounds the study's models; ETASeconds the time to
+	// the last of them (0 unknown).
+	StudyState     string         `json:"study_state"`
+	EndReason      string         `json:"end_reason,omitempty"`
+	RecentFailures []string       `json:"recent_failures,omitempty"`
+	PlannedRounds  uint64         `json:"planned_rounds"`
+	ETASeconds     float64        `json:"eta_seconds"`
+	Accuracy       float64        `json:"accuracy"`
+	AccuracyRound  uint64         `json:"accuracy_round"`
+	LedgerHead     string         `json:"ledger_head"`
+	LedgerLength   uint64         `json:"ledger_length"`
+	Online         []memberReport `json:"online"`
+	Offline        []memberReport `json:"offline"`
 	// Leader is the Raft leader this coordinator knows ("" if none), by
 	// name and peer: a follower's answer is the redirect to the leader.
 	Leader     string `json:"leader"`
@@ -162,6 +171,8 @@ func queryStatus(ctx context.Context, h *p2p.Host, fed *p2p.Federation) []status
 		}
 		r.Round, r.Stage, r.InFlight = resp.Round, resp.Stage, resp.InFlight
 		r.CommittedRounds, r.Failures = resp.CommittedRounds, resp.Failures
+		r.StudyState, r.EndReason, r.RecentFailures = resp.StudyState, resp.EndReason, resp.RecentFailures
+		r.PlannedRounds, r.ETASeconds = resp.PlannedRounds, resp.EtaSeconds
 		r.Accuracy, r.AccuracyRound = resp.Accuracy, resp.AccuracyRound
 		r.LedgerHead, r.LedgerLength = hex.EncodeToString(resp.LedgerHead), resp.LedgerLength
 		r.Online, r.Offline = []memberReport{}, []memberReport{}
@@ -249,7 +260,18 @@ func printStatus(w io.Writer, reports []statusReport) {
 		}
 		fmt.Fprintf(w, "  raft %s, leader %s, term %d, commit index %d, applied index %d, %d voters\n",
 			strings.ToLower(own.State), leader, own.Term, own.CommitIndex, own.AppliedIndex, own.Voters)
-		fmt.Fprintf(w, "  round %d, stage %s, in flight %v, %d rounds committed, %d failed since\n", r.Round, r.Stage, r.InFlight, r.CommittedRounds, r.Failures)
+		fmt.Fprintf(w, "  study %s: %d of %d models committed in %d rounds, stage %s, in flight %v, %d failed since the last model",
+			r.StudyState, r.CommittedRounds, r.PlannedRounds, r.Round, r.Stage, r.InFlight, r.Failures)
+		if r.ETASeconds > 0 {
+			fmt.Fprintf(w, ", ETA %s", (time.Duration(r.ETASeconds * float64(time.Second))).Round(time.Second))
+		}
+		fmt.Fprintln(w)
+		if r.EndReason != "" {
+			fmt.Fprintf(w, "  ended: %s\n", r.EndReason)
+		}
+		for _, f := range r.RecentFailures {
+			fmt.Fprintf(w, "  failed %s\n", f)
+		}
 		if r.AccuracyRound > 0 {
 			fmt.Fprintf(w, "  accuracy %.4f (model of round %d)\n", r.Accuracy, r.AccuracyRound)
 		}

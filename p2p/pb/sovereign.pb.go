@@ -1992,9 +1992,17 @@ type StatusResponse struct {
 	// Whether a round is open.
 	InFlight bool `protobuf:"varint,15,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
 	// Rounds failed since the last committed model.
-	Failures      uint64 `protobuf:"varint,16,opt,name=failures,proto3" json:"failures,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Failures uint64 `protobuf:"varint,16,opt,name=failures,proto3" json:"failures,omitempty"`
+	// "running", or how the study ended ("finished", "failed",
+	// "budget-exhausted") and why; the last round-failure reasons; the
+	// planned number of models and the estimated time to finish them.
+	StudyState     string   `protobuf:"bytes,17,opt,name=study_state,json=studyState,proto3" json:"study_state,omitempty"`
+	EndReason      string   `protobuf:"bytes,18,opt,name=end_reason,json=endReason,proto3" json:"end_reason,omitempty"`
+	RecentFailures []string `protobuf:"bytes,19,rep,name=recent_failures,json=recentFailures,proto3" json:"recent_failures,omitempty"`
+	PlannedRounds  uint64   `protobuf:"varint,20,opt,name=planned_rounds,json=plannedRounds,proto3" json:"planned_rounds,omitempty"`
+	EtaSeconds     float64  `protobuf:"fixed64,21,opt,name=eta_seconds,json=etaSeconds,proto3" json:"eta_seconds,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -2135,6 +2143,41 @@ func (x *StatusResponse) GetInFlight() bool {
 func (x *StatusResponse) GetFailures() uint64 {
 	if x != nil {
 		return x.Failures
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetStudyState() string {
+	if x != nil {
+		return x.StudyState
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetEndReason() string {
+	if x != nil {
+		return x.EndReason
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetRecentFailures() []string {
+	if x != nil {
+		return x.RecentFailures
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetPlannedRounds() uint64 {
+	if x != nil {
+		return x.PlannedRounds
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetEtaSeconds() float64 {
+	if x != nil {
+		return x.EtaSeconds
 	}
 	return 0
 }
@@ -2675,7 +2718,7 @@ const file_sovereign_proto_rawDesc = "" +
 	"\x04role\x18\x03 \x01(\x0e2\x16.sovereign.p2p.v1.RoleR\x04role\x12\x1c\n" +
 	"\tconnected\x18\x04 \x01(\bR\tconnected\x12\x1d\n" +
 	"\n" +
-	"last_round\x18\x05 \x01(\x04R\tlastRound\"\xae\x04\n" +
+	"last_round\x18\x05 \x01(\x04R\tlastRound\"\xdf\x05\n" +
 	"\x0eStatusResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x16.sovereign.p2p.v1.RoleR\x04role\x12\x14\n" +
@@ -2694,7 +2737,15 @@ const file_sovereign_proto_rawDesc = "" +
 	"\rledger_length\x18\r \x01(\x04R\fledgerLength\x12)\n" +
 	"\x10committed_rounds\x18\x0e \x01(\x04R\x0fcommittedRounds\x12\x1b\n" +
 	"\tin_flight\x18\x0f \x01(\bR\binFlight\x12\x1a\n" +
-	"\bfailures\x18\x10 \x01(\x04R\bfailures\"\xb1\x01\n" +
+	"\bfailures\x18\x10 \x01(\x04R\bfailures\x12\x1f\n" +
+	"\vstudy_state\x18\x11 \x01(\tR\n" +
+	"studyState\x12\x1d\n" +
+	"\n" +
+	"end_reason\x18\x12 \x01(\tR\tendReason\x12'\n" +
+	"\x0frecent_failures\x18\x13 \x03(\tR\x0erecentFailures\x12%\n" +
+	"\x0eplanned_rounds\x18\x14 \x01(\x04R\rplannedRounds\x12\x1f\n" +
+	"\veta_seconds\x18\x15 \x01(\x01R\n" +
+	"etaSeconds\"\xb1\x01\n" +
 	"\n" +
 	"BlobHeader\x12.\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1a.sovereign.p2p.v1.BlobKindR\x04kind\x12\x12\n" +
