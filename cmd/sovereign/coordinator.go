@@ -349,6 +349,12 @@ func parseCoordinatorConfig(src string, b []byte, dir string) (*coordinatorConfi
 	return c, nil
 }
 
+// withPeerNames makes every log attribute holding an enrolled peer's ID
+// carry the member's name too (p2p.PeerNames): "peer=12D3… peer_name=st-marys".
+func withPeerNames(l *slog.Logger, fed *p2p.Federation) *slog.Logger {
+	return slog.New(p2p.PeerNames(l.Handler(), fed))
+}
+
 func newLogger(w io.Writer, level slog.Level, format string) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
 	if format == "json" {
@@ -493,11 +499,11 @@ func coordinatorSetup(cfg *coordinatorConfig) (*p2p.Federation, p2p.Member, cryp
 }
 
 func runCoordinator(ctx context.Context, cfg *coordinatorConfig, logOut io.Writer, exitWhenDone, join bool) error {
-	log := newLogger(logOut, cfg.Level, cfg.LogFormat).With("coordinator", cfg.Name)
 	fed, _, sk, err := coordinatorSetup(cfg)
 	if err != nil {
 		return err
 	}
+	log := withPeerNames(newLogger(logOut, cfg.Level, cfg.LogFormat), fed).With("coordinator", cfg.Name)
 	cfg.Config.Federation = fed.Name
 	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
 		return fmt.Errorf("data: %w", err)

@@ -95,20 +95,31 @@ func applyConfigFile(fs *pflag.FlagSet, path string, cfg *sim.Config) error {
 }
 
 func runSim(ctx context.Context, cfg sim.Config, w io.Writer) error {
-	if err := cfg.Validate(); err != nil {
+	// Every input (flags, data set, schema, model, initial model) is
+	// checked before the banner: a bad one is the only thing printed.
+	prep, err := sim.Prepare(cfg)
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(w, "sovereign sim: %s, model %s, %d clients (%d per round), partition %s, strategy %s, seed %d\n",
 		cfg.Dataset, cfg.Model, cfg.Clients, cfg.Sampled(), cfg.Partition, cfg.Strategy, cfg.Seed)
-	res, err := sim.Run(ctx, cfg, func(m sim.RoundMetrics, elapsed, eta time.Duration) {
+	res, err := prep.Run(ctx, func(m sim.RoundMetrics, elapsed, eta time.Duration) {
 		sim.FormatProgress(w, cfg.Rounds, m, elapsed, eta)
 	})
 	if res != nil && len(res.Rounds) > 0 {
 		if werr := sim.WriteOutputs(cfg.Out, res); werr != nil {
 			return werr
 		}
+	} else if res != nil && res.Summary.Interrupted {
+		// Stopped before the first round ended: only the summary says so.
+		if werr := sim.WriteSummary(cfg.Out, res); werr != nil {
+			return werr
+		}
 	}
 	if err != nil {
+		if res != nil && res.Summary.Interrupted {
+			fmt.Fprintf(w, "interrupted after %d rounds in %.1fs; wrote %s/%s (interrupted: true)\n", res.Summary.RoundsRun, res.Summary.WallSeconds, cfg.Out, sim.SummaryFile)
+		}
 		return err
 	}
 	s := res.Summary
