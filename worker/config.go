@@ -13,8 +13,6 @@
 package worker
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -26,7 +24,6 @@ import (
 	"strings"
 
 	ma "github.com/multiformats/go-multiaddr"
-	"github.com/pelletier/go-toml/v2"
 
 	"github.com/sovereign-fl/sovereign/aggregation/secagg"
 	"github.com/sovereign-fl/sovereign/data"
@@ -218,18 +215,8 @@ func LoadConfig(path string) (*Config, error) {
 // relative paths are resolved against dir.
 func ParseConfig(src string, b []byte, dir string) (*Config, error) {
 	var raw rawConfig
-	dec := toml.NewDecoder(bytes.NewReader(b)).DisallowUnknownFields()
-	if err := dec.Decode(&raw); err != nil {
-		var sm *toml.StrictMissingError
-		if errors.As(err, &sm) && len(sm.Errors) > 0 {
-			return nil, fmt.Errorf("%s: unknown field %q", src, strings.Join(sm.Errors[0].Key(), "."))
-		}
-		var de *toml.DecodeError
-		if errors.As(err, &de) {
-			row, col := de.Position()
-			return nil, fmt.Errorf("%s:%d:%d: %v", src, row, col, de)
-		}
-		return nil, fmt.Errorf("%s: %v", src, err)
+	if err := ConfigDoc.Decode(src, b, &raw); err != nil {
+		return nil, err
 	}
 	c := &Config{
 		Name: raw.Name, Identity: raw.Identity, Federation: raw.Federation,

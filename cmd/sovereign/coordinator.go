@@ -20,7 +20,6 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/pelletier/go-toml/v2"
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -150,10 +149,8 @@ func loadCoordinatorConfig(path string) (*coordinatorConfig, error) {
 
 func parseCoordinatorConfig(src string, b []byte, dir string) (*coordinatorConfig, error) {
 	var f coordinatorFile
-	dec := toml.NewDecoder(bytesReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("%s: %w", src, describeTOMLError(err))
+	if err := coordinatorDoc.Decode(src, b, &f); err != nil {
+		return nil, err
 	}
 	fail := func(field, format string, args ...any) error {
 		return fmt.Errorf("%s: %s: %s", src, field, fmt.Sprintf(format, args...))

@@ -8,7 +8,6 @@ import (
 	"os/signal"
 	"time"
 
-	"github.com/pelletier/go-toml/v2"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -30,7 +29,7 @@ A --config file (TOML) carries the same keys as the flags; flags override it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if configFile != "" {
-				if err := applyConfigFile(cmd.Flags(), configFile, &cfg); err != nil {
+				if err := applyConfigFile(cmd.Flags(), configFile, &cfg, cmd.ErrOrStderr()); err != nil {
 					return err
 				}
 			}
@@ -71,17 +70,22 @@ A --config file (TOML) carries the same keys as the flags; flags override it.`,
 }
 
 // applyConfigFile loads a TOML file into cfg and then re-applies the flags
-// given on the command line, so flags override the file.
-func applyConfigFile(fs *pflag.FlagSet, path string, cfg *sim.Config) error {
+// given on the command line, so flags override the file. Keys in the old
+// dashed spelling (dp-clip) are read as their snake_case form (dp_clip)
+// with a deprecation warning on warn.
+func applyConfigFile(fs *pflag.FlagSet, path string, cfg *sim.Config, warn io.Writer) error {
 	changed := map[string]string{}
 	fs.Visit(func(f *pflag.Flag) { changed[f.Name] = f.Value.String() })
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("--config: %w", err)
 	}
-	dec := toml.NewDecoder(bytesReader(b)).DisallowUnknownFields()
-	if err := dec.Decode(cfg); err != nil {
-		return fmt.Errorf("--config %s: %w", path, describeTOMLError(err))
+	b, warnings := sim.ConfigDoc.RenameDashed(path, b)
+	for _, w := range warnings {
+		fmt.Fprintln(warn, "sovereign sim: warning:", w)
+	}
+	if err := sim.ConfigDoc.Decode(path, b, cfg); err != nil {
+		return fmt.Errorf("--config: %w", err)
 	}
 	for name, v := range changed {
 		if name == "config" {
