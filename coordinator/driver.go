@@ -87,6 +87,11 @@ type Config struct {
 	// only the mean over the survivors. Metrics of model v are then
 	// recorded by round v+1; the last model of a run gets none.
 	SecureEvaluation bool
+	// Pace, if positive, is how long a round stays in flight before its
+	// first stage: a demonstration's rounds then last long enough for an
+	// operator to kill the leader mid-round (docs/runbook.md §6). A
+	// resumed round does not wait again.
+	Pace time.Duration
 	// InitParams, if set, is the initial model (round 0) instead of the
 	// seeded initialisation: continued training, or a model trained in the
 	// simulator ([rounds] init = "FILE"). Its length must match Model.
@@ -163,6 +168,9 @@ func (c Config) Validate() error {
 	}
 	if c.PollInterval < 0 {
 		return fmt.Errorf("poll interval %v must be >= 0", c.PollInterval)
+	}
+	if c.Pace < 0 {
+		return fmt.Errorf("pace %v must be >= 0", c.Pace)
 	}
 	return nil
 }
@@ -513,6 +521,13 @@ func (d *Driver) start(ctx context.Context, r uint64, st *State) (*RoundState, e
 		return nil, err
 	}
 	log.Info("round started", "sampled", len(sampled), "online", len(online), "model", head.Hash, "epsilon", eps)
+	if d.cfg.Pace > 0 {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(d.cfg.Pace):
+		}
+	}
 	s := d.fsm.State()
 	return s.Current, nil
 }

@@ -343,10 +343,13 @@ func (c *Config) Validate() error {
 		return c.fieldError("dataset", `missing ("csv:FILE?label=NAME", "idx:DIR", "digits" or "mnist")`)
 	}
 	kind, rest, _ := strings.Cut(c.Dataset, ":")
+	if base, _, ok := strings.Cut(kind, "?"); ok && rest == "" {
+		kind = base // digits?shard=I/N: data.Load checks the option
+	}
 	switch strings.ToLower(kind) {
 	case "digits", "mnist":
 		if rest != "" {
-			return c.fieldError("dataset", "%q: %s takes no argument", c.Dataset, kind)
+			return c.fieldError("dataset", "%q: %s takes no argument (only ?shard=I/N)", c.Dataset, kind)
 		}
 	case "idx", "csv":
 		if rest == "" {

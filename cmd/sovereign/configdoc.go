@@ -53,6 +53,7 @@ var coordinatorDoc = confdoc.File{
 		"rounds.retry_limit":       {Text: "Failed rounds in a row the driver tolerates before it stops.", Default: "3", Range: "≥ 0", Example: "5"},
 		"rounds.seed":              {Text: "Seed of the initial model, the sampling and the SecAgg+ graphs.", Default: "0", Range: "any integer", Example: "1"},
 		"rounds.poll_interval":     {Text: "How often the driver checks again for enough online workers.", Default: `"1s"`, Range: "> 0", Type: "duration, a string such as \"1s\"", Example: `"500ms"`},
+		"rounds.pace":              {Text: "How long each round stays in flight before its first stage, so that a demonstration's rounds last long enough to kill the leader mid-round; a resumed round does not wait again.", Default: `"0s"`, Range: "≥ 0", Type: "duration, a string such as \"1s\"", Example: `"1s"`},
 		"rounds.secure_evaluation": {Text: "Evaluate each announced model inside the round's secure aggregate: the coordinator learns only the mean over the survivors (docs/threat-model.md).", Default: "false", Example: "true"},
 		"rounds.init":              {Text: "safetensors model file to start from (round 0) instead of the seeded initialisation; its tensors must fit `model`, `input` and `classes`.", Note: "none", Example: `"model.safetensors"`},
 

@@ -54,6 +54,7 @@ func init() { rootCmd.AddCommand(newCoordinatorCmd()) }
 //	epochs = 1; batch = 10; lr = 0.05; strategy = "fedavg"; server_lr = 0.0
 //	clip = 1.0; noise = 0.0; delta = 1e-5; clip_range = 1.0; max_weight = 1e4
 //	secagg_degree = 0; stage_timeout = "1m"; retry_limit = 3; seed = 1; poll_interval = "1s"
+//	pace = "0s"                          # a demo's rounds stay in flight this long before their first stage
 //	secure_evaluation = false            # evaluate inside the secure aggregate
 //	init = "model.safetensors"            # optional: the initial model (round 0) from a file
 //
@@ -122,6 +123,7 @@ type roundsTable struct {
 	RetryLimit      *int     `toml:"retry_limit"`
 	Seed            *int64   `toml:"seed"`
 	PollInterval    *string  `toml:"poll_interval"`
+	Pace            *string  `toml:"pace"`
 	// SecureEvaluation: see coordinator.Config.SecureEvaluation.
 	SecureEvaluation *bool `toml:"secure_evaluation"`
 	// Init is a safetensors model file to start from (round 0).
@@ -276,6 +278,12 @@ func parseCoordinatorConfig(src string, b []byte, dir string) (*coordinatorConfi
 		return nil, err
 	}
 	if err := setD("poll_interval", &cfg.PollInterval, r.PollInterval); err != nil {
+		return nil, err
+	}
+	if r.Pace != nil && *r.Pace == "0s" {
+		r.Pace = nil // the default, written out
+	}
+	if err := setD("pace", &cfg.Pace, r.Pace); err != nil {
 		return nil, err
 	}
 	cfg.DP.MinClients = cfg.MinWorkers
