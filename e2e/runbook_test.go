@@ -122,6 +122,28 @@ func TestRunbookSection6(t *testing.T) {
 	if !resumed {
 		t.Errorf("no coordinator resumed a round after the leader was killed\n%s", logs())
 	}
+	// Log lines name peers by their federation name as well as their ID,
+	// and Raft's lines carry one level (no "[WARN]" inside the message).
+	for _, n := range []string{"coord-1", "hospital-1"} {
+		l, _ := os.ReadFile(filepath.Join(dir, n+".log"))
+		if !regexp.MustCompile(`peer=12D3KooW\S+ .*peer_name=(coord|hospital)-\d`).Match(l) {
+			t.Errorf("%s.log names no peer by its federation name", n)
+		}
+	}
+	raftLines := 0
+	for i := 1; i <= 3; i++ {
+		l, _ := os.ReadFile(filepath.Join(dir, fmt.Sprintf("coord-%d.log", i)))
+		for _, line := range strings.Split(string(l), "\n") {
+			if !strings.Contains(line, "component=raft") {
+				continue
+			}
+			raftLines++
+			if regexp.MustCompile(`\[(WARN|ERROR|ERR|INFO|DEBUG)\]`).MatchString(line) {
+				t.Errorf("a Raft line carries two levels: %s", line)
+			}
+		}
+	}
+	t.Logf("%d Raft log lines, each with one level", raftLines)
 	// The exported model is the ledger head's, and evaluate ran on it.
 	var ledger struct {
 		Entries []struct {

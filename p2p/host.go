@@ -21,6 +21,7 @@ import (
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
+	"go.uber.org/fx"
 )
 
 // HostConfig is what a [Host] is built from. Zero durations and sizes take
@@ -243,6 +244,10 @@ func NewHost(ctx context.Context, cfg HostConfig, opts ...Option) (*Host, error)
 		libp2p.BandwidthReporter(bw),
 		libp2p.WithDialTimeout(cfg.DialTimeout),
 		libp2p.ListenAddrStrings(cfg.ListenAddrs...),
+		// libp2p's dependency injection logs a failed start (a port in use)
+		// three times on slog's default logger; the error NewHost returns
+		// says it once, in the caller's terms.
+		libp2p.WithFxOption(fx.NopLogger),
 	}
 	if cfg.Federation.PSK != nil {
 		lopts = append(lopts, libp2p.PrivateNetwork(cfg.Federation.PSK))

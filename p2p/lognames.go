@@ -13,9 +13,10 @@ import (
 // PeerNames wraps h so that every attribute whose value is the peer ID of a
 // member of fed (a string, a fmt.Stringer such as peer.ID, or a slice of
 // them) gains a sibling attribute KEY_name with the member's federation
-// name (KEY_names for a slice, "?" for an ID not enrolled). Log lines then
+// name (KEY_names for a slice). Log lines then
 // name peers as operators know them without every call site looking them
-// up; the ID stays in its own attribute for scripts.
+// up; the ID stays in its own attribute for scripts. An ID fed does not
+// list is named "not enrolled".
 func PeerNames(h slog.Handler, fed *Federation) slog.Handler {
 	if fed == nil {
 		return h
@@ -73,7 +74,7 @@ func (n *namingHandler) name(s string) (string, bool) {
 	if m, ok := n.fed.Lookup(id); ok {
 		return m.Name, true
 	}
-	return "?", true
+	return "not enrolled", true
 }
 
 func (n *namingHandler) nameAttr(a slog.Attr) (slog.Attr, bool) {

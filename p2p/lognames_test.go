@@ -22,7 +22,7 @@ func TestPeerNamesInLogs(t *testing.T) {
 	if err := json.Unmarshal(b.Bytes(), &m); err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]any{"peer": w1.String(), "peer_name": "st-marys", "worker_name": "guys", "from_name": "?"}
+	want := map[string]any{"peer": w1.String(), "peer_name": "st-marys", "worker_name": "guys", "from_name": "not enrolled"}
 	for k, v := range want {
 		if m[k] != v {
 			t.Errorf("%s = %v, want %v (line %s)", k, m[k], v, b.String())
