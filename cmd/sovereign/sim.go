@@ -25,7 +25,8 @@ func newSimCmd() *cobra.Command {
 		Long: `sim runs N virtual institutions in one process, with the same training,
 aggregation, secure-aggregation and privacy code as the networked federation.
 With no flags it trains on the embedded digits data set and finishes in seconds.
-A --config file (TOML) carries the same keys as the flags; flags override it.`,
+A --config file (TOML) carries the flags as snake_case keys (--dp-clip is dp_clip;
+the old dashed keys are read with a deprecation warning); flags override it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if configFile != "" {
@@ -39,7 +40,7 @@ A --config file (TOML) carries the same keys as the flags; flags override it.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&configFile, "config", "", "TOML file with the same keys as these flags (flags override it)")
+	f.StringVar(&configFile, "config", "", "TOML file with these flags as snake_case keys (dp_clip for --dp-clip; docs/config.md); flags override it")
 	f.StringVar(&cfg.Dataset, "dataset", cfg.Dataset, "digits | mnist | idx:DIR | csv:FILE[?label=COL&header=true&standardize=true]")
 	f.StringVar(&cfg.Schema, "schema", cfg.Schema, "federation-wide data schema (TOML) for --dataset csv:FILE[?test=FRAC&seed=N]; feature statistics computed under secure aggregation")
 	f.StringVar(&cfg.Model, "model", cfg.Model, "logreg | 2nn | cnn | mlp:H1,H2,...")
