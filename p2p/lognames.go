@@ -96,6 +96,12 @@ func (n *namingHandler) nameAttr(a slog.Attr) (slog.Attr, bool) {
 			return slog.Attr{}, false
 		}
 		rv := reflect.ValueOf(x)
+		if rv.Kind() == reflect.String { // e.g. raft.ServerAddress
+			if nm, ok := n.name(rv.String()); ok {
+				return slog.String(a.Key+"_name", nm), true
+			}
+			return slog.Attr{}, false
+		}
 		if rv.Kind() != reflect.Slice || rv.Len() == 0 {
 			return slog.Attr{}, false
 		}

@@ -17,12 +17,13 @@ func TestPeerNamesInLogs(t *testing.T) {
 	w1, w2, stranger := testID(t, 2), testID(t, 3), testID(t, 99)
 	var b bytes.Buffer
 	log := slog.New(PeerNames(slog.NewJSONHandler(&b, nil), fed)).With("peer", w1.String())
-	log.Info("x", "worker", w2, "missing", []peer.ID{w1, w2}, "ids", []string{w2.String()}, "from", stranger.String(), "round", 3, "text", "hello")
+	type serverAddress string // like raft.ServerAddress: a string type without String()
+	log.Info("x", "leader", serverAddress(w1.String()), "worker", w2, "missing", []peer.ID{w1, w2}, "ids", []string{w2.String()}, "from", stranger.String(), "round", 3, "text", "hello")
 	var m map[string]any
 	if err := json.Unmarshal(b.Bytes(), &m); err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]any{"peer": w1.String(), "peer_name": "st-marys", "worker_name": "guys", "from_name": "not enrolled"}
+	want := map[string]any{"peer": w1.String(), "peer_name": "st-marys", "worker_name": "guys", "from_name": "not enrolled", "leader_name": "st-marys"}
 	for k, v := range want {
 		if m[k] != v {
 			t.Errorf("%s = %v, want %v (line %s)", k, m[k], v, b.String())
