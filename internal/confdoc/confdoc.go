@@ -258,7 +258,11 @@ func (f File) unknownKey(src string, de *toml.DecodeError) string {
 	path := strings.Join(key, ".")
 	where := ""
 	if len(key) > 1 {
-		where = " in [" + strings.Join(key[:len(key)-1], ".") + "]"
+		table := strings.Join(key[:len(key)-1], ".")
+		where = " in [" + table + "]"
+		if k, ok := f.lookup(table); ok && k.Kind == "array of tables" {
+			where = " in [[" + table + "]]"
+		}
 	}
 	msg := fmt.Sprintf("%s:%d: unknown key %q%s", src, row, path, where)
 	if s := f.Suggest(path); s != "" {

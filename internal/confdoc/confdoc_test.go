@@ -50,6 +50,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"[rounds]\nretry_limt = 1\nnoize = 2\n", "f.toml:2: unknown key \"rounds.retry_limt\" in [rounds]; did you mean \"rounds.retry_limit\"?\nf.toml:3: unknown key \"rounds.noize\" in [rounds]; did you mean \"rounds.noise\"?"},
 		{"noise = 1\n", `f.toml:1: unknown key "noise"; did you mean "rounds.noise"?`},
 		{"colour = 1\n", `f.toml:1: unknown key "colour"`},
+		{"[[member]]\npeer = \"x\"\n", `f.toml:2: unknown key "member.peer" in [[member]]; did you mean "member.peer_id"?`},
 		{"[rounds\n", "f.toml:1:"},
 	} {
 		var v testFile
