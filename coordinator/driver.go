@@ -91,6 +91,11 @@ type Config struct {
 	// MaxEpsilon, if > 0, is the study's privacy budget: the study ends
 	// budget-exhausted instead of starting a round whose ε would exceed it.
 	MaxEpsilon float64
+	// Pace, if positive, is how long a round stays in flight before its
+	// first stage: a demonstration's rounds then last long enough for an
+	// operator to kill the leader mid-round (docs/runbook.md §6). A
+	// resumed round does not wait again.
+	Pace time.Duration
 	// InitParams, if set, is the initial model (round 0) instead of the
 	// seeded initialisation: continued training, or a model trained in the
 	// simulator ([rounds] init = "FILE"). Its length must match Model.
@@ -203,6 +208,9 @@ func (c Config) Validate() error {
 		if c.StatsNoise > 0 && !(c.Delta > 0 && c.Delta < 1) {
 			return fmt.Errorf("dp delta %v must be in (0, 1) with stats noise", c.Delta)
 		}
+	}
+	if c.Pace < 0 {
+		return fmt.Errorf("pace %v must be >= 0", c.Pace)
 	}
 	return nil
 }
@@ -598,6 +606,13 @@ func (d *Driver) start(ctx context.Context, r uint64, st *State) (*RoundState, e
 		return nil, err
 	}
 	log.Info("round started", "sampled", len(sampled), "online", len(online), "model", head.Hash, "epsilon", eps)
+	if d.cfg.Pace > 0 {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(d.cfg.Pace):
+		}
+	}
 	s := d.fsm.State()
 	return s.Current, nil
 }

@@ -38,7 +38,8 @@ const DefaultTestFrac = 0.2
 
 // SpecForms describes the values Load accepts; it is quoted in its errors
 // and suits a command-line flag's help text.
-const SpecForms = `"digits" (embedded, default), "mnist" (embedded), "idx:DIR" ` +
+const SpecForms = `"digits" (embedded, default), "mnist" (embedded) ` +
+	`("digits?shard=I/N" and "mnist?shard=I/N": the I-th of N disjoint shards of both splits), "idx:DIR" ` +
 	`(DIR holds train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], ` +
 	`t10k-labels-idx1-ubyte[.gz]; "train-images.idx3-ubyte" naming also accepted) or ` +
 	`"csv:FILE[?label=NAME_OR_INDEX&header=auto|true|false&standardize=true|false&classes=N&test=FRAC&seed=N]"`
@@ -58,9 +59,24 @@ const SpecForms = `"digits" (embedded, default), "mnist" (embedded), "idx:DIR" `
 //     train statistics, see Standardize), classes (N, 0 = infer), test (the
 //     test fraction in [0, 1)) and seed (the split seed).
 //
+// "digits" and "mnist" take one option, shard=I/N (1 ≤ I ≤ N): the I-th of N
+// contiguous, disjoint shards of the train split and of the test split
+// (digits is shuffled with SplitSeed, so its shards are random ones), so
+// that each demo institution holds its own rows (see Shard).
+//
 // The empty string means "digits". Both returned sets have the same Classes. Errors quote spec and the
 // allowed forms.
 func Load(spec string) (train, test *Dataset, err error) {
+	if base, query, ok := strings.Cut(spec, "?"); ok && (strings.EqualFold(base, "digits") || strings.EqualFold(base, "mnist")) {
+		i, n, err := parseShard(spec, query)
+		if err != nil {
+			return nil, nil, err
+		}
+		if train, test, err = Load(base); err != nil {
+			return nil, nil, err
+		}
+		return Shard(train, i, n), Shard(test, i, n), nil
+	}
 	kind, rest, _ := strings.Cut(spec, ":")
 	switch strings.ToLower(kind) {
 	case "digits", "":
@@ -85,6 +101,42 @@ func Load(spec string) (train, test *Dataset, err error) {
 		return loadCSVSpec(spec, rest)
 	}
 	return nil, nil, fmt.Errorf("data: unknown dataset %q; allowed forms: %s", spec, SpecForms)
+}
+
+// parseShard reads the "shard=I/N" option of an embedded data set.
+func parseShard(spec, query string) (i, n int, err error) {
+	bad := fmt.Errorf("data: dataset %q: want shard=I/N with 1 ≤ I ≤ N (the only option of digits and mnist)", spec)
+	vals, err := url.ParseQuery(query)
+	if err != nil || len(vals) != 1 || len(vals["shard"]) != 1 {
+		return 0, 0, bad
+	}
+	a, b, ok := strings.Cut(vals["shard"][0], "/")
+	if !ok {
+		return 0, 0, bad
+	}
+	if i, err = strconv.Atoi(a); err != nil {
+		return 0, 0, bad
+	}
+	if n, err = strconv.Atoi(b); err != nil || i < 1 || i > n {
+		return 0, 0, bad
+	}
+	return i, n, nil
+}
+
+// Shard returns the i-th (1-based) of n contiguous shards of d: rows
+// [(i−1)·N/n, i·N/n). The shards of one data set are disjoint and cover it.
+// It keeps d's shape and classes.
+func Shard(d *Dataset, i, n int) *Dataset {
+	lo, hi := (i-1)*d.N/n, i*d.N/n
+	idx := make([]int, 0, hi-lo)
+	for r := lo; r < hi; r++ {
+		idx = append(idx, r)
+	}
+	s, err := d.Subset(fmt.Sprintf("%s shard %d/%d", d.Name, i, n), idx)
+	if err != nil {
+		panic(err) // idx lies in [0, d.N) by construction
+	}
+	return s
 }
 
 // Digits returns the embedded scikit-learn digits set (1,797 8x8 grey-level

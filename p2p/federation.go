@@ -2,7 +2,6 @@ package p2p
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,7 +10,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/pnet"
 	ma "github.com/multiformats/go-multiaddr"
-	"github.com/pelletier/go-toml/v2"
 )
 
 // Role is what an enrolled institution does in the federation. Its string
@@ -229,19 +227,8 @@ func LoadFederation(path string) (*Federation, error) {
 // file in errors; dir is where a relative psk_file is looked up.
 func ParseFederation(src string, data []byte, dir string) (*Federation, error) {
 	var ff federationFile
-	dec := toml.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&ff); err != nil {
-		var sm *toml.StrictMissingError
-		if errors.As(err, &sm) {
-			return nil, fmt.Errorf("%s: unknown field(s): %s", src, sm.String())
-		}
-		var de *toml.DecodeError
-		if errors.As(err, &de) {
-			row, col := de.Position()
-			return nil, fmt.Errorf("%s:%d:%d: %v", src, row, col, de)
-		}
-		return nil, fmt.Errorf("%s: %w", src, err)
+	if err := FederationDoc.Decode(src, data, &ff); err != nil {
+		return nil, err
 	}
 	members := make([]Member, len(ff.Member))
 	for i, r := range ff.Member {

@@ -46,7 +46,7 @@ addrs = ["/ip4/127.0.0.1/tcp/4001", "/ip4/127.0.0.1/udp/4001/quic-v1"]
 		{"no members", "name = \"empty\"\n", []string{"no members enrolled"}},
 		{"bad name", coord + worker("has space", w1), []string{`member[1] "has space": name:`}},
 		{"unknown field", coord + "\n[[member]]\nname = \"x\"\npeer_id = \"" + w1 + "\"\nrole = \"worker\"\ncolour = \"red\"\n",
-			[]string{"unknown field", "colour"}},
+			[]string{"unknown key", "member.colour", "[[member]]"}},
 		{"not toml", "[[member\nname=", []string{"federation.toml"}},
 		{"missing psk file", "psk_file = \"nope.key\"\n" + coord, []string{"psk_file", "nope.key"}},
 	}

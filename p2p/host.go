@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
@@ -19,6 +21,7 @@ import (
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
+	"go.uber.org/fx"
 )
 
 // HostConfig is what a [Host] is built from. Zero durations and sizes take
@@ -231,13 +234,20 @@ func NewHost(ctx context.Context, cfg HostConfig, opts ...Option) (*Host, error)
 		libp2p.Identity(cfg.Identity),
 		libp2p.Security(noise.ID, noise.New),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
-		libp2p.Transport(tcp.NewTCPTransport),
+		// Without SO_REUSEPORT a second process on the same TCP port fails
+		// to listen instead of silently sharing the port (two coordinators
+		// on one port each got half the connections).
+		libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
 		libp2p.ConnectionGater(gater),
 		libp2p.DisableRelay(),
 		libp2p.DisableMetrics(),
 		libp2p.BandwidthReporter(bw),
 		libp2p.WithDialTimeout(cfg.DialTimeout),
 		libp2p.ListenAddrStrings(cfg.ListenAddrs...),
+		// libp2p's dependency injection logs a failed start (a port in use)
+		// three times on slog's default logger; the error NewHost returns
+		// says it once, in the caller's terms.
+		libp2p.WithFxOption(fx.NopLogger),
 	}
 	if cfg.Federation.PSK != nil {
 		lopts = append(lopts, libp2p.PrivateNetwork(cfg.Federation.PSK))
@@ -258,6 +268,10 @@ func NewHost(ctx context.Context, cfg HostConfig, opts ...Option) (*Host, error)
 	}
 	h, err := libp2p.New(lopts...)
 	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use") {
+			return nil, fmt.Errorf("p2p: listen %s: address already in use (another process, perhaps a second coordinator or worker, listens there; give each its own port): %w",
+				strings.Join(cfg.ListenAddrs, ", "), err)
+		}
 		return nil, fmt.Errorf("p2p: start libp2p host: %w", err)
 	}
 	hctx, cancel := context.WithCancel(context.Background())

@@ -18,7 +18,8 @@ import (
 )
 
 // Config is a simulated federation. Its TOML keys are the flag names of
-// `sovereign sim`; a config file carries the same keys and flags override it.
+// `sovereign sim` in snake_case (--dp-clip is dp_clip, as in every other
+// file); a config file carries the same keys and flags override it.
 type Config struct {
 	Dataset string `toml:"dataset" json:"dataset"`
 	// Schema is a federation-wide data schema (data.Schema); with it the
@@ -35,7 +36,7 @@ type Config struct {
 	Rounds    int     `toml:"rounds" json:"rounds"`
 	Partition string  `toml:"partition" json:"partition"`
 	Strategy  string  `toml:"strategy" json:"strategy"`
-	ServerLR  float64 `toml:"server-lr" json:"server_lr"`
+	ServerLR  float64 `toml:"server_lr" json:"server_lr"`
 	Seed      int64   `toml:"seed" json:"seed"`
 	// Target is the held-out accuracy at which the run stops early (0 = never).
 	Target float64 `toml:"target" json:"target"`
@@ -45,18 +46,18 @@ type Config struct {
 	// Attackers is "N:KIND[:PARAM]" with KIND signflip, scale or noise.
 	Attackers string `toml:"attackers" json:"attackers"`
 	// TestFraction of each client's examples is kept as its local test split.
-	TestFraction float64 `toml:"test-fraction" json:"test_fraction"`
+	TestFraction float64 `toml:"test_fraction" json:"test_fraction"`
 	// Parallel is the number of clients trained at once (0 = GOMAXPROCS).
 	Parallel int `toml:"parallel" json:"parallel"`
 
 	// Secure runs every round's aggregation through SecAgg+.
 	Secure bool `toml:"secure" json:"secure"`
 	// SecAggDegree is the SecAgg+ neighbour-graph degree (0 = default).
-	SecAggDegree int `toml:"secagg-degree" json:"secagg_degree"`
+	SecAggDegree int `toml:"secagg_degree" json:"secagg_degree"`
 	// DPClip, DPNoise and DPDelta turn on differential privacy when DPNoise > 0.
-	DPClip  float64 `toml:"dp-clip" json:"dp_clip"`
-	DPNoise float64 `toml:"dp-noise" json:"dp_noise"`
-	DPDelta float64 `toml:"dp-delta" json:"dp_delta"`
+	DPClip  float64 `toml:"dp_clip" json:"dp_clip"`
+	DPNoise float64 `toml:"dp_noise" json:"dp_noise"`
+	DPDelta float64 `toml:"dp_delta" json:"dp_delta"`
 	// Init is a safetensors file (e.g. an earlier run's model.safetensors)
 	// to start from instead of the seeded initialisation.
 	Init string `toml:"init" json:"init"`

@@ -57,6 +57,15 @@ func WriteOutputs(dir string, res *Result) error {
 	return writeReport(filepath.Join(dir, ReportFile), res, time.Now())
 }
 
+// WriteSummary writes only summary.json into dir (a run interrupted before
+// its first round has nothing else to write).
+func WriteSummary(dir string, res *Result) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("--out %q: %w", dir, err)
+	}
+	return writeSummary(filepath.Join(dir, SummaryFile), &res.Summary)
+}
+
 func ftoa(v float64) string {
 	if math.IsNaN(v) {
 		return ""

@@ -48,18 +48,21 @@ type RoundMetrics struct {
 
 // Summary is summary.json.
 type Summary struct {
-	FinalAccuracy  float64  `json:"final_accuracy"`
-	BestAccuracy   float64  `json:"best_accuracy"`
-	FinalLoss      float64  `json:"final_loss"`
-	RoundsRun      int      `json:"rounds_run"`
-	RoundsToTarget *int     `json:"rounds_to_target"`
-	WallSeconds    float64  `json:"wall_seconds"`
-	Epsilon        *float64 `json:"epsilon"`
-	DPOrder        *float64 `json:"dp_order,omitempty"`
-	Parameters     int      `json:"parameters"`
-	TrainExamples  int      `json:"train_examples"`
-	TestExamples   int      `json:"test_examples"`
-	Config         Config   `json:"config"`
+	FinalAccuracy  float64 `json:"final_accuracy"`
+	BestAccuracy   float64 `json:"best_accuracy"`
+	FinalLoss      float64 `json:"final_loss"`
+	RoundsRun      int     `json:"rounds_run"`
+	RoundsToTarget *int    `json:"rounds_to_target"`
+	WallSeconds    float64 `json:"wall_seconds"`
+	// Interrupted is true when the run was stopped (SIGINT) before its
+	// last round; the other figures are those of the rounds completed.
+	Interrupted   bool     `json:"interrupted"`
+	Epsilon       *float64 `json:"epsilon"`
+	DPOrder       *float64 `json:"dp_order,omitempty"`
+	Parameters    int      `json:"parameters"`
+	TrainExamples int      `json:"train_examples"`
+	TestExamples  int      `json:"test_examples"`
+	Config        Config   `json:"config"`
 }
 
 // Result is what Run returns: the per-round metrics, the summary and the
@@ -142,6 +145,29 @@ func newRNG(s int64) *rand.Rand {
 // Run executes the simulated federation described by cfg. It writes nothing
 // to disk; see WriteOutputs.
 func Run(ctx context.Context, cfg Config, progress Progress) (*Result, error) {
+	p, err := Prepare(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return p.Run(ctx, progress)
+}
+
+// Prepared is a simulation whose inputs have been checked: the
+// configuration validated, the data loaded (and, with a schema, the
+// federation statistics computed), the partition drawn, the model built and
+// any initial model file read. Nothing has been trained yet.
+type Prepared struct {
+	cfg         Config
+	train, test *data.Dataset
+	stats       *data.Stats
+	schemaText  string
+	f           *federation
+	global      *model.Network
+}
+
+// Prepare checks every input of cfg, loading the data set it names, so
+// that a caller can report a bad input before announcing a run.
+func Prepare(cfg Config) (*Prepared, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -150,25 +176,25 @@ func Run(ctx context.Context, cfg Config, progress Progress) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		res, err := RunOn(ctx, cfg, train, test, progress)
-		if res != nil {
-			res.Stats = st
+		p, err := PrepareOn(cfg, train, test)
+		if p != nil {
+			p.stats = st
 			if b, rerr := os.ReadFile(cfg.Schema); rerr == nil {
-				res.SchemaText = string(b)
+				p.schemaText = string(b)
 			}
 		}
-		return res, err
+		return p, err
 	}
 	train, test, err := data.Load(cfg.Dataset)
 	if err != nil {
 		return nil, fmt.Errorf("--dataset %q: %w", cfg.Dataset, err)
 	}
-	return RunOn(ctx, cfg, train, test, progress)
+	return PrepareOn(cfg, train, test)
 }
 
-// RunOn is Run on data already loaded (cfg.Dataset is then only recorded).
-func RunOn(ctx context.Context, cfg Config, train, test *data.Dataset, progress Progress) (*Result, error) {
-	start := time.Now()
+// PrepareOn is Prepare on data already loaded (cfg.Dataset is then only
+// recorded).
+func PrepareOn(cfg Config, train, test *data.Dataset) (*Prepared, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -188,17 +214,43 @@ func RunOn(ctx context.Context, cfg Config, train, test *data.Dataset, progress 
 		}
 		copy(global.Params(), p)
 	}
+	return &Prepared{cfg: cfg, train: train, test: test, f: f, global: global}, nil
+}
+
+// RunOn is Run on data already loaded (cfg.Dataset is then only recorded).
+func RunOn(ctx context.Context, cfg Config, train, test *data.Dataset, progress Progress) (*Result, error) {
+	p, err := PrepareOn(cfg, train, test)
+	if err != nil {
+		return nil, err
+	}
+	return p.Run(ctx, progress)
+}
+
+// Run trains the prepared federation; call it once. When ctx ends first,
+// the result holds the rounds completed so far, Summary.Interrupted is set
+// and the error wraps ctx's; Summary.WallSeconds is the time actually run
+// either way.
+func (p *Prepared) Run(ctx context.Context, progress Progress) (res *Result, err error) {
+	start := time.Now()
+	cfg, f, global, train, test := p.cfg, p.f, p.global, p.train, p.test
 	params := global.Params()
 
-	res := &Result{Summary: Summary{
+	res = &Result{Summary: Summary{
 		Parameters:    len(params),
 		TrainExamples: train.N,
 		TestExamples:  test.N,
 		Config:        cfg,
-	}, Spec: f.spec}
+	}, Spec: f.spec, Stats: p.stats, SchemaText: p.schemaText}
 	if train.StdMean != nil {
 		res.Standardize = &modelfile.Standardization{Mean: train.StdMean, Scale: train.StdScale}
 	}
+	defer func() {
+		res.Summary.WallSeconds = time.Since(start).Seconds()
+		if err != nil && ctx.Err() != nil {
+			res.Summary.Interrupted = true
+		}
+		res.Params = slices.Clone(params)
+	}()
 	for r := 1; r <= cfg.Rounds; r++ {
 		if err := ctx.Err(); err != nil {
 			return res, fmt.Errorf("round %d: %w", r, err)
@@ -244,8 +296,6 @@ func RunOn(ctx context.Context, cfg Config, train, test *data.Dataset, progress 
 			break
 		}
 	}
-	res.Summary.WallSeconds = time.Since(start).Seconds()
-	res.Params = slices.Clone(params)
 	return res, nil
 }
 

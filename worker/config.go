@@ -13,9 +13,7 @@
 package worker
 
 import (
-	"bytes"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -27,7 +25,6 @@ import (
 	"strings"
 
 	ma "github.com/multiformats/go-multiaddr"
-	"github.com/pelletier/go-toml/v2"
 
 	"github.com/sovereign-fl/sovereign/aggregation/secagg"
 	"github.com/sovereign-fl/sovereign/data"
@@ -229,18 +226,8 @@ func LoadConfig(path string) (*Config, error) {
 // relative paths are resolved against dir.
 func ParseConfig(src string, b []byte, dir string) (*Config, error) {
 	var raw rawConfig
-	dec := toml.NewDecoder(bytes.NewReader(b)).DisallowUnknownFields()
-	if err := dec.Decode(&raw); err != nil {
-		var sm *toml.StrictMissingError
-		if errors.As(err, &sm) && len(sm.Errors) > 0 {
-			return nil, fmt.Errorf("%s: unknown field %q", src, strings.Join(sm.Errors[0].Key(), "."))
-		}
-		var de *toml.DecodeError
-		if errors.As(err, &de) {
-			row, col := de.Position()
-			return nil, fmt.Errorf("%s:%d:%d: %v", src, row, col, de)
-		}
-		return nil, fmt.Errorf("%s: %v", src, err)
+	if err := ConfigDoc.Decode(src, b, &raw); err != nil {
+		return nil, err
 	}
 	c := &Config{
 		Name: raw.Name, Identity: raw.Identity, Federation: raw.Federation,
@@ -368,10 +355,13 @@ func (c *Config) Validate() error {
 		return c.fieldError("dataset", `missing ("csv:FILE?label=NAME", "idx:DIR", "digits" or "mnist")`)
 	}
 	kind, rest, _ := strings.Cut(c.Dataset, ":")
+	if base, _, ok := strings.Cut(kind, "?"); ok && rest == "" {
+		kind = base // digits?shard=I/N: data.Load checks the option
+	}
 	switch strings.ToLower(kind) {
 	case "digits", "mnist":
 		if rest != "" {
-			return c.fieldError("dataset", "%q: %s takes no argument", c.Dataset, kind)
+			return c.fieldError("dataset", "%q: %s takes no argument (only ?shard=I/N)", c.Dataset, kind)
 		}
 	case "idx", "csv":
 		if rest == "" {

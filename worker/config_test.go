@@ -82,7 +82,7 @@ func TestConfigErrorsNameField(t *testing.T) {
 		{`dataset = "csv:data/cohort.csv?label=outcome"`, `dataset = "parquet:x"`, "dataset: \"parquet:x\": unknown kind"},
 		{`dataset = "csv:data/cohort.csv?label=outcome"`, `dataset = "idx:"`, "dataset: \"idx:\": idx needs a path"},
 		{`log_level = "debug"`, `log_level = "loud"`, "log_level: \"loud\""},
-		{`min_cohort = 3`, "min_cohort = 3\ncolour = 1", `unknown field "policy.colour"`},
+		{`min_cohort = 3`, "min_cohort = 3\ncolour = 1", `worker.toml:13: unknown key "policy.colour" in [policy]`},
 		{`min_cohort = 3`, `min_cohort = "three"`, "worker.toml:"},
 		{"min_cohort = 3", "min_cohort = 3\nmax_cohort = 0", "worker.toml: policy.max_cohort: 0 out of range"},
 		{"min_cohort = 3", "min_cohort = 3\nmax_cohort = 2", "policy.max_cohort: 2 out of range [max(min_cohort, 2) = 3"},

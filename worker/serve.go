@@ -6,10 +6,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"math/rand"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -222,12 +224,48 @@ func (s *Server) hello(ctx context.Context, c p2p.Member) error {
 	var ack pb.HelloAck
 	cl := &p2p.Client{Host: s.h, Timeout: 30 * time.Second}
 	if err := cl.Request(ctx, c.ID, p2p.ProtoHello, req, &ack); err != nil {
-		return err
+		return s.explainRefusal(ctx, c, err)
 	}
 	if !ack.Accepted {
 		return fmt.Errorf("coordinator %s refused hello: %s", c.Name, ack.Reason)
 	}
 	return nil
+}
+
+// ErrNotEnrolled is what hello's error wraps when a coordinator closed the
+// connection right after the Noise handshake succeeded: its connection
+// gater refuses peers it does not list.
+var ErrNotEnrolled = errors.New("not enrolled, or the federation file differs")
+
+// explainRefusal turns the bare error libp2p gives the dialer when the
+// coordinator's gater refuses it into one that says so. libp2p runs the
+// gater after the handshake, so Connect succeeds (the coordinator's
+// identity was proven) and the first stream then fails — "connection
+// failed" or a reset — with the connection gone. A refusal by the gater is
+// the usual cause; the coordinator's log names the peer it refused.
+func (s *Server) explainRefusal(ctx context.Context, c p2p.Member, err error) error {
+	if ctx.Err() != nil {
+		return err
+	}
+	// A reset stream may be seen a moment before the swarm drops the
+	// closed connection: give it up to half a second.
+	for i := 0; s.h.LibP2P().Network().Connectedness(c.ID) == network.Connected; i++ {
+		if i == 10 {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	msg := err.Error()
+	if !errors.Is(err, network.ErrReset) && !errors.Is(err, io.EOF) && !strings.Contains(msg, "connection failed") &&
+		!strings.Contains(msg, "reset") && !strings.Contains(msg, "closed") {
+		return err
+	}
+	return fmt.Errorf("coordinator %s accepted the encrypted handshake, then closed the connection: it does not know this worker's peer ID %s (%w: compare the federation files; the coordinator's log names the refused peer): %v",
+		c.Name, s.h.ID(), ErrNotEnrolled, err)
 }
 
 // answer decodes one request of type req from st, calls do and writes its

@@ -20,7 +20,6 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/pelletier/go-toml/v2"
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -56,6 +55,7 @@ func init() { rootCmd.AddCommand(newCoordinatorCmd()) }
 //	epochs = 1; batch = 10; lr = 0.05; strategy = "fedavg"; server_lr = 0.0
 //	clip = 1.0; noise = 0.0; delta = 1e-5; clip_range = 1.0; max_weight = 1e4
 //	secagg_degree = 0; stage_timeout = "1m"; retry_limit = 3; seed = 1; poll_interval = "1s"
+//	pace = "0s"                          # a demo's rounds stay in flight this long before their first stage
 //	secure_evaluation = false            # evaluate inside the secure aggregate
 //	max_epsilon = 0.0                    # the study's budget: end budget-exhausted before passing it (0 = none)
 //	init = "model.safetensors"            # optional: the initial model (round 0) from a file
@@ -127,6 +127,7 @@ type roundsTable struct {
 	RetryLimit      *int     `toml:"retry_limit"`
 	Seed            *int64   `toml:"seed"`
 	PollInterval    *string  `toml:"poll_interval"`
+	Pace            *string  `toml:"pace"`
 	// SecureEvaluation: see coordinator.Config.SecureEvaluation.
 	SecureEvaluation *bool `toml:"secure_evaluation"`
 	// Init is a safetensors model file to start from (round 0).
@@ -165,10 +166,8 @@ func loadCoordinatorConfig(path string) (*coordinatorConfig, error) {
 
 func parseCoordinatorConfig(src string, b []byte, dir string) (*coordinatorConfig, error) {
 	var f coordinatorFile
-	dec := toml.NewDecoder(bytesReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("%s: %w", src, describeTOMLError(err))
+	if err := coordinatorDoc.Decode(src, b, &f); err != nil {
+		return nil, err
 	}
 	fail := func(field, format string, args ...any) error {
 		return fmt.Errorf("%s: %s: %s", src, field, fmt.Sprintf(format, args...))
@@ -297,6 +296,12 @@ func parseCoordinatorConfig(src string, b []byte, dir string) (*coordinatorConfi
 	if err := setD("poll_interval", &cfg.PollInterval, r.PollInterval); err != nil {
 		return nil, err
 	}
+	if r.Pace != nil && *r.Pace == "0s" {
+		r.Pace = nil // the default, written out
+	}
+	if err := setD("pace", &cfg.Pace, r.Pace); err != nil {
+		return nil, err
+	}
 	cfg.DP.MinClients = cfg.MinWorkers
 	if r.Schema != nil && *r.Schema != "" {
 		path := res(*r.Schema)
@@ -324,7 +329,7 @@ func parseCoordinatorConfig(src string, b []byte, dir string) (*coordinatorConfi
 		if err := setF("stats_noise", &cfg.StatsNoise, r.StatsNoise); err != nil {
 			return nil, err
 		}
-	} else if r.StatsNoise != nil || r.StatsMaxRows != nil {
+	} else if (r.StatsNoise != nil && *r.StatsNoise != 0) || (r.StatsMaxRows != nil && *r.StatsMaxRows != 0) {
 		return nil, fail("rounds.stats_noise", "stats_noise and stats_max_rows need rounds.schema")
 	}
 	if err := cfg.Validate(); err != nil {
@@ -392,6 +397,12 @@ func parseCoordinatorConfig(src string, b []byte, dir string) (*coordinatorConfi
 		return nil, fail("raft.leader_lease_timeout", "%v exceeds the heartbeat timeout %v (set both)", lease, hb)
 	}
 	return c, nil
+}
+
+// withPeerNames makes every log attribute holding an enrolled peer's ID
+// carry the member's name too (p2p.PeerNames): "peer=12D3… peer_name=st-marys".
+func withPeerNames(l *slog.Logger, fed *p2p.Federation) *slog.Logger {
+	return slog.New(p2p.PeerNames(l.Handler(), fed))
 }
 
 func newLogger(w io.Writer, level slog.Level, format string) *slog.Logger {
@@ -540,11 +551,11 @@ func coordinatorSetup(cfg *coordinatorConfig) (*p2p.Federation, p2p.Member, cryp
 }
 
 func runCoordinator(ctx context.Context, cfg *coordinatorConfig, logOut io.Writer, exitWhenDone, join bool) error {
-	log := newLogger(logOut, cfg.Level, cfg.LogFormat).With("coordinator", cfg.Name)
 	fed, _, sk, err := coordinatorSetup(cfg)
 	if err != nil {
 		return err
 	}
+	log := withPeerNames(newLogger(logOut, cfg.Level, cfg.LogFormat), fed).With("coordinator", cfg.Name)
 	cfg.Config.Federation = fed.Name
 	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
 		return fmt.Errorf("data: %w", err)

@@ -111,7 +111,7 @@ func TestCoordinatorConfigRaftErrors(t *testing.T) {
 		// the key and show its line.
 		tc{"duration as a number", "heartbeat_timeout = 5\n", []string{"coord.toml", "heartbeat_timeout"}},
 		tc{"count as a string", "trailing_logs = \"many\"\n", []string{"coord.toml", "trailing_logs"}},
-		tc{"unknown key", "heartbeat = \"1s\"\n", []string{"coord.toml", "line 16", "[raft]", "heartbeat", "unknown field"}},
+		tc{"unknown key", "heartbeat = \"1s\"\n", []string{"coord.toml:16:", "[raft]", `unknown key "raft.heartbeat"`, `did you mean "raft.heartbeat_timeout"?`}},
 	)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -8,7 +8,6 @@ import (
 	"os/signal"
 	"time"
 
-	"github.com/pelletier/go-toml/v2"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -26,11 +25,12 @@ func newSimCmd() *cobra.Command {
 		Long: `sim runs N virtual institutions in one process, with the same training,
 aggregation, secure-aggregation and privacy code as the networked federation.
 With no flags it trains on the embedded digits data set and finishes in seconds.
-A --config file (TOML) carries the same keys as the flags; flags override it.`,
+A --config file (TOML) carries the flags as snake_case keys (--dp-clip is dp_clip;
+the old dashed keys are read with a deprecation warning); flags override it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if configFile != "" {
-				if err := applyConfigFile(cmd.Flags(), configFile, &cfg); err != nil {
+				if err := applyConfigFile(cmd.Flags(), configFile, &cfg, cmd.ErrOrStderr()); err != nil {
 					return err
 				}
 			}
@@ -40,7 +40,7 @@ A --config file (TOML) carries the same keys as the flags; flags override it.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&configFile, "config", "", "TOML file with the same keys as these flags (flags override it)")
+	f.StringVar(&configFile, "config", "", "TOML file with these flags as snake_case keys (dp_clip for --dp-clip; docs/config.md); flags override it")
 	f.StringVar(&cfg.Dataset, "dataset", cfg.Dataset, "digits | mnist | idx:DIR | csv:FILE[?label=COL&header=true&standardize=true]")
 	f.StringVar(&cfg.Schema, "schema", cfg.Schema, "federation-wide data schema (TOML) for --dataset csv:FILE[?test=FRAC&seed=N]; feature statistics computed under secure aggregation")
 	f.StringVar(&cfg.Model, "model", cfg.Model, "logreg | 2nn | cnn | mlp:H1,H2,...")
@@ -71,17 +71,22 @@ A --config file (TOML) carries the same keys as the flags; flags override it.`,
 }
 
 // applyConfigFile loads a TOML file into cfg and then re-applies the flags
-// given on the command line, so flags override the file.
-func applyConfigFile(fs *pflag.FlagSet, path string, cfg *sim.Config) error {
+// given on the command line, so flags override the file. Keys in the old
+// dashed spelling (dp-clip) are read as their snake_case form (dp_clip)
+// with a deprecation warning on warn.
+func applyConfigFile(fs *pflag.FlagSet, path string, cfg *sim.Config, warn io.Writer) error {
 	changed := map[string]string{}
 	fs.Visit(func(f *pflag.Flag) { changed[f.Name] = f.Value.String() })
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("--config: %w", err)
 	}
-	dec := toml.NewDecoder(bytesReader(b)).DisallowUnknownFields()
-	if err := dec.Decode(cfg); err != nil {
-		return fmt.Errorf("--config %s: %w", path, describeTOMLError(err))
+	b, warnings := sim.ConfigDoc.RenameDashed(path, b)
+	for _, w := range warnings {
+		fmt.Fprintln(warn, "sovereign sim: warning:", w)
+	}
+	if err := sim.ConfigDoc.Decode(path, b, cfg); err != nil {
+		return fmt.Errorf("--config: %w", err)
 	}
 	for name, v := range changed {
 		if name == "config" {
@@ -95,20 +100,31 @@ func applyConfigFile(fs *pflag.FlagSet, path string, cfg *sim.Config) error {
 }
 
 func runSim(ctx context.Context, cfg sim.Config, w io.Writer) error {
-	if err := cfg.Validate(); err != nil {
+	// Every input (flags, data set, schema, model, initial model) is
+	// checked before the banner: a bad one is the only thing printed.
+	prep, err := sim.Prepare(cfg)
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(w, "sovereign sim: %s, model %s, %d clients (%d per round), partition %s, strategy %s, seed %d\n",
 		cfg.Dataset, cfg.Model, cfg.Clients, cfg.Sampled(), cfg.Partition, cfg.Strategy, cfg.Seed)
-	res, err := sim.Run(ctx, cfg, func(m sim.RoundMetrics, elapsed, eta time.Duration) {
+	res, err := prep.Run(ctx, func(m sim.RoundMetrics, elapsed, eta time.Duration) {
 		sim.FormatProgress(w, cfg.Rounds, m, elapsed, eta)
 	})
 	if res != nil && len(res.Rounds) > 0 {
 		if werr := sim.WriteOutputs(cfg.Out, res); werr != nil {
 			return werr
 		}
+	} else if res != nil && res.Summary.Interrupted {
+		// Stopped before the first round ended: only the summary says so.
+		if werr := sim.WriteSummary(cfg.Out, res); werr != nil {
+			return werr
+		}
 	}
 	if err != nil {
+		if res != nil && res.Summary.Interrupted {
+			fmt.Fprintf(w, "interrupted after %d rounds in %.1fs; wrote %s/%s (interrupted: true)\n", res.Summary.RoundsRun, res.Summary.WallSeconds, cfg.Out, sim.SummaryFile)
+		}
 		return err
 	}
 	s := res.Summary

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -85,7 +86,7 @@ type memberReport struct {
 func newStatusCmd() *cobra.Command {
 	var fedPath, identity string
 	var asJSON bool
-	var timeout time.Duration
+	var timeout, wait time.Duration
 	cmd := &cobra.Command{
 		Use:   "status --federation FILE --identity FILE [--json]",
 		Short: "Ask the coordinators of a federation for their Raft role, term, commit index, round, stage, members online, accuracy and ledger head",
@@ -93,7 +94,9 @@ func newStatusCmd() *cobra.Command {
 			"(an observer entry is the usual choice; see docs/runbook.md) and prints what each reports:\n" +
 			"its Raft state (leader or follower), the leader it knows, term, commit and applied index,\n" +
 			"and the round, stage, members online, latest accuracy and ledger head of its replicated state.\n" +
-			"The identity defaults to $SOVEREIGN_IDENTITY. It exits non-zero if no coordinator answers.",
+			"The identity defaults to $SOVEREIGN_IDENTITY. It exits non-zero if no coordinator answers.\n" +
+			"With --wait D it asks again until every coordinator answers or D has passed (for a\n" +
+			"federation that is starting: coordinators that do not listen yet refuse the connection).",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if fedPath == "" {
@@ -113,7 +116,7 @@ func newStatusCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("identity: %w", err)
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout+wait)
 			defer cancel()
 			h, err := p2p.NewHost(ctx, p2p.HostConfig{Identity: sk, Federation: fed, StreamTimeout: timeout, DialTimeout: timeout})
 			if err != nil {
@@ -123,7 +126,7 @@ func newStatusCmd() *cobra.Command {
 			if _, ok := fed.Lookup(h.ID()); !ok {
 				return fmt.Errorf("identity: peer %s of %s is not enrolled in %s", h.ID(), identity, fedPath)
 			}
-			reports := queryStatus(ctx, h, fed)
+			reports := waitStatus(ctx, h, fed, timeout, wait)
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
@@ -144,8 +147,37 @@ func newStatusCmd() *cobra.Command {
 	cmd.Flags().StringVar(&fedPath, "federation", "", "federation file")
 	cmd.Flags().StringVar(&identity, "identity", "", "identity key file of an enrolled member (default $SOVEREIGN_IDENTITY)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "how long to wait for the coordinators")
+	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "how long to wait for each coordinator's answer")
+	cmd.Flags().DurationVar(&wait, "wait", 0, "keep asking until every coordinator answers or this much time has passed (e.g. 10s)")
 	return cmd
+}
+
+// statusRetry is the pause between two rounds of questions under --wait.
+const statusRetry = 250 * time.Millisecond
+
+// waitStatus asks every coordinator (each attempt bounded by timeout) and,
+// while some do not answer and wait has not passed, asks again.
+func waitStatus(ctx context.Context, h *p2p.Host, fed *p2p.Federation, timeout, wait time.Duration) []statusReport {
+	until := time.Now().Add(wait)
+	for {
+		actx, cancel := context.WithTimeout(ctx, timeout)
+		// A failed dial puts the peer in libp2p's dial backoff; a coordinator
+		// that starts listening a moment later must be dialled again.
+		reports := queryStatus(network.WithForceDirectDial(actx, "status --wait"), h, fed)
+		cancel()
+		all := true
+		for _, r := range reports {
+			all = all && r.Reachable
+		}
+		if all || wait <= 0 || !time.Now().Before(until) {
+			return reports
+		}
+		select {
+		case <-ctx.Done():
+			return reports
+		case <-time.After(statusRetry):
+		}
+	}
 }
 
 func queryStatus(ctx context.Context, h *p2p.Host, fed *p2p.Federation) []statusReport {

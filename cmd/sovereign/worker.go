@@ -57,11 +57,11 @@ func runWorker(ctx context.Context, cfg *worker.Config, logOut io.Writer) error 
 	if err != nil {
 		return err
 	}
-	log := newLogger(logOut, level, cfg.LogFormat)
 	fed, err := p2p.LoadFederation(cfg.Federation)
 	if err != nil {
 		return err
 	}
+	log := withPeerNames(newLogger(logOut, level, cfg.LogFormat), fed)
 	me, ok := fed.LookupName(cfg.Name)
 	if !ok {
 		return fmt.Errorf("name: %q is not in the federation file %s", cfg.Name, cfg.Federation)

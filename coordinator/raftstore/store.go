@@ -29,6 +29,8 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
+
+	"github.com/sovereign-fl/sovereign/coordinator/internal/hclogslog"
 )
 
 var (
@@ -579,12 +581,8 @@ func trimNL(s string) string {
 }
 
 // HCLogger adapts an slog.Logger to the hclog.Logger that hashicorp/raft's
-// components take, passing on warnings and errors only. A nil l means
-// slog.Default().
+// components take, passing on warnings and errors only, each as one slog
+// record at its own level (hclogslog). A nil l means slog.Default().
 func HCLogger(l *slog.Logger, name string) hclog.Logger {
-	if l == nil {
-		l = slog.Default()
-	}
-	std := slog.NewLogLogger(l.Handler(), slog.LevelWarn)
-	return hclog.FromStandardLogger(std, &hclog.LoggerOptions{Name: name, Level: hclog.Warn})
+	return hclogslog.New(l, name, hclog.Warn)
 }

@@ -34,6 +34,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/net/gostream"
+
+	"github.com/sovereign-fl/sovereign/coordinator/internal/hclogslog"
 )
 
 // ProtocolID is the libp2p protocol of Raft RPCs. Bump the version when the
@@ -201,9 +203,5 @@ func New(h host.Host, admit Admit, timeout time.Duration, lim Limits, logger *sl
 
 // hcLogger adapts an slog.Logger to hclog, passing warnings and errors.
 func hcLogger(l *slog.Logger, name string) hclog.Logger {
-	if l == nil {
-		l = slog.Default()
-	}
-	std := slog.NewLogLogger(l.Handler(), slog.LevelWarn)
-	return hclog.FromStandardLogger(std, &hclog.LoggerOptions{Name: name, Level: hclog.Warn})
+	return hclogslog.New(l, name, hclog.Warn)
 }
