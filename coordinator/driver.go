@@ -462,14 +462,23 @@ func (d *Driver) start(ctx context.Context, r uint64, st *State) (*RoundState, e
 	}
 	slices.Sort(sampled)
 	head, _ := d.fsm.LatestModel()
+	names := make([]string, n)
+	for i, w := range sampled {
+		names[i] = string(w)
+	}
 	clients := make([]uint32, n)
 	for i := range clients {
 		clients[i] = uint32(i + 1)
 	}
 	sc := secagg.Config{
 		Round: r, Clients: clients, Degree: d.cfg.SecAggDegree, ClipRange: d.cfg.ClipRange,
-		MaxWeight: d.cfg.MaxWeight, Dim: d.spec.NumParams(), GraphSeed: d.seed32("graph", r),
+		// The graph seed is derived from the announcement itself, so
+		// workers check it (security review M7).
+		MaxWeight: d.cfg.MaxWeight, Dim: d.spec.NumParams(), GraphSeed: wire.GraphSeed(d.cfg.Federation, r, head.Hash, names),
 		StageTimeout: d.cfg.StageTimeout,
+		// Bonawitz et al. 2017, round 4: every survivor signs the survivor
+		// set before any unmasking (security review H2).
+		ConsistencyCheck: true,
 	}
 	if d.cfg.SecureEvaluation {
 		sc.Dim += wire.EvalWords
@@ -745,9 +754,10 @@ func (d *Driver) drive(ctx context.Context, cur *RoundState) error {
 	d.setStage(secagg.StageMaskedInput.String())
 	bundles := map[uint32]secagg.ShareBundle{}
 	var to []uint32
+	committed := cur.Next == secagg.StageUnmask || cur.Next == secagg.StageConsistency
 	for _, o := range out {
 		if m, ok := o.Msg.(secagg.ShareBundle); ok {
-			if cur.Next == secagg.StageUnmask {
+			if committed {
 				if _, ok := slices.BinarySearch(cur.Survivors, o.To); !ok {
 					continue
 				}
@@ -783,7 +793,7 @@ func (d *Driver) drive(ctx context.Context, cur *RoundState) error {
 	}
 	survivors := slices.Clone(srv.Survivors())
 	slices.Sort(survivors)
-	if cur.Next == secagg.StageUnmask {
+	if committed {
 		if !slices.Equal(survivors, cur.Survivors) {
 			var missing []uint32
 			for _, id := range cur.Survivors {
@@ -809,8 +819,17 @@ func (d *Driver) drive(ctx context.Context, cur *RoundState) error {
 		if err := d.commit(ctx, Command{SurvivorsCommitted: &SurvivorsCommitted{Round: r, Survivors: survivors, Dropped: dropped, Refused: refused}}); err != nil {
 			return err
 		}
-		cur.Survivors, cur.Dropped, cur.Next = survivors, dropped, secagg.StageUnmask
+		cur.Survivors, cur.Dropped, cur.Next = survivors, dropped, secagg.StageMaskedInput.Next(a.SecAgg.ConsistencyCheck)
 		log.Info("survivors committed", "survivors", len(survivors), "dropped", len(dropped))
+	}
+
+	// Consistency check (Bonawitz et al. 2017, round 4): every survivor
+	// signs the committed survivor set once; the signatures the server
+	// verified are committed before any unmask request carries them.
+	if a.SecAgg.ConsistencyCheck {
+		if out, err = d.consistency(ctx, cur, srv, out, &vnow, closeStage, insufficient); err != nil {
+			return err
+		}
 	}
 
 	// Stage 3: unmask, only for the committed survivor set.
@@ -866,6 +885,78 @@ func (d *Driver) drive(ctx context.Context, cur *RoundState) error {
 		return insufficient(err)
 	}
 	return d.finish(ctx, cur, sum, tw)
+}
+
+// consistency runs the consistency-check stage of cur, whose survivors are
+// committed: out are the server's consistency requests. After a failover
+// with the signatures already committed it feeds them to the server
+// instead of asking again. It returns the server's unmask requests.
+func (d *Driver) consistency(ctx context.Context, cur *RoundState, srv *secagg.Server, out []secagg.Outbound, vnow *time.Time,
+	closeStage func() ([]secagg.Outbound, bool, error), insufficient func(error) error) ([]secagg.Outbound, error) {
+	r, a := cur.Round, &cur.Announce
+	log := d.log.With("round", r, "stage", secagg.StageConsistency.String())
+	d.setStage(secagg.StageConsistency.String())
+	who := func(id uint32) WorkerID { return a.Sampled[id-1] }
+	if cur.Next == secagg.StageUnmask {
+		for _, sg := range cur.Signatures {
+			if err := srv.Receive(sg, *vnow); err != nil {
+				return nil, fmt.Errorf("round %d: committed consistency signature of client %d refused: %w", r, sg.From, err)
+			}
+		}
+		out, _, err := closeStage()
+		if err != nil {
+			return nil, insufficient(err)
+		}
+		return out, nil
+	}
+	reqs := map[uint32]secagg.ConsistencyRequest{}
+	var to []uint32
+	for _, o := range out {
+		if m, ok := o.Msg.(secagg.ConsistencyRequest); ok {
+			if !slices.Equal(m.Survivors, cur.Survivors) {
+				return nil, fmt.Errorf("round %d: consistency request for client %d names survivors %v, committed %v", r, o.To, m.Survivors, cur.Survivors)
+			}
+			reqs[o.To] = m
+			to = append(to, o.To)
+		}
+	}
+	slices.Sort(to)
+	replies := callAll(ctx, d.cfg.StageTimeout, to, func(c context.Context, id uint32) (secagg.ConsistencyResponse, error) {
+		return d.cohort.ConsistencyCheck(c, who(id), reqs[id])
+	})
+	var sigs []secagg.ConsistencyResponse
+	var refused []RefusalRecord
+	for i, rp := range replies {
+		id := to[i]
+		if rp.err == nil && rp.v.From != id {
+			rp.err = fmt.Errorf("consistency signature claims node %d", rp.v.From)
+		}
+		if rp.err == nil {
+			rp.err = srv.Receive(rp.v, *vnow)
+		}
+		if rp.err != nil {
+			log.Warn("no consistency signature", "worker", who(id), "err", rp.err)
+			refused = appendRefused(refused, r, who(id), rp.err)
+			continue
+		}
+		sigs = append(sigs, rp.v)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("round %d: %w", r, err)
+	}
+	out, _, err := closeStage()
+	if err != nil {
+		return nil, insufficient(err)
+	}
+	if sigs == nil {
+		sigs = []secagg.ConsistencyResponse{}
+	}
+	if err := d.commit(ctx, Command{ConsistencyCommitted: &ConsistencyCommitted{Round: r, Signatures: sigs, Refused: refused}}); err != nil {
+		return nil, err
+	}
+	cur.Signatures, cur.Next = sigs, secagg.StageUnmask
+	log.Info("signatures committed", "signed", len(sigs), "survivors", len(cur.Survivors))
+	return out, nil
 }
 
 // finish applies the server optimizer to sum/totalWeight, stores and

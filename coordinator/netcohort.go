@@ -40,7 +40,7 @@ type NetCohortOptions struct {
 // coordinator and say Hello (p2p.ProtoHello); while their connection stays
 // up they are online. The round driver's calls open one stream per worker
 // and stage on that connection (wire.ProtoAdvertise, ProtoShareKeys,
-// ProtoMasked, ProtoUnmask, ProtoEvaluate); each call ends at its context's
+// ProtoMasked, ProtoConsistency, ProtoUnmask, ProtoEvaluate); each call ends at its context's
 // deadline, resetting the stream; a worker's refusal comes back as a
 // *RefusalError. Masked vectors travel as chunked, SHA-256-checked blobs.
 // Safe for concurrent use.
@@ -316,6 +316,24 @@ func (c *NetCohort) MaskedInput(ctx context.Context, w WorkerID, sb secagg.Share
 	}
 	_ = s.Close()
 	return secagg.MaskedInput{Round: sb.Round, From: sb.To, Vector: v, Complaints: complaints}, nil
+}
+
+// ConsistencyCheck implements Cohort (Bonawitz et al. 2017, round 4). The
+// signature is returned as sent; the driver's SecAgg+ server verifies it
+// under the worker's identity.
+func (c *NetCohort) ConsistencyCheck(ctx context.Context, w WorkerID, req secagg.ConsistencyRequest) (secagg.ConsistencyResponse, error) {
+	var resp pb.ConsistencyResponse
+	if err := c.request(ctx, w, wire.ProtoConsistency, wire.ConsistencyRequestToPB(req), &resp); err != nil {
+		return secagg.ConsistencyResponse{}, err
+	}
+	if err := refusal(w, req.Round, resp.Refusal); err != nil {
+		return secagg.ConsistencyResponse{}, err
+	}
+	r, err := wire.ConsistencyResponseFromPB(&resp, req.Round, req.To)
+	if err != nil {
+		return secagg.ConsistencyResponse{}, fmt.Errorf("worker %s: %w", w, err)
+	}
+	return r, nil
 }
 
 // Unmask implements Cohort (stage 3).

@@ -55,6 +55,14 @@ func chacha(seed uint64) *mrand.ChaCha8 {
 
 func newNetFed(t *testing.T, n int, seed int64) *netFed {
 	t.Helper()
+	return newNetFedOpts(t, n, seed, false)
+}
+
+// newNetFedOpts is newNetFed; with auth every worker authenticates its
+// SecAgg+ messages with its libp2p identity (worker.WithIdentity) in the
+// federation named "test".
+func newNetFedOpts(t *testing.T, n int, seed int64, auth bool) *netFed {
+	t.Helper()
 	r := rand.New(rand.NewSource(seed))
 	logger := slog.New(slog.NewTextHandler(testLogOut, nil))
 	csk, cid := keyOf(t, r)
@@ -125,7 +133,11 @@ func newNetFed(t *testing.T, n int, seed int64) *netFed {
 			}
 			return s
 		}
-		node, err := worker.NewNode(cfg, st, sub(train), sub(test), logger, worker.WithID(h.ID().String()), worker.WithRand(chacha(uint64(seed)*31+uint64(i))))
+		opts := []worker.Option{worker.WithID(h.ID().String()), worker.WithRand(chacha(uint64(seed)*31 + uint64(i)))}
+		if auth {
+			opts = append(opts, worker.WithIdentity(wsk[i], "test", fed.Lookup))
+		}
+		node, err := worker.NewNode(cfg, st, sub(train), sub(test), logger, opts...)
 		if err != nil {
 			t.Fatal(err)
 		}

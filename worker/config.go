@@ -157,6 +157,13 @@ type Policy struct {
 	// thresholds below secagg.SafeThreshold(k, c) are refused (default 0:
 	// t must be a strict majority of the k+1 holders).
 	ColludingNeighbours int `toml:"colluding_neighbours"`
+	// ColludingFraction is the fraction γ of the round's sampled workers
+	// the institution assumes may collude with the coordinator. With γ > 0
+	// the worker turns it into a number of colluding neighbours for the
+	// announced n and k (secagg.ColludersFor, Bell et al. 2020 §3, failure
+	// 2^-40) and refuses a threshold below SafeThreshold(k, c), c being
+	// the larger of that number and colluding_neighbours (default 0).
+	ColludingFraction float64 `toml:"colluding_fraction"`
 }
 
 // WithDefaults returns p with the zero work limits and evaluation policy
@@ -197,6 +204,7 @@ type rawConfig struct {
 		MaxSecAggDegree     *int     `toml:"max_secagg_degree"`
 		Evaluation          string   `toml:"evaluation"`
 		ColludingNeighbours int      `toml:"colluding_neighbours"`
+		ColludingFraction   float64  `toml:"colluding_fraction"`
 	} `toml:"policy"`
 }
 
@@ -239,6 +247,7 @@ func ParseConfig(src string, b []byte, dir string) (*Config, error) {
 	c.Schema, c.Stats, c.Standardize = raw.Schema, raw.Stats, raw.Standardize == nil || *raw.Standardize
 	c.Policy.AcceptedModels = raw.Policy.AcceptedModels
 	c.Policy.ColludingNeighbours = raw.Policy.ColludingNeighbours
+	c.Policy.ColludingFraction = raw.Policy.ColludingFraction
 	c.Policy.MaxEpsilon = math.Inf(1)
 	if raw.Policy.MaxEpsilon != nil {
 		c.Policy.MaxEpsilon = *raw.Policy.MaxEpsilon
@@ -412,6 +421,9 @@ func (c *Config) Validate() error {
 	}
 	if p.ColludingNeighbours < 0 || p.ColludingNeighbours > secagg.MaxClients {
 		return c.fieldError("policy.colluding_neighbours", "%d out of range [0, %d]", p.ColludingNeighbours, secagg.MaxClients)
+	}
+	if !(p.ColludingFraction >= 0 && p.ColludingFraction < 1) {
+		return c.fieldError("policy.colluding_fraction", "%v out of range [0, 1)", p.ColludingFraction)
 	}
 	for i, s := range p.AcceptedModels {
 		if err := checkSpecSyntax(s); err != nil {

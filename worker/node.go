@@ -803,6 +803,44 @@ func (n *Node) update(a *Announce, global []float32) ([]float32, float64, error)
 	return delta, loss, nil
 }
 
+// ConsistencyCheck runs the consistency check of Bonawitz et al. 2017
+// (round 4) between stages 2 and 3: the worker signs, with its identity
+// key, the survivor set it is told, once per round. The signed set is in
+// the client state, written to the store before the signature is
+// returned: asked again (by a new leader after a failover, or after a
+// restart) the worker returns the same signature, and a different set is
+// refused with a *Refusal wrapping the *secagg.EquivocationError.
+func (n *Node) ConsistencyCheck(req secagg.ConsistencyRequest) (secagg.ConsistencyResponse, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := n.checkStale(req.Round); err != nil {
+		return secagg.ConsistencyResponse{}, err
+	}
+	c, err := n.client(req.Round)
+	if err != nil {
+		return secagg.ConsistencyResponse{}, err
+	}
+	if req.To != c.ID() {
+		return secagg.ConsistencyResponse{}, fmt.Errorf("worker %s: round %d: consistency request addressed to node %d, this worker is node %d", n.cfg.Name, req.Round, req.To, c.ID())
+	}
+	first := c.SignedSurvivors() == nil
+	resp, err := c.ConsistencyCheck(req)
+	if err != nil {
+		var eq *secagg.EquivocationError
+		if errors.As(err, &eq) {
+			return secagg.ConsistencyResponse{}, n.refuse(req.Round, err, "already signed survivor set %v, refusing %v", eq.Answered, eq.Requested)
+		}
+		return secagg.ConsistencyResponse{}, fmt.Errorf("worker %s: %w", n.cfg.Name, err)
+	}
+	if first {
+		if err := n.persist(req.Round, c, func(s []byte) error { return n.st.PutClient(req.Round, s, nil) }); err != nil {
+			return secagg.ConsistencyResponse{}, err
+		}
+		n.log.Info("survivor set signed", "round", req.Round, "survivors", len(req.Survivors))
+	}
+	return resp, nil
+}
+
 // Unmask runs stage 3: it records the survivor set durably, then returns
 // the worker's shares for it. Asked again with the same set it returns the
 // same shares; a different set for the same round is refused with a
@@ -826,6 +864,11 @@ func (n *Node) Unmask(req secagg.UnmaskRequest) (secagg.UnmaskResponse, error) {
 		var eq *secagg.EquivocationError
 		if errors.As(err, &eq) {
 			return secagg.UnmaskResponse{}, n.refuse(req.Round, err, "already answered survivor set %v, refusing %v", eq.Answered, eq.Requested)
+		}
+		if errors.Is(err, secagg.ErrInconsistent) || errors.Is(err, secagg.ErrBadSignature) || errors.Is(err, secagg.ErrDisconnected) {
+			// The coordinator is lying about the survivors (security
+			// review H2, M6): refused, logged and counted as a refusal.
+			return secagg.UnmaskResponse{}, n.refuse(req.Round, err, "unmask request refused: %v", err)
 		}
 		return secagg.UnmaskResponse{}, fmt.Errorf("worker %s: %w", n.cfg.Name, err)
 	}

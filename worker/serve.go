@@ -46,7 +46,7 @@ type ServeOptions struct {
 
 // Server exposes a Node on a p2p.Host: it registers the handlers of the
 // round's stages (wire.ProtoAdvertise, ProtoShareKeys, ProtoMasked,
-// ProtoUnmask, ProtoEvaluate), answerable by coordinators only, and, in
+// ProtoConsistency, ProtoUnmask, ProtoEvaluate), answerable by coordinators only, and, in
 // Run, dials every coordinator of the federation and says Hello, redialling
 // with exponential backoff when the connection drops. Models are fetched by
 // hash from the coordinator that asks (p2p.FetchBlob) and checked against
@@ -108,6 +108,7 @@ func NewServer(h *p2p.Host, node *Node, st *Store, opts ServeOptions) (*Server, 
 		{wire.ProtoAdvertise, s.handleAdvertise},
 		{wire.ProtoShareKeys, s.handleShareKeys},
 		{wire.ProtoMasked, s.handleMasked},
+		{wire.ProtoConsistency, s.handleConsistency},
 		{wire.ProtoUnmask, s.handleUnmask},
 		{wire.ProtoEvaluate, s.handleEvaluate},
 	}
@@ -123,7 +124,7 @@ func NewServer(h *p2p.Host, node *Node, st *Store, opts ServeOptions) (*Server, 
 
 // Close unregisters the handlers.
 func (s *Server) Close() {
-	for _, id := range []protocol.ID{wire.ProtoAdvertise, wire.ProtoShareKeys, wire.ProtoMasked, wire.ProtoUnmask, wire.ProtoEvaluate} {
+	for _, id := range []protocol.ID{wire.ProtoAdvertise, wire.ProtoShareKeys, wire.ProtoMasked, wire.ProtoConsistency, wire.ProtoUnmask, wire.ProtoEvaluate} {
 		s.h.RemoveHandler(id)
 	}
 	s.h.LibP2P().Network().StopNotify(s.notify)
@@ -346,6 +347,23 @@ func (s *Server) handleMasked(ctx context.Context, st *p2p.Stream) error {
 	return nil
 }
 
+func (s *Server) handleConsistency(_ context.Context, st *p2p.Stream) error {
+	return answer(s, st, &pb.ConsistencyRequest{}, func(m *pb.ConsistencyRequest) (proto.Message, error) {
+		req, err := wire.ConsistencyRequestFromPB(m)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := s.node.ConsistencyCheck(req)
+		if err != nil {
+			return nil, err
+		}
+		s.log.Info("signed survivors", "round", req.Round, "stage", secagg.StageConsistency.String(), "peer", st.Peer().String(), "survivors", len(req.Survivors))
+		return wire.ConsistencyResponseToPB(resp), nil
+	}, func(r uint64, rf *pb.Refusal) proto.Message {
+		return &pb.ConsistencyResponse{Round: r, Refusal: rf}
+	}, func(m *pb.ConsistencyRequest) uint64 { return m.Round })
+}
+
 func (s *Server) handleUnmask(_ context.Context, st *p2p.Stream) error {
 	return answer(s, st, &pb.UnmaskRequest{}, func(m *pb.UnmaskRequest) (proto.Message, error) {
 		req, err := wire.UnmaskRequestFromPB(m)
@@ -397,6 +415,8 @@ func stageOf(id protocol.ID) string {
 		return secagg.StageShareKeys.String()
 	case wire.ProtoMasked:
 		return secagg.StageMaskedInput.String()
+	case wire.ProtoConsistency:
+		return secagg.StageConsistency.String()
 	case wire.ProtoUnmask:
 		return secagg.StageUnmask.String()
 	case wire.ProtoEvaluate:

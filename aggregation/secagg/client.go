@@ -165,6 +165,10 @@ func (c *Client) AnsweredSurvivors() []uint32 {
 	return slices.Clone(c.st.Survivors)
 }
 
+// SignedSurvivors returns the survivor set this client signed in the
+// consistency check (nil if none yet). It never signs another one.
+func (c *Client) SignedSurvivors() []uint32 { return slices.Clone(c.st.Signed) }
+
 // CachedMaskedInput returns the masked input computed in stage 2, for
 // resending after a failover, and whether there is one.
 func (c *Client) CachedMaskedInput() (MaskedInput, bool) {

@@ -600,8 +600,11 @@ type SecAggParams struct {
 	MaxWeight float64 `protobuf:"fixed64,9,opt,name=max_weight,json=maxWeight,proto3" json:"max_weight,omitempty"`
 	// Server deadline of each stage, in milliseconds.
 	StageTimeoutMs uint64 `protobuf:"varint,10,opt,name=stage_timeout_ms,json=stageTimeoutMs,proto3" json:"stage_timeout_ms,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Whether the round runs the consistency check of Bonawitz et al. 2017
+	// (round 4) between masked input and unmask (ConsistencyRequest).
+	ConsistencyCheck bool `protobuf:"varint,11,opt,name=consistency_check,json=consistencyCheck,proto3" json:"consistency_check,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *SecAggParams) Reset() {
@@ -702,6 +705,13 @@ func (x *SecAggParams) GetStageTimeoutMs() uint64 {
 		return x.StageTimeoutMs
 	}
 	return 0
+}
+
+func (x *SecAggParams) GetConsistencyCheck() bool {
+	if x != nil {
+		return x.ConsistencyCheck
+	}
+	return false
 }
 
 // RoundAnnounce starts a round (protocol /sovereign/round/1.0.0).
@@ -1284,8 +1294,12 @@ type UnmaskRequest struct {
 	ToIndex         uint32   `protobuf:"varint,4,opt,name=to_index,json=toIndex,proto3" json:"to_index,omitempty"`
 	SurvivorIndices []uint32 `protobuf:"varint,5,rep,packed,name=survivor_indices,json=survivorIndices,proto3" json:"survivor_indices,omitempty"`
 	DroppedIndices  []uint32 `protobuf:"varint,6,rep,packed,name=dropped_indices,json=droppedIndices,proto3" json:"dropped_indices,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The consistency-check signatures over survivor_indices (rounds with
+	// secagg.consistency_check): the worker reveals a share of a neighbour's
+	// secret only if at least threshold holders of it signed this very set.
+	Signatures    []*ConsistencyResponse `protobuf:"bytes,7,rep,name=signatures,proto3" json:"signatures,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UnmaskRequest) Reset() {
@@ -1360,6 +1374,152 @@ func (x *UnmaskRequest) GetDroppedIndices() []uint32 {
 	return nil
 }
 
+func (x *UnmaskRequest) GetSignatures() []*ConsistencyResponse {
+	if x != nil {
+		return x.Signatures
+	}
+	return nil
+}
+
+// ConsistencyRequest is the consistency check of Bonawitz et al. 2017
+// (round 4; protocol /sovereign/round-consistency/1.0.0): the survivor set
+// the coordinator committed, which the worker signs once per round.
+type ConsistencyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Round uint64                 `protobuf:"varint,1,opt,name=round,proto3" json:"round,omitempty"`
+	// Node indices of the recipient and of the survivors (sorted).
+	ToIndex         uint32   `protobuf:"varint,2,opt,name=to_index,json=toIndex,proto3" json:"to_index,omitempty"`
+	SurvivorIndices []uint32 `protobuf:"varint,3,rep,packed,name=survivor_indices,json=survivorIndices,proto3" json:"survivor_indices,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ConsistencyRequest) Reset() {
+	*x = ConsistencyRequest{}
+	mi := &file_sovereign_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsistencyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsistencyRequest) ProtoMessage() {}
+
+func (x *ConsistencyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sovereign_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsistencyRequest.ProtoReflect.Descriptor instead.
+func (*ConsistencyRequest) Descriptor() ([]byte, []int) {
+	return file_sovereign_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ConsistencyRequest) GetRound() uint64 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *ConsistencyRequest) GetToIndex() uint32 {
+	if x != nil {
+		return x.ToIndex
+	}
+	return 0
+}
+
+func (x *ConsistencyRequest) GetSurvivorIndices() []uint32 {
+	if x != nil {
+		return x.SurvivorIndices
+	}
+	return nil
+}
+
+// ConsistencyResponse answers ConsistencyRequest: the worker's signature
+// with its libp2p identity key over the federation name, its peer ID and
+// secagg.ConsistencyMessage(round, from_index, survivors). Relayed to every
+// survivor inside UnmaskRequest.signatures.
+type ConsistencyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Round uint64                 `protobuf:"varint,1,opt,name=round,proto3" json:"round,omitempty"`
+	// SecAgg+ node index of the signer.
+	FromIndex uint32 `protobuf:"varint,2,opt,name=from_index,json=fromIndex,proto3" json:"from_index,omitempty"`
+	Signature []byte `protobuf:"bytes,3,opt,name=signature,proto3" json:"signature,omitempty"`
+	// Set when the worker refuses (e.g. a second, different survivor set);
+	// signature is then empty.
+	Refusal       *Refusal `protobuf:"bytes,15,opt,name=refusal,proto3" json:"refusal,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsistencyResponse) Reset() {
+	*x = ConsistencyResponse{}
+	mi := &file_sovereign_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsistencyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsistencyResponse) ProtoMessage() {}
+
+func (x *ConsistencyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sovereign_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsistencyResponse.ProtoReflect.Descriptor instead.
+func (*ConsistencyResponse) Descriptor() ([]byte, []int) {
+	return file_sovereign_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ConsistencyResponse) GetRound() uint64 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *ConsistencyResponse) GetFromIndex() uint32 {
+	if x != nil {
+		return x.FromIndex
+	}
+	return 0
+}
+
+func (x *ConsistencyResponse) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+func (x *ConsistencyResponse) GetRefusal() *Refusal {
+	if x != nil {
+		return x.Refusal
+	}
+	return nil
+}
+
 // Share is one revealed Shamir share.
 type Share struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1375,7 +1535,7 @@ type Share struct {
 
 func (x *Share) Reset() {
 	*x = Share{}
-	mi := &file_sovereign_proto_msgTypes[13]
+	mi := &file_sovereign_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1387,7 +1547,7 @@ func (x *Share) String() string {
 func (*Share) ProtoMessage() {}
 
 func (x *Share) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[13]
+	mi := &file_sovereign_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1400,7 +1560,7 @@ func (x *Share) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Share.ProtoReflect.Descriptor instead.
 func (*Share) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{13}
+	return file_sovereign_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Share) GetOwner() []byte {
@@ -1448,7 +1608,7 @@ type UnmaskResponse struct {
 
 func (x *UnmaskResponse) Reset() {
 	*x = UnmaskResponse{}
-	mi := &file_sovereign_proto_msgTypes[14]
+	mi := &file_sovereign_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1460,7 +1620,7 @@ func (x *UnmaskResponse) String() string {
 func (*UnmaskResponse) ProtoMessage() {}
 
 func (x *UnmaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[14]
+	mi := &file_sovereign_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1473,7 +1633,7 @@ func (x *UnmaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnmaskResponse.ProtoReflect.Descriptor instead.
 func (*UnmaskResponse) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{14}
+	return file_sovereign_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *UnmaskResponse) GetRound() uint64 {
@@ -1522,7 +1682,7 @@ type Refusal struct {
 
 func (x *Refusal) Reset() {
 	*x = Refusal{}
-	mi := &file_sovereign_proto_msgTypes[15]
+	mi := &file_sovereign_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1534,7 +1694,7 @@ func (x *Refusal) String() string {
 func (*Refusal) ProtoMessage() {}
 
 func (x *Refusal) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[15]
+	mi := &file_sovereign_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1547,7 +1707,7 @@ func (x *Refusal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Refusal.ProtoReflect.Descriptor instead.
 func (*Refusal) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{15}
+	return file_sovereign_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Refusal) GetRound() uint64 {
@@ -1576,7 +1736,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_sovereign_proto_msgTypes[16]
+	mi := &file_sovereign_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1588,7 +1748,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[16]
+	mi := &file_sovereign_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1601,7 +1761,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{16}
+	return file_sovereign_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Ack) GetRound() uint64 {
@@ -1634,7 +1794,7 @@ type MetricsReport struct {
 
 func (x *MetricsReport) Reset() {
 	*x = MetricsReport{}
-	mi := &file_sovereign_proto_msgTypes[17]
+	mi := &file_sovereign_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1646,7 +1806,7 @@ func (x *MetricsReport) String() string {
 func (*MetricsReport) ProtoMessage() {}
 
 func (x *MetricsReport) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[17]
+	mi := &file_sovereign_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1659,7 +1819,7 @@ func (x *MetricsReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricsReport.ProtoReflect.Descriptor instead.
 func (*MetricsReport) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{17}
+	return file_sovereign_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *MetricsReport) GetRound() uint64 {
@@ -1721,7 +1881,7 @@ type EvaluateRequest struct {
 
 func (x *EvaluateRequest) Reset() {
 	*x = EvaluateRequest{}
-	mi := &file_sovereign_proto_msgTypes[18]
+	mi := &file_sovereign_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1733,7 +1893,7 @@ func (x *EvaluateRequest) String() string {
 func (*EvaluateRequest) ProtoMessage() {}
 
 func (x *EvaluateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[18]
+	mi := &file_sovereign_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1746,7 +1906,7 @@ func (x *EvaluateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvaluateRequest.ProtoReflect.Descriptor instead.
 func (*EvaluateRequest) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{18}
+	return file_sovereign_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *EvaluateRequest) GetRound() uint64 {
@@ -1787,7 +1947,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_sovereign_proto_msgTypes[19]
+	mi := &file_sovereign_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1799,7 +1959,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[19]
+	mi := &file_sovereign_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1812,7 +1972,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{19}
+	return file_sovereign_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *StatusRequest) GetIncludeMembers() bool {
@@ -1836,7 +1996,7 @@ type MemberStatus struct {
 
 func (x *MemberStatus) Reset() {
 	*x = MemberStatus{}
-	mi := &file_sovereign_proto_msgTypes[20]
+	mi := &file_sovereign_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1848,7 +2008,7 @@ func (x *MemberStatus) String() string {
 func (*MemberStatus) ProtoMessage() {}
 
 func (x *MemberStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[20]
+	mi := &file_sovereign_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1861,7 +2021,7 @@ func (x *MemberStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberStatus.ProtoReflect.Descriptor instead.
 func (*MemberStatus) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{20}
+	return file_sovereign_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *MemberStatus) GetName() string {
@@ -1930,7 +2090,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_sovereign_proto_msgTypes[21]
+	mi := &file_sovereign_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1942,7 +2102,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[21]
+	mi := &file_sovereign_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1955,7 +2115,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{21}
+	return file_sovereign_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StatusResponse) GetName() string {
@@ -2087,7 +2247,7 @@ type BlobHeader struct {
 
 func (x *BlobHeader) Reset() {
 	*x = BlobHeader{}
-	mi := &file_sovereign_proto_msgTypes[22]
+	mi := &file_sovereign_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2099,7 +2259,7 @@ func (x *BlobHeader) String() string {
 func (*BlobHeader) ProtoMessage() {}
 
 func (x *BlobHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[22]
+	mi := &file_sovereign_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2112,7 +2272,7 @@ func (x *BlobHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobHeader.ProtoReflect.Descriptor instead.
 func (*BlobHeader) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{22}
+	return file_sovereign_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *BlobHeader) GetKind() BlobKind {
@@ -2167,7 +2327,7 @@ type BlobChunk struct {
 
 func (x *BlobChunk) Reset() {
 	*x = BlobChunk{}
-	mi := &file_sovereign_proto_msgTypes[23]
+	mi := &file_sovereign_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2179,7 +2339,7 @@ func (x *BlobChunk) String() string {
 func (*BlobChunk) ProtoMessage() {}
 
 func (x *BlobChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[23]
+	mi := &file_sovereign_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2192,7 +2352,7 @@ func (x *BlobChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobChunk.ProtoReflect.Descriptor instead.
 func (*BlobChunk) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{23}
+	return file_sovereign_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *BlobChunk) GetData() []byte {
@@ -2212,7 +2372,7 @@ type BlobTrailer struct {
 
 func (x *BlobTrailer) Reset() {
 	*x = BlobTrailer{}
-	mi := &file_sovereign_proto_msgTypes[24]
+	mi := &file_sovereign_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2224,7 +2384,7 @@ func (x *BlobTrailer) String() string {
 func (*BlobTrailer) ProtoMessage() {}
 
 func (x *BlobTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[24]
+	mi := &file_sovereign_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2237,7 +2397,7 @@ func (x *BlobTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobTrailer.ProtoReflect.Descriptor instead.
 func (*BlobTrailer) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{24}
+	return file_sovereign_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *BlobTrailer) GetSha256() []byte {
@@ -2259,7 +2419,7 @@ type BlobReceipt struct {
 
 func (x *BlobReceipt) Reset() {
 	*x = BlobReceipt{}
-	mi := &file_sovereign_proto_msgTypes[25]
+	mi := &file_sovereign_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2271,7 +2431,7 @@ func (x *BlobReceipt) String() string {
 func (*BlobReceipt) ProtoMessage() {}
 
 func (x *BlobReceipt) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[25]
+	mi := &file_sovereign_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2284,7 +2444,7 @@ func (x *BlobReceipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobReceipt.ProtoReflect.Descriptor instead.
 func (*BlobReceipt) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{25}
+	return file_sovereign_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *BlobReceipt) GetAccepted() bool {
@@ -2318,7 +2478,7 @@ type BlobRequest struct {
 
 func (x *BlobRequest) Reset() {
 	*x = BlobRequest{}
-	mi := &file_sovereign_proto_msgTypes[26]
+	mi := &file_sovereign_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2330,7 +2490,7 @@ func (x *BlobRequest) String() string {
 func (*BlobRequest) ProtoMessage() {}
 
 func (x *BlobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[26]
+	mi := &file_sovereign_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2343,7 +2503,7 @@ func (x *BlobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobRequest.ProtoReflect.Descriptor instead.
 func (*BlobRequest) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{26}
+	return file_sovereign_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *BlobRequest) GetSha256() []byte {
@@ -2368,7 +2528,7 @@ type BlobFetchResponse struct {
 
 func (x *BlobFetchResponse) Reset() {
 	*x = BlobFetchResponse{}
-	mi := &file_sovereign_proto_msgTypes[27]
+	mi := &file_sovereign_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2380,7 +2540,7 @@ func (x *BlobFetchResponse) String() string {
 func (*BlobFetchResponse) ProtoMessage() {}
 
 func (x *BlobFetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[27]
+	mi := &file_sovereign_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2393,7 +2553,7 @@ func (x *BlobFetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobFetchResponse.ProtoReflect.Descriptor instead.
 func (*BlobFetchResponse) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{27}
+	return file_sovereign_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *BlobFetchResponse) GetResult() isBlobFetchResponse_Result {
@@ -2476,7 +2636,7 @@ const file_sovereign_proto_rawDesc = "" +
 	"\x10stage_timeout_ms\x18\b \x01(\x04R\x0estageTimeoutMs\x12\x12\n" +
 	"\x04seed\x18\t \x01(\x04R\x04seed\x12$\n" +
 	"\x0edp_min_clients\x18\n" +
-	" \x01(\rR\fdpMinClients\"\xe2\x02\n" +
+	" \x01(\rR\fdpMinClients\"\x8f\x03\n" +
 	"\fSecAggParams\x12\x1c\n" +
 	"\tthreshold\x18\x01 \x01(\rR\tthreshold\x12\x1e\n" +
 	"\n" +
@@ -2493,7 +2653,8 @@ const file_sovereign_proto_rawDesc = "" +
 	"\n" +
 	"max_weight\x18\t \x01(\x01R\tmaxWeight\x12(\n" +
 	"\x10stage_timeout_ms\x18\n" +
-	" \x01(\x04R\x0estageTimeoutMs\"\x94\x03\n" +
+	" \x01(\x04R\x0estageTimeoutMs\x12+\n" +
+	"\x11consistency_check\x18\v \x01(\bR\x10consistencyCheck\"\x94\x03\n" +
 	"\rRoundAnnounce\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12!\n" +
 	"\fmodel_sha256\x18\x02 \x01(\fR\vmodelSha256\x12\x1d\n" +
@@ -2551,14 +2712,27 @@ const file_sovereign_proto_rawDesc = "" +
 	"\n" +
 	"complaints\x18\b \x03(\rR\n" +
 	"complaints\x123\n" +
-	"\arefusal\x18\x0f \x01(\v2\x19.sovereign.p2p.v1.RefusalR\arefusal\"\xcc\x01\n" +
+	"\arefusal\x18\x0f \x01(\v2\x19.sovereign.p2p.v1.RefusalR\arefusal\"\x93\x02\n" +
 	"\rUnmaskRequest\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12\x1c\n" +
 	"\tsurvivors\x18\x02 \x03(\fR\tsurvivors\x12\x18\n" +
 	"\adropped\x18\x03 \x03(\fR\adropped\x12\x19\n" +
 	"\bto_index\x18\x04 \x01(\rR\atoIndex\x12)\n" +
 	"\x10survivor_indices\x18\x05 \x03(\rR\x0fsurvivorIndices\x12'\n" +
-	"\x0fdropped_indices\x18\x06 \x03(\rR\x0edroppedIndices\"\x85\x01\n" +
+	"\x0fdropped_indices\x18\x06 \x03(\rR\x0edroppedIndices\x12E\n" +
+	"\n" +
+	"signatures\x18\a \x03(\v2%.sovereign.p2p.v1.ConsistencyResponseR\n" +
+	"signatures\"p\n" +
+	"\x12ConsistencyRequest\x12\x14\n" +
+	"\x05round\x18\x01 \x01(\x04R\x05round\x12\x19\n" +
+	"\bto_index\x18\x02 \x01(\rR\atoIndex\x12)\n" +
+	"\x10survivor_indices\x18\x03 \x03(\rR\x0fsurvivorIndices\"\x9d\x01\n" +
+	"\x13ConsistencyResponse\x12\x14\n" +
+	"\x05round\x18\x01 \x01(\x04R\x05round\x12\x1d\n" +
+	"\n" +
+	"from_index\x18\x02 \x01(\rR\tfromIndex\x12\x1c\n" +
+	"\tsignature\x18\x03 \x01(\fR\tsignature\x123\n" +
+	"\arefusal\x18\x0f \x01(\v2\x19.sovereign.p2p.v1.RefusalR\arefusal\"\x85\x01\n" +
 	"\x05Share\x12\x14\n" +
 	"\x05owner\x18\x01 \x01(\fR\x05owner\x12/\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1b.sovereign.p2p.v1.ShareKindR\x04kind\x12\x14\n" +
@@ -2669,66 +2843,70 @@ func file_sovereign_proto_rawDescGZIP() []byte {
 }
 
 var file_sovereign_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_sovereign_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_sovereign_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_sovereign_proto_goTypes = []any{
-	(Role)(0),                 // 0: sovereign.p2p.v1.Role
-	(ShareKind)(0),            // 1: sovereign.p2p.v1.ShareKind
-	(BlobKind)(0),             // 2: sovereign.p2p.v1.BlobKind
-	(*TensorShape)(nil),       // 3: sovereign.p2p.v1.TensorShape
-	(*ModelShape)(nil),        // 4: sovereign.p2p.v1.ModelShape
-	(*Hello)(nil),             // 5: sovereign.p2p.v1.Hello
-	(*HelloAck)(nil),          // 6: sovereign.p2p.v1.HelloAck
-	(*RoundConfig)(nil),       // 7: sovereign.p2p.v1.RoundConfig
-	(*SecAggParams)(nil),      // 8: sovereign.p2p.v1.SecAggParams
-	(*RoundAnnounce)(nil),     // 9: sovereign.p2p.v1.RoundAnnounce
-	(*AdvertiseKeys)(nil),     // 10: sovereign.p2p.v1.AdvertiseKeys
-	(*KeysBroadcast)(nil),     // 11: sovereign.p2p.v1.KeysBroadcast
-	(*EncryptedShare)(nil),    // 12: sovereign.p2p.v1.EncryptedShare
-	(*EncryptedShares)(nil),   // 13: sovereign.p2p.v1.EncryptedShares
-	(*MaskedInputHeader)(nil), // 14: sovereign.p2p.v1.MaskedInputHeader
-	(*UnmaskRequest)(nil),     // 15: sovereign.p2p.v1.UnmaskRequest
-	(*Share)(nil),             // 16: sovereign.p2p.v1.Share
-	(*UnmaskResponse)(nil),    // 17: sovereign.p2p.v1.UnmaskResponse
-	(*Refusal)(nil),           // 18: sovereign.p2p.v1.Refusal
-	(*Ack)(nil),               // 19: sovereign.p2p.v1.Ack
-	(*MetricsReport)(nil),     // 20: sovereign.p2p.v1.MetricsReport
-	(*EvaluateRequest)(nil),   // 21: sovereign.p2p.v1.EvaluateRequest
-	(*StatusRequest)(nil),     // 22: sovereign.p2p.v1.StatusRequest
-	(*MemberStatus)(nil),      // 23: sovereign.p2p.v1.MemberStatus
-	(*StatusResponse)(nil),    // 24: sovereign.p2p.v1.StatusResponse
-	(*BlobHeader)(nil),        // 25: sovereign.p2p.v1.BlobHeader
-	(*BlobChunk)(nil),         // 26: sovereign.p2p.v1.BlobChunk
-	(*BlobTrailer)(nil),       // 27: sovereign.p2p.v1.BlobTrailer
-	(*BlobReceipt)(nil),       // 28: sovereign.p2p.v1.BlobReceipt
-	(*BlobRequest)(nil),       // 29: sovereign.p2p.v1.BlobRequest
-	(*BlobFetchResponse)(nil), // 30: sovereign.p2p.v1.BlobFetchResponse
+	(Role)(0),                   // 0: sovereign.p2p.v1.Role
+	(ShareKind)(0),              // 1: sovereign.p2p.v1.ShareKind
+	(BlobKind)(0),               // 2: sovereign.p2p.v1.BlobKind
+	(*TensorShape)(nil),         // 3: sovereign.p2p.v1.TensorShape
+	(*ModelShape)(nil),          // 4: sovereign.p2p.v1.ModelShape
+	(*Hello)(nil),               // 5: sovereign.p2p.v1.Hello
+	(*HelloAck)(nil),            // 6: sovereign.p2p.v1.HelloAck
+	(*RoundConfig)(nil),         // 7: sovereign.p2p.v1.RoundConfig
+	(*SecAggParams)(nil),        // 8: sovereign.p2p.v1.SecAggParams
+	(*RoundAnnounce)(nil),       // 9: sovereign.p2p.v1.RoundAnnounce
+	(*AdvertiseKeys)(nil),       // 10: sovereign.p2p.v1.AdvertiseKeys
+	(*KeysBroadcast)(nil),       // 11: sovereign.p2p.v1.KeysBroadcast
+	(*EncryptedShare)(nil),      // 12: sovereign.p2p.v1.EncryptedShare
+	(*EncryptedShares)(nil),     // 13: sovereign.p2p.v1.EncryptedShares
+	(*MaskedInputHeader)(nil),   // 14: sovereign.p2p.v1.MaskedInputHeader
+	(*UnmaskRequest)(nil),       // 15: sovereign.p2p.v1.UnmaskRequest
+	(*ConsistencyRequest)(nil),  // 16: sovereign.p2p.v1.ConsistencyRequest
+	(*ConsistencyResponse)(nil), // 17: sovereign.p2p.v1.ConsistencyResponse
+	(*Share)(nil),               // 18: sovereign.p2p.v1.Share
+	(*UnmaskResponse)(nil),      // 19: sovereign.p2p.v1.UnmaskResponse
+	(*Refusal)(nil),             // 20: sovereign.p2p.v1.Refusal
+	(*Ack)(nil),                 // 21: sovereign.p2p.v1.Ack
+	(*MetricsReport)(nil),       // 22: sovereign.p2p.v1.MetricsReport
+	(*EvaluateRequest)(nil),     // 23: sovereign.p2p.v1.EvaluateRequest
+	(*StatusRequest)(nil),       // 24: sovereign.p2p.v1.StatusRequest
+	(*MemberStatus)(nil),        // 25: sovereign.p2p.v1.MemberStatus
+	(*StatusResponse)(nil),      // 26: sovereign.p2p.v1.StatusResponse
+	(*BlobHeader)(nil),          // 27: sovereign.p2p.v1.BlobHeader
+	(*BlobChunk)(nil),           // 28: sovereign.p2p.v1.BlobChunk
+	(*BlobTrailer)(nil),         // 29: sovereign.p2p.v1.BlobTrailer
+	(*BlobReceipt)(nil),         // 30: sovereign.p2p.v1.BlobReceipt
+	(*BlobRequest)(nil),         // 31: sovereign.p2p.v1.BlobRequest
+	(*BlobFetchResponse)(nil),   // 32: sovereign.p2p.v1.BlobFetchResponse
 }
 var file_sovereign_proto_depIdxs = []int32{
 	3,  // 0: sovereign.p2p.v1.ModelShape.tensors:type_name -> sovereign.p2p.v1.TensorShape
 	4,  // 1: sovereign.p2p.v1.Hello.accepted_models:type_name -> sovereign.p2p.v1.ModelShape
 	7,  // 2: sovereign.p2p.v1.RoundAnnounce.config:type_name -> sovereign.p2p.v1.RoundConfig
 	8,  // 3: sovereign.p2p.v1.RoundAnnounce.secagg:type_name -> sovereign.p2p.v1.SecAggParams
-	18, // 4: sovereign.p2p.v1.AdvertiseKeys.refusal:type_name -> sovereign.p2p.v1.Refusal
+	20, // 4: sovereign.p2p.v1.AdvertiseKeys.refusal:type_name -> sovereign.p2p.v1.Refusal
 	10, // 5: sovereign.p2p.v1.KeysBroadcast.keys:type_name -> sovereign.p2p.v1.AdvertiseKeys
 	12, // 6: sovereign.p2p.v1.EncryptedShares.shares:type_name -> sovereign.p2p.v1.EncryptedShare
-	18, // 7: sovereign.p2p.v1.EncryptedShares.refusal:type_name -> sovereign.p2p.v1.Refusal
-	18, // 8: sovereign.p2p.v1.MaskedInputHeader.refusal:type_name -> sovereign.p2p.v1.Refusal
-	1,  // 9: sovereign.p2p.v1.Share.kind:type_name -> sovereign.p2p.v1.ShareKind
-	16, // 10: sovereign.p2p.v1.UnmaskResponse.shares:type_name -> sovereign.p2p.v1.Share
-	18, // 11: sovereign.p2p.v1.UnmaskResponse.refusal:type_name -> sovereign.p2p.v1.Refusal
-	18, // 12: sovereign.p2p.v1.Ack.refusal:type_name -> sovereign.p2p.v1.Refusal
-	18, // 13: sovereign.p2p.v1.MetricsReport.refusal:type_name -> sovereign.p2p.v1.Refusal
-	0,  // 14: sovereign.p2p.v1.MemberStatus.role:type_name -> sovereign.p2p.v1.Role
-	0,  // 15: sovereign.p2p.v1.StatusResponse.role:type_name -> sovereign.p2p.v1.Role
-	23, // 16: sovereign.p2p.v1.StatusResponse.members:type_name -> sovereign.p2p.v1.MemberStatus
-	2,  // 17: sovereign.p2p.v1.BlobHeader.kind:type_name -> sovereign.p2p.v1.BlobKind
-	25, // 18: sovereign.p2p.v1.BlobFetchResponse.header:type_name -> sovereign.p2p.v1.BlobHeader
-	18, // 19: sovereign.p2p.v1.BlobFetchResponse.refusal:type_name -> sovereign.p2p.v1.Refusal
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	20, // 7: sovereign.p2p.v1.EncryptedShares.refusal:type_name -> sovereign.p2p.v1.Refusal
+	20, // 8: sovereign.p2p.v1.MaskedInputHeader.refusal:type_name -> sovereign.p2p.v1.Refusal
+	17, // 9: sovereign.p2p.v1.UnmaskRequest.signatures:type_name -> sovereign.p2p.v1.ConsistencyResponse
+	20, // 10: sovereign.p2p.v1.ConsistencyResponse.refusal:type_name -> sovereign.p2p.v1.Refusal
+	1,  // 11: sovereign.p2p.v1.Share.kind:type_name -> sovereign.p2p.v1.ShareKind
+	18, // 12: sovereign.p2p.v1.UnmaskResponse.shares:type_name -> sovereign.p2p.v1.Share
+	20, // 13: sovereign.p2p.v1.UnmaskResponse.refusal:type_name -> sovereign.p2p.v1.Refusal
+	20, // 14: sovereign.p2p.v1.Ack.refusal:type_name -> sovereign.p2p.v1.Refusal
+	20, // 15: sovereign.p2p.v1.MetricsReport.refusal:type_name -> sovereign.p2p.v1.Refusal
+	0,  // 16: sovereign.p2p.v1.MemberStatus.role:type_name -> sovereign.p2p.v1.Role
+	0,  // 17: sovereign.p2p.v1.StatusResponse.role:type_name -> sovereign.p2p.v1.Role
+	25, // 18: sovereign.p2p.v1.StatusResponse.members:type_name -> sovereign.p2p.v1.MemberStatus
+	2,  // 19: sovereign.p2p.v1.BlobHeader.kind:type_name -> sovereign.p2p.v1.BlobKind
+	27, // 20: sovereign.p2p.v1.BlobFetchResponse.header:type_name -> sovereign.p2p.v1.BlobHeader
+	20, // 21: sovereign.p2p.v1.BlobFetchResponse.refusal:type_name -> sovereign.p2p.v1.Refusal
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_sovereign_proto_init() }
@@ -2736,7 +2914,7 @@ func file_sovereign_proto_init() {
 	if File_sovereign_proto != nil {
 		return
 	}
-	file_sovereign_proto_msgTypes[27].OneofWrappers = []any{
+	file_sovereign_proto_msgTypes[29].OneofWrappers = []any{
 		(*BlobFetchResponse_Header)(nil),
 		(*BlobFetchResponse_Refusal)(nil),
 	}
@@ -2746,7 +2924,7 @@ func file_sovereign_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sovereign_proto_rawDesc), len(file_sovereign_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   28,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
