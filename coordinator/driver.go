@@ -498,10 +498,14 @@ func (d *Driver) start(ctx context.Context, r uint64, st *State) (*RoundState, e
 		// Distributed DP: each worker adds N(0, σ²C²/t); a released sum of
 		// at least t = MinClients survivors carries noise σC (Truex et
 		// al. 2019; Kairouz, Liu, Steinke 2021), accounted with RDP
-		// (Mironov 2017) at sampling rate n/online.
+		// (Mironov 2017) at sampling rate q = 1: the coordinator picks and
+		// knows the sample, and the announcement names it to every sampled
+		// worker, so amplification by sampling (q = n/online) does not
+		// hold against the coordinator nor against the workers (security
+		// review M5). Each worker keeps its own q = 1 accountant too.
 		sc.ClipRange = dpp.Clip + 6*dp.DistributedStd(dpp.Noise, dpp.Clip, dpp.MinClients)
 		a := st.Accountant()
-		if err := a.Step(float64(n)/float64(len(online)), dpp.Noise, 1); err != nil {
+		if err := a.Step(ReleaseQ, dpp.Noise, 1); err != nil {
 			return nil, fmt.Errorf("round %d: privacy accounting: %w", r, err)
 		}
 		var err error
@@ -558,6 +562,10 @@ func (d *Driver) fail(ctx context.Context, cur *RoundState, reason string, missi
 	}
 	return &RoundFailedError{Round: cur.Round, Reason: reason, Missing: ids}
 }
+
+// ReleaseQ is the sampling rate each released sum is charged at: 1, since
+// the coordinator chooses the sample (security review M5; see start).
+const ReleaseQ = 1.0
 
 // DefaultExcludeRounds is the default of DriverConfig.ExcludeRounds.
 const DefaultExcludeRounds = 10
@@ -969,7 +977,7 @@ func (d *Driver) finish(ctx context.Context, cur *RoundState, sum []float64, tw 
 	// function charges the accountant (security review M1).
 	var released *dp.Entry
 	if cur.Announce.DP.Noise > 0 {
-		released = &dp.Entry{Q: float64(len(cur.Announce.Sampled)) / float64(cur.OnlineCount), Sigma: cur.Announce.DP.Noise, Steps: 1}
+		released = &dp.Entry{Q: ReleaseQ, Sigma: cur.Announce.DP.Noise, Steps: 1}
 	}
 	failReleased := func(reason string) error {
 		d.log.Warn("round failed after its sum was unmasked", "round", r, "reason", reason)

@@ -164,7 +164,13 @@ type Policy struct {
 	// 2^-40) and refuses a threshold below SafeThreshold(k, c), c being
 	// the larger of that number and colluding_neighbours (default 0).
 	ColludingFraction float64 `toml:"colluding_fraction"`
+	// Delta is the δ of the (ε, δ) the worker's own accountant reports and
+	// checks against MaxEpsilon (default DefaultDelta). See Node.OwnEpsilon.
+	Delta float64 `toml:"delta"`
 }
+
+// DefaultDelta is the default policy.delta.
+const DefaultDelta = 1e-5
 
 // WithDefaults returns p with the zero work limits and evaluation policy
 // replaced by their defaults (a Config built in code leaves them zero).
@@ -177,6 +183,9 @@ func (p Policy) WithDefaults() Policy {
 	}
 	if p.Evaluation == "" {
 		p.Evaluation = EvalExact
+	}
+	if p.Delta == 0 {
+		p.Delta = DefaultDelta
 	}
 	return p
 }
@@ -205,6 +214,7 @@ type rawConfig struct {
 		Evaluation          string   `toml:"evaluation"`
 		ColludingNeighbours int      `toml:"colluding_neighbours"`
 		ColludingFraction   float64  `toml:"colluding_fraction"`
+		Delta               *float64 `toml:"delta"`
 	} `toml:"policy"`
 }
 
@@ -248,6 +258,10 @@ func ParseConfig(src string, b []byte, dir string) (*Config, error) {
 	c.Policy.AcceptedModels = raw.Policy.AcceptedModels
 	c.Policy.ColludingNeighbours = raw.Policy.ColludingNeighbours
 	c.Policy.ColludingFraction = raw.Policy.ColludingFraction
+	c.Policy.Delta = DefaultDelta
+	if raw.Policy.Delta != nil {
+		c.Policy.Delta = *raw.Policy.Delta
+	}
 	c.Policy.MaxEpsilon = math.Inf(1)
 	if raw.Policy.MaxEpsilon != nil {
 		c.Policy.MaxEpsilon = *raw.Policy.MaxEpsilon
@@ -421,6 +435,9 @@ func (c *Config) Validate() error {
 	}
 	if p.ColludingNeighbours < 0 || p.ColludingNeighbours > secagg.MaxClients {
 		return c.fieldError("policy.colluding_neighbours", "%d out of range [0, %d]", p.ColludingNeighbours, secagg.MaxClients)
+	}
+	if !(p.Delta > 0 && p.Delta < 1) {
+		return c.fieldError("policy.delta", "%v out of range (0, 1)", p.Delta)
 	}
 	if !(p.ColludingFraction >= 0 && p.ColludingFraction < 1) {
 		return c.fieldError("policy.colluding_fraction", "%v out of range [0, 1)", p.ColludingFraction)

@@ -260,8 +260,88 @@ func (n *Node) Policy() Policy { return n.cfg.Policy }
 // of the worker's update when differential privacy is off).
 func (n *Node) Examples() int { return n.train.N }
 
-// EpsilonSpent returns the ε recorded by the last committed round.
+// EpsilonSpent returns the ε recorded by the last committed round: the
+// federation's figure, as the coordinator announced it.
 func (n *Node) EpsilonSpent() (float64, error) { return n.st.Epsilon() }
+
+// OwnEpsilon returns the ε (at policy.delta) of the worker's own
+// accountant: every round in which it sent a noised masked input, charged
+// at sampling rate q = 1 (security review M5). The coordinator chooses the
+// sample and knows it, so privacy amplification by sampling (q < 1) does
+// not hold against it; nor can the worker check a sampling rate it is
+// told. The accountant is the RDP of the sampled Gaussian mechanism
+// (Mironov 2017; with q = 1, the Gaussian mechanism's α/(2σ²)), where σ is
+// the round's announced noise multiplier: it assumes, like the
+// federation's accountant, that a released sum carries at least
+// dp.min_clients honest noise shares, which the SecAgg+ threshold
+// enforces against the coordinator alone. It only reads the store, so it
+// does not wait for a training in progress.
+func (n *Node) OwnEpsilon() (float64, error) { return n.ownEpsilon(0) }
+
+// ownEpsilon is OwnEpsilon with one more round of noise multiplier extra
+// (0: none) charged.
+func (n *Node) ownEpsilon(extra float64) (float64, error) {
+	return ownEpsilon(n.st, n.cfg.Policy.Delta, extra)
+}
+
+// OwnEpsilonOf returns the ε at delta of the privacy ledger in st (see
+// Node.OwnEpsilon), for monitoring.
+func OwnEpsilonOf(st *Store, delta float64) (float64, error) { return ownEpsilon(st, delta, 0) }
+
+func ownEpsilon(st *Store, delta, extra float64) (float64, error) {
+	steps, err := st.Privacy()
+	if err != nil {
+		return 0, err
+	}
+	acc := &dp.Accountant{}
+	for _, p := range steps {
+		acc.Step(1, p.Sigma, 1)
+	}
+	if extra > 0 {
+		acc.Step(1, extra, 1)
+	}
+	if acc.TotalSteps() == 0 {
+		return 0, nil
+	}
+	eps, _, err := acc.Epsilon(delta, nil)
+	return eps, err
+}
+
+// charged reports whether round is in the worker's own privacy ledger.
+func (n *Node) charged(round uint64) (bool, error) {
+	steps, err := n.st.Privacy()
+	if err != nil {
+		return false, err
+	}
+	for _, p := range steps {
+		if p.Round == round {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// ownBudget refuses a DP round that would take the worker's own ε (q = 1)
+// above policy.max_epsilon, whatever ε the coordinator announced. A round
+// already charged passes (it is asked again after a failover).
+func (n *Node) ownBudget(a *Announce) error {
+	p := n.cfg.Policy
+	if a.DP.Noise == 0 || math.IsInf(p.MaxEpsilon, 1) {
+		return nil
+	}
+	if done, err := n.charged(a.Round); err != nil || done {
+		return err
+	}
+	eps, err := n.ownEpsilon(a.DP.Noise)
+	if err != nil {
+		return fmt.Errorf("worker %s: round %d: own privacy accountant: %w", n.cfg.Name, a.Round, err)
+	}
+	if eps > p.MaxEpsilon {
+		return n.refuseDetail(a.Round, nil, "this worker's own ε (q = 1) after this round would be above policy.max_epsilon",
+			fmt.Sprintf("own ε %.4g after the round at δ %g, policy.max_epsilon %.4g, announced ε %.4g", eps, p.Delta, p.MaxEpsilon, a.Epsilon))
+	}
+	return nil
+}
 
 func (n *Node) canonicalSpec(s string) (string, error) {
 	sp, err := model.ParseSpec(s, n.train.C, n.train.H, n.train.W, n.train.Classes)
@@ -460,7 +540,11 @@ func (n *Node) commitLocked(round uint64, epsilon float64) error {
 			delete(n.clients, r)
 		}
 	}
-	n.log.Info("round committed", "round", round, "epsilon", epsilon)
+	own, err := n.ownEpsilon(0)
+	if err != nil {
+		return err
+	}
+	n.log.Info("round committed", "round", round, "epsilon", epsilon, "own_epsilon", own)
 	return nil
 }
 
@@ -541,6 +625,9 @@ func (n *Node) Advertise(a Announce) (secagg.AdvertiseKeys, error) {
 	}
 	if r := n.policy(&a); r != nil {
 		return secagg.AdvertiseKeys{}, r
+	}
+	if err := n.ownBudget(&a); err != nil {
+		return secagg.AdvertiseKeys{}, err
 	}
 	if err := n.secAggPolicy(&a); err != nil {
 		return secagg.AdvertiseKeys{}, err
@@ -690,6 +777,11 @@ func (n *Node) MaskedInput(sb secagg.ShareBundle, global []float32) (secagg.Mask
 	if !ok {
 		return secagg.MaskedInput{}, &CorruptError{Key: roundKey(sb.Round, recAnnounce), Reason: "missing while the client state exists"}
 	}
+	// The budget is checked again here, where it is spent: a coordinator
+	// that opened several rounds at once passed each Advertise alone.
+	if err := n.ownBudget(a); err != nil {
+		return secagg.MaskedInput{}, err
+	}
 	delta, loss, err := n.update(a, global)
 	if err != nil {
 		return secagg.MaskedInput{}, err
@@ -713,10 +805,19 @@ func (n *Node) MaskedInput(sb secagg.ShareBundle, global []float32) (secagg.Mask
 	if err != nil {
 		return secagg.MaskedInput{}, fmt.Errorf("worker %s: %w", n.cfg.Name, err)
 	}
-	if err := n.persist(sb.Round, c, func(s []byte) error { return n.st.PutMasked(sb.Round, s, mi) }); err != nil {
+	var step *PrivacyStep
+	if a.DP.Noise > 0 {
+		step = &PrivacyStep{Round: sb.Round, Sigma: a.DP.Noise}
+	}
+	if err := n.persist(sb.Round, c, func(s []byte) error { return n.st.PutMaskedCharged(sb.Round, s, mi, step) }); err != nil {
 		return secagg.MaskedInput{}, err
 	}
-	n.log.Info("masked input sent", "round", sb.Round, "train_loss", loss, "shares", len(sb.Shares), "dp", a.DP.Noise > 0)
+	own, err := n.ownEpsilon(0)
+	if err != nil {
+		return secagg.MaskedInput{}, err
+	}
+	n.log.Info("masked input sent", "round", sb.Round, "train_loss", loss, "shares", len(sb.Shares), "dp", a.DP.Noise > 0,
+		"own_epsilon", own, "announced_epsilon", a.Epsilon)
 	return mi, nil
 }
 
