@@ -116,7 +116,7 @@ func (e *equivocator) Unmask(ctx context.Context, w coordinator.WorkerID, req se
 }
 
 func TestAttackEquivocatingCoordinatorOverNetwork(t *testing.T) {
-	f := newNetFedOpts(t, 4, 5, true)
+	f := newNetFedOpts(t, 4, 5, netFedOptions{auth: true})
 	fsm := coordinator.NewFSM()
 	reg := coordinator.NewMemRegistry()
 	if err := f.coordHost.ServeBlobs(reg, p2p.RoleWorker); err != nil {

@@ -432,3 +432,58 @@ func StatusToPB(name string, st Status, fed *p2p.Federation, members bool) *pb.S
 const SoftwareVersion = "sovereign/0.2"
 
 var _ Cohort = (*NetCohort)(nil)
+
+// CommittedSurvivors returns the survivors (worker IDs, sorted) that st
+// committed for round: those of the round in flight once its survivors
+// are committed, or the participants of its ledger entry. ok is false when
+// st holds none (the round is unknown, failed, or not that far yet).
+func CommittedSurvivors(st *State, round uint64) (survivors []WorkerID, ok bool) {
+	if c := st.Current; c != nil && c.Round == round {
+		if c.Next != secagg.StageConsistency && c.Next != secagg.StageUnmask {
+			return nil, false
+		}
+		out := make([]WorkerID, 0, len(c.Survivors))
+		for _, i := range c.Survivors {
+			if i >= 1 && int(i) <= len(c.Announce.Sampled) {
+				out = append(out, c.Announce.Sampled[i-1])
+			}
+		}
+		slices.Sort(out)
+		return out, true
+	}
+	for _, e := range st.Ledger {
+		if e.Round == round && round > 0 {
+			return slices.Clone(e.Participants), true
+		}
+	}
+	return nil, false
+}
+
+// ServeSurvivors answers wire.ProtoSurvivors on h from state, this
+// replica's replicated state: the survivor set Raft committed for the
+// asked round. Only workers may ask (they confirm an unmask request with a
+// majority of the replicas before answering it; security review L4).
+func ServeSurvivors(h *p2p.Host, state func() State) error {
+	return h.Handle(p2p.ProtocolSpec{ID: wire.ProtoSurvivors, Roles: []p2p.Role{p2p.RoleWorker}, Timeout: 10 * time.Second, MaxFrame: 64}, func(_ context.Context, s *p2p.Stream) error {
+		var q pb.SurvivorQuery
+		if err := s.ReadMsg(&q); err != nil {
+			return err
+		}
+		if q.Round == 0 {
+			return s.WriteMsg(&pb.SurvivorAnswer{})
+		}
+		st := state()
+		surv, ok := CommittedSurvivors(&st, q.Round)
+		names := make([]string, len(surv))
+		for i, w := range surv {
+			names[i] = string(w)
+		}
+		resp, err := wire.SurvivorAnswerToPB(q.Round, ok, names)
+		if err != nil {
+			// Worker IDs of a networked federation are peer IDs; answer
+			// "unknown" rather than a set the worker cannot read.
+			resp = &pb.SurvivorAnswer{Round: q.Round}
+		}
+		return s.WriteMsg(resp)
+	})
+}

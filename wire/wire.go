@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -45,6 +46,10 @@ const (
 	ProtoConsistency protocol.ID = "/sovereign/round-consistency/1.0.0"
 	// ProtoUnmask is stage 3: UnmaskRequest → UnmaskResponse.
 	ProtoUnmask protocol.ID = "/sovereign/round-unmask/1.0.0"
+	// ProtoSurvivors is opened by a worker on every coordinator replica
+	// before it signs or unmasks a survivor set: SurvivorQuery →
+	// SurvivorAnswer, from the replica's Raft-committed state (review L4).
+	ProtoSurvivors protocol.ID = "/sovereign/round-survivors/1.0.0"
 	// ProtoEvaluate is the federated evaluation of a committed model:
 	// EvaluateRequest → MetricsReport.
 	ProtoEvaluate protocol.ID = "/sovereign/round-evaluate/1.0.0"
@@ -793,6 +798,55 @@ func UnmaskResponseFromPB(m *pb.UnmaskResponse, round uint64, from uint32) (seca
 		}
 	}
 	return r, nil
+}
+
+// ---- survivor confirmation (security review L4) ----
+
+// SurvivorAnswerToPB encodes a replica's committed survivors of round
+// (peer IDs in string form); known false means it has none.
+func SurvivorAnswerToPB(round uint64, known bool, survivors []string) (*pb.SurvivorAnswer, error) {
+	m := &pb.SurvivorAnswer{Round: round, Known: known}
+	for i, s := range survivors {
+		id, err := peer.Decode(s)
+		if err != nil {
+			return nil, fmt.Errorf("wire: SurvivorAnswer.survivors[%d] %q: %w", i, s, err)
+		}
+		m.Survivors = append(m.Survivors, []byte(id))
+	}
+	return m, nil
+}
+
+// SurvivorAnswerFromPB decodes a replica's answer for round: the survivors
+// as peer ID strings, sorted and distinct, and whether it knows them.
+func SurvivorAnswerFromPB(m *pb.SurvivorAnswer, round uint64) (survivors []string, known bool, err error) {
+	const msg = "SurvivorAnswer"
+	if m == nil {
+		return nil, false, invalid(msg, "", "missing")
+	}
+	if err := checkRound(msg, m.Round, round); err != nil {
+		return nil, false, err
+	}
+	if len(m.Survivors) > secagg.MaxClients {
+		return nil, false, invalid(msg, "survivors", "%d entries, at most %d", len(m.Survivors), secagg.MaxClients)
+	}
+	if !m.Known && len(m.Survivors) > 0 {
+		return nil, false, invalid(msg, "survivors", "%d entries with known unset", len(m.Survivors))
+	}
+	out := make([]string, 0, len(m.Survivors))
+	for i, b := range m.Survivors {
+		id, err := peer.IDFromBytes(b)
+		if err != nil {
+			return nil, false, invalid(msg, fmt.Sprintf("survivors[%d]", i), "not a peer ID: %v", err)
+		}
+		out = append(out, id.String())
+	}
+	slices.Sort(out)
+	for i := 1; i < len(out); i++ {
+		if out[i] == out[i-1] {
+			return nil, false, invalid(msg, "survivors", "%s listed twice", out[i])
+		}
+	}
+	return out, m.Known, nil
 }
 
 // ---- evaluation ----

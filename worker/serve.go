@@ -10,6 +10,7 @@ import (
 	"math"
 	"math/rand"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -42,6 +43,9 @@ type ServeOptions struct {
 	StageTimeout time.Duration
 	// MaxFrame bounds every request frame (default p2p.DefaultMaxFrame).
 	MaxFrame int
+	// ConfirmTimeout bounds the wait for the coordinator replicas to
+	// confirm a survivor set (default 10 s; see confirmSurvivors).
+	ConfirmTimeout time.Duration
 }
 
 // Server exposes a Node on a p2p.Host: it registers the handlers of the
@@ -65,6 +69,9 @@ type Server struct {
 	order  [][32]byte
 	downs  map[peer.ID][]chan struct{}
 	notify *network.NotifyBundle
+	// confirmed[round] is the survivor set (peer IDs joined by ",") a
+	// majority of the coordinator replicas confirmed for round.
+	confirmed map[uint64]string
 }
 
 // NewServer registers node's stage handlers on h. st must be node's store.
@@ -81,11 +88,15 @@ func NewServer(h *p2p.Host, node *Node, st *Store, opts ServeOptions) (*Server, 
 	if opts.StageTimeout <= 0 {
 		opts.StageTimeout = 10 * time.Minute
 	}
+	if opts.ConfirmTimeout <= 0 {
+		opts.ConfirmTimeout = defaultConfirmTimeout
+	}
 	s := &Server{
 		h: h, node: node, st: st, log: opts.Logger.With("worker", node.Name()), opts: opts,
-		rng:    rand.New(rand.NewSource(opts.Seed)),
-		models: make(map[[32]byte][]float32),
-		downs:  make(map[peer.ID][]chan struct{}),
+		rng:       rand.New(rand.NewSource(opts.Seed)),
+		models:    make(map[[32]byte][]float32),
+		downs:     make(map[peer.ID][]chan struct{}),
+		confirmed: make(map[uint64]string),
 	}
 	s.notify = &network.NotifyBundle{DisconnectedF: func(n network.Network, c network.Conn) {
 		p := c.RemotePeer()
@@ -347,10 +358,13 @@ func (s *Server) handleMasked(ctx context.Context, st *p2p.Stream) error {
 	return nil
 }
 
-func (s *Server) handleConsistency(_ context.Context, st *p2p.Stream) error {
+func (s *Server) handleConsistency(ctx context.Context, st *p2p.Stream) error {
 	return answer(s, st, &pb.ConsistencyRequest{}, func(m *pb.ConsistencyRequest) (proto.Message, error) {
 		req, err := wire.ConsistencyRequestFromPB(m)
 		if err != nil {
+			return nil, err
+		}
+		if err := s.confirmSurvivors(ctx, st.Peer(), req.Round, req.Survivors); err != nil {
 			return nil, err
 		}
 		resp, err := s.node.ConsistencyCheck(req)
@@ -364,10 +378,13 @@ func (s *Server) handleConsistency(_ context.Context, st *p2p.Stream) error {
 	}, func(m *pb.ConsistencyRequest) uint64 { return m.Round })
 }
 
-func (s *Server) handleUnmask(_ context.Context, st *p2p.Stream) error {
+func (s *Server) handleUnmask(ctx context.Context, st *p2p.Stream) error {
 	return answer(s, st, &pb.UnmaskRequest{}, func(m *pb.UnmaskRequest) (proto.Message, error) {
 		req, err := wire.UnmaskRequestFromPB(m)
 		if err != nil {
+			return nil, err
+		}
+		if err := s.confirmSurvivors(ctx, st.Peer(), req.Round, req.Survivors); err != nil {
 			return nil, err
 		}
 		resp, err := s.node.Unmask(req)
@@ -403,6 +420,123 @@ func (s *Server) handleEvaluate(ctx context.Context, st *p2p.Stream) error {
 	}, func(r uint64, rf *pb.Refusal) proto.Message {
 		return &pb.MetricsReport{Round: r, Refusal: rf}
 	}, func(m *pb.EvaluateRequest) uint64 { return m.Round })
+}
+
+// defaultConfirmTimeout bounds how long a worker waits for the
+// coordinator replicas to confirm a survivor set (a follower may apply the
+// commit a little after the leader).
+const defaultConfirmTimeout = 10 * time.Second
+
+// confirmSurvivors checks, before the worker signs or unmasks the survivor
+// set idx (node indices) of round that asker sent, that a majority of the
+// federation's coordinator replicas hold that set in their Raft-committed
+// state (wire.ProtoSurvivors; security review L4): one rogue replica that
+// drives a round of its own, or asks for a set the log does not hold, is
+// refused and named in the worker's log. A federation with one
+// coordinator has a majority of one, the asker itself: nothing to ask.
+func (s *Server) confirmSurvivors(ctx context.Context, asker peer.ID, round uint64, idx []uint32) error {
+	coords := s.h.Federation().Coordinators()
+	if len(coords) <= 1 {
+		return nil
+	}
+	a, ok, err := s.st.Announce(round)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return &Refusal{Round: round, Reason: fmt.Sprintf("no announcement of round %d was accepted", round)}
+	}
+	want := make([]string, 0, len(idx))
+	for _, i := range idx {
+		if i < 1 || int(i) > len(a.Sampled) {
+			return s.node.refuse(round, nil, "survivor set names node %d, which was not sampled", i)
+		}
+		want = append(want, a.Sampled[i-1])
+	}
+	slices.Sort(want)
+	key := strings.Join(want, ",")
+	s.mu.Lock()
+	done := s.confirmed[round] == key
+	s.mu.Unlock()
+	if done {
+		return nil
+	}
+	need := len(coords)/2 + 1
+	ctx, cancel := context.WithTimeout(ctx, s.opts.ConfirmTimeout)
+	defer cancel()
+	type verdict struct {
+		m     p2p.Member
+		agree bool
+		why   string
+	}
+	verdicts := make(chan verdict, len(coords))
+	cl := &p2p.Client{Host: s.h, Timeout: s.opts.ConfirmTimeout, MaxFrame: s.opts.MaxFrame}
+	for _, c := range coords {
+		go func() {
+			for {
+				var ans pb.SurvivorAnswer
+				err := cl.Request(ctx, c.ID, wire.ProtoSurvivors, &pb.SurvivorQuery{Round: round}, &ans)
+				var got []string
+				known := false
+				if err == nil {
+					got, known, err = wire.SurvivorAnswerFromPB(&ans, round)
+				}
+				switch {
+				case err == nil && known:
+					if slices.Equal(got, want) {
+						verdicts <- verdict{c, true, ""}
+					} else {
+						verdicts <- verdict{c, false, fmt.Sprintf("committed %d other survivors", len(got))}
+					}
+					return
+				case ctx.Err() != nil:
+					why := "no committed survivors"
+					if err != nil {
+						why = err.Error()
+					}
+					verdicts <- verdict{c, false, why}
+					return
+				}
+				// Not applied yet (or unreachable): ask again shortly.
+				t := time.NewTimer(50 * time.Millisecond)
+				select {
+				case <-ctx.Done():
+				case <-t.C:
+				}
+				t.Stop()
+			}
+		}()
+	}
+	agree, answered := 0, 0
+	var against []string
+	for agree < need && answered < len(coords) && answered-agree <= len(coords)-need {
+		v := <-verdicts
+		answered++
+		if v.agree {
+			agree++
+		} else {
+			against = append(against, fmt.Sprintf("%s (%s)", v.m.Name, v.why))
+		}
+	}
+	cancel()
+	if agree < need {
+		asking := asker.String()
+		if m, ok := s.h.Federation().Lookup(asker); ok {
+			asking = m.Name
+		}
+		s.log.Warn("survivor set not confirmed by the coordinator replicas", "round", round, "asker", asking, "peer", asker.String(),
+			"confirmed", agree, "need", need, "against", strings.Join(against, "; "))
+		return s.node.refuse(round, nil, "survivor set asked by %s is confirmed by %d of %d coordinator replicas, need %d", asking, agree, len(coords), need)
+	}
+	s.mu.Lock()
+	s.confirmed[round] = key
+	for r := range s.confirmed {
+		if r+16 < round {
+			delete(s.confirmed, r)
+		}
+	}
+	s.mu.Unlock()
+	return nil
 }
 
 // stageOf names the round stage a stage protocol serves, as the

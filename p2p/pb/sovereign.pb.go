@@ -1520,6 +1520,119 @@ func (x *ConsistencyResponse) GetRefusal() *Refusal {
 	return nil
 }
 
+// SurvivorQuery asks one coordinator replica which survivor set its
+// replicated (Raft-committed) state holds for a round (protocol
+// /sovereign/round-survivors/1.0.0, worker to coordinator). A worker asks
+// every replica before it signs or unmasks a survivor set, and answers only
+// a set a majority of them confirm (security review L4).
+type SurvivorQuery struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Round         uint64                 `protobuf:"varint,1,opt,name=round,proto3" json:"round,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SurvivorQuery) Reset() {
+	*x = SurvivorQuery{}
+	mi := &file_sovereign_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SurvivorQuery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SurvivorQuery) ProtoMessage() {}
+
+func (x *SurvivorQuery) ProtoReflect() protoreflect.Message {
+	mi := &file_sovereign_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SurvivorQuery.ProtoReflect.Descriptor instead.
+func (*SurvivorQuery) Descriptor() ([]byte, []int) {
+	return file_sovereign_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SurvivorQuery) GetRound() uint64 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+// SurvivorAnswer answers SurvivorQuery from the replica's state.
+type SurvivorAnswer struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Round uint64                 `protobuf:"varint,1,opt,name=round,proto3" json:"round,omitempty"`
+	// Whether the replica's state has committed survivors for the round
+	// (false: not yet applied, or no such round).
+	Known bool `protobuf:"varint,2,opt,name=known,proto3" json:"known,omitempty"`
+	// Binary peer IDs of the committed survivors.
+	Survivors     [][]byte `protobuf:"bytes,3,rep,name=survivors,proto3" json:"survivors,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SurvivorAnswer) Reset() {
+	*x = SurvivorAnswer{}
+	mi := &file_sovereign_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SurvivorAnswer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SurvivorAnswer) ProtoMessage() {}
+
+func (x *SurvivorAnswer) ProtoReflect() protoreflect.Message {
+	mi := &file_sovereign_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SurvivorAnswer.ProtoReflect.Descriptor instead.
+func (*SurvivorAnswer) Descriptor() ([]byte, []int) {
+	return file_sovereign_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SurvivorAnswer) GetRound() uint64 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *SurvivorAnswer) GetKnown() bool {
+	if x != nil {
+		return x.Known
+	}
+	return false
+}
+
+func (x *SurvivorAnswer) GetSurvivors() [][]byte {
+	if x != nil {
+		return x.Survivors
+	}
+	return nil
+}
+
 // Share is one revealed Shamir share.
 type Share struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1535,7 +1648,7 @@ type Share struct {
 
 func (x *Share) Reset() {
 	*x = Share{}
-	mi := &file_sovereign_proto_msgTypes[15]
+	mi := &file_sovereign_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1547,7 +1660,7 @@ func (x *Share) String() string {
 func (*Share) ProtoMessage() {}
 
 func (x *Share) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[15]
+	mi := &file_sovereign_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1560,7 +1673,7 @@ func (x *Share) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Share.ProtoReflect.Descriptor instead.
 func (*Share) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{15}
+	return file_sovereign_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Share) GetOwner() []byte {
@@ -1608,7 +1721,7 @@ type UnmaskResponse struct {
 
 func (x *UnmaskResponse) Reset() {
 	*x = UnmaskResponse{}
-	mi := &file_sovereign_proto_msgTypes[16]
+	mi := &file_sovereign_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1620,7 +1733,7 @@ func (x *UnmaskResponse) String() string {
 func (*UnmaskResponse) ProtoMessage() {}
 
 func (x *UnmaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[16]
+	mi := &file_sovereign_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1633,7 +1746,7 @@ func (x *UnmaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnmaskResponse.ProtoReflect.Descriptor instead.
 func (*UnmaskResponse) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{16}
+	return file_sovereign_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *UnmaskResponse) GetRound() uint64 {
@@ -1682,7 +1795,7 @@ type Refusal struct {
 
 func (x *Refusal) Reset() {
 	*x = Refusal{}
-	mi := &file_sovereign_proto_msgTypes[17]
+	mi := &file_sovereign_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1694,7 +1807,7 @@ func (x *Refusal) String() string {
 func (*Refusal) ProtoMessage() {}
 
 func (x *Refusal) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[17]
+	mi := &file_sovereign_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1707,7 +1820,7 @@ func (x *Refusal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Refusal.ProtoReflect.Descriptor instead.
 func (*Refusal) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{17}
+	return file_sovereign_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Refusal) GetRound() uint64 {
@@ -1736,7 +1849,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_sovereign_proto_msgTypes[18]
+	mi := &file_sovereign_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1748,7 +1861,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[18]
+	mi := &file_sovereign_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1761,7 +1874,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{18}
+	return file_sovereign_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Ack) GetRound() uint64 {
@@ -1794,7 +1907,7 @@ type MetricsReport struct {
 
 func (x *MetricsReport) Reset() {
 	*x = MetricsReport{}
-	mi := &file_sovereign_proto_msgTypes[19]
+	mi := &file_sovereign_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1806,7 +1919,7 @@ func (x *MetricsReport) String() string {
 func (*MetricsReport) ProtoMessage() {}
 
 func (x *MetricsReport) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[19]
+	mi := &file_sovereign_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1819,7 +1932,7 @@ func (x *MetricsReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricsReport.ProtoReflect.Descriptor instead.
 func (*MetricsReport) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{19}
+	return file_sovereign_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *MetricsReport) GetRound() uint64 {
@@ -1881,7 +1994,7 @@ type EvaluateRequest struct {
 
 func (x *EvaluateRequest) Reset() {
 	*x = EvaluateRequest{}
-	mi := &file_sovereign_proto_msgTypes[20]
+	mi := &file_sovereign_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1893,7 +2006,7 @@ func (x *EvaluateRequest) String() string {
 func (*EvaluateRequest) ProtoMessage() {}
 
 func (x *EvaluateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[20]
+	mi := &file_sovereign_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1906,7 +2019,7 @@ func (x *EvaluateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvaluateRequest.ProtoReflect.Descriptor instead.
 func (*EvaluateRequest) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{20}
+	return file_sovereign_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *EvaluateRequest) GetRound() uint64 {
@@ -1947,7 +2060,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_sovereign_proto_msgTypes[21]
+	mi := &file_sovereign_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1959,7 +2072,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[21]
+	mi := &file_sovereign_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1972,7 +2085,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{21}
+	return file_sovereign_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StatusRequest) GetIncludeMembers() bool {
@@ -1996,7 +2109,7 @@ type MemberStatus struct {
 
 func (x *MemberStatus) Reset() {
 	*x = MemberStatus{}
-	mi := &file_sovereign_proto_msgTypes[22]
+	mi := &file_sovereign_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2008,7 +2121,7 @@ func (x *MemberStatus) String() string {
 func (*MemberStatus) ProtoMessage() {}
 
 func (x *MemberStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[22]
+	mi := &file_sovereign_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2021,7 +2134,7 @@ func (x *MemberStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberStatus.ProtoReflect.Descriptor instead.
 func (*MemberStatus) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{22}
+	return file_sovereign_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *MemberStatus) GetName() string {
@@ -2090,7 +2203,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_sovereign_proto_msgTypes[23]
+	mi := &file_sovereign_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2102,7 +2215,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[23]
+	mi := &file_sovereign_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2115,7 +2228,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{23}
+	return file_sovereign_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *StatusResponse) GetName() string {
@@ -2247,7 +2360,7 @@ type BlobHeader struct {
 
 func (x *BlobHeader) Reset() {
 	*x = BlobHeader{}
-	mi := &file_sovereign_proto_msgTypes[24]
+	mi := &file_sovereign_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2259,7 +2372,7 @@ func (x *BlobHeader) String() string {
 func (*BlobHeader) ProtoMessage() {}
 
 func (x *BlobHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[24]
+	mi := &file_sovereign_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2272,7 +2385,7 @@ func (x *BlobHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobHeader.ProtoReflect.Descriptor instead.
 func (*BlobHeader) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{24}
+	return file_sovereign_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *BlobHeader) GetKind() BlobKind {
@@ -2327,7 +2440,7 @@ type BlobChunk struct {
 
 func (x *BlobChunk) Reset() {
 	*x = BlobChunk{}
-	mi := &file_sovereign_proto_msgTypes[25]
+	mi := &file_sovereign_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2339,7 +2452,7 @@ func (x *BlobChunk) String() string {
 func (*BlobChunk) ProtoMessage() {}
 
 func (x *BlobChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[25]
+	mi := &file_sovereign_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2352,7 +2465,7 @@ func (x *BlobChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobChunk.ProtoReflect.Descriptor instead.
 func (*BlobChunk) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{25}
+	return file_sovereign_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *BlobChunk) GetData() []byte {
@@ -2372,7 +2485,7 @@ type BlobTrailer struct {
 
 func (x *BlobTrailer) Reset() {
 	*x = BlobTrailer{}
-	mi := &file_sovereign_proto_msgTypes[26]
+	mi := &file_sovereign_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2384,7 +2497,7 @@ func (x *BlobTrailer) String() string {
 func (*BlobTrailer) ProtoMessage() {}
 
 func (x *BlobTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[26]
+	mi := &file_sovereign_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2397,7 +2510,7 @@ func (x *BlobTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobTrailer.ProtoReflect.Descriptor instead.
 func (*BlobTrailer) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{26}
+	return file_sovereign_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *BlobTrailer) GetSha256() []byte {
@@ -2419,7 +2532,7 @@ type BlobReceipt struct {
 
 func (x *BlobReceipt) Reset() {
 	*x = BlobReceipt{}
-	mi := &file_sovereign_proto_msgTypes[27]
+	mi := &file_sovereign_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2431,7 +2544,7 @@ func (x *BlobReceipt) String() string {
 func (*BlobReceipt) ProtoMessage() {}
 
 func (x *BlobReceipt) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[27]
+	mi := &file_sovereign_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2444,7 +2557,7 @@ func (x *BlobReceipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobReceipt.ProtoReflect.Descriptor instead.
 func (*BlobReceipt) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{27}
+	return file_sovereign_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *BlobReceipt) GetAccepted() bool {
@@ -2478,7 +2591,7 @@ type BlobRequest struct {
 
 func (x *BlobRequest) Reset() {
 	*x = BlobRequest{}
-	mi := &file_sovereign_proto_msgTypes[28]
+	mi := &file_sovereign_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2490,7 +2603,7 @@ func (x *BlobRequest) String() string {
 func (*BlobRequest) ProtoMessage() {}
 
 func (x *BlobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[28]
+	mi := &file_sovereign_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2503,7 +2616,7 @@ func (x *BlobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobRequest.ProtoReflect.Descriptor instead.
 func (*BlobRequest) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{28}
+	return file_sovereign_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *BlobRequest) GetSha256() []byte {
@@ -2528,7 +2641,7 @@ type BlobFetchResponse struct {
 
 func (x *BlobFetchResponse) Reset() {
 	*x = BlobFetchResponse{}
-	mi := &file_sovereign_proto_msgTypes[29]
+	mi := &file_sovereign_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2540,7 +2653,7 @@ func (x *BlobFetchResponse) String() string {
 func (*BlobFetchResponse) ProtoMessage() {}
 
 func (x *BlobFetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[29]
+	mi := &file_sovereign_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2553,7 +2666,7 @@ func (x *BlobFetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobFetchResponse.ProtoReflect.Descriptor instead.
 func (*BlobFetchResponse) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{29}
+	return file_sovereign_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *BlobFetchResponse) GetResult() isBlobFetchResponse_Result {
@@ -2732,7 +2845,13 @@ const file_sovereign_proto_rawDesc = "" +
 	"\n" +
 	"from_index\x18\x02 \x01(\rR\tfromIndex\x12\x1c\n" +
 	"\tsignature\x18\x03 \x01(\fR\tsignature\x123\n" +
-	"\arefusal\x18\x0f \x01(\v2\x19.sovereign.p2p.v1.RefusalR\arefusal\"\x85\x01\n" +
+	"\arefusal\x18\x0f \x01(\v2\x19.sovereign.p2p.v1.RefusalR\arefusal\"%\n" +
+	"\rSurvivorQuery\x12\x14\n" +
+	"\x05round\x18\x01 \x01(\x04R\x05round\"Z\n" +
+	"\x0eSurvivorAnswer\x12\x14\n" +
+	"\x05round\x18\x01 \x01(\x04R\x05round\x12\x14\n" +
+	"\x05known\x18\x02 \x01(\bR\x05known\x12\x1c\n" +
+	"\tsurvivors\x18\x03 \x03(\fR\tsurvivors\"\x85\x01\n" +
 	"\x05Share\x12\x14\n" +
 	"\x05owner\x18\x01 \x01(\fR\x05owner\x12/\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1b.sovereign.p2p.v1.ShareKindR\x04kind\x12\x14\n" +
@@ -2843,7 +2962,7 @@ func file_sovereign_proto_rawDescGZIP() []byte {
 }
 
 var file_sovereign_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_sovereign_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_sovereign_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_sovereign_proto_goTypes = []any{
 	(Role)(0),                   // 0: sovereign.p2p.v1.Role
 	(ShareKind)(0),              // 1: sovereign.p2p.v1.ShareKind
@@ -2863,45 +2982,47 @@ var file_sovereign_proto_goTypes = []any{
 	(*UnmaskRequest)(nil),       // 15: sovereign.p2p.v1.UnmaskRequest
 	(*ConsistencyRequest)(nil),  // 16: sovereign.p2p.v1.ConsistencyRequest
 	(*ConsistencyResponse)(nil), // 17: sovereign.p2p.v1.ConsistencyResponse
-	(*Share)(nil),               // 18: sovereign.p2p.v1.Share
-	(*UnmaskResponse)(nil),      // 19: sovereign.p2p.v1.UnmaskResponse
-	(*Refusal)(nil),             // 20: sovereign.p2p.v1.Refusal
-	(*Ack)(nil),                 // 21: sovereign.p2p.v1.Ack
-	(*MetricsReport)(nil),       // 22: sovereign.p2p.v1.MetricsReport
-	(*EvaluateRequest)(nil),     // 23: sovereign.p2p.v1.EvaluateRequest
-	(*StatusRequest)(nil),       // 24: sovereign.p2p.v1.StatusRequest
-	(*MemberStatus)(nil),        // 25: sovereign.p2p.v1.MemberStatus
-	(*StatusResponse)(nil),      // 26: sovereign.p2p.v1.StatusResponse
-	(*BlobHeader)(nil),          // 27: sovereign.p2p.v1.BlobHeader
-	(*BlobChunk)(nil),           // 28: sovereign.p2p.v1.BlobChunk
-	(*BlobTrailer)(nil),         // 29: sovereign.p2p.v1.BlobTrailer
-	(*BlobReceipt)(nil),         // 30: sovereign.p2p.v1.BlobReceipt
-	(*BlobRequest)(nil),         // 31: sovereign.p2p.v1.BlobRequest
-	(*BlobFetchResponse)(nil),   // 32: sovereign.p2p.v1.BlobFetchResponse
+	(*SurvivorQuery)(nil),       // 18: sovereign.p2p.v1.SurvivorQuery
+	(*SurvivorAnswer)(nil),      // 19: sovereign.p2p.v1.SurvivorAnswer
+	(*Share)(nil),               // 20: sovereign.p2p.v1.Share
+	(*UnmaskResponse)(nil),      // 21: sovereign.p2p.v1.UnmaskResponse
+	(*Refusal)(nil),             // 22: sovereign.p2p.v1.Refusal
+	(*Ack)(nil),                 // 23: sovereign.p2p.v1.Ack
+	(*MetricsReport)(nil),       // 24: sovereign.p2p.v1.MetricsReport
+	(*EvaluateRequest)(nil),     // 25: sovereign.p2p.v1.EvaluateRequest
+	(*StatusRequest)(nil),       // 26: sovereign.p2p.v1.StatusRequest
+	(*MemberStatus)(nil),        // 27: sovereign.p2p.v1.MemberStatus
+	(*StatusResponse)(nil),      // 28: sovereign.p2p.v1.StatusResponse
+	(*BlobHeader)(nil),          // 29: sovereign.p2p.v1.BlobHeader
+	(*BlobChunk)(nil),           // 30: sovereign.p2p.v1.BlobChunk
+	(*BlobTrailer)(nil),         // 31: sovereign.p2p.v1.BlobTrailer
+	(*BlobReceipt)(nil),         // 32: sovereign.p2p.v1.BlobReceipt
+	(*BlobRequest)(nil),         // 33: sovereign.p2p.v1.BlobRequest
+	(*BlobFetchResponse)(nil),   // 34: sovereign.p2p.v1.BlobFetchResponse
 }
 var file_sovereign_proto_depIdxs = []int32{
 	3,  // 0: sovereign.p2p.v1.ModelShape.tensors:type_name -> sovereign.p2p.v1.TensorShape
 	4,  // 1: sovereign.p2p.v1.Hello.accepted_models:type_name -> sovereign.p2p.v1.ModelShape
 	7,  // 2: sovereign.p2p.v1.RoundAnnounce.config:type_name -> sovereign.p2p.v1.RoundConfig
 	8,  // 3: sovereign.p2p.v1.RoundAnnounce.secagg:type_name -> sovereign.p2p.v1.SecAggParams
-	20, // 4: sovereign.p2p.v1.AdvertiseKeys.refusal:type_name -> sovereign.p2p.v1.Refusal
+	22, // 4: sovereign.p2p.v1.AdvertiseKeys.refusal:type_name -> sovereign.p2p.v1.Refusal
 	10, // 5: sovereign.p2p.v1.KeysBroadcast.keys:type_name -> sovereign.p2p.v1.AdvertiseKeys
 	12, // 6: sovereign.p2p.v1.EncryptedShares.shares:type_name -> sovereign.p2p.v1.EncryptedShare
-	20, // 7: sovereign.p2p.v1.EncryptedShares.refusal:type_name -> sovereign.p2p.v1.Refusal
-	20, // 8: sovereign.p2p.v1.MaskedInputHeader.refusal:type_name -> sovereign.p2p.v1.Refusal
+	22, // 7: sovereign.p2p.v1.EncryptedShares.refusal:type_name -> sovereign.p2p.v1.Refusal
+	22, // 8: sovereign.p2p.v1.MaskedInputHeader.refusal:type_name -> sovereign.p2p.v1.Refusal
 	17, // 9: sovereign.p2p.v1.UnmaskRequest.signatures:type_name -> sovereign.p2p.v1.ConsistencyResponse
-	20, // 10: sovereign.p2p.v1.ConsistencyResponse.refusal:type_name -> sovereign.p2p.v1.Refusal
+	22, // 10: sovereign.p2p.v1.ConsistencyResponse.refusal:type_name -> sovereign.p2p.v1.Refusal
 	1,  // 11: sovereign.p2p.v1.Share.kind:type_name -> sovereign.p2p.v1.ShareKind
-	18, // 12: sovereign.p2p.v1.UnmaskResponse.shares:type_name -> sovereign.p2p.v1.Share
-	20, // 13: sovereign.p2p.v1.UnmaskResponse.refusal:type_name -> sovereign.p2p.v1.Refusal
-	20, // 14: sovereign.p2p.v1.Ack.refusal:type_name -> sovereign.p2p.v1.Refusal
-	20, // 15: sovereign.p2p.v1.MetricsReport.refusal:type_name -> sovereign.p2p.v1.Refusal
+	20, // 12: sovereign.p2p.v1.UnmaskResponse.shares:type_name -> sovereign.p2p.v1.Share
+	22, // 13: sovereign.p2p.v1.UnmaskResponse.refusal:type_name -> sovereign.p2p.v1.Refusal
+	22, // 14: sovereign.p2p.v1.Ack.refusal:type_name -> sovereign.p2p.v1.Refusal
+	22, // 15: sovereign.p2p.v1.MetricsReport.refusal:type_name -> sovereign.p2p.v1.Refusal
 	0,  // 16: sovereign.p2p.v1.MemberStatus.role:type_name -> sovereign.p2p.v1.Role
 	0,  // 17: sovereign.p2p.v1.StatusResponse.role:type_name -> sovereign.p2p.v1.Role
-	25, // 18: sovereign.p2p.v1.StatusResponse.members:type_name -> sovereign.p2p.v1.MemberStatus
+	27, // 18: sovereign.p2p.v1.StatusResponse.members:type_name -> sovereign.p2p.v1.MemberStatus
 	2,  // 19: sovereign.p2p.v1.BlobHeader.kind:type_name -> sovereign.p2p.v1.BlobKind
-	27, // 20: sovereign.p2p.v1.BlobFetchResponse.header:type_name -> sovereign.p2p.v1.BlobHeader
-	20, // 21: sovereign.p2p.v1.BlobFetchResponse.refusal:type_name -> sovereign.p2p.v1.Refusal
+	29, // 20: sovereign.p2p.v1.BlobFetchResponse.header:type_name -> sovereign.p2p.v1.BlobHeader
+	22, // 21: sovereign.p2p.v1.BlobFetchResponse.refusal:type_name -> sovereign.p2p.v1.Refusal
 	22, // [22:22] is the sub-list for method output_type
 	22, // [22:22] is the sub-list for method input_type
 	22, // [22:22] is the sub-list for extension type_name
@@ -2914,7 +3035,7 @@ func file_sovereign_proto_init() {
 	if File_sovereign_proto != nil {
 		return
 	}
-	file_sovereign_proto_msgTypes[29].OneofWrappers = []any{
+	file_sovereign_proto_msgTypes[31].OneofWrappers = []any{
 		(*BlobFetchResponse_Header)(nil),
 		(*BlobFetchResponse_Refusal)(nil),
 	}
@@ -2924,7 +3045,7 @@ func file_sovereign_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sovereign_proto_rawDesc), len(file_sovereign_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   30,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
