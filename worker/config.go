@@ -81,6 +81,8 @@ const (
 //	max_epsilon     = 8.0                # refuse rounds beyond this ε
 //	min_cohort      = 3                  # refuse rounds sampling fewer institutions
 //	accepted_models = ["2nn", "mlp:32"]  # refuse other architectures
+//	colluding_fraction = 0.05            # size the SecAgg+ threshold for this γ
+//	delta           = 1e-5               # δ of the worker's own (ε, δ) accountant
 //
 // Relative paths are resolved against the folder of the configuration file.
 type Config struct {
