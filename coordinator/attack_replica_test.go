@@ -106,8 +106,10 @@ func TestAttackRogueReplicaSurvivorSet(t *testing.T) {
 			if len(rl.got) != 4 {
 				t.Fatalf("%d refusals %q, want one per worker", len(rl.got), rl.got)
 			}
+			// The worker stops asking once a majority is out of reach, so
+			// it may not have heard the rogue's own confirmation.
 			for _, r := range rl.got {
-				if !strings.Contains(r, "confirmed by 1 of 3 coordinator replicas, need 2") {
+				if !strings.Contains(r, "confirmed by 1 of 3 coordinator replicas, need 2") && !strings.Contains(r, "confirmed by 0 of 3 coordinator replicas, need 2") {
 					t.Fatalf("refusal %q does not say the set lacks a replica majority", r)
 				}
 			}

@@ -434,12 +434,14 @@ const SoftwareVersion = "sovereign/0.2"
 var _ Cohort = (*NetCohort)(nil)
 
 // CommittedSurvivors returns the survivors (worker IDs, sorted) that st
-// committed for round: those of the round in flight once its survivors
-// are committed, or the participants of its ledger entry. ok is false when
-// st holds none (the round is unknown, failed, or not that far yet).
-func CommittedSurvivors(st *State, round uint64) (survivors []WorkerID, ok bool) {
+// committed for round, as asker may see them: those of the round in flight
+// once its survivors are committed (asker must be sampled in it), or the
+// participants of its ledger entry (asker must be one). ok is false when
+// st holds none for asker (the round is unknown, failed, not that far yet,
+// or not asker's).
+func CommittedSurvivors(st *State, round uint64, asker WorkerID) (survivors []WorkerID, ok bool) {
 	if c := st.Current; c != nil && c.Round == round {
-		if c.Next != secagg.StageConsistency && c.Next != secagg.StageUnmask {
+		if c.Next != secagg.StageConsistency && c.Next != secagg.StageUnmask || c.Announce.NodeIndex(asker) == 0 {
 			return nil, false
 		}
 		out := make([]WorkerID, 0, len(c.Survivors))
@@ -452,7 +454,7 @@ func CommittedSurvivors(st *State, round uint64) (survivors []WorkerID, ok bool)
 		return out, true
 	}
 	for _, e := range st.Ledger {
-		if e.Round == round && round > 0 {
+		if e.Round == round && round > 0 && slices.Contains(e.Participants, asker) {
 			return slices.Clone(e.Participants), true
 		}
 	}
@@ -462,7 +464,8 @@ func CommittedSurvivors(st *State, round uint64) (survivors []WorkerID, ok bool)
 // ServeSurvivors answers wire.ProtoSurvivors on h from state, this
 // replica's replicated state: the survivor set Raft committed for the
 // asked round. Only workers may ask (they confirm an unmask request with a
-// majority of the replicas before answering it; security review L4).
+// majority of the replicas before answering it; security review L4), and
+// each learns only the survivors of rounds it was sampled in.
 func ServeSurvivors(h *p2p.Host, state func() State) error {
 	return h.Handle(p2p.ProtocolSpec{ID: wire.ProtoSurvivors, Roles: []p2p.Role{p2p.RoleWorker}, Timeout: 10 * time.Second, MaxFrame: 64}, func(_ context.Context, s *p2p.Stream) error {
 		var q pb.SurvivorQuery
@@ -473,7 +476,7 @@ func ServeSurvivors(h *p2p.Host, state func() State) error {
 			return s.WriteMsg(&pb.SurvivorAnswer{})
 		}
 		st := state()
-		surv, ok := CommittedSurvivors(&st, q.Round)
+		surv, ok := CommittedSurvivors(&st, q.Round, WorkerID(s.Peer().String()))
 		names := make([]string, len(surv))
 		for i, w := range surv {
 			names[i] = string(w)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand"
 	mrand "math/rand/v2"
+	"sync"
 	"testing"
 	"time"
 
@@ -139,6 +140,7 @@ func newNetFedOpts(t *testing.T, n int, seed int64, o netFedOptions) *netFed {
 	ctx, cancel := context.WithCancel(context.Background())
 	f.cancel = cancel
 	t.Cleanup(cancel)
+	var runs sync.WaitGroup
 	for i := range n {
 		h, err := p2p.NewHost(context.Background(), p2p.HostConfig{Identity: wsk[i], ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Federation: fed, Logger: logger})
 		if err != nil {
@@ -176,9 +178,19 @@ func newNetFedOpts(t *testing.T, n int, seed int64, o netFedOptions) *netFed {
 		if err != nil {
 			t.Fatal(err)
 		}
-		go srv.Run(ctx)
+		runs.Add(1)
+		go func() {
+			defer runs.Done()
+			srv.Run(ctx)
+		}()
 		f.hosts, f.servers, f.nodes = append(f.hosts, h), append(f.servers, srv), append(f.nodes, node)
 	}
+	// Runs first (cleanups are LIFO): the workers stop redialling before
+	// any host closes (libp2p panics dialling on a closed swarm).
+	t.Cleanup(func() {
+		cancel()
+		runs.Wait()
+	})
 	waitFor(t, 20*time.Second, func() bool { return len(f.cohort.Online()) == n }, "all workers online")
 	return f
 }
