@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -276,5 +277,121 @@ func TestAttackThresholdBelowColludingFraction(t *testing.T) {
 		if err != nil {
 			t.Logf("γ=%v c=%d t=%d: %s", tc.gamma, tc.c, tc.t, r.Reason)
 		}
+	}
+}
+
+// H2 with identities: the victim's consistency signature verifies under
+// its peer ID, and after a restart on the same store (a new leader asking
+// again) it returns the very same signature and refuses another set.
+func TestConsistencySignatureSurvivesRestartWithIdentity(t *testing.T) {
+	cl := newCluster(t, 1, nil)
+	p := newPKI(t, 5, 17)
+	victimPeer := p.ids[1]
+	dir := t.TempDir()
+	open := func() (*Node, *Store) {
+		cfg := testConfig("victim")
+		cfg.Policy.MaxEpsilon, cfg.Policy.MinCohort = math.Inf(1), 5
+		st, err := OpenStore(dir, StoreOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		train, test := shard(t, 0, 1)
+		n, err := NewNode(cfg, st, train, test, nil, WithIdentity(p.keys[victimPeer], "fed-test", p.lookup), WithRand(seeded(7)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n, st
+	}
+	victim, st := open()
+	a := authAnnounce(t, p, len(cl.global), cl.global)
+	vidx := a.NodeIndex(victim.ID())
+	srv, err := secagg.NewServer(a.SecAgg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifier := &wire.SecAggVerifier{Federation: "fed-test", Sampled: p.ids}
+	srv.SetAuthenticator(verifier)
+	peers := map[uint32]*secagg.Client{}
+	now := time.Unix(0, 0)
+	for i, id := range p.ids {
+		idx := uint32(i + 1)
+		var ad secagg.AdvertiseKeys
+		if idx == vidx {
+			ad, err = victim.Advertise(a)
+		} else {
+			c, _ := secagg.NewClient(a.SecAgg, idx, seeded(uint64(300+i)))
+			c.SetAuthenticator(puppetAuth(p, idx, p.keys[id]))
+			peers[idx] = c
+			ad, err = c.Advertise()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.Receive(ad, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var signed secagg.ConsistencyResponse
+	var req secagg.ConsistencyRequest
+	for srv.Stage() != secagg.StageUnmask {
+		out, _, err := srv.Advance(now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range out {
+			var reply any
+			c := peers[o.To]
+			switch m := o.Msg.(type) {
+			case secagg.KeyBroadcast:
+				if o.To == vidx {
+					reply, err = victim.ShareKeys(m)
+				} else {
+					reply, err = c.ShareKeys(m.Keys)
+				}
+			case secagg.ShareBundle:
+				if o.To == vidx {
+					reply, err = victim.MaskedInput(m, cl.global)
+				} else {
+					reply, err = c.MaskedInput(m.Shares, make([]float32, len(cl.global)), 1)
+				}
+			case secagg.ConsistencyRequest:
+				if o.To == vidx {
+					req = m
+					signed, err = victim.ConsistencyCheck(m)
+					reply = signed
+				} else {
+					reply, err = c.ConsistencyCheck(m)
+				}
+			default:
+				continue // the unmask requests: not needed here
+			}
+			if err != nil {
+				t.Fatalf("node %d: %v", o.To, err)
+			}
+			if err := srv.Receive(reply, now); err != nil {
+				t.Fatalf("server refused node %d: %v", o.To, err)
+			}
+		}
+	}
+	if len(signed.Signature) == 0 {
+		t.Fatal("the victim's consistency response is not signed")
+	}
+	if err := verifier.Verify(vidx, secagg.ConsistencyMessage(1, vidx, req.Survivors), signed.Signature); err != nil {
+		t.Fatalf("the victim's signature does not verify under its peer ID: %v", err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	victim, st = open()
+	t.Cleanup(func() { st.Close() })
+	again, err := victim.ConsistencyCheck(req)
+	if err != nil || !slices.Equal(again.Signature, signed.Signature) {
+		t.Fatalf("after a restart: %v (same signature: %v)", err, slices.Equal(again.Signature, signed.Signature))
+	}
+	other := req
+	other.Survivors = slices.DeleteFunc(slices.Clone(req.Survivors), func(x uint32) bool { return x != vidx && x == req.Survivors[len(req.Survivors)-1] })
+	var r *Refusal
+	if _, err := victim.ConsistencyCheck(other); !errors.As(err, &r) || !strings.Contains(r.Reason, "already signed") {
+		t.Fatalf("another set after a restart: err = %v, want a refusal", err)
 	}
 }
