@@ -256,3 +256,31 @@ func TestConsistencyMessagesBounded(t *testing.T) {
 		}
 	}
 }
+
+// A replica's survivor answer: round trip (sorted), and bounds naming the
+// field.
+func TestSurvivorAnswerBounded(t *testing.T) {
+	ids := peerIDs(t, 3, 5)
+	m, err := SurvivorAnswerToPB(4, true, []string{ids[2], ids[0]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, known, err := SurvivorAnswerFromPB(m, 4)
+	if err != nil || !known || !reflect.DeepEqual(got, []string{ids[0], ids[2]}) {
+		t.Fatalf("round trip: %v %v %v", got, known, err)
+	}
+	dup, _ := SurvivorAnswerToPB(4, true, []string{ids[1], ids[1]})
+	for name, tc := range map[string]struct {
+		m    *pb.SurvivorAnswer
+		want string
+	}{
+		"other round":       {&pb.SurvivorAnswer{Round: 3, Known: true}, "round"},
+		"unknown with list": {&pb.SurvivorAnswer{Round: 4, Survivors: m.Survivors}, "known unset"},
+		"not a peer ID":     {&pb.SurvivorAnswer{Round: 4, Known: true, Survivors: [][]byte{{1, 2, 3}}}, "survivors[0]"},
+		"listed twice":      {dup, "twice"},
+	} {
+		if _, _, err := SurvivorAnswerFromPB(tc.m, 4); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want ErrInvalid naming %q", name, err, tc.want)
+		}
+	}
+}

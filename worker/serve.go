@@ -50,12 +50,14 @@ type ServeOptions struct {
 
 // Server exposes a Node on a p2p.Host: it registers the handlers of the
 // round's stages (wire.ProtoAdvertise, ProtoShareKeys, ProtoMasked,
-// ProtoConsistency, ProtoUnmask, ProtoEvaluate), answerable by coordinators only, and, in
-// Run, dials every coordinator of the federation and says Hello, redialling
-// with exponential backoff when the connection drops. Models are fetched by
-// hash from the coordinator that asks (p2p.FetchBlob) and checked against
-// the announced size. A refusal or an invalid request is answered with a
-// Refusal naming the reason.
+// ProtoConsistency, ProtoUnmask, ProtoEvaluate), answerable by
+// coordinators only, and, in Run, dials every coordinator of the
+// federation and says Hello, redialling with exponential backoff when the
+// connection drops. Models are fetched by hash from the coordinator that
+// asks (p2p.FetchBlob) and checked against the announced size. Before it
+// signs or unmasks a survivor set it confirms the set with a majority of
+// the coordinator replicas (confirmSurvivors). A refusal or an invalid
+// request is answered with a Refusal naming the reason.
 type Server struct {
 	h    *p2p.Host
 	node *Node
@@ -456,7 +458,8 @@ func (s *Server) confirmSurvivors(ctx context.Context, asker peer.ID, round uint
 	slices.Sort(want)
 	key := strings.Join(want, ",")
 	s.mu.Lock()
-	done := s.confirmed[round] == key
+	prev, seen := s.confirmed[round]
+	done := seen && prev == key
 	s.mu.Unlock()
 	if done {
 		return nil
