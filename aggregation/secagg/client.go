@@ -256,7 +256,9 @@ func (c *Client) ShareKeys(ads []AdvertiseKeys) ([]EncryptedShare, error) {
 		}
 		peers[a.From] = peerRec{EncKey: slices.Clone(a.EncKey), MaskKey: slices.Clone(a.MaskKey)}
 	}
-	if len(peers)+1 < cfg.Threshold {
+	// The mask key is shared among the neighbours only (the self-mask
+	// seed among them and this client): it needs Threshold neighbours.
+	if len(peers) < cfg.Threshold {
 		return nil, &InsufficientError{Round: cfg.Round, Stage: StageShareKeys, Threshold: cfg.Threshold,
 			Missing: missingFrom(c.graph.Neighbours(me), peers), Unrecoverable: []uint32{me}}
 	}
