@@ -3,8 +3,9 @@ package coordinator_test
 // Security review L4: one rogue coordinator replica is not a malicious
 // server. It drives a round of its own (its own log, not the Raft one),
 // or asks for a survivor set the others did not commit; every worker asks
-// each replica which survivors its replicated state holds and signs or
-// unmasks only a set a majority confirms. Real libp2p hosts (three
+// each replica what its replicated state holds, and trains and sends its
+// masked input only for an announcement a majority committed, and signs or
+// unmasks only a survivor set a majority confirms. Real libp2p hosts (three
 // coordinator replicas, four workers with identities), real stores.
 
 import (
@@ -38,6 +39,12 @@ func (r *refusalLog) note(err error) {
 	}
 }
 
+func (r *refusalLog) MaskedInput(ctx context.Context, w coordinator.WorkerID, sb secagg.ShareBundle, dim int) (secagg.MaskedInput, error) {
+	v, err := r.Cohort.MaskedInput(ctx, w, sb, dim)
+	r.note(err)
+	return v, err
+}
+
 func (r *refusalLog) ConsistencyCheck(ctx context.Context, w coordinator.WorkerID, req secagg.ConsistencyRequest) (secagg.ConsistencyResponse, error) {
 	v, err := r.Cohort.ConsistencyCheck(ctx, w, req)
 	r.note(err)
@@ -56,15 +63,19 @@ func TestAttackRogueReplicaSurvivorSet(t *testing.T) {
 		// others is what replicas 1 and 2 hold, given the rogue's state.
 		others func(rogue coordinator.State) coordinator.State
 		commit bool
+		// refused is what the workers refuse when the round must not
+		// commit: the announcement (before they train and spend budget)
+		// or the survivor set.
+		refused string
 	}{
-		{"replicas agree", func(s coordinator.State) coordinator.State { return s }, true},
-		{"rogue's own round", func(coordinator.State) coordinator.State { return coordinator.NewFSM().State() }, false},
+		{"replicas agree", func(s coordinator.State) coordinator.State { return s }, true, ""},
+		{"rogue's own round", func(coordinator.State) coordinator.State { return coordinator.NewFSM().State() }, false, "announcement"},
 		{"others committed another set", func(s coordinator.State) coordinator.State {
 			if c := s.Current; c != nil && len(c.Survivors) > 2 {
 				c.Survivors = c.Survivors[:len(c.Survivors)-1]
 			}
 			return s
-		}, false},
+		}, false, "survivor set"},
 	} {
 		t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {
 			f := newNetFedOpts(t, 4, 6, netFedOptions{auth: true, coords: 3})
@@ -109,8 +120,17 @@ func TestAttackRogueReplicaSurvivorSet(t *testing.T) {
 			// The worker stops asking once a majority is out of reach, so
 			// it may not have heard the rogue's own confirmation.
 			for _, r := range rl.got {
-				if !strings.Contains(r, "confirmed by 1 of 3 coordinator replicas, need 2") && !strings.Contains(r, "confirmed by 0 of 3 coordinator replicas, need 2") {
-					t.Fatalf("refusal %q does not say the set lacks a replica majority", r)
+				if !strings.Contains(r, tc.refused+" asked by coord is confirmed by") ||
+					!strings.Contains(r, "confirmed by 1 of 3 coordinator replicas, need 2") && !strings.Contains(r, "confirmed by 0 of 3 coordinator replicas, need 2") {
+					t.Fatalf("refusal %q does not say the %s lacks a replica majority", r, tc.refused)
+				}
+			}
+			if tc.refused == "announcement" {
+				// Refused before training: no privacy spent on the rogue's round.
+				for i, n := range f.nodes {
+					if e, err := n.OwnEpsilon(); err != nil || e != 0 {
+						t.Fatalf("worker %d spent ε %v (%v) on a round only the rogue replica holds", i, e, err)
+					}
 				}
 			}
 			t.Logf("run: %v; refusal: %s", runErr, rl.got[0])

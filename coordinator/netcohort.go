@@ -463,7 +463,8 @@ func CommittedSurvivors(st *State, round uint64, asker WorkerID) (survivors []Wo
 
 // ServeSurvivors answers wire.ProtoSurvivors on h from state, this
 // replica's replicated state: the survivor set Raft committed for the
-// asked round. Only workers may ask (they confirm an unmask request with a
+// asked round and, while it is in flight, the digest of its committed
+// announcement (wire.AnnounceDigest). Only workers may ask (they confirm an unmask request with a
 // majority of the replicas before answering it; security review L4), and
 // each learns only the survivors of rounds it was sampled in.
 func ServeSurvivors(h *p2p.Host, state func() State) error {
@@ -486,6 +487,11 @@ func ServeSurvivors(h *p2p.Host, state func() State) error {
 			// Worker IDs of a networked federation are peer IDs; answer
 			// "unknown" rather than a set the worker cannot read.
 			resp = &pb.SurvivorAnswer{Round: q.Round}
+		}
+		if c := st.Current; c != nil && c.Round == q.Round && c.Announce.NodeIndex(WorkerID(s.Peer().String())) != 0 {
+			if d, err := wire.AnnounceDigest(WireAnnounce(&c.Announce)); err == nil {
+				resp.AnnounceSha256 = d[:]
+			}
 		}
 		return s.WriteMsg(resp)
 	})

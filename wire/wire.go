@@ -21,6 +21,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/sovereign-fl/sovereign/aggregation/secagg"
 	"github.com/sovereign-fl/sovereign/p2p/pb"
@@ -802,6 +803,22 @@ func UnmaskResponseFromPB(m *pb.UnmaskResponse, round uint64, from uint32) (seca
 
 // ---- survivor confirmation (security review L4) ----
 
+// AnnounceDigest is the SHA-256 of a's RoundAnnounce encoding
+// (deterministic protobuf): the coordinator replicas and the worker compute
+// it from their own copies of the announcement, so a worker can check that
+// the announcement it answers is the one Raft committed.
+func AnnounceDigest(a *Announce) ([32]byte, error) {
+	m, err := AnnounceToPB(a)
+	if err != nil {
+		return [32]byte{}, err
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		return [32]byte{}, fmt.Errorf("wire: announce digest: %w", err)
+	}
+	return sha256.Sum256(b), nil
+}
+
 // SurvivorAnswerToPB encodes a replica's committed survivors of round
 // (peer IDs in string form); known false means it has none.
 func SurvivorAnswerToPB(round uint64, known bool, survivors []string) (*pb.SurvivorAnswer, error) {
@@ -831,6 +848,9 @@ func SurvivorAnswerFromPB(m *pb.SurvivorAnswer, round uint64) (survivors []strin
 	}
 	if !m.Known && len(m.Survivors) > 0 {
 		return nil, false, invalid(msg, "survivors", "%d entries with known unset", len(m.Survivors))
+	}
+	if n := len(m.AnnounceSha256); n != 0 && n != 32 {
+		return nil, false, invalid(msg, "announce_sha256", "%d bytes, want 0 or 32", n)
 	}
 	out := make([]string, 0, len(m.Survivors))
 	for i, b := range m.Survivors {

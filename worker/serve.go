@@ -71,9 +71,9 @@ type Server struct {
 	order  [][32]byte
 	downs  map[peer.ID][]chan struct{}
 	notify *network.NotifyBundle
-	// confirmed[round] is the survivor set (peer IDs joined by ",") a
-	// majority of the coordinator replicas confirmed for round.
-	confirmed map[uint64]string
+	// confirmed[round] are the keys of what a majority of the coordinator
+	// replicas confirmed for round (its announcement, its survivor set).
+	confirmed map[uint64][]string
 }
 
 // NewServer registers node's stage handlers on h. st must be node's store.
@@ -98,7 +98,7 @@ func NewServer(h *p2p.Host, node *Node, st *Store, opts ServeOptions) (*Server, 
 		rng:       rand.New(rand.NewSource(opts.Seed)),
 		models:    make(map[[32]byte][]float32),
 		downs:     make(map[peer.ID][]chan struct{}),
-		confirmed: make(map[uint64]string),
+		confirmed: make(map[uint64][]string),
 	}
 	s.notify = &network.NotifyBundle{DisconnectedF: func(n network.Network, c network.Conn) {
 		p := c.RemotePeer()
@@ -283,6 +283,16 @@ func (s *Server) handleAdvertise(_ context.Context, st *p2p.Stream) error {
 	}, func(m *pb.RoundAnnounce) uint64 { return m.Round })
 }
 
+// toWire is the inverse of fromWire.
+func toWire(a *Announce) *wire.Announce {
+	return &wire.Announce{
+		Round: a.Round, ModelHash: a.ModelHash, ModelVersion: a.ModelVersion, ModelSpec: a.ModelSpec, NumParams: a.NumParams,
+		Epochs: a.Train.Epochs, Batch: a.Train.Batch, LR: a.Train.LR, ProxMu: a.Train.ProxMu,
+		Clip: a.DP.Clip, Noise: a.DP.Noise, MinClients: a.DP.MinClients,
+		SecAgg: a.SecAgg, Sampled: a.Sampled, Epsilon: a.Epsilon,
+	}
+}
+
 func fromWire(wa *wire.Announce) *Announce {
 	return &Announce{
 		Round: wa.Round, ModelHash: wa.ModelHash, ModelVersion: wa.ModelVersion, ModelSpec: wa.ModelSpec, NumParams: wa.NumParams,
@@ -335,6 +345,9 @@ func (s *Server) handleMasked(ctx context.Context, st *p2p.Stream) error {
 		}
 		if !ok {
 			return refuse(&Refusal{Round: sb.Round, Reason: fmt.Sprintf("no announcement of round %d was accepted", sb.Round)})
+		}
+		if err := s.confirmAnnounce(ctx, st.Peer(), a); err != nil {
+			return refuse(err)
 		}
 		if global, err = s.model(ctx, st.Peer(), a.ModelHash, a.NumParams); err != nil {
 			return refuse(err)
@@ -437,8 +450,7 @@ const defaultConfirmTimeout = 10 * time.Second
 // refused and named in the worker's log. A federation with one
 // coordinator has a majority of one, the asker itself: nothing to ask.
 func (s *Server) confirmSurvivors(ctx context.Context, asker peer.ID, round uint64, idx []uint32) error {
-	coords := s.h.Federation().Coordinators()
-	if len(coords) <= 1 {
+	if len(s.h.Federation().Coordinators()) <= 1 {
 		return nil
 	}
 	a, ok, err := s.st.Announce(round)
@@ -456,10 +468,53 @@ func (s *Server) confirmSurvivors(ctx context.Context, asker peer.ID, round uint
 		want = append(want, a.Sampled[i-1])
 	}
 	slices.Sort(want)
-	key := strings.Join(want, ",")
+	key := "survivors:" + strings.Join(want, ",")
+	return s.confirm(ctx, asker, round, "survivor set", key, func(ans *pb.SurvivorAnswer) (known, agree bool, why string) {
+		got, known, err := wire.SurvivorAnswerFromPB(ans, round)
+		if err != nil || !known {
+			return false, false, "no committed survivors"
+		}
+		if !slices.Equal(got, want) {
+			return true, false, fmt.Sprintf("committed %d other survivors", len(got))
+		}
+		return true, true, ""
+	})
+}
+
+// confirmAnnounce checks, before the worker trains and sends its masked
+// input for a (the point where its privacy budget is spent), that a
+// majority of the coordinator replicas committed this very announcement
+// (wire.AnnounceDigest; security review L4), so that a rogue replica
+// cannot spend the worker's budget on a round of its own.
+func (s *Server) confirmAnnounce(ctx context.Context, asker peer.ID, a *Announce) error {
+	if len(s.h.Federation().Coordinators()) <= 1 {
+		return nil
+	}
+	want, err := wire.AnnounceDigest(toWire(a))
+	if err != nil {
+		return err
+	}
+	return s.confirm(ctx, asker, a.Round, "announcement", fmt.Sprintf("announce:%x", want), func(ans *pb.SurvivorAnswer) (known, agree bool, why string) {
+		if _, _, err := wire.SurvivorAnswerFromPB(ans, a.Round); err != nil || len(ans.AnnounceSha256) == 0 {
+			return false, false, "no committed announcement"
+		}
+		if !bytes.Equal(ans.AnnounceSha256, want[:]) {
+			return true, false, "committed another announcement"
+		}
+		return true, true, ""
+	})
+}
+
+// confirm asks every coordinator replica about round (wire.ProtoSurvivors)
+// until a majority agree with what asker sent (match), or a majority is out
+// of reach, or s.opts.ConfirmTimeout passes; replicas that do not know yet
+// (a follower applies a commit a little after the leader) are asked again.
+// key caches a confirmation per round. Without a majority the request is
+// refused naming asker, and the replicas that disagreed are logged.
+func (s *Server) confirm(ctx context.Context, asker peer.ID, round uint64, what, key string, match func(*pb.SurvivorAnswer) (known, agree bool, why string)) error {
+	coords := s.h.Federation().Coordinators()
 	s.mu.Lock()
-	prev, seen := s.confirmed[round]
-	done := seen && prev == key
+	done := slices.Contains(s.confirmed[round], key)
 	s.mu.Unlock()
 	if done {
 		return nil
@@ -479,24 +534,17 @@ func (s *Server) confirmSurvivors(ctx context.Context, asker peer.ID, round uint
 			for {
 				var ans pb.SurvivorAnswer
 				err := cl.Request(ctx, c.ID, wire.ProtoSurvivors, &pb.SurvivorQuery{Round: round}, &ans)
-				var got []string
-				known := false
+				why := ""
 				if err == nil {
-					got, known, err = wire.SurvivorAnswerFromPB(&ans, round)
+					var known, agree bool
+					if known, agree, why = match(&ans); known {
+						verdicts <- verdict{c, agree, why}
+						return
+					}
+				} else {
+					why = err.Error()
 				}
-				switch {
-				case err == nil && known:
-					if slices.Equal(got, want) {
-						verdicts <- verdict{c, true, ""}
-					} else {
-						verdicts <- verdict{c, false, fmt.Sprintf("committed %d other survivors", len(got))}
-					}
-					return
-				case ctx.Err() != nil:
-					why := "no committed survivors"
-					if err != nil {
-						why = err.Error()
-					}
+				if ctx.Err() != nil {
 					verdicts <- verdict{c, false, why}
 					return
 				}
@@ -527,12 +575,12 @@ func (s *Server) confirmSurvivors(ctx context.Context, asker peer.ID, round uint
 		if m, ok := s.h.Federation().Lookup(asker); ok {
 			asking = m.Name
 		}
-		s.log.Warn("survivor set not confirmed by the coordinator replicas", "round", round, "asker", asking, "peer", asker.String(),
+		s.log.Warn(what+" not confirmed by the coordinator replicas", "round", round, "asker", asking, "peer", asker.String(),
 			"confirmed", agree, "need", need, "against", strings.Join(against, "; "))
-		return s.node.refuse(round, nil, "survivor set asked by %s is confirmed by %d of %d coordinator replicas, need %d", asking, agree, len(coords), need)
+		return s.node.refuse(round, nil, "%s asked by %s is confirmed by %d of %d coordinator replicas, need %d", what, asking, agree, len(coords), need)
 	}
 	s.mu.Lock()
-	s.confirmed[round] = key
+	s.confirmed[round] = append(s.confirmed[round], key)
 	for r := range s.confirmed {
 		if r+16 < round {
 			delete(s.confirmed, r)

@@ -1523,8 +1523,9 @@ func (x *ConsistencyResponse) GetRefusal() *Refusal {
 // SurvivorQuery asks one coordinator replica which survivor set its
 // replicated (Raft-committed) state holds for a round (protocol
 // /sovereign/round-survivors/1.0.0, worker to coordinator). A worker asks
-// every replica before it signs or unmasks a survivor set, and answers only
-// a set a majority of them confirm (security review L4).
+// every replica before it sends its masked input (the announcement) and
+// before it signs or unmasks a survivor set, and answers only what a
+// majority of them confirm (security review L4).
 type SurvivorQuery struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Round         uint64                 `protobuf:"varint,1,opt,name=round,proto3" json:"round,omitempty"`
@@ -1577,9 +1578,14 @@ type SurvivorAnswer struct {
 	// (false: not yet applied, or no such round).
 	Known bool `protobuf:"varint,2,opt,name=known,proto3" json:"known,omitempty"`
 	// Binary peer IDs of the committed survivors.
-	Survivors     [][]byte `protobuf:"bytes,3,rep,name=survivors,proto3" json:"survivors,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Survivors [][]byte `protobuf:"bytes,3,rep,name=survivors,proto3" json:"survivors,omitempty"`
+	// While the round is in flight, SHA-256 of its committed announcement
+	// (wire.AnnounceDigest): a worker confirms it before it trains and sends
+	// its masked input, so a rogue replica cannot spend its privacy budget
+	// on a round of its own.
+	AnnounceSha256 []byte `protobuf:"bytes,4,opt,name=announce_sha256,json=announceSha256,proto3" json:"announce_sha256,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *SurvivorAnswer) Reset() {
@@ -1629,6 +1635,13 @@ func (x *SurvivorAnswer) GetKnown() bool {
 func (x *SurvivorAnswer) GetSurvivors() [][]byte {
 	if x != nil {
 		return x.Survivors
+	}
+	return nil
+}
+
+func (x *SurvivorAnswer) GetAnnounceSha256() []byte {
+	if x != nil {
+		return x.AnnounceSha256
 	}
 	return nil
 }
@@ -2847,11 +2860,12 @@ const file_sovereign_proto_rawDesc = "" +
 	"\tsignature\x18\x03 \x01(\fR\tsignature\x123\n" +
 	"\arefusal\x18\x0f \x01(\v2\x19.sovereign.p2p.v1.RefusalR\arefusal\"%\n" +
 	"\rSurvivorQuery\x12\x14\n" +
-	"\x05round\x18\x01 \x01(\x04R\x05round\"Z\n" +
+	"\x05round\x18\x01 \x01(\x04R\x05round\"\x83\x01\n" +
 	"\x0eSurvivorAnswer\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12\x14\n" +
 	"\x05known\x18\x02 \x01(\bR\x05known\x12\x1c\n" +
-	"\tsurvivors\x18\x03 \x03(\fR\tsurvivors\"\x85\x01\n" +
+	"\tsurvivors\x18\x03 \x03(\fR\tsurvivors\x12'\n" +
+	"\x0fannounce_sha256\x18\x04 \x01(\fR\x0eannounceSha256\"\x85\x01\n" +
 	"\x05Share\x12\x14\n" +
 	"\x05owner\x18\x01 \x01(\fR\x05owner\x12/\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1b.sovereign.p2p.v1.ShareKindR\x04kind\x12\x14\n" +
