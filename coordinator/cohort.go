@@ -92,8 +92,9 @@ type Metrics struct {
 // Every call is idempotent per (round, stage): a worker asked again returns
 // what it returned the first time (it keeps keys, shares and its masked
 // input in its store until the round commits). That is what lets a new
-// leader resume a round without retraining. A worker answers Unmask for one
-// survivor set per round only and refuses a different one.
+// leader resume a round without retraining. A worker signs (ConsistencyCheck)
+// and answers Unmask for one survivor set per round only and refuses a
+// different one.
 //
 // Calls may block until ctx ends; they must be safe for concurrent use.
 // A worker's refusal (policy, budget, equivocation) is returned as a
@@ -111,8 +112,12 @@ type Cohort interface {
 	// worker trains, clips, noises, quantizes and masks, and returns its
 	// masked vector.
 	MaskedInput(ctx context.Context, w WorkerID, sb secagg.ShareBundle, dim int) (secagg.MaskedInput, error)
-	// Unmask sends the committed survivor set (stage 3) and returns the
-	// worker's shares.
+	// ConsistencyCheck sends the committed survivor set for the worker to
+	// sign (Bonawitz et al. 2017, round 4) and returns its signature. A
+	// worker signs one set per round and refuses another.
+	ConsistencyCheck(ctx context.Context, w WorkerID, req secagg.ConsistencyRequest) (secagg.ConsistencyResponse, error)
+	// Unmask sends the committed survivor set (stage 3), with the
+	// committed consistency signatures, and returns the worker's shares.
 	Unmask(ctx context.Context, w WorkerID, req secagg.UnmaskRequest) (secagg.UnmaskResponse, error)
 	// Evaluate asks the worker to evaluate the model committed in round on
 	// its local test split.

@@ -543,14 +543,23 @@ func (d *Driver) start(ctx context.Context, r uint64, st *State) (*RoundState, e
 	}
 	slices.Sort(sampled)
 	head, _ := d.fsm.LatestModel()
+	names := make([]string, n)
+	for i, w := range sampled {
+		names[i] = string(w)
+	}
 	clients := make([]uint32, n)
 	for i := range clients {
 		clients[i] = uint32(i + 1)
 	}
 	sc := secagg.Config{
 		Round: r, Clients: clients, Degree: d.cfg.SecAggDegree, ClipRange: d.cfg.ClipRange,
-		MaxWeight: d.cfg.MaxWeight, Dim: d.spec.NumParams(), GraphSeed: d.seed32("graph", r),
+		// The graph seed is derived from the announcement itself, so
+		// workers check it (security review M7).
+		MaxWeight: d.cfg.MaxWeight, Dim: d.spec.NumParams(), GraphSeed: wire.GraphSeed(d.cfg.Federation, r, head.Hash, names),
 		StageTimeout: d.cfg.StageTimeout,
+		// Bonawitz et al. 2017, round 4: every survivor signs the survivor
+		// set before any unmasking (security review H2).
+		ConsistencyCheck: true,
 	}
 	if d.cfg.SecureEvaluation {
 		sc.Dim += wire.EvalWords
@@ -578,10 +587,14 @@ func (d *Driver) start(ctx context.Context, r uint64, st *State) (*RoundState, e
 		// Distributed DP: each worker adds N(0, σ²C²/t); a released sum of
 		// at least t = MinClients survivors carries noise σC (Truex et
 		// al. 2019; Kairouz, Liu, Steinke 2021), accounted with RDP
-		// (Mironov 2017) at sampling rate n/online.
+		// (Mironov 2017) at sampling rate q = 1: the coordinator picks and
+		// knows the sample, and the announcement names it to every sampled
+		// worker, so amplification by sampling (q = n/online) does not
+		// hold against the coordinator nor against the workers (security
+		// review M5). Each worker keeps its own q = 1 accountant too.
 		sc.ClipRange = dpp.Clip + 6*dp.DistributedStd(dpp.Noise, dpp.Clip, dpp.MinClients)
 		a := st.Accountant()
-		if err := a.Step(float64(n)/float64(len(online)), dpp.Noise, 1); err != nil {
+		if err := a.Step(ReleaseQ, dpp.Noise, 1); err != nil {
 			return nil, fmt.Errorf("round %d: privacy accounting: %w", r, err)
 		}
 		var err error
@@ -649,6 +662,10 @@ func (d *Driver) fail(ctx context.Context, cur *RoundState, reason string, missi
 	}
 	return &RoundFailedError{Round: cur.Round, Reason: reason, Missing: ids}
 }
+
+// ReleaseQ is the sampling rate each released sum is charged at: 1, since
+// the coordinator chooses the sample (security review M5; see start).
+const ReleaseQ = 1.0
 
 // DefaultExcludeRounds is the default of DriverConfig.ExcludeRounds.
 const DefaultExcludeRounds = 10
@@ -845,9 +862,10 @@ func (d *Driver) drive(ctx context.Context, cur *RoundState) error {
 	d.setStage(secagg.StageMaskedInput.String())
 	bundles := map[uint32]secagg.ShareBundle{}
 	var to []uint32
+	committed := cur.Next == secagg.StageUnmask || cur.Next == secagg.StageConsistency
 	for _, o := range out {
 		if m, ok := o.Msg.(secagg.ShareBundle); ok {
-			if cur.Next == secagg.StageUnmask {
+			if committed {
 				if _, ok := slices.BinarySearch(cur.Survivors, o.To); !ok {
 					continue
 				}
@@ -883,7 +901,7 @@ func (d *Driver) drive(ctx context.Context, cur *RoundState) error {
 	}
 	survivors := slices.Clone(srv.Survivors())
 	slices.Sort(survivors)
-	if cur.Next == secagg.StageUnmask {
+	if committed {
 		if !slices.Equal(survivors, cur.Survivors) {
 			var missing []uint32
 			for _, id := range cur.Survivors {
@@ -909,8 +927,17 @@ func (d *Driver) drive(ctx context.Context, cur *RoundState) error {
 		if err := d.commit(ctx, Command{SurvivorsCommitted: &SurvivorsCommitted{Round: r, Survivors: survivors, Dropped: dropped, Refused: refused}}); err != nil {
 			return err
 		}
-		cur.Survivors, cur.Dropped, cur.Next = survivors, dropped, secagg.StageUnmask
+		cur.Survivors, cur.Dropped, cur.Next = survivors, dropped, secagg.StageMaskedInput.Next(a.SecAgg.ConsistencyCheck)
 		log.Info("survivors committed", "survivors", len(survivors), "dropped", len(dropped))
+	}
+
+	// Consistency check (Bonawitz et al. 2017, round 4): every survivor
+	// signs the committed survivor set once; the signatures the server
+	// verified are committed before any unmask request carries them.
+	if a.SecAgg.ConsistencyCheck {
+		if out, err = d.consistency(ctx, cur, srv, out, &vnow, closeStage, insufficient); err != nil {
+			return err
+		}
 	}
 
 	// Stage 3: unmask, only for the committed survivor set.
@@ -971,6 +998,78 @@ func (d *Driver) drive(ctx context.Context, cur *RoundState) error {
 	return d.finish(ctx, cur, sum, tw)
 }
 
+// consistency runs the consistency-check stage of cur, whose survivors are
+// committed: out are the server's consistency requests. After a failover
+// with the signatures already committed it feeds them to the server
+// instead of asking again. It returns the server's unmask requests.
+func (d *Driver) consistency(ctx context.Context, cur *RoundState, srv *secagg.Server, out []secagg.Outbound, vnow *time.Time,
+	closeStage func() ([]secagg.Outbound, bool, error), insufficient func(error) error) ([]secagg.Outbound, error) {
+	r, a := cur.Round, &cur.Announce
+	log := d.log.With("round", r, "stage", secagg.StageConsistency.String())
+	d.setStage(secagg.StageConsistency.String())
+	who := func(id uint32) WorkerID { return a.Sampled[id-1] }
+	if cur.Next == secagg.StageUnmask {
+		for _, sg := range cur.Signatures {
+			if err := srv.Receive(sg, *vnow); err != nil {
+				return nil, fmt.Errorf("round %d: committed consistency signature of client %d refused: %w", r, sg.From, err)
+			}
+		}
+		out, _, err := closeStage()
+		if err != nil {
+			return nil, insufficient(err)
+		}
+		return out, nil
+	}
+	reqs := map[uint32]secagg.ConsistencyRequest{}
+	var to []uint32
+	for _, o := range out {
+		if m, ok := o.Msg.(secagg.ConsistencyRequest); ok {
+			if !slices.Equal(m.Survivors, cur.Survivors) {
+				return nil, fmt.Errorf("round %d: consistency request for client %d names survivors %v, committed %v", r, o.To, m.Survivors, cur.Survivors)
+			}
+			reqs[o.To] = m
+			to = append(to, o.To)
+		}
+	}
+	slices.Sort(to)
+	replies := callAll(ctx, d.cfg.StageTimeout, to, func(c context.Context, id uint32) (secagg.ConsistencyResponse, error) {
+		return d.cohort.ConsistencyCheck(c, who(id), reqs[id])
+	})
+	var sigs []secagg.ConsistencyResponse
+	var refused []RefusalRecord
+	for i, rp := range replies {
+		id := to[i]
+		if rp.err == nil && rp.v.From != id {
+			rp.err = fmt.Errorf("consistency signature claims node %d", rp.v.From)
+		}
+		if rp.err == nil {
+			rp.err = srv.Receive(rp.v, *vnow)
+		}
+		if rp.err != nil {
+			log.Warn("no consistency signature", "worker", who(id), "err", rp.err)
+			refused = appendRefused(refused, r, who(id), rp.err)
+			continue
+		}
+		sigs = append(sigs, rp.v)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("round %d: %w", r, err)
+	}
+	out, _, err := closeStage()
+	if err != nil {
+		return nil, insufficient(err)
+	}
+	if sigs == nil {
+		sigs = []secagg.ConsistencyResponse{}
+	}
+	if err := d.commit(ctx, Command{ConsistencyCommitted: &ConsistencyCommitted{Round: r, Signatures: sigs, Refused: refused}}); err != nil {
+		return nil, err
+	}
+	cur.Signatures, cur.Next = sigs, secagg.StageUnmask
+	log.Info("signatures committed", "signed", len(sigs), "survivors", len(cur.Survivors))
+	return out, nil
+}
+
 // finish applies the server optimizer to sum/totalWeight, stores and
 // commits the model, then runs the federated evaluation.
 func (d *Driver) finish(ctx context.Context, cur *RoundState, sum []float64, tw float64) error {
@@ -981,7 +1080,7 @@ func (d *Driver) finish(ctx context.Context, cur *RoundState, sum []float64, tw 
 	// function charges the accountant (security review M1).
 	var released *dp.Entry
 	if cur.Announce.DP.Noise > 0 {
-		released = &dp.Entry{Q: float64(len(cur.Announce.Sampled)) / float64(cur.OnlineCount), Sigma: cur.Announce.DP.Noise, Steps: 1}
+		released = &dp.Entry{Q: ReleaseQ, Sigma: cur.Announce.DP.Noise, Steps: 1}
 	}
 	failReleased := func(reason string) error {
 		d.log.Warn("round failed after its sum was unmasked", "round", r, "reason", reason)

@@ -138,7 +138,7 @@ func TestRunIsDeterministic(t *testing.T) {
 }
 
 func TestDropoutAtEachStage(t *testing.T) {
-	for _, s := range []secagg.Stage{secagg.StageAdvertise, secagg.StageShareKeys, secagg.StageMaskedInput, secagg.StageUnmask} {
+	for _, s := range []secagg.Stage{secagg.StageAdvertise, secagg.StageShareKeys, secagg.StageMaskedInput, secagg.StageConsistency, secagg.StageUnmask} {
 		t.Run(s.String(), func(t *testing.T) {
 			cfg := testConfig()
 			cfg.Rounds = 1
@@ -159,7 +159,8 @@ func TestDropoutAtEachStage(t *testing.T) {
 			st := f.State()
 			parts := st.Ledger[1].Participants
 			in := slices.Contains(parts, "w02")
-			if want := s == secagg.StageUnmask; in != want {
+			// Past masked input its vector is in the sum: a survivor.
+			if want := s == secagg.StageUnmask || s == secagg.StageConsistency; in != want {
 				t.Errorf("w02 dropped at %v: in participants = %v, want %v", s, in, want)
 			}
 			if len(parts) != 5+btoi(in) {
@@ -331,10 +332,11 @@ func TestResumeAfterLeaderCrash(t *testing.T) {
 		return f.Ledger()[1].ModelHash
 	}()
 	points := map[string]func(Command) bool{
-		"RoundStarted":       func(c Command) bool { return c.RoundStarted != nil },
-		"Stage0Closed":       func(c Command) bool { return c.StageClosed != nil && c.StageClosed.Stage == 0 },
-		"Stage1Closed":       func(c Command) bool { return c.StageClosed != nil && c.StageClosed.Stage == 1 },
-		"SurvivorsCommitted": func(c Command) bool { return c.SurvivorsCommitted != nil },
+		"RoundStarted":         func(c Command) bool { return c.RoundStarted != nil },
+		"Stage0Closed":         func(c Command) bool { return c.StageClosed != nil && c.StageClosed.Stage == 0 },
+		"Stage1Closed":         func(c Command) bool { return c.StageClosed != nil && c.StageClosed.Stage == 1 },
+		"SurvivorsCommitted":   func(c Command) bool { return c.SurvivorsCommitted != nil },
+		"ConsistencyCommitted": func(c Command) bool { return c.ConsistencyCommitted != nil },
 	}
 	for name, crash := range points {
 		t.Run(name, func(t *testing.T) {
@@ -355,7 +357,7 @@ func TestResumeAfterLeaderCrash(t *testing.T) {
 			if f2.State().Current == nil {
 				t.Fatal("no round in flight after the crash")
 			}
-			before := c.Calls(secagg.StageShareKeys)
+			before, signs := c.Calls(secagg.StageShareKeys), c.Calls(secagg.StageConsistency)
 			d2 := newTestDriver(t, cfg, f2, NewLocal(f2), reg, c)
 			if err := d2.Run(context.Background()); err != nil {
 				t.Fatal(err)
@@ -367,6 +369,12 @@ func TestResumeAfterLeaderCrash(t *testing.T) {
 				if c.Calls(secagg.StageShareKeys) != before {
 					t.Errorf("new leader asked for shares again although they were committed")
 				}
+			}
+			if name == "ConsistencyCommitted" && c.Calls(secagg.StageConsistency) != signs {
+				t.Errorf("new leader asked for consistency signatures again although they were committed")
+			}
+			if c.Calls(secagg.StageConsistency) == 0 {
+				t.Errorf("the round ran no consistency check")
 			}
 			c.DistinctUnmaskSets(t)
 		})

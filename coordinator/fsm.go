@@ -47,6 +47,10 @@ const (
 	// ends.go); KindStudyResumed reopens a failed one.
 	KindStudyEnded   CommandKind = 9
 	KindStudyResumed CommandKind = 10
+	// KindConsistencyCommitted closes the consistency check (Bonawitz et
+	// al. 2017, round 4): the survivors' signatures over the committed
+	// survivor set, committed before any unmask request goes out.
+	KindConsistencyCommitted CommandKind = 11
 )
 
 // String names the kind.
@@ -72,6 +76,8 @@ func (k CommandKind) String() string {
 		return "StudyEnded"
 	case KindStudyResumed:
 		return "StudyResumed"
+	case KindConsistencyCommitted:
+		return "ConsistencyCommitted"
 	}
 	return fmt.Sprintf("CommandKind(%d)", int(k))
 }
@@ -92,6 +98,8 @@ type Command struct {
 	StatsCommitted     *StatsCommitted     `json:"stats_committed,omitempty"`
 	StudyEnded         *StudyEnded         `json:"study_ended,omitempty"`
 	StudyResumed       *StudyResumed       `json:"study_resumed,omitempty"`
+	// ConsistencyCommitted is set for KindConsistencyCommitted.
+	ConsistencyCommitted *ConsistencyCommitted `json:"consistency_committed,omitempty"`
 }
 
 // RoundStarted opens round Round. Round numbers are never reused: a round
@@ -147,6 +155,18 @@ type SurvivorsCommitted struct {
 	Survivors []uint32 `json:"survivors"`
 	Dropped   []uint32 `json:"dropped"`
 	// Refused are the refusals stage 2's workers answered.
+	Refused []RefusalRecord `json:"refused,omitempty"`
+}
+
+// ConsistencyCommitted closes the consistency check of a round whose
+// SecAgg+ configuration runs it: Signatures are the survivors' signatures
+// (sorted by signer, each a survivor) over the committed survivor set, the
+// ones the leader verified. Unmask requests carry exactly these, so a new
+// leader after a failover sends the same ones.
+type ConsistencyCommitted struct {
+	Round      uint64                       `json:"round"`
+	Signatures []secagg.ConsistencyResponse `json:"signatures"`
+	// Refused are the refusals the consistency check's workers answered.
 	Refused []RefusalRecord `json:"refused,omitempty"`
 }
 
@@ -231,6 +251,7 @@ func EncodeCommand(c Command) ([]byte, error) {
 		KindRoundFailed: c.RoundFailed != nil, KindMetricsRecorded: c.MetricsRecorded != nil,
 		KindMembersSeen: c.MembersSeen != nil, KindStatsCommitted: c.StatsCommitted != nil,
 		KindStudyEnded: c.StudyEnded != nil, KindStudyResumed: c.StudyResumed != nil,
+		KindConsistencyCommitted: c.ConsistencyCommitted != nil,
 	} {
 		if p {
 			c.Kind = k
@@ -276,6 +297,8 @@ func DecodeCommand(b []byte) (Command, error) {
 		ok = c.StudyEnded != nil
 	case KindStudyResumed:
 		ok = c.StudyResumed != nil
+	case KindConsistencyCommitted:
+		ok = c.ConsistencyCommitted != nil
 	default:
 		return Command{}, fmt.Errorf("command: unknown kind %d", int(c.Kind))
 	}
@@ -308,6 +331,8 @@ func (c *Command) Round() uint64 {
 		return c.StudyEnded.Round
 	case c.StudyResumed != nil:
 		return c.StudyResumed.Round
+	case c.ConsistencyCommitted != nil:
+		return c.ConsistencyCommitted.Round
 	}
 	return 0
 }
@@ -318,8 +343,9 @@ type RoundState struct {
 	Announce    Announce `json:"announce"`
 	OnlineCount int      `json:"online_count"`
 	// Next is the SecAgg+ stage whose close is committed next: 0 after
-	// RoundStarted, 1 after stage 0 closed, 2 after stage 1, 3 once the
-	// survivors are committed.
+	// RoundStarted, 1 after stage 0 closed, 2 after stage 1; once the
+	// survivors are committed, 5 (the consistency check) in a round that
+	// runs it, else 3; 3 once its signatures are committed.
 	Next       secagg.Stage            `json:"next"`
 	Advertised []uint32                `json:"advertised"`
 	Keys       []secagg.AdvertiseKeys  `json:"keys"`
@@ -327,6 +353,8 @@ type RoundState struct {
 	Shares     []secagg.EncryptedShare `json:"shares"`
 	Survivors  []uint32                `json:"survivors"`
 	Dropped    []uint32                `json:"dropped"`
+	// Signatures are the committed consistency-check signatures.
+	Signatures []secagg.ConsistencyResponse `json:"signatures,omitempty"`
 }
 
 // ModelRecord indexes a committed model: the bytes are in the registry.
@@ -612,6 +640,40 @@ func (f *FSM) apply(c *Command) error {
 		}
 		cur.Survivors = slices.Clone(m.Survivors)
 		cur.Dropped = slices.Clone(m.Dropped)
+		cur.Next = secagg.StageMaskedInput.Next(cur.Announce.SecAgg.ConsistencyCheck)
+		s.addRefusals(m.Refused)
+		return nil
+
+	case KindConsistencyCommitted:
+		m := c.ConsistencyCommitted
+		cur, err := f.current(c, m.Round)
+		if err != nil {
+			return err
+		}
+		if cur.Next != secagg.StageConsistency {
+			return stale(c, "consistency signatures committed at stage %v, expected after the survivors", cur.Next)
+		}
+		if err := checkRefused(c, cur, m.Refused); err != nil {
+			return err
+		}
+		for i, sg := range m.Signatures {
+			if sg.Round != m.Round {
+				return refuse(c, "signature %d is of round %d", i, sg.Round)
+			}
+			if _, ok := slices.BinarySearch(cur.Survivors, sg.From); !ok {
+				return refuse(c, "signature %d from client %d, which is not a survivor", i, sg.From)
+			}
+			if i > 0 && sg.From <= m.Signatures[i-1].From {
+				return refuse(c, "signatures not sorted by signer at %d", i)
+			}
+			if len(sg.Signature) > wire.MaxSignatureLen {
+				return refuse(c, "signature %d of %d bytes, at most %d", i, len(sg.Signature), wire.MaxSignatureLen)
+			}
+		}
+		if t := cur.Announce.SecAgg.Threshold; len(m.Signatures) < t {
+			return refuse(c, "%d signatures, fewer than the threshold %d", len(m.Signatures), t)
+		}
+		cur.Signatures = slices.Clone(m.Signatures)
 		cur.Next = secagg.StageUnmask
 		s.addRefusals(m.Refused)
 		return nil

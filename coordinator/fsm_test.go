@@ -6,9 +6,11 @@ import (
 	"errors"
 	"math"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/sovereign-fl/sovereign/aggregation/secagg"
 	. "github.com/sovereign-fl/sovereign/coordinator"
 	"github.com/sovereign-fl/sovereign/coordinator/coordtest"
 	"github.com/sovereign-fl/sovereign/p2p"
@@ -143,6 +145,45 @@ func TestFSMRefusesMalformedAndStale(t *testing.T) {
 	var ce *CommandError
 	if !errors.As(err, &ce) || ce.Round != 2 || ce.Kind != KindStageClosed || !errors.Is(err, ErrStale) {
 		t.Fatalf("stage 1 before stage 0: %v", err)
+	}
+	// Consistency signatures before the survivors are committed.
+	err = f.Apply(enc(Command{ConsistencyCommitted: &ConsistencyCommitted{Round: 2, Signatures: []secagg.ConsistencyResponse{{Round: 2, From: 1}}}}))
+	if !errors.As(err, &ce) || ce.Kind != KindConsistencyCommitted || !errors.Is(err, ErrStale) {
+		t.Fatalf("consistency before survivors: %v", err)
+	}
+	// Replay the rest of round 2 up to its survivors, then malformed
+	// signature sets are refused and the real one is accepted.
+	var consistency []byte
+	for _, b := range cmds[idx+1:] {
+		c, _ := DecodeCommand(b)
+		if c.ConsistencyCommitted != nil {
+			consistency = b
+			break
+		}
+		if err := f.Apply(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if consistency == nil {
+		t.Fatal("round 2 committed no consistency signatures")
+	}
+	cc, _ := DecodeCommand(consistency)
+	good := cc.ConsistencyCommitted
+	for name, bad := range map[string]func(m *ConsistencyCommitted){
+		"not a survivor": func(m *ConsistencyCommitted) { m.Signatures[0].From = 99 },
+		"unsorted":       func(m *ConsistencyCommitted) { m.Signatures[0], m.Signatures[1] = m.Signatures[1], m.Signatures[0] },
+		"other round":    func(m *ConsistencyCommitted) { m.Signatures[0].Round = 1 },
+		"below t":        func(m *ConsistencyCommitted) { m.Signatures = m.Signatures[:1] },
+	} {
+		m := *good
+		m.Signatures = slices.Clone(good.Signatures)
+		bad(&m)
+		if err := f.Apply(enc(Command{ConsistencyCommitted: &m})); err == nil {
+			t.Errorf("consistency signatures %s: accepted", name)
+		}
+	}
+	if err := f.Apply(consistency); err != nil {
+		t.Fatalf("the recorded signatures: %v", err)
 	}
 }
 

@@ -40,7 +40,7 @@ type NetCohortOptions struct {
 // coordinator and say Hello (p2p.ProtoHello); while their connection stays
 // up they are online. The round driver's calls open one stream per worker
 // and stage on that connection (wire.ProtoAdvertise, ProtoShareKeys,
-// ProtoMasked, ProtoUnmask, ProtoEvaluate); each call ends at its context's
+// ProtoMasked, ProtoConsistency, ProtoUnmask, ProtoEvaluate); each call ends at its context's
 // deadline, resetting the stream; a worker's refusal comes back as a
 // *RefusalError. Masked vectors travel as chunked, SHA-256-checked blobs.
 // Safe for concurrent use.
@@ -319,6 +319,24 @@ func (c *NetCohort) MaskedInput(ctx context.Context, w WorkerID, sb secagg.Share
 	return secagg.MaskedInput{Round: sb.Round, From: sb.To, Vector: v, Complaints: complaints}, nil
 }
 
+// ConsistencyCheck implements Cohort (Bonawitz et al. 2017, round 4). The
+// signature is returned as sent; the driver's SecAgg+ server verifies it
+// under the worker's identity.
+func (c *NetCohort) ConsistencyCheck(ctx context.Context, w WorkerID, req secagg.ConsistencyRequest) (secagg.ConsistencyResponse, error) {
+	var resp pb.ConsistencyResponse
+	if err := c.request(ctx, w, wire.ProtoConsistency, wire.ConsistencyRequestToPB(req), &resp); err != nil {
+		return secagg.ConsistencyResponse{}, err
+	}
+	if err := refusal(w, req.Round, resp.Refusal); err != nil {
+		return secagg.ConsistencyResponse{}, err
+	}
+	r, err := wire.ConsistencyResponseFromPB(&resp, req.Round, req.To)
+	if err != nil {
+		return secagg.ConsistencyResponse{}, fmt.Errorf("worker %s: %w", w, err)
+	}
+	return r, nil
+}
+
 // Unmask implements Cohort (stage 3).
 func (c *NetCohort) Unmask(ctx context.Context, w WorkerID, req secagg.UnmaskRequest) (secagg.UnmaskResponse, error) {
 	var resp pb.UnmaskResponse
@@ -417,3 +435,67 @@ func StatusToPB(name string, st Status, fed *p2p.Federation, members bool) *pb.S
 const SoftwareVersion = "sovereign/0.2"
 
 var _ Cohort = (*NetCohort)(nil)
+
+// CommittedSurvivors returns the survivors (worker IDs, sorted) that st
+// committed for round, as asker may see them: those of the round in flight
+// once its survivors are committed (asker must be sampled in it), or the
+// participants of its ledger entry (asker must be one). ok is false when
+// st holds none for asker (the round is unknown, failed, not that far yet,
+// or not asker's).
+func CommittedSurvivors(st *State, round uint64, asker WorkerID) (survivors []WorkerID, ok bool) {
+	if c := st.Current; c != nil && c.Round == round {
+		if c.Next != secagg.StageConsistency && c.Next != secagg.StageUnmask || c.Announce.NodeIndex(asker) == 0 {
+			return nil, false
+		}
+		out := make([]WorkerID, 0, len(c.Survivors))
+		for _, i := range c.Survivors {
+			if i >= 1 && int(i) <= len(c.Announce.Sampled) {
+				out = append(out, c.Announce.Sampled[i-1])
+			}
+		}
+		slices.Sort(out)
+		return out, true
+	}
+	for _, e := range st.Ledger {
+		if e.Round == round && round > 0 && slices.Contains(e.Participants, asker) {
+			return slices.Clone(e.Participants), true
+		}
+	}
+	return nil, false
+}
+
+// ServeSurvivors answers wire.ProtoSurvivors on h from state, this
+// replica's replicated state: the survivor set Raft committed for the
+// asked round and, while it is in flight, the digest of its committed
+// announcement (wire.AnnounceDigest). Only workers may ask (they confirm an unmask request with a
+// majority of the replicas before answering it; security review L4), and
+// each learns only the survivors of rounds it was sampled in.
+func ServeSurvivors(h *p2p.Host, state func() State) error {
+	return h.Handle(p2p.ProtocolSpec{ID: wire.ProtoSurvivors, Roles: []p2p.Role{p2p.RoleWorker}, Timeout: 10 * time.Second, MaxFrame: 64}, func(_ context.Context, s *p2p.Stream) error {
+		var q pb.SurvivorQuery
+		if err := s.ReadMsg(&q); err != nil {
+			return err
+		}
+		if q.Round == 0 {
+			return s.WriteMsg(&pb.SurvivorAnswer{})
+		}
+		st := state()
+		surv, ok := CommittedSurvivors(&st, q.Round, WorkerID(s.Peer().String()))
+		names := make([]string, len(surv))
+		for i, w := range surv {
+			names[i] = string(w)
+		}
+		resp, err := wire.SurvivorAnswerToPB(q.Round, ok, names)
+		if err != nil {
+			// Worker IDs of a networked federation are peer IDs; answer
+			// "unknown" rather than a set the worker cannot read.
+			resp = &pb.SurvivorAnswer{Round: q.Round}
+		}
+		if c := st.Current; c != nil && c.Round == q.Round && c.Announce.NodeIndex(WorkerID(s.Peer().String())) != 0 {
+			if d, err := wire.AnnounceDigest(WireAnnounce(&c.Announce)); err == nil {
+				resp.AnnounceSha256 = d[:]
+			}
+		}
+		return s.WriteMsg(resp)
+	})
+}

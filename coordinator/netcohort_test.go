@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand"
 	mrand "math/rand/v2"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,6 +32,10 @@ type netFed struct {
 	servers   []*worker.Server
 	cancel    context.CancelFunc
 	nodes     []*worker.Node
+	// coordHosts and cohorts are every coordinator replica's host and
+	// cohort (coordHosts[0] is coordHost).
+	coordHosts []*p2p.Host
+	cohorts    []*coordinator.NetCohort
 }
 
 func keyOf(t testing.TB, r *rand.Rand) (crypto.PrivKey, peer.ID) {
@@ -55,11 +60,39 @@ func chacha(seed uint64) *mrand.ChaCha8 {
 
 func newNetFed(t *testing.T, n int, seed int64) *netFed {
 	t.Helper()
+	return newNetFedOpts(t, n, seed, netFedOptions{})
+}
+
+// netFedOptions: with auth every worker authenticates its SecAgg+
+// messages with its libp2p identity (worker.WithIdentity) in the
+// federation named "test"; coords is the number of coordinator hosts
+// (default 1), each enrolled and saying HelloAck.
+type netFedOptions struct {
+	auth   bool
+	coords int
+}
+
+// newNetFedOpts is newNetFed with options.
+func newNetFedOpts(t *testing.T, n int, seed int64, o netFedOptions) *netFed {
+	t.Helper()
+	auth := o.auth
+	if o.coords < 1 {
+		o.coords = 1
+	}
 	r := rand.New(rand.NewSource(seed))
 	logger := slog.New(slog.NewTextHandler(testLogOut, nil))
-	csk, cid := keyOf(t, r)
+	csks := make([]crypto.PrivKey, o.coords)
+	var members []p2p.Member
+	for k := range o.coords {
+		csk, cid := keyOf(t, r)
+		csks[k] = csk
+		name := "coord"
+		if k > 0 {
+			name = fmt.Sprintf("coord%d", k)
+		}
+		members = append(members, p2p.Member{Name: name, ID: cid, Role: p2p.RoleCoordinator, Addrs: []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/1")}})
+	}
 	wsk := make([]crypto.PrivKey, n)
-	members := []p2p.Member{{Name: "coord", ID: cid, Role: p2p.RoleCoordinator, Addrs: []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/1")}}}
 	for i := range n {
 		sk, id := keyOf(t, r)
 		wsk[i] = sk
@@ -69,30 +102,37 @@ func newNetFed(t *testing.T, n int, seed int64) *netFed {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ch, err := p2p.NewHost(context.Background(), p2p.HostConfig{Identity: csk, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Federation: fed, Logger: logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ch.Close() })
-	// The federation now knows the coordinator's real address.
-	members[0].Addrs = nil
-	for _, a := range ch.Addrs() {
-		m := ma.StringCast(a)
-		m, _ = ma.SplitLast(m) // drop /p2p/<id>
-		members[0].Addrs = append(members[0].Addrs, m)
+	f := &netFed{}
+	for k := range o.coords {
+		ch, err := p2p.NewHost(context.Background(), p2p.HostConfig{Identity: csks[k], ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Federation: fed, Logger: logger})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ch.Close() })
+		// The federation now knows the coordinator's real address.
+		members[k].Addrs = nil
+		for _, a := range ch.Addrs() {
+			m := ma.StringCast(a)
+			m, _ = ma.SplitLast(m) // drop /p2p/<id>
+			members[k].Addrs = append(members[k].Addrs, m)
+		}
+		f.coordHosts = append(f.coordHosts, ch)
 	}
 	fed, err = p2p.NewFederation("test", members, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := ch.SetFederation(fed); err != nil {
-		t.Fatal(err)
+	for _, ch := range f.coordHosts {
+		if err := ch.SetFederation(fed); err != nil {
+			t.Fatal(err)
+		}
+		c, err := coordinator.NewNetCohort(ch, coordinator.NetCohortOptions{Logger: logger})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.cohorts = append(f.cohorts, c)
 	}
-	f := &netFed{coordHost: ch}
-	f.cohort, err = coordinator.NewNetCohort(ch, coordinator.NetCohortOptions{Logger: logger})
-	if err != nil {
-		t.Fatal(err)
-	}
+	f.coordHost, f.cohort = f.coordHosts[0], f.cohorts[0]
 	train, test, err := data.Digits()
 	if err != nil {
 		t.Fatal(err)
@@ -100,6 +140,7 @@ func newNetFed(t *testing.T, n int, seed int64) *netFed {
 	ctx, cancel := context.WithCancel(context.Background())
 	f.cancel = cancel
 	t.Cleanup(cancel)
+	var runs sync.WaitGroup
 	for i := range n {
 		h, err := p2p.NewHost(context.Background(), p2p.HostConfig{Identity: wsk[i], ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Federation: fed, Logger: logger})
 		if err != nil {
@@ -125,17 +166,31 @@ func newNetFed(t *testing.T, n int, seed int64) *netFed {
 			}
 			return s
 		}
-		node, err := worker.NewNode(cfg, st, sub(train), sub(test), logger, worker.WithID(h.ID().String()), worker.WithRand(chacha(uint64(seed)*31+uint64(i))))
+		opts := []worker.Option{worker.WithID(h.ID().String()), worker.WithRand(chacha(uint64(seed)*31 + uint64(i)))}
+		if auth {
+			opts = append(opts, worker.WithIdentity(wsk[i], "test", fed.Lookup))
+		}
+		node, err := worker.NewNode(cfg, st, sub(train), sub(test), logger, opts...)
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv, err := worker.NewServer(h, node, st, worker.ServeOptions{Logger: logger, Seed: int64(i), MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
+		srv, err := worker.NewServer(h, node, st, worker.ServeOptions{Logger: logger, Seed: int64(i), MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, ConfirmTimeout: 2 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
-		go srv.Run(ctx)
+		runs.Add(1)
+		go func() {
+			defer runs.Done()
+			srv.Run(ctx)
+		}()
 		f.hosts, f.servers, f.nodes = append(f.hosts, h), append(f.servers, srv), append(f.nodes, node)
 	}
+	// Runs first (cleanups are LIFO): the workers stop redialling before
+	// any host closes (libp2p panics dialling on a closed swarm).
+	t.Cleanup(func() {
+		cancel()
+		runs.Wait()
+	})
 	waitFor(t, 20*time.Second, func() bool { return len(f.cohort.Online()) == n }, "all workers online")
 	return f
 }

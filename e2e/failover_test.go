@@ -468,7 +468,8 @@ func (c *cluster) verify(rounds int) {
 
 // TestFailover runs three coordinator replicas and five worker processes
 // and SIGKILLs coordinators: the leader in each SecAgg+ stage (Bell et al.
-// 2020), a follower, two of three, and the leader as the model commits.
+// 2020; the consistency check of Bonawitz et al. 2017 included), a
+// follower, two of three, and the leader as the model commits.
 // Each case runs on a fresh cluster and ends with cluster.verify.
 //
 // A stage is held open without any hook in the code under test: a worker
@@ -541,7 +542,7 @@ func TestFailover(t *testing.T) {
 			c.startCoordinator(l)
 			return 1
 		}},
-		{"leader killed in unmask", clusterOptions{rows: big}, func(t *testing.T, c *cluster) int {
+		{"leader killed in consistency-check", clusterOptions{rows: big}, func(t *testing.T, c *cluster) int {
 			for i := range W {
 				c.startWorker(i)
 			}
@@ -553,9 +554,37 @@ func TestFailover(t *testing.T) {
 				t.Fatal("precondition: hospital-4 finished training before it was stopped")
 			}
 			waitLog(t, c.workers[0], 60*time.Second, 5*time.Millisecond, "sent masked input", "round=1 ")
-			c.workers[0].signal(syscall.SIGSTOP) // a survivor that cannot unmask
+			c.workers[0].signal(syscall.SIGSTOP) // a survivor that cannot sign
 			c.workers[4].signal(syscall.SIGCONT)
 			l, _ := waitAnyLog(t, c.coords, 60*time.Second, "survivors committed", "round=1 ")
+			c.coords[l].kill()
+			if hasLine(c.coords[l], "signatures committed", "round=1 ") {
+				t.Fatal("precondition: the leader committed the consistency signatures before it was killed")
+			}
+			c.workers[0].signal(syscall.SIGCONT)
+			waitAnyLog(t, c.subset(c.others(l)), 30*time.Second, "resuming", "round=1 ", "consistency-check(5)")
+			c.startCoordinator(l)
+			return 1
+		}},
+		{"leader killed in unmask", clusterOptions{rows: big}, func(t *testing.T, c *cluster) int {
+			for i := range W {
+				c.startWorker(i)
+			}
+			// As above, then hospital-0 is stopped once it has signed the
+			// survivor set: the leader waits for its unmask answer.
+			waitLog(t, c.workers[4], 60*time.Second, 2*time.Millisecond, "masked input requested", "round=1 ")
+			c.workers[4].signal(syscall.SIGSTOP)
+			if hasLine(c.workers[4], "sent masked input", "round=1 ") {
+				t.Fatal("precondition: hospital-4 finished training before it was stopped")
+			}
+			waitLog(t, c.workers[0], 60*time.Second, 5*time.Millisecond, "sent masked input", "round=1 ")
+			c.workers[4].signal(syscall.SIGCONT)
+			waitLog(t, c.workers[0], 60*time.Second, time.Millisecond, "signed survivors", "round=1 ")
+			c.workers[0].signal(syscall.SIGSTOP) // a survivor that signed and cannot unmask
+			if hasLine(c.workers[0], "unmasked", "round=1 ") {
+				t.Fatal("precondition: hospital-0 answered the unmask request before it was stopped")
+			}
+			l, _ := waitAnyLog(t, c.coords, 60*time.Second, "signatures committed", "round=1 ")
 			c.coords[l].kill()
 			if hasLine(c.coords[l], "model committed", "round=1 ") {
 				t.Fatal("precondition: the leader committed the model before it was killed")

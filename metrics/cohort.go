@@ -45,6 +45,12 @@ func (w *cohort) MaskedInput(ctx context.Context, id coordinator.WorkerID, sb se
 	return v, err
 }
 
+func (w *cohort) ConsistencyCheck(ctx context.Context, id coordinator.WorkerID, req secagg.ConsistencyRequest) (secagg.ConsistencyResponse, error) {
+	v, err := w.inner.ConsistencyCheck(ctx, id, req)
+	w.c.refusal(err)
+	return v, err
+}
+
 func (w *cohort) Unmask(ctx context.Context, id coordinator.WorkerID, req secagg.UnmaskRequest) (secagg.UnmaskResponse, error) {
 	v, err := w.inner.Unmask(ctx, id, req)
 	w.c.refusal(err)

@@ -48,7 +48,10 @@ const (
 	StageShareKeys = "sharekeys"
 	StageMasked    = "masked"
 	StageUnmask    = "unmask"
-	StageEvaluate  = "evaluate"
+	// StageConsistency is the consistency check (Bonawitz et al. 2017,
+	// round 4) between masked input and unmask.
+	StageConsistency = "consistency"
+	StageEvaluate    = "evaluate"
 )
 
 // StageName maps the stage whose close is committed next (RoundState.Next)
@@ -63,6 +66,8 @@ func StageName(s secagg.Stage) string {
 		return StageMasked
 	case secagg.StageUnmask:
 		return StageUnmask
+	case secagg.StageConsistency:
+		return StageConsistency
 	}
 	return "done"
 }
@@ -122,7 +127,7 @@ func NewCoordinator(src CoordinatorSource) *Coordinator {
 		Namespace: Namespace, Name: "round_workers",
 		Help: "Workers of the last round whose survivors this replica committed: online when sampling, sampled, survived (in the sum), dropped (sampled, not in the sum).",
 	}, []string{"set"})
-	for _, s := range []string{StageAdvertise, StageShareKeys, StageMasked, StageUnmask, StageEvaluate} {
+	for _, s := range []string{StageAdvertise, StageShareKeys, StageMasked, StageConsistency, StageUnmask, StageEvaluate} {
 		c.stage.WithLabelValues(s)
 	}
 	for _, r := range RefusalReasons {
@@ -223,6 +228,8 @@ func (c *Coordinator) observe(cmd []byte) {
 			c.roundWorkers.WithLabelValues("survived").Set(float64(len(m.Survivors)))
 			c.roundWorkers.WithLabelValues("dropped").Set(float64(c.pending[1] - len(m.Survivors)))
 		}
+	case dc.ConsistencyCommitted != nil:
+		closeStage(dc.ConsistencyCommitted.Round, StageConsistency)
 	case dc.ModelCommitted != nil && dc.ModelCommitted.Round > 0:
 		closeStage(dc.ModelCommitted.Round, StageUnmask)
 	case dc.MetricsRecorded != nil:
@@ -334,7 +341,7 @@ func (s stateCollector) Collect(ch chan<- prometheus.Metric) {
 		inFlight = 1
 	}
 	gauge(dInFlight, inFlight)
-	for _, name := range []string{StageAdvertise, StageShareKeys, StageMasked, StageUnmask} {
+	for _, name := range []string{StageAdvertise, StageShareKeys, StageMasked, StageConsistency, StageUnmask} {
 		v := 0.0
 		if st.Current != nil && StageName(st.Current.Next) == name {
 			v = 1

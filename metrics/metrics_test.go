@@ -132,8 +132,8 @@ func TestResumedStageNotTimed(t *testing.T) {
 	if err := r.Apply(context.Background(), mustEncode(t, coordinator.Command{StageClosed: &coordinator.StageClosed{Round: 3, Stage: secagg.StageShareKeys}})); err != nil {
 		t.Fatal(err)
 	}
-	if n := testutil.CollectAndCount(c.Registry(), "sovereign_stage_duration_seconds"); n != 5 {
-		t.Fatalf("%d stage series, want the 5 pre-declared", n)
+	if n := testutil.CollectAndCount(c.Registry(), "sovereign_stage_duration_seconds"); n != 6 {
+		t.Fatalf("%d stage series, want the 6 pre-declared", n)
 	}
 	mfs, _ := c.Registry().Gather()
 	for _, mf := range mfs {

@@ -17,6 +17,9 @@ import (
 type WorkerSource struct {
 	// Epsilon returns the ε the worker has spent (its store's record).
 	Epsilon func() (float64, error)
+	// OwnEpsilon returns the ε of the worker's own accountant (q = 1,
+	// worker.OwnEpsilonOf).
+	OwnEpsilon func() (float64, error)
 	// Budget is the policy's max_epsilon (+Inf when unset).
 	Budget float64
 	// StoreDir is the worker's badger folder, whose files are summed.
@@ -61,6 +64,16 @@ func NewWorker(src WorkerSource) *Worker {
 			}
 			return e
 		}))
+		if src.OwnEpsilon != nil {
+			w.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Name: "worker_epsilon_own",
+				Help: "ε of this worker's own accountant: the rounds it sent a noised masked input in, at sampling rate q = 1 (NaN if its store cannot be read)."}, func() float64 {
+				e, err := src.OwnEpsilon()
+				if err != nil {
+					return math.NaN()
+				}
+				return e
+			}))
+		}
 		w.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Name: "worker_epsilon_budget",
 			Help: "The worker's policy.max_epsilon (+Inf when unset)."}, func() float64 { return src.Budget }))
 	}

@@ -95,6 +95,24 @@ func FuzzUnmask(f *testing.F) {
 				}
 			}
 		}
+		var creq pb.ConsistencyRequest
+		if proto.Unmarshal(b, &creq) == nil {
+			if r, err := ConsistencyRequestFromPB(&creq); err == nil {
+				r2, err := ConsistencyRequestFromPB(ConsistencyRequestToPB(r))
+				if err != nil || !reflect.DeepEqual(r, r2) {
+					t.Fatalf("consistency request round trip: %v", err)
+				}
+			}
+		}
+		var cresp pb.ConsistencyResponse
+		if proto.Unmarshal(b, &cresp) == nil {
+			if r, err := ConsistencyResponseFromPB(&cresp, 0, 0); err == nil {
+				r2, err := ConsistencyResponseFromPB(ConsistencyResponseToPB(r), r.Round, r.From)
+				if err != nil || !reflect.DeepEqual(r, r2) {
+					t.Fatalf("consistency response round trip: %v", err)
+				}
+			}
+		}
 		var resp pb.UnmaskResponse
 		if proto.Unmarshal(b, &resp) == nil {
 			if r, err := UnmaskResponseFromPB(&resp, 0, 0); err == nil {

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -71,4 +72,36 @@ func (v *SecAggVerifier) Verify(id uint32, msg, sig []byte) error {
 		return fmt.Errorf("signature of peer %s (node %d) does not verify under its identity key", p, id)
 	}
 	return nil
+}
+
+// graphSeedDomain separates the graph seed from every other hash.
+const graphSeedDomain = "sovereign/secagg-graph-seed/v1"
+
+// GraphSeed is the SecAgg+ neighbour-graph seed of a round (Bell et al.
+// 2020, §3: a random k-regular graph, public to all): SHA-256 of the
+// domain, the federation name, the round, the announced model's hash and
+// the sampled peer IDs in order, each length-prefixed. Every field is in
+// the announcement, so each worker recomputes it and refuses a round whose
+// announced seed differs (security review M7): the coordinator cannot pick
+// the graph freely, only through the sample it announces.
+func GraphSeed(federation string, round uint64, modelHash [32]byte, sampled []string) [32]byte {
+	h := sha256.New()
+	var b []byte
+	for _, f := range []string{graphSeedDomain, federation} {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(f)))
+		b = append(b, f...)
+	}
+	b = binary.BigEndian.AppendUint64(b, round)
+	b = append(b, modelHash[:]...)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(sampled)))
+	h.Write(b)
+	for _, s := range sampled {
+		var l [4]byte
+		binary.BigEndian.PutUint32(l[:], uint32(len(s)))
+		h.Write(l[:])
+		h.Write([]byte(s))
+	}
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
 }

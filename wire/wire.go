@@ -16,10 +16,12 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/sovereign-fl/sovereign/aggregation/secagg"
 	"github.com/sovereign-fl/sovereign/p2p/pb"
@@ -39,8 +41,16 @@ const (
 	// (BlobHeader, BlobChunk..., BlobTrailer) on the same stream, whose
 	// SHA-256 the header names.
 	ProtoMasked protocol.ID = "/sovereign/round-masked/1.0.0"
+	// ProtoConsistency is the consistency check of Bonawitz et al. 2017
+	// (their round 4), between stages 2 and 3 in rounds whose SecAgg+
+	// configuration sets it: ConsistencyRequest → ConsistencyResponse.
+	ProtoConsistency protocol.ID = "/sovereign/round-consistency/1.0.0"
 	// ProtoUnmask is stage 3: UnmaskRequest → UnmaskResponse.
 	ProtoUnmask protocol.ID = "/sovereign/round-unmask/1.0.0"
+	// ProtoSurvivors is opened by a worker on every coordinator replica
+	// before it signs or unmasks a survivor set: SurvivorQuery →
+	// SurvivorAnswer, from the replica's Raft-committed state (review L4).
+	ProtoSurvivors protocol.ID = "/sovereign/round-survivors/1.0.0"
 	// ProtoEvaluate is the federated evaluation of a committed model:
 	// EvaluateRequest → MetricsReport.
 	ProtoEvaluate protocol.ID = "/sovereign/round-evaluate/1.0.0"
@@ -209,6 +219,7 @@ func AnnounceToPB(a *Announce) (*pb.RoundAnnounce, error) {
 			Clients:          append([]uint32(nil), c.Clients...),
 			MaxWeight:        c.MaxWeight,
 			StageTimeoutMs:   uint64(c.StageTimeout / time.Millisecond),
+			ConsistencyCheck: c.ConsistencyCheck,
 		},
 	}, nil
 }
@@ -407,6 +418,8 @@ func ConfigFromPB(round uint64, p *pb.SecAggParams) (secagg.Config, error) {
 		MaxWeight:    p.MaxWeight,
 		Dim:          int(p.VectorLength),
 		StageTimeout: time.Duration(p.StageTimeoutMs) * time.Millisecond,
+		// ConsistencyCheck: Bonawitz et al. 2017, round 4.
+		ConsistencyCheck: p.ConsistencyCheck,
 	}
 	copy(c.GraphSeed[:], p.GraphSeed)
 	if err := c.Validate(); err != nil {
@@ -661,13 +674,73 @@ func DecodeVector(b []byte, n, bits int) ([]uint32, error) {
 
 // ---- stage 3 ----
 
-// UnmaskRequestToPB encodes the committed survivor set sent to one worker.
+// UnmaskRequestToPB encodes the committed survivor set sent to one worker,
+// with the consistency-check signatures over it.
 func UnmaskRequestToPB(r secagg.UnmaskRequest) *pb.UnmaskRequest {
-	return &pb.UnmaskRequest{
+	m := &pb.UnmaskRequest{
 		Round: r.Round, ToIndex: r.To,
 		SurvivorIndices: append([]uint32(nil), r.Survivors...),
 		DroppedIndices:  append([]uint32(nil), r.Dropped...),
 	}
+	for _, sg := range r.Signatures {
+		m.Signatures = append(m.Signatures, ConsistencyResponseToPB(sg))
+	}
+	return m
+}
+
+// ---- consistency check (Bonawitz et al. 2017, round 4) ----
+
+// ConsistencyRequestToPB encodes the survivor set one worker is asked to
+// sign.
+func ConsistencyRequestToPB(r secagg.ConsistencyRequest) *pb.ConsistencyRequest {
+	return &pb.ConsistencyRequest{Round: r.Round, ToIndex: r.To, SurvivorIndices: append([]uint32(nil), r.Survivors...)}
+}
+
+// ConsistencyRequestFromPB decodes a consistency request: survivor indices
+// sorted, distinct and non-zero.
+func ConsistencyRequestFromPB(m *pb.ConsistencyRequest) (secagg.ConsistencyRequest, error) {
+	const msg = "ConsistencyRequest"
+	if m == nil {
+		return secagg.ConsistencyRequest{}, invalid(msg, "", "missing")
+	}
+	if err := checkRound(msg, m.Round, 0); err != nil {
+		return secagg.ConsistencyRequest{}, err
+	}
+	if err := checkIndex(msg, "to_index", m.ToIndex); err != nil {
+		return secagg.ConsistencyRequest{}, err
+	}
+	if err := checkIndexSet(msg, "survivor_indices", m.SurvivorIndices); err != nil {
+		return secagg.ConsistencyRequest{}, err
+	}
+	return secagg.ConsistencyRequest{Round: m.Round, To: m.ToIndex, Survivors: append([]uint32{}, m.SurvivorIndices...)}, nil
+}
+
+// ConsistencyResponseToPB encodes a worker's signature over a survivor set.
+func ConsistencyResponseToPB(r secagg.ConsistencyResponse) *pb.ConsistencyResponse {
+	return &pb.ConsistencyResponse{Round: r.Round, FromIndex: r.From, Signature: append([]byte(nil), r.Signature...)}
+}
+
+// ConsistencyResponseFromPB decodes a consistency signature of round (0:
+// any) from node from (0: any); the signature is at most MaxSignatureLen
+// bytes (its validity is the receiver's check, under the signer's peer ID).
+func ConsistencyResponseFromPB(m *pb.ConsistencyResponse, round uint64, from uint32) (secagg.ConsistencyResponse, error) {
+	const msg = "ConsistencyResponse"
+	if m == nil {
+		return secagg.ConsistencyResponse{}, invalid(msg, "", "missing")
+	}
+	if err := checkRound(msg, m.Round, round); err != nil {
+		return secagg.ConsistencyResponse{}, err
+	}
+	if err := checkIndex(msg, "from_index", m.FromIndex); err != nil {
+		return secagg.ConsistencyResponse{}, err
+	}
+	if from != 0 && m.FromIndex != from {
+		return secagg.ConsistencyResponse{}, invalid(msg, "from_index", "%d, expected node %d", m.FromIndex, from)
+	}
+	if len(m.Signature) > MaxSignatureLen {
+		return secagg.ConsistencyResponse{}, invalid(msg, "signature", "%d bytes, at most %d", len(m.Signature), MaxSignatureLen)
+	}
+	return secagg.ConsistencyResponse{Round: m.Round, From: m.FromIndex, Signature: append([]byte(nil), m.Signature...)}, nil
 }
 
 func checkIndexSet(msg, field string, v []uint32) error {
@@ -713,10 +786,33 @@ func UnmaskRequestFromPB(m *pb.UnmaskRequest) (secagg.UnmaskRequest, error) {
 			return secagg.UnmaskRequest{}, invalid(msg, fmt.Sprintf("dropped_indices[%d]", i), "node %d is also a survivor", d)
 		}
 	}
+	// At most one signature per survivor, each a survivor's, for this
+	// round; whether they verify is the worker's check (secagg confirmed).
+	if len(m.Signatures) > len(m.SurvivorIndices) {
+		return secagg.UnmaskRequest{}, invalid(msg, "signatures", "%d entries for %d survivors", len(m.Signatures), len(m.SurvivorIndices))
+	}
+	var sigs []secagg.ConsistencyResponse
+	signed := make(map[uint32]bool, len(m.Signatures))
+	for i, sg := range m.Signatures {
+		f := fmt.Sprintf("signatures[%d]", i)
+		r, err := ConsistencyResponseFromPB(sg, m.Round, 0)
+		if err != nil {
+			return secagg.UnmaskRequest{}, fmt.Errorf("%s.%s: %w", msg, f, err)
+		}
+		if !surv[r.From] {
+			return secagg.UnmaskRequest{}, invalid(msg, f+".from_index", "node %d is not a survivor", r.From)
+		}
+		if signed[r.From] {
+			return secagg.UnmaskRequest{}, invalid(msg, f+".from_index", "node %d signed twice", r.From)
+		}
+		signed[r.From] = true
+		sigs = append(sigs, r)
+	}
 	return secagg.UnmaskRequest{
 		Round: m.Round, To: m.ToIndex,
-		Survivors: append([]uint32{}, m.SurvivorIndices...),
-		Dropped:   append([]uint32{}, m.DroppedIndices...),
+		Survivors:  append([]uint32{}, m.SurvivorIndices...),
+		Dropped:    append([]uint32{}, m.DroppedIndices...),
+		Signatures: sigs,
 	}, nil
 }
 
@@ -774,6 +870,74 @@ func UnmaskResponseFromPB(m *pb.UnmaskResponse, round uint64, from uint32) (seca
 		}
 	}
 	return r, nil
+}
+
+// ---- survivor confirmation (security review L4) ----
+
+// AnnounceDigest is the SHA-256 of a's RoundAnnounce encoding
+// (deterministic protobuf): the coordinator replicas and the worker compute
+// it from their own copies of the announcement, so a worker can check that
+// the announcement it answers is the one Raft committed.
+func AnnounceDigest(a *Announce) ([32]byte, error) {
+	m, err := AnnounceToPB(a)
+	if err != nil {
+		return [32]byte{}, err
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		return [32]byte{}, fmt.Errorf("wire: announce digest: %w", err)
+	}
+	return sha256.Sum256(b), nil
+}
+
+// SurvivorAnswerToPB encodes a replica's committed survivors of round
+// (peer IDs in string form); known false means it has none.
+func SurvivorAnswerToPB(round uint64, known bool, survivors []string) (*pb.SurvivorAnswer, error) {
+	m := &pb.SurvivorAnswer{Round: round, Known: known}
+	for i, s := range survivors {
+		id, err := peer.Decode(s)
+		if err != nil {
+			return nil, fmt.Errorf("wire: SurvivorAnswer.survivors[%d] %q: %w", i, s, err)
+		}
+		m.Survivors = append(m.Survivors, []byte(id))
+	}
+	return m, nil
+}
+
+// SurvivorAnswerFromPB decodes a replica's answer for round: the survivors
+// as peer ID strings, sorted and distinct, and whether it knows them.
+func SurvivorAnswerFromPB(m *pb.SurvivorAnswer, round uint64) (survivors []string, known bool, err error) {
+	const msg = "SurvivorAnswer"
+	if m == nil {
+		return nil, false, invalid(msg, "", "missing")
+	}
+	if err := checkRound(msg, m.Round, round); err != nil {
+		return nil, false, err
+	}
+	if len(m.Survivors) > secagg.MaxClients {
+		return nil, false, invalid(msg, "survivors", "%d entries, at most %d", len(m.Survivors), secagg.MaxClients)
+	}
+	if !m.Known && len(m.Survivors) > 0 {
+		return nil, false, invalid(msg, "survivors", "%d entries with known unset", len(m.Survivors))
+	}
+	if n := len(m.AnnounceSha256); n != 0 && n != 32 {
+		return nil, false, invalid(msg, "announce_sha256", "%d bytes, want 0 or 32", n)
+	}
+	out := make([]string, 0, len(m.Survivors))
+	for i, b := range m.Survivors {
+		id, err := peer.IDFromBytes(b)
+		if err != nil {
+			return nil, false, invalid(msg, fmt.Sprintf("survivors[%d]", i), "not a peer ID: %v", err)
+		}
+		out = append(out, id.String())
+	}
+	slices.Sort(out)
+	for i := 1; i < len(out); i++ {
+		if out[i] == out[i-1] {
+			return nil, false, invalid(msg, "survivors", "%s listed twice", out[i])
+		}
+	}
+	return out, m.Known, nil
 }
 
 // ---- evaluation ----

@@ -203,3 +203,84 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 }
+
+// The consistency-check messages: round trip, and every bound names its
+// field.
+func TestConsistencyMessagesBounded(t *testing.T) {
+	req := secagg.ConsistencyRequest{Round: 3, To: 2, Survivors: []uint32{1, 2, 4}}
+	if got, err := ConsistencyRequestFromPB(ConsistencyRequestToPB(req)); err != nil || !reflect.DeepEqual(got, req) {
+		t.Fatalf("request round trip: %+v, %v", got, err)
+	}
+	sig := secagg.ConsistencyResponse{Round: 3, From: 2, Signature: []byte{1, 2, 3}}
+	um := secagg.UnmaskRequest{Round: 3, To: 2, Survivors: []uint32{1, 2, 4}, Dropped: []uint32{3}, Signatures: []secagg.ConsistencyResponse{sig}}
+	if got, err := UnmaskRequestFromPB(UnmaskRequestToPB(um)); err != nil || !reflect.DeepEqual(got, um) {
+		t.Fatalf("unmask round trip: %+v, %v", got, err)
+	}
+	for name, tc := range map[string]struct {
+		err  error
+		want string
+	}{
+		"unsorted survivors": {func() error {
+			_, err := ConsistencyRequestFromPB(&pb.ConsistencyRequest{Round: 3, ToIndex: 2, SurvivorIndices: []uint32{2, 1}})
+			return err
+		}(), "survivor_indices[1]"},
+		"oversized signature": {func() error {
+			_, err := ConsistencyResponseFromPB(&pb.ConsistencyResponse{Round: 3, FromIndex: 2, Signature: make([]byte, MaxSignatureLen+1)}, 3, 2)
+			return err
+		}(), "signature"},
+		"other signer": {func() error {
+			_, err := ConsistencyResponseFromPB(&pb.ConsistencyResponse{Round: 3, FromIndex: 1}, 3, 2)
+			return err
+		}(), "from_index"},
+		"signature of a non-survivor": {func() error {
+			m := UnmaskRequestToPB(um)
+			m.Signatures[0].FromIndex = 3
+			_, err := UnmaskRequestFromPB(m)
+			return err
+		}(), "not a survivor"},
+		"two signatures of one signer": {func() error {
+			m := UnmaskRequestToPB(um)
+			m.Signatures = append(m.Signatures, m.Signatures[0])
+			_, err := UnmaskRequestFromPB(m)
+			return err
+		}(), "signed twice"},
+		"signature of another round": {func() error {
+			m := UnmaskRequestToPB(um)
+			m.Signatures[0].Round = 2
+			_, err := UnmaskRequestFromPB(m)
+			return err
+		}(), "round"},
+	} {
+		if !errors.Is(tc.err, ErrInvalid) || !strings.Contains(tc.err.Error(), tc.want) {
+			t.Errorf("%s: %v, want ErrInvalid naming %q", name, tc.err, tc.want)
+		}
+	}
+}
+
+// A replica's survivor answer: round trip (sorted), and bounds naming the
+// field.
+func TestSurvivorAnswerBounded(t *testing.T) {
+	ids := peerIDs(t, 3, 5)
+	m, err := SurvivorAnswerToPB(4, true, []string{ids[2], ids[0]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, known, err := SurvivorAnswerFromPB(m, 4)
+	if err != nil || !known || !reflect.DeepEqual(got, []string{ids[0], ids[2]}) {
+		t.Fatalf("round trip: %v %v %v", got, known, err)
+	}
+	dup, _ := SurvivorAnswerToPB(4, true, []string{ids[1], ids[1]})
+	for name, tc := range map[string]struct {
+		m    *pb.SurvivorAnswer
+		want string
+	}{
+		"other round":       {&pb.SurvivorAnswer{Round: 3, Known: true}, "round"},
+		"unknown with list": {&pb.SurvivorAnswer{Round: 4, Survivors: m.Survivors}, "known unset"},
+		"not a peer ID":     {&pb.SurvivorAnswer{Round: 4, Known: true, Survivors: [][]byte{{1, 2, 3}}}, "survivors[0]"},
+		"listed twice":      {dup, "twice"},
+	} {
+		if _, _, err := SurvivorAnswerFromPB(tc.m, 4); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want ErrInvalid naming %q", name, err, tc.want)
+		}
+	}
+}

@@ -10,12 +10,14 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/sovereign-fl/sovereign/aggregation/secagg"
 	"github.com/sovereign-fl/sovereign/p2p"
+	"github.com/sovereign-fl/sovereign/wire"
 )
 
 // pki is a test federation of n workers with Ed25519 identities.
@@ -78,10 +80,12 @@ func authAnnounce(t *testing.T, p *pki, dim int, global []float32) Announce {
 	for i, id := range p.ids {
 		ids[i], sampled[i] = uint32(i+1), id.String()
 	}
+	h := ModelHash(global)
 	return Announce{
-		Round: 1, ModelHash: ModelHash(global), ModelSpec: testSpec, NumParams: dim,
-		Train:   TrainParams{Epochs: 1, Batch: 32, LR: 0.1},
-		SecAgg:  secagg.Config{Round: 1, Clients: ids, ClipRange: 1, MaxWeight: maxExamples, Dim: dim},
+		Round: 1, ModelHash: h, ModelSpec: testSpec, NumParams: dim,
+		Train: TrainParams{Epochs: 1, Batch: 32, LR: 0.1},
+		SecAgg: secagg.Config{Round: 1, Clients: ids, ClipRange: 1, MaxWeight: maxExamples, Dim: dim, ConsistencyCheck: true,
+			GraphSeed: wire.GraphSeed("fed-test", 1, h, sampled)},
 		Sampled: sampled,
 	}
 }
@@ -186,5 +190,208 @@ func TestAttackLowThresholdRefused(t *testing.T) {
 		if tc.allow != (err == nil) || (err != nil && !errors.As(err, &r)) {
 			t.Fatalf("c=%d t=%d k=8: err = %v, want allowed=%v", tc.c, tc.t, err, tc.allow)
 		}
+	}
+}
+
+// H2: a coordinator that switches the consistency check off (so that the
+// unmask requests carry no signatures to check) is refused at stage 0.
+func TestAttackRoundWithoutConsistencyCheckRefused(t *testing.T) {
+	cl := newCluster(t, 1, nil)
+	p := newPKI(t, 5, 14)
+	victim := authNode(t, p, p.ids[1], func(c *Config) { c.Policy.MinCohort = 5 })
+	a := authAnnounce(t, p, len(cl.global), cl.global)
+	a.SecAgg.ConsistencyCheck = false
+	_, err := victim.Advertise(a)
+	var r *Refusal
+	if !errors.As(err, &r) || !strings.Contains(r.Reason, "consistency check") {
+		t.Fatalf("round without the consistency check: err = %v, want a refusal naming it", err)
+	}
+	a.SecAgg.ConsistencyCheck = true
+	if _, err := victim.Advertise(a); err != nil {
+		t.Fatalf("the same round with the check: %v", err)
+	}
+}
+
+// M7: a coordinator that picks the neighbour graph itself (to put the
+// victim among its puppets) announces a seed other than the one the
+// announcement determines; the worker refuses it. So does an announcement
+// whose sample or model was changed after the seed was derived.
+func TestAttackChosenGraphSeedRefused(t *testing.T) {
+	cl := newCluster(t, 1, nil)
+	p := newPKI(t, 5, 15)
+	victim := authNode(t, p, p.ids[3], func(c *Config) { c.Policy.MinCohort = 5 })
+	honest := authAnnounce(t, p, len(cl.global), cl.global)
+	for name, lie := range map[string]func(a *Announce){
+		"chosen seed":      func(a *Announce) { a.SecAgg.GraphSeed[0] ^= 1 },
+		"other federation": func(a *Announce) { a.SecAgg.GraphSeed = wire.GraphSeed("other", 1, a.ModelHash, a.Sampled) },
+		"other round":      func(a *Announce) { a.SecAgg.GraphSeed = wire.GraphSeed("fed-test", 2, a.ModelHash, a.Sampled) },
+		"other model":      func(a *Announce) { a.ModelHash[0] ^= 1 },
+	} {
+		a := honest
+		a.Sampled = slices.Clone(honest.Sampled)
+		a.SecAgg.Clients = slices.Clone(honest.SecAgg.Clients)
+		lie(&a)
+		_, err := victim.Advertise(a)
+		var r *Refusal
+		if !errors.As(err, &r) || !strings.Contains(r.Reason, "graph seed") {
+			t.Fatalf("%s: err = %v, want a refusal naming the graph seed", name, err)
+		}
+	}
+	if _, err := victim.Advertise(honest); err != nil {
+		t.Fatalf("the derived seed: %v", err)
+	}
+}
+
+// M7: with policy.colluding_fraction γ the worker sizes c itself from the
+// announced n and k (secagg.ColludersFor) and refuses a threshold that a
+// γ-fraction of colluders could beat; colluding_neighbours still applies
+// when it is the larger.
+func TestAttackThresholdBelowColludingFraction(t *testing.T) {
+	cl := newCluster(t, 1, nil)
+	p := newPKI(t, 9, 16)
+	const k, n = 8, 9
+	cg := secagg.ColludersFor(k, n, 0.001, 40)
+	if cg < 1 || cg >= k {
+		t.Fatalf("ColludersFor(%d, %d, 0.001) = %d: the test needs 1 ≤ c < k", k, n, cg)
+	}
+	for _, tc := range []struct {
+		gamma float64
+		c, t  int
+		allow bool
+	}{
+		{0.001, 0, secagg.SafeThreshold(k, cg) - 1, false},
+		{0.001, 0, secagg.SafeThreshold(k, cg), true},
+		{0.001, cg + 1, secagg.SafeThreshold(k, cg), false}, // colluding_neighbours is larger
+		{0.5, 0, k + 1, false},                              // no threshold protects: degree too small
+	} {
+		victim := authNode(t, p, p.ids[0], func(c *Config) {
+			c.Policy.MinCohort, c.Policy.ColludingFraction, c.Policy.ColludingNeighbours = 5, tc.gamma, tc.c
+		})
+		a := authAnnounce(t, p, len(cl.global), cl.global)
+		a.SecAgg.Degree, a.SecAgg.Threshold = k, tc.t
+		_, err := victim.Advertise(a)
+		var r *Refusal
+		if tc.allow != (err == nil) || (err != nil && !errors.As(err, &r)) {
+			t.Fatalf("γ=%v c=%d t=%d k=%d: err = %v, want allowed=%v", tc.gamma, tc.c, tc.t, k, err, tc.allow)
+		}
+		if err != nil {
+			t.Logf("γ=%v c=%d t=%d: %s", tc.gamma, tc.c, tc.t, r.Reason)
+		}
+	}
+}
+
+// H2 with identities: the victim's consistency signature verifies under
+// its peer ID, and after a restart on the same store (a new leader asking
+// again) it returns the very same signature and refuses another set.
+func TestConsistencySignatureSurvivesRestartWithIdentity(t *testing.T) {
+	cl := newCluster(t, 1, nil)
+	p := newPKI(t, 5, 17)
+	victimPeer := p.ids[1]
+	dir := t.TempDir()
+	open := func() (*Node, *Store) {
+		cfg := testConfig("victim")
+		cfg.Policy.MaxEpsilon, cfg.Policy.MinCohort = math.Inf(1), 5
+		st, err := OpenStore(dir, StoreOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		train, test := shard(t, 0, 1)
+		n, err := NewNode(cfg, st, train, test, nil, WithIdentity(p.keys[victimPeer], "fed-test", p.lookup), WithRand(seeded(7)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n, st
+	}
+	victim, st := open()
+	a := authAnnounce(t, p, len(cl.global), cl.global)
+	vidx := a.NodeIndex(victim.ID())
+	srv, err := secagg.NewServer(a.SecAgg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifier := &wire.SecAggVerifier{Federation: "fed-test", Sampled: p.ids}
+	srv.SetAuthenticator(verifier)
+	peers := map[uint32]*secagg.Client{}
+	now := time.Unix(0, 0)
+	for i, id := range p.ids {
+		idx := uint32(i + 1)
+		var ad secagg.AdvertiseKeys
+		if idx == vidx {
+			ad, err = victim.Advertise(a)
+		} else {
+			c, _ := secagg.NewClient(a.SecAgg, idx, seeded(uint64(300+i)))
+			c.SetAuthenticator(puppetAuth(p, idx, p.keys[id]))
+			peers[idx] = c
+			ad, err = c.Advertise()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.Receive(ad, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var signed secagg.ConsistencyResponse
+	var req secagg.ConsistencyRequest
+	for srv.Stage() != secagg.StageUnmask {
+		out, _, err := srv.Advance(now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range out {
+			var reply any
+			c := peers[o.To]
+			switch m := o.Msg.(type) {
+			case secagg.KeyBroadcast:
+				if o.To == vidx {
+					reply, err = victim.ShareKeys(m)
+				} else {
+					reply, err = c.ShareKeys(m.Keys)
+				}
+			case secagg.ShareBundle:
+				if o.To == vidx {
+					reply, err = victim.MaskedInput(m, cl.global)
+				} else {
+					reply, err = c.MaskedInput(m.Shares, make([]float32, len(cl.global)), 1)
+				}
+			case secagg.ConsistencyRequest:
+				if o.To == vidx {
+					req = m
+					signed, err = victim.ConsistencyCheck(m)
+					reply = signed
+				} else {
+					reply, err = c.ConsistencyCheck(m)
+				}
+			default:
+				continue // the unmask requests: not needed here
+			}
+			if err != nil {
+				t.Fatalf("node %d: %v", o.To, err)
+			}
+			if err := srv.Receive(reply, now); err != nil {
+				t.Fatalf("server refused node %d: %v", o.To, err)
+			}
+		}
+	}
+	if len(signed.Signature) == 0 {
+		t.Fatal("the victim's consistency response is not signed")
+	}
+	if err := verifier.Verify(vidx, secagg.ConsistencyMessage(1, vidx, req.Survivors), signed.Signature); err != nil {
+		t.Fatalf("the victim's signature does not verify under its peer ID: %v", err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	victim, st = open()
+	t.Cleanup(func() { st.Close() })
+	again, err := victim.ConsistencyCheck(req)
+	if err != nil || !slices.Equal(again.Signature, signed.Signature) {
+		t.Fatalf("after a restart: %v (same signature: %v)", err, slices.Equal(again.Signature, signed.Signature))
+	}
+	other := req
+	other.Survivors = slices.DeleteFunc(slices.Clone(req.Survivors), func(x uint32) bool { return x != vidx && x == req.Survivors[len(req.Survivors)-1] })
+	var r *Refusal
+	if _, err := victim.ConsistencyCheck(other); !errors.As(err, &r) || !strings.Contains(r.Reason, "already signed") {
+		t.Fatalf("another set after a restart: err = %v, want a refusal", err)
 	}
 }

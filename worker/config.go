@@ -79,6 +79,8 @@ const (
 //	max_epsilon     = 8.0                # refuse rounds beyond this ε
 //	min_cohort      = 3                  # refuse rounds sampling fewer institutions
 //	accepted_models = ["2nn", "mlp:32"]  # refuse other architectures
+//	colluding_fraction = 0.05            # size the SecAgg+ threshold for this γ
+//	delta           = 1e-5               # δ of the worker's own (ε, δ) accountant
 //
 // Relative paths are resolved against the folder of the configuration file.
 type Config struct {
@@ -164,7 +166,20 @@ type Policy struct {
 	// stats_noise; default false: only the pooled sums over the cohort
 	// are revealed).
 	RequireStatsNoise bool `toml:"require_stats_noise"`
+	// ColludingFraction is the fraction γ of the round's sampled workers
+	// the institution assumes may collude with the coordinator. With γ > 0
+	// the worker turns it into a number of colluding neighbours for the
+	// announced n and k (secagg.ColludersFor, Bell et al. 2020 §3, failure
+	// 2^-40) and refuses a threshold below SafeThreshold(k, c), c being
+	// the larger of that number and colluding_neighbours (default 0).
+	ColludingFraction float64 `toml:"colluding_fraction"`
+	// Delta is the δ of the (ε, δ) the worker's own accountant reports and
+	// checks against MaxEpsilon (default DefaultDelta). See Node.OwnEpsilon.
+	Delta float64 `toml:"delta"`
 }
+
+// DefaultDelta is the default policy.delta.
+const DefaultDelta = 1e-5
 
 // WithDefaults returns p with the zero work limits and evaluation policy
 // replaced by their defaults (a Config built in code leaves them zero).
@@ -177,6 +192,9 @@ func (p Policy) WithDefaults() Policy {
 	}
 	if p.Evaluation == "" {
 		p.Evaluation = EvalExact
+	}
+	if p.Delta == 0 {
+		p.Delta = DefaultDelta
 	}
 	return p
 }
@@ -205,6 +223,8 @@ type rawConfig struct {
 		Evaluation          string   `toml:"evaluation"`
 		ColludingNeighbours int      `toml:"colluding_neighbours"`
 		RequireStatsNoise   bool     `toml:"require_stats_noise"`
+		ColludingFraction   float64  `toml:"colluding_fraction"`
+		Delta               *float64 `toml:"delta"`
 	} `toml:"policy"`
 }
 
@@ -238,6 +258,11 @@ func ParseConfig(src string, b []byte, dir string) (*Config, error) {
 	c.Policy.AcceptedModels = raw.Policy.AcceptedModels
 	c.Policy.ColludingNeighbours = raw.Policy.ColludingNeighbours
 	c.Policy.RequireStatsNoise = raw.Policy.RequireStatsNoise
+	c.Policy.ColludingFraction = raw.Policy.ColludingFraction
+	c.Policy.Delta = DefaultDelta
+	if raw.Policy.Delta != nil {
+		c.Policy.Delta = *raw.Policy.Delta
+	}
 	c.Policy.MaxEpsilon = math.Inf(1)
 	if raw.Policy.MaxEpsilon != nil {
 		c.Policy.MaxEpsilon = *raw.Policy.MaxEpsilon
@@ -411,6 +436,12 @@ func (c *Config) Validate() error {
 	}
 	if p.ColludingNeighbours < 0 || p.ColludingNeighbours > secagg.MaxClients {
 		return c.fieldError("policy.colluding_neighbours", "%d out of range [0, %d]", p.ColludingNeighbours, secagg.MaxClients)
+	}
+	if !(p.Delta > 0 && p.Delta < 1) {
+		return c.fieldError("policy.delta", "%v out of range (0, 1)", p.Delta)
+	}
+	if !(p.ColludingFraction >= 0 && p.ColludingFraction < 1) {
+		return c.fieldError("policy.colluding_fraction", "%v out of range [0, 1)", p.ColludingFraction)
 	}
 	for i, s := range p.AcceptedModels {
 		if err := checkSpecSyntax(s); err != nil {

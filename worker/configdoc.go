@@ -41,6 +41,8 @@ var ConfigDoc = confdoc.File{
 		"policy.max_secagg_degree":    {Text: "Largest SecAgg+ neighbour degree a round may announce.", Default: "256", Range: "[1, 65534]", Example: "64"},
 		"policy.evaluation":           {Text: "What the worker answers to evaluation: its exact figures once per round it trained in, only inside the secure aggregate, or nothing (docs/threat-model.md).", Default: `"exact"`, Range: "`exact`, `aggregate`, `none`", Example: `"aggregate"`},
 		"policy.colluding_neighbours": {Text: "SecAgg+ neighbours c assumed to collude with the coordinator; announced thresholds below SafeThreshold(k, c) are refused.", Default: "0", Range: "[0, 65535]", Example: "2"},
+		"policy.colluding_fraction":   {Text: "Fraction γ of a round's sampled workers assumed to collude with the coordinator; turned into colluding neighbours for the announced n and k (secagg.ColludersFor, failure 2^-40), and announced thresholds below SafeThreshold(k, c) are refused.", Default: "0", Range: "[0, 1)", Example: "0.1"},
+		"policy.delta":                {Text: "δ of the (ε, δ) the worker's own accountant (q = 1, over the rounds it joined) reports and checks against `max_epsilon`.", Default: "1e-05", Range: "(0, 1)", Example: "1e-06"},
 		"policy.require_stats_noise":  {Text: "Refuse a federation-statistics round whose sums carry no row-level noise (coordinator `[rounds] stats_noise`).", Default: "false", Example: "true"},
 	},
 }

@@ -257,6 +257,8 @@ func (cl *cluster) runRound(a Announce, h hooks) (sum []float64, total float64, 
 					return node.ShareKeys(m)
 				case secagg.ShareBundle:
 					return node.MaskedInput(m, cl.global)
+				case secagg.ConsistencyRequest:
+					return node.ConsistencyCheck(m)
 				case secagg.UnmaskRequest:
 					return node.Unmask(m)
 				}

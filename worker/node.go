@@ -271,8 +271,90 @@ func (n *Node) Policy() Policy { return n.cfg.Policy }
 // of the worker's update when differential privacy is off).
 func (n *Node) Examples() int { return n.train.N }
 
-// EpsilonSpent returns the ε recorded by the last committed round.
+// EpsilonSpent returns the ε recorded by the last committed round: the
+// federation's figure, as the coordinator announced it.
 func (n *Node) EpsilonSpent() (float64, error) { return n.st.Epsilon() }
+
+// OwnEpsilon returns the ε (at policy.delta) of the worker's own
+// accountant: every round in which it sent a noised masked input, charged
+// at sampling rate q = 1 (security review M5). The coordinator chooses the
+// sample and knows it, so privacy amplification by sampling (q < 1) does
+// not hold against it; nor can the worker check a sampling rate it is
+// told. The accountant is the RDP of the sampled Gaussian mechanism
+// (Mironov 2017; with q = 1, the Gaussian mechanism's α/(2σ²)), where σ is
+// the round's announced noise multiplier: it assumes, like the
+// federation's accountant, that a released sum carries at least
+// dp.min_clients honest noise shares, which the SecAgg+ threshold
+// enforces against the coordinator alone. It only reads the store, so it
+// does not wait for a training in progress.
+func (n *Node) OwnEpsilon() (float64, error) { return n.ownEpsilon(0) }
+
+// ownEpsilon is OwnEpsilon with one more round of noise multiplier extra
+// (0: none) charged.
+func (n *Node) ownEpsilon(extra float64) (float64, error) {
+	return ownEpsilon(n.st, n.cfg.Policy.Delta, extra)
+}
+
+// OwnEpsilonOf returns the ε at delta of the privacy ledger in st (see
+// Node.OwnEpsilon), for monitoring.
+func OwnEpsilonOf(st *Store, delta float64) (float64, error) { return ownEpsilon(st, delta, 0) }
+
+func ownEpsilon(st *Store, delta, extra float64) (float64, error) {
+	steps, err := st.Privacy()
+	if err != nil {
+		return 0, err
+	}
+	acc := &dp.Accountant{}
+	for _, p := range steps {
+		acc.Step(1, p.Sigma, 1)
+	}
+	if extra > 0 {
+		acc.Step(1, extra, 1)
+	}
+	if acc.TotalSteps() == 0 {
+		return 0, nil
+	}
+	eps, _, err := acc.Epsilon(delta, nil)
+	return eps, err
+}
+
+// charged reports whether round is in the worker's own privacy ledger.
+func (n *Node) charged(round uint64) (bool, error) {
+	steps, err := n.st.Privacy()
+	if err != nil {
+		return false, err
+	}
+	for _, p := range steps {
+		if p.Round == round {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// ownBudget refuses a DP round that would take the worker's own ε (q = 1)
+// above policy.max_epsilon, whatever ε the coordinator announced. A round
+// already charged passes (it is asked again after a failover).
+func (n *Node) ownBudget(a *Announce) error {
+	p := n.cfg.Policy
+	// The statistics round's noise is row-level, not part of the
+	// institution-level budget (coordinator/stats.go).
+	if a.DP.Noise == 0 || math.IsInf(p.MaxEpsilon, 1) || a.Purpose == wire.PurposeStatistics {
+		return nil
+	}
+	if done, err := n.charged(a.Round); err != nil || done {
+		return err
+	}
+	eps, err := n.ownEpsilon(a.DP.Noise)
+	if err != nil {
+		return fmt.Errorf("worker %s: round %d: own privacy accountant: %w", n.cfg.Name, a.Round, err)
+	}
+	if eps > p.MaxEpsilon {
+		return n.refuseDetail(a.Round, nil, "this worker's own ε (q = 1) after this round would be above policy.max_epsilon",
+			fmt.Sprintf("own ε %.4g after the round at δ %g, policy.max_epsilon %.4g, announced ε %.4g", eps, p.Delta, p.MaxEpsilon, a.Epsilon))
+	}
+	return nil
+}
 
 func (n *Node) canonicalSpec(s string) (string, error) {
 	sp, err := model.ParseSpec(s, n.train.C, n.train.H, n.train.W, n.train.Classes)
@@ -477,7 +559,11 @@ func (n *Node) commitLocked(round uint64, epsilon float64) error {
 			delete(n.clients, r)
 		}
 	}
-	n.log.Info("round committed", "round", round, "epsilon", epsilon)
+	own, err := n.ownEpsilon(0)
+	if err != nil {
+		return err
+	}
+	n.log.Info("round committed", "round", round, "epsilon", epsilon, "own_epsilon", own)
 	return nil
 }
 
@@ -561,6 +647,9 @@ func (n *Node) Advertise(a Announce) (secagg.AdvertiseKeys, error) {
 	}
 	if r := n.policy(&a); r != nil {
 		return secagg.AdvertiseKeys{}, r
+	}
+	if err := n.ownBudget(&a); err != nil {
+		return secagg.AdvertiseKeys{}, err
 	}
 	if err := n.secAggPolicy(&a); err != nil {
 		return secagg.AdvertiseKeys{}, err
@@ -710,6 +799,11 @@ func (n *Node) MaskedInput(sb secagg.ShareBundle, global []float32) (secagg.Mask
 	if !ok {
 		return secagg.MaskedInput{}, &CorruptError{Key: roundKey(sb.Round, recAnnounce), Reason: "missing while the client state exists"}
 	}
+	// The budget is checked again here, where it is spent: a coordinator
+	// that opened several rounds at once passed each Advertise alone.
+	if err := n.ownBudget(a); err != nil {
+		return secagg.MaskedInput{}, err
+	}
 	var delta []float32
 	var loss float64
 	if a.Purpose == wire.PurposeStatistics {
@@ -739,10 +833,19 @@ func (n *Node) MaskedInput(sb secagg.ShareBundle, global []float32) (secagg.Mask
 	if err != nil {
 		return secagg.MaskedInput{}, fmt.Errorf("worker %s: %w", n.cfg.Name, err)
 	}
-	if err := n.persist(sb.Round, c, func(s []byte) error { return n.st.PutMasked(sb.Round, s, mi) }); err != nil {
+	var step *PrivacyStep
+	if a.DP.Noise > 0 && a.Purpose == "" {
+		step = &PrivacyStep{Round: sb.Round, Sigma: a.DP.Noise}
+	}
+	if err := n.persist(sb.Round, c, func(s []byte) error { return n.st.PutMaskedCharged(sb.Round, s, mi, step) }); err != nil {
 		return secagg.MaskedInput{}, err
 	}
-	n.log.Info("masked input sent", "round", sb.Round, "train_loss", loss, "shares", len(sb.Shares), "dp", a.DP.Noise > 0)
+	own, err := n.ownEpsilon(0)
+	if err != nil {
+		return secagg.MaskedInput{}, err
+	}
+	n.log.Info("masked input sent", "round", sb.Round, "train_loss", loss, "shares", len(sb.Shares), "dp", a.DP.Noise > 0,
+		"own_epsilon", own, "announced_epsilon", a.Epsilon)
 	return mi, nil
 }
 
@@ -829,6 +932,44 @@ func (n *Node) update(a *Announce, global []float32) ([]float32, float64, error)
 	return delta, loss, nil
 }
 
+// ConsistencyCheck runs the consistency check of Bonawitz et al. 2017
+// (round 4) between stages 2 and 3: the worker signs, with its identity
+// key, the survivor set it is told, once per round. The signed set is in
+// the client state, written to the store before the signature is
+// returned: asked again (by a new leader after a failover, or after a
+// restart) the worker returns the same signature, and a different set is
+// refused with a *Refusal wrapping the *secagg.EquivocationError.
+func (n *Node) ConsistencyCheck(req secagg.ConsistencyRequest) (secagg.ConsistencyResponse, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := n.checkStale(req.Round); err != nil {
+		return secagg.ConsistencyResponse{}, err
+	}
+	c, err := n.client(req.Round)
+	if err != nil {
+		return secagg.ConsistencyResponse{}, err
+	}
+	if req.To != c.ID() {
+		return secagg.ConsistencyResponse{}, fmt.Errorf("worker %s: round %d: consistency request addressed to node %d, this worker is node %d", n.cfg.Name, req.Round, req.To, c.ID())
+	}
+	first := c.SignedSurvivors() == nil
+	resp, err := c.ConsistencyCheck(req)
+	if err != nil {
+		var eq *secagg.EquivocationError
+		if errors.As(err, &eq) {
+			return secagg.ConsistencyResponse{}, n.refuse(req.Round, err, "already signed survivor set %v, refusing %v", eq.Answered, eq.Requested)
+		}
+		return secagg.ConsistencyResponse{}, fmt.Errorf("worker %s: %w", n.cfg.Name, err)
+	}
+	if first {
+		if err := n.persist(req.Round, c, func(s []byte) error { return n.st.PutClient(req.Round, s, nil) }); err != nil {
+			return secagg.ConsistencyResponse{}, err
+		}
+		n.log.Info("survivor set signed", "round", req.Round, "survivors", len(req.Survivors))
+	}
+	return resp, nil
+}
+
 // Unmask runs stage 3: it records the survivor set durably, then returns
 // the worker's shares for it. Asked again with the same set it returns the
 // same shares; a different set for the same round is refused with a
@@ -852,6 +993,11 @@ func (n *Node) Unmask(req secagg.UnmaskRequest) (secagg.UnmaskResponse, error) {
 		var eq *secagg.EquivocationError
 		if errors.As(err, &eq) {
 			return secagg.UnmaskResponse{}, n.refuse(req.Round, err, "already answered survivor set %v, refusing %v", eq.Answered, eq.Requested)
+		}
+		if errors.Is(err, secagg.ErrInconsistent) || errors.Is(err, secagg.ErrBadSignature) || errors.Is(err, secagg.ErrDisconnected) {
+			// The coordinator is lying about the survivors (security
+			// review H2, M6): refused, logged and counted as a refusal.
+			return secagg.UnmaskResponse{}, n.refuse(req.Round, err, "unmask request refused: %v", err)
 		}
 		return secagg.UnmaskResponse{}, fmt.Errorf("worker %s: %w", n.cfg.Name, err)
 	}

@@ -521,3 +521,32 @@ func TestUpdateReusesNetwork(t *testing.T) {
 		}
 	}
 }
+
+// The consistency check (Bonawitz et al. 2017, round 4) through the node:
+// the signed survivor set is in the store, so after a restart (a new
+// leader asking again) the same set gets the same answer and another set
+// is refused, and the unmask request must name the signed set.
+func TestConsistencySignedOnceAcrossRestart(t *testing.T) {
+	cl := newCluster(t, 4, func(i int, c *Config) { c.Policy.MaxEpsilon = math.Inf(1) })
+	a := cl.announce(1, maxExamples)
+	a.SecAgg.ConsistencyCheck = true
+	_, _, surv, msgs := cl.runRound(a, hooks{repeat: true})
+	if !slices.Equal(surv, []uint32{1, 2, 3, 4}) {
+		t.Fatalf("survivors %v", surv)
+	}
+	signed, ok := msgs[1][3].(secagg.ConsistencyResponse)
+	if !ok {
+		t.Fatalf("worker 1's fourth answer is %T, want its consistency signature", msgs[1][3])
+	}
+	cl.restart(0)
+	again, err := cl.nodes[0].ConsistencyCheck(secagg.ConsistencyRequest{Round: 1, To: 1, Survivors: []uint32{1, 2, 3, 4}})
+	if err != nil || !reflect.DeepEqual(again, signed) {
+		t.Fatalf("same set after restart: %+v, %v; want %+v", again, err, signed)
+	}
+	_, err = cl.nodes[0].ConsistencyCheck(secagg.ConsistencyRequest{Round: 1, To: 1, Survivors: []uint32{1, 2, 3}})
+	var eq *secagg.EquivocationError
+	var r *Refusal
+	if !errors.As(err, &eq) || !errors.As(err, &r) || !slices.Equal(eq.Answered, []uint32{1, 2, 3, 4}) {
+		t.Fatalf("a second survivor set after restart: %v, want a refusal wrapping an equivocation error", err)
+	}
+}

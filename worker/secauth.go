@@ -89,14 +89,37 @@ func (n *Node) roundAuthFor(a *Announce) (*roundAuth, error) {
 // secAggPolicy refuses SecAgg+ parameters an active coordinator could use
 // against this worker (security review H2, M7): a threshold below
 // secagg.SafeThreshold(k, policy.colluding_neighbours), and, when the
-// worker has an identity, a round without the consistency check is still
-// accepted only while coordinators do not run it (see docs/secagg-security.md).
+// worker has an identity, a round without the consistency check (Bonawitz
+// et al. 2017, round 4), since without it an equivocating coordinator is
+// held back by the threshold alone.
 func (n *Node) secAggPolicy(a *Announce) error {
 	sc := a.SecAgg.WithDefaults()
-	c := n.cfg.Policy.ColludingNeighbours
+	if n.sk != nil && !sc.ConsistencyCheck {
+		return n.refuse(a.Round, nil, "round does not run the SecAgg+ consistency check, which this worker requires")
+	}
+	if n.sk != nil {
+		// The graph seed must be the one the announcement determines
+		// (security review M7), not one the coordinator picked.
+		if want := wire.GraphSeed(n.federation, a.Round, a.ModelHash, a.Sampled); sc.GraphSeed != want {
+			return n.refuseDetail(a.Round, nil, "SecAgg+ graph seed is not the one derived from the announcement (wire.GraphSeed)",
+				fmt.Sprintf("announced %x, derived %x", sc.GraphSeed[:8], want[:8]))
+		}
+	}
+	p := n.cfg.Policy
+	c, field := p.ColludingNeighbours, "policy.colluding_neighbours"
+	if p.ColludingFraction > 0 {
+		// γ of the n sampled workers collude: c of the k neighbours, except
+		// with probability 2^-40 over the whole cohort (Bell et al. 2020).
+		if cg := secagg.ColludersFor(sc.Degree, len(sc.Clients), p.ColludingFraction, 40); cg > c {
+			c, field = cg, fmt.Sprintf("policy.colluding_fraction %g", p.ColludingFraction)
+		}
+		if c >= sc.Degree {
+			return n.refuse(a.Round, nil, "SecAgg+ degree %d is too small for %s: up to %d of a worker's neighbours may collude", sc.Degree, field, c)
+		}
+	}
 	if min := secagg.SafeThreshold(sc.Degree, c); sc.Threshold < min {
-		return n.refuse(a.Round, nil, "SecAgg+ threshold %d is below %d, the least that tolerates %d colluding neighbours of degree %d (policy.colluding_neighbours)",
-			sc.Threshold, min, c, sc.Degree)
+		return n.refuse(a.Round, nil, "SecAgg+ threshold %d is below %d, the least that tolerates %d colluding neighbours of degree %d (%s)",
+			sc.Threshold, min, c, sc.Degree, field)
 	}
 	return nil
 }

@@ -44,16 +44,21 @@ type ServeOptions struct {
 	StageTimeout time.Duration
 	// MaxFrame bounds every request frame (default p2p.DefaultMaxFrame).
 	MaxFrame int
+	// ConfirmTimeout bounds the wait for the coordinator replicas to
+	// confirm a survivor set (default 10 s; see confirmSurvivors).
+	ConfirmTimeout time.Duration
 }
 
 // Server exposes a Node on a p2p.Host: it registers the handlers of the
 // round's stages (wire.ProtoAdvertise, ProtoShareKeys, ProtoMasked,
-// ProtoUnmask, ProtoEvaluate), answerable by coordinators only, and, in
-// Run, dials every coordinator of the federation and says Hello, redialling
-// with exponential backoff when the connection drops. Models are fetched by
-// hash from the coordinator that asks (p2p.FetchBlob) and checked against
-// the announced size. A refusal or an invalid request is answered with a
-// Refusal naming the reason.
+// ProtoConsistency, ProtoUnmask, ProtoEvaluate), answerable by
+// coordinators only, and, in Run, dials every coordinator of the
+// federation and says Hello, redialling with exponential backoff when the
+// connection drops. Models are fetched by hash from the coordinator that
+// asks (p2p.FetchBlob) and checked against the announced size. Before it
+// signs or unmasks a survivor set it confirms the set with a majority of
+// the coordinator replicas (confirmSurvivors). A refusal or an invalid
+// request is answered with a Refusal naming the reason.
 type Server struct {
 	h    *p2p.Host
 	node *Node
@@ -67,6 +72,9 @@ type Server struct {
 	order  [][32]byte
 	downs  map[peer.ID][]chan struct{}
 	notify *network.NotifyBundle
+	// confirmed[round] are the keys of what a majority of the coordinator
+	// replicas confirmed for round (its announcement, its survivor set).
+	confirmed map[uint64][]string
 }
 
 // NewServer registers node's stage handlers on h. st must be node's store.
@@ -83,11 +91,15 @@ func NewServer(h *p2p.Host, node *Node, st *Store, opts ServeOptions) (*Server, 
 	if opts.StageTimeout <= 0 {
 		opts.StageTimeout = 10 * time.Minute
 	}
+	if opts.ConfirmTimeout <= 0 {
+		opts.ConfirmTimeout = defaultConfirmTimeout
+	}
 	s := &Server{
 		h: h, node: node, st: st, log: opts.Logger.With("worker", node.Name()), opts: opts,
-		rng:    rand.New(rand.NewSource(opts.Seed)),
-		models: make(map[[32]byte][]float32),
-		downs:  make(map[peer.ID][]chan struct{}),
+		rng:       rand.New(rand.NewSource(opts.Seed)),
+		models:    make(map[[32]byte][]float32),
+		downs:     make(map[peer.ID][]chan struct{}),
+		confirmed: make(map[uint64][]string),
 	}
 	s.notify = &network.NotifyBundle{DisconnectedF: func(n network.Network, c network.Conn) {
 		p := c.RemotePeer()
@@ -110,6 +122,7 @@ func NewServer(h *p2p.Host, node *Node, st *Store, opts ServeOptions) (*Server, 
 		{wire.ProtoAdvertise, s.handleAdvertise},
 		{wire.ProtoShareKeys, s.handleShareKeys},
 		{wire.ProtoMasked, s.handleMasked},
+		{wire.ProtoConsistency, s.handleConsistency},
 		{wire.ProtoUnmask, s.handleUnmask},
 		{wire.ProtoEvaluate, s.handleEvaluate},
 	}
@@ -125,7 +138,7 @@ func NewServer(h *p2p.Host, node *Node, st *Store, opts ServeOptions) (*Server, 
 
 // Close unregisters the handlers.
 func (s *Server) Close() {
-	for _, id := range []protocol.ID{wire.ProtoAdvertise, wire.ProtoShareKeys, wire.ProtoMasked, wire.ProtoUnmask, wire.ProtoEvaluate} {
+	for _, id := range []protocol.ID{wire.ProtoAdvertise, wire.ProtoShareKeys, wire.ProtoMasked, wire.ProtoConsistency, wire.ProtoUnmask, wire.ProtoEvaluate} {
 		s.h.RemoveHandler(id)
 	}
 	s.h.LibP2P().Network().StopNotify(s.notify)
@@ -307,6 +320,17 @@ func (s *Server) handleAdvertise(_ context.Context, st *p2p.Stream) error {
 	}, func(m *pb.RoundAnnounce) uint64 { return m.Round })
 }
 
+// toWire is the inverse of fromWire.
+func toWire(a *Announce) *wire.Announce {
+	return &wire.Announce{
+		Round: a.Round, ModelHash: a.ModelHash, ModelVersion: a.ModelVersion, ModelSpec: a.ModelSpec, NumParams: a.NumParams,
+		Epochs: a.Train.Epochs, Batch: a.Train.Batch, LR: a.Train.LR, ProxMu: a.Train.ProxMu,
+		Clip: a.DP.Clip, Noise: a.DP.Noise, MinClients: a.DP.MinClients,
+		SecAgg: a.SecAgg, Sampled: a.Sampled, Epsilon: a.Epsilon,
+		Purpose: a.Purpose, SchemaHash: a.SchemaHash, Stats: a.Stats, StatsMaxRows: a.StatsMaxRows,
+	}
+}
+
 func fromWire(wa *wire.Announce) *Announce {
 	return &Announce{
 		Round: wa.Round, ModelHash: wa.ModelHash, ModelVersion: wa.ModelVersion, ModelSpec: wa.ModelSpec, NumParams: wa.NumParams,
@@ -361,6 +385,9 @@ func (s *Server) handleMasked(ctx context.Context, st *p2p.Stream) error {
 		if !ok {
 			return refuse(&Refusal{Round: sb.Round, Reason: fmt.Sprintf("no announcement of round %d was accepted", sb.Round)})
 		}
+		if err := s.confirmAnnounce(ctx, st.Peer(), a); err != nil {
+			return refuse(err)
+		}
 		if a.Purpose == "" {
 			// The statistics round sums the site's data, not a model.
 			if global, err = s.model(ctx, st.Peer(), a.ModelHash, a.NumParams); err != nil {
@@ -388,10 +415,33 @@ func (s *Server) handleMasked(ctx context.Context, st *p2p.Stream) error {
 	return nil
 }
 
-func (s *Server) handleUnmask(_ context.Context, st *p2p.Stream) error {
+func (s *Server) handleConsistency(ctx context.Context, st *p2p.Stream) error {
+	return answer(s, st, &pb.ConsistencyRequest{}, func(m *pb.ConsistencyRequest) (proto.Message, error) {
+		req, err := wire.ConsistencyRequestFromPB(m)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.confirmSurvivors(ctx, st.Peer(), req.Round, req.Survivors); err != nil {
+			return nil, err
+		}
+		resp, err := s.node.ConsistencyCheck(req)
+		if err != nil {
+			return nil, err
+		}
+		s.log.Info("signed survivors", "round", req.Round, "stage", secagg.StageConsistency.String(), "peer", st.Peer().String(), "survivors", len(req.Survivors))
+		return wire.ConsistencyResponseToPB(resp), nil
+	}, func(r uint64, rf *pb.Refusal) proto.Message {
+		return &pb.ConsistencyResponse{Round: r, Refusal: rf}
+	}, func(m *pb.ConsistencyRequest) uint64 { return m.Round })
+}
+
+func (s *Server) handleUnmask(ctx context.Context, st *p2p.Stream) error {
 	return answer(s, st, &pb.UnmaskRequest{}, func(m *pb.UnmaskRequest) (proto.Message, error) {
 		req, err := wire.UnmaskRequestFromPB(m)
 		if err != nil {
+			return nil, err
+		}
+		if err := s.confirmSurvivors(ctx, st.Peer(), req.Round, req.Survivors); err != nil {
 			return nil, err
 		}
 		resp, err := s.node.Unmask(req)
@@ -430,6 +480,159 @@ func (s *Server) handleEvaluate(ctx context.Context, st *p2p.Stream) error {
 	}, func(m *pb.EvaluateRequest) uint64 { return m.Round })
 }
 
+// defaultConfirmTimeout bounds how long a worker waits for the
+// coordinator replicas to confirm a survivor set (a follower may apply the
+// commit a little after the leader).
+const defaultConfirmTimeout = 10 * time.Second
+
+// confirmSurvivors checks, before the worker signs or unmasks the survivor
+// set idx (node indices) of round that asker sent, that a majority of the
+// federation's coordinator replicas hold that set in their Raft-committed
+// state (wire.ProtoSurvivors; security review L4): one rogue replica that
+// drives a round of its own, or asks for a set the log does not hold, is
+// refused and named in the worker's log. A federation with one
+// coordinator has a majority of one, the asker itself: nothing to ask.
+func (s *Server) confirmSurvivors(ctx context.Context, asker peer.ID, round uint64, idx []uint32) error {
+	if len(s.h.Federation().Coordinators()) <= 1 {
+		return nil
+	}
+	a, ok, err := s.st.Announce(round)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return &Refusal{Round: round, Reason: fmt.Sprintf("no announcement of round %d was accepted", round)}
+	}
+	want := make([]string, 0, len(idx))
+	for _, i := range idx {
+		if i < 1 || int(i) > len(a.Sampled) {
+			return s.node.refuse(round, nil, "survivor set names node %d, which was not sampled", i)
+		}
+		want = append(want, a.Sampled[i-1])
+	}
+	slices.Sort(want)
+	key := "survivors:" + strings.Join(want, ",")
+	return s.confirm(ctx, asker, round, "survivor set", key, func(ans *pb.SurvivorAnswer) (known, agree bool, why string) {
+		got, known, err := wire.SurvivorAnswerFromPB(ans, round)
+		if err != nil || !known {
+			return false, false, "no committed survivors"
+		}
+		if !slices.Equal(got, want) {
+			return true, false, fmt.Sprintf("committed %d other survivors", len(got))
+		}
+		return true, true, ""
+	})
+}
+
+// confirmAnnounce checks, before the worker trains and sends its masked
+// input for a (the point where its privacy budget is spent), that a
+// majority of the coordinator replicas committed this very announcement
+// (wire.AnnounceDigest; security review L4), so that a rogue replica
+// cannot spend the worker's budget on a round of its own.
+func (s *Server) confirmAnnounce(ctx context.Context, asker peer.ID, a *Announce) error {
+	if len(s.h.Federation().Coordinators()) <= 1 {
+		return nil
+	}
+	want, err := wire.AnnounceDigest(toWire(a))
+	if err != nil {
+		return err
+	}
+	return s.confirm(ctx, asker, a.Round, "announcement", fmt.Sprintf("announce:%x", want), func(ans *pb.SurvivorAnswer) (known, agree bool, why string) {
+		if _, _, err := wire.SurvivorAnswerFromPB(ans, a.Round); err != nil || len(ans.AnnounceSha256) == 0 {
+			return false, false, "no committed announcement"
+		}
+		if !bytes.Equal(ans.AnnounceSha256, want[:]) {
+			return true, false, "committed another announcement"
+		}
+		return true, true, ""
+	})
+}
+
+// confirm asks every coordinator replica about round (wire.ProtoSurvivors)
+// until a majority agree with what asker sent (match), or a majority is out
+// of reach, or s.opts.ConfirmTimeout passes; replicas that do not know yet
+// (a follower applies a commit a little after the leader) are asked again.
+// key caches a confirmation per round. Without a majority the request is
+// refused naming asker, and the replicas that disagreed are logged.
+func (s *Server) confirm(ctx context.Context, asker peer.ID, round uint64, what, key string, match func(*pb.SurvivorAnswer) (known, agree bool, why string)) error {
+	coords := s.h.Federation().Coordinators()
+	s.mu.Lock()
+	done := slices.Contains(s.confirmed[round], key)
+	s.mu.Unlock()
+	if done {
+		return nil
+	}
+	need := len(coords)/2 + 1
+	ctx, cancel := context.WithTimeout(ctx, s.opts.ConfirmTimeout)
+	defer cancel()
+	type verdict struct {
+		m     p2p.Member
+		agree bool
+		why   string
+	}
+	verdicts := make(chan verdict, len(coords))
+	cl := &p2p.Client{Host: s.h, Timeout: s.opts.ConfirmTimeout, MaxFrame: s.opts.MaxFrame}
+	for _, c := range coords {
+		go func() {
+			for {
+				var ans pb.SurvivorAnswer
+				err := cl.Request(ctx, c.ID, wire.ProtoSurvivors, &pb.SurvivorQuery{Round: round}, &ans)
+				why := ""
+				if err == nil {
+					var known, agree bool
+					if known, agree, why = match(&ans); known {
+						verdicts <- verdict{c, agree, why}
+						return
+					}
+				} else {
+					why = err.Error()
+				}
+				if ctx.Err() != nil {
+					verdicts <- verdict{c, false, why}
+					return
+				}
+				// Not applied yet (or unreachable): ask again shortly.
+				t := time.NewTimer(50 * time.Millisecond)
+				select {
+				case <-ctx.Done():
+				case <-t.C:
+				}
+				t.Stop()
+			}
+		}()
+	}
+	agree, answered := 0, 0
+	var against []string
+	for agree < need && answered < len(coords) && answered-agree <= len(coords)-need {
+		v := <-verdicts
+		answered++
+		if v.agree {
+			agree++
+		} else {
+			against = append(against, fmt.Sprintf("%s (%s)", v.m.Name, v.why))
+		}
+	}
+	cancel()
+	if agree < need {
+		asking := asker.String()
+		if m, ok := s.h.Federation().Lookup(asker); ok {
+			asking = m.Name
+		}
+		s.log.Warn(what+" not confirmed by the coordinator replicas", "round", round, "asker", asking, "peer", asker.String(),
+			"confirmed", agree, "need", need, "against", strings.Join(against, "; "))
+		return s.node.refuse(round, nil, "%s asked by %s is confirmed by %d of %d coordinator replicas, need %d", what, asking, agree, len(coords), need)
+	}
+	s.mu.Lock()
+	s.confirmed[round] = append(s.confirmed[round], key)
+	for r := range s.confirmed {
+		if r+16 < round {
+			delete(s.confirmed, r)
+		}
+	}
+	s.mu.Unlock()
+	return nil
+}
+
 // stageOf names the round stage a stage protocol serves, as the
 // coordinator's log lines do.
 func stageOf(id protocol.ID) string {
@@ -440,6 +643,8 @@ func stageOf(id protocol.ID) string {
 		return secagg.StageShareKeys.String()
 	case wire.ProtoMasked:
 		return secagg.StageMaskedInput.String()
+	case wire.ProtoConsistency:
+		return secagg.StageConsistency.String()
 	case wire.ProtoUnmask:
 		return secagg.StageUnmask.String()
 	case wire.ProtoEvaluate:

@@ -30,6 +30,7 @@ const (
 	keyEpsilon   = "m/epsilon"   // ε spent (float64 bits)
 	keyLastSpec  = "m/spec"      // model spec of the latest announcement
 	keyEvaluated = "m/evaluated" // the latest evaluation answered (JSON EvalPin)
+	keyPrivacy   = "m/privacy"   // the worker's own privacy ledger (JSON []PrivacyStep)
 	roundPrefix  = "r/"
 
 	recAnnounce = "announce" // gob Announce (ε may be +Inf, which JSON cannot hold)
@@ -393,10 +394,60 @@ func (s *Store) Client(round uint64) ([]byte, bool, error) {
 // PutMasked records, in one transaction, the client state after stage 2 and
 // the masked input it produced.
 func (s *Store) PutMasked(round uint64, state []byte, mi secagg.MaskedInput) error {
-	return s.put(map[string][]byte{
+	return s.PutMaskedCharged(round, state, mi, nil)
+}
+
+// PrivacyStep is one release the worker charges to its own accountant: a
+// round in which it sent a masked input noised with multiplier Sigma.
+type PrivacyStep struct {
+	Round uint64  `json:"round"`
+	Sigma float64 `json:"sigma"`
+}
+
+// PutMaskedCharged is PutMasked that also appends step (when non-nil) to
+// the worker's own privacy ledger, in the same transaction: a masked input
+// is never stored, hence never sent, without its charge.
+func (s *Store) PutMaskedCharged(round uint64, state []byte, mi secagg.MaskedInput, step *PrivacyStep) error {
+	kv := map[string][]byte{
 		roundKey(round, recClient): state,
 		roundKey(round, recMasked): encodeMasked(mi),
-	})
+	}
+	if step != nil {
+		steps, err := s.Privacy()
+		if err != nil {
+			return err
+		}
+		for _, p := range steps {
+			if p.Round == step.Round {
+				return fmt.Errorf("worker store: round %d is already charged to the privacy ledger", step.Round)
+			}
+		}
+		b, err := json.Marshal(append(steps, *step))
+		if err != nil {
+			return err
+		}
+		kv[keyPrivacy] = b
+	}
+	return s.put(kv)
+}
+
+// Privacy returns the worker's own privacy ledger, oldest first (it is
+// never garbage-collected: it is the worker's budget).
+func (s *Store) Privacy() ([]PrivacyStep, error) {
+	b, ok, err := s.get(keyPrivacy)
+	if err != nil || !ok {
+		return nil, err
+	}
+	var steps []PrivacyStep
+	if err := json.Unmarshal(b, &steps); err != nil {
+		return nil, &CorruptError{Key: keyPrivacy, Reason: err.Error()}
+	}
+	for i, p := range steps {
+		if !(p.Sigma > 0) || math.IsInf(p.Sigma, 0) {
+			return nil, &CorruptError{Key: keyPrivacy, Reason: fmt.Sprintf("step %d (round %d): σ = %v", i, p.Round, p.Sigma)}
+		}
+	}
+	return steps, nil
 }
 
 // HasMasked reports whether a masked input is cached for round, without

@@ -165,6 +165,10 @@ func (c *Client) AnsweredSurvivors() []uint32 {
 	return slices.Clone(c.st.Survivors)
 }
 
+// SignedSurvivors returns the survivor set this client signed in the
+// consistency check (nil if none yet). It never signs another one.
+func (c *Client) SignedSurvivors() []uint32 { return slices.Clone(c.st.Signed) }
+
 // CachedMaskedInput returns the masked input computed in stage 2, for
 // resending after a failover, and whether there is one.
 func (c *Client) CachedMaskedInput() (MaskedInput, bool) {
@@ -252,7 +256,9 @@ func (c *Client) ShareKeys(ads []AdvertiseKeys) ([]EncryptedShare, error) {
 		}
 		peers[a.From] = peerRec{EncKey: slices.Clone(a.EncKey), MaskKey: slices.Clone(a.MaskKey)}
 	}
-	if len(peers)+1 < cfg.Threshold {
+	// The mask key is shared among the neighbours only (the self-mask
+	// seed among them and this client): it needs Threshold neighbours.
+	if len(peers) < cfg.Threshold {
 		return nil, &InsufficientError{Round: cfg.Round, Stage: StageShareKeys, Threshold: cfg.Threshold,
 			Missing: missingFrom(c.graph.Neighbours(me), peers), Unrecoverable: []uint32{me}}
 	}

@@ -110,6 +110,23 @@ func ParamsFor(n int, gamma, delta float64, secBits int) (Params, error) {
 		n-1, secBits, n, gamma, delta, best.Degree, best.Log2Privacy, best.Log2Failure)
 }
 
+// ColludersFor returns the number c of colluding neighbours (among k) that
+// a client must assume when a fraction gamma of n clients collude with the
+// server: the smallest c such that P[some client has more than c colluding
+// neighbours] ≤ 2^-secBits (the binomial tail with p = gamma, union-bounded
+// over the n clients, as in ParamsFor). With c ≥ k no threshold protects.
+func ColludersFor(k, n int, gamma float64, secBits int) int {
+	if gamma <= 0 || k <= 0 {
+		return 0
+	}
+	goal := -float64(secBits)*math.Ln2 - math.Log(float64(max(n, 1)))
+	c := 0
+	for c < k && binomTail(k, c+1, gamma) > goal {
+		c++
+	}
+	return c
+}
+
 // sized derives c and t for degree k and reports whether both failure
 // probabilities per client are at most e^goal.
 func sized(k, n int, gamma, honest, goal float64) (Params, bool) {

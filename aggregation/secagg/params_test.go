@@ -47,3 +47,26 @@ func TestParamsForMeetsBothBounds(t *testing.T) {
 		t.Fatalf("SafeThreshold(10,1)=%d SafeThreshold(10,0)=%d", SafeThreshold(10, 1), SafeThreshold(10, 0))
 	}
 }
+
+// ColludersFor is the c that ParamsFor derives for its degree, so a worker
+// checking an announced (k, t) against its γ uses the same bound.
+func TestColludersForMatchesParamsFor(t *testing.T) {
+	for _, tc := range []struct {
+		n     int
+		gamma float64
+	}{{300, 0.05}, {1000, 0.05}} {
+		p, err := ParamsFor(tc.n, tc.gamma, 0.1, 40)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := ColludersFor(p.Degree, tc.n, tc.gamma, 40); c != p.Colluders {
+			t.Errorf("n=%d γ=%v k=%d: ColludersFor %d, ParamsFor %d", tc.n, tc.gamma, p.Degree, c, p.Colluders)
+		}
+		if SafeThreshold(p.Degree, ColludersFor(p.Degree, tc.n, tc.gamma, 40)) != p.Threshold {
+			t.Errorf("n=%d γ=%v: threshold differs", tc.n, tc.gamma)
+		}
+	}
+	if ColludersFor(20, 100, 0, 40) != 0 {
+		t.Error("γ = 0 must give c = 0")
+	}
+}

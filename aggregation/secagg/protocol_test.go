@@ -148,3 +148,35 @@ func TestSimulateDeterministic(t *testing.T) {
 		t.Fatal("a dropout should have made the round wait for a deadline")
 	}
 }
+
+// A client whose active neighbours after stage 0 are fewer than t cannot
+// share its mask key (it has only its neighbours as holders): the server
+// drops it at once, and the round fails cleanly when that leaves fewer than
+// t clients, instead of sending key broadcasts that clients cannot answer.
+func TestAdvertiseCloseNeedsThresholdNeighbours(t *testing.T) {
+	cfg := testConfig(5, 4)
+	cfg.Degree = 4 // every client neighbours every other; t = 3
+	up, w := testInputs(cfg, 1)
+	gone := map[uint32]bool{cfg.Clients[0]: true, cfg.Clients[1]: true}
+	_, err := runRound(t, cfg, nil, up, w, func(to uint32, reply any) any {
+		if _, ok := reply.(AdvertiseKeys); ok && gone[to] {
+			return nil
+		}
+		return reply
+	})
+	var ie *InsufficientError
+	if !errors.As(err, &ie) || ie.Stage != StageAdvertise {
+		t.Fatalf("two of five gone at stage 0 with t = 3: err = %v, want an InsufficientError at advertise", err)
+	}
+	// One gone: every other client keeps three neighbours and the round
+	// completes.
+	delete(gone, cfg.Clients[1])
+	if _, err := runRound(t, cfg, nil, up, w, func(to uint32, reply any) any {
+		if _, ok := reply.(AdvertiseKeys); ok && gone[to] {
+			return nil
+		}
+		return reply
+	}); err != nil {
+		t.Fatalf("one of five gone: %v", err)
+	}
+}

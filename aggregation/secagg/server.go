@@ -449,7 +449,9 @@ func (s *Server) prune(active map[uint32]bool) []uint32 {
 			if !active[u] {
 				continue
 			}
-			n := 1
+			// u's mask key is shared among its active neighbours (its
+			// self-mask seed among them and u): both need Threshold.
+			n := 0
 			for _, v := range s.graph.Neighbours(u) {
 				if active[v] {
 					n++

@@ -622,6 +622,11 @@ func runCoordinator(ctx context.Context, cfg *coordinatorConfig, logOut io.Write
 	if err := serveReplicaStatus(h, node); err != nil {
 		return err
 	}
+	// Workers confirm each survivor set with a majority of the replicas
+	// before they sign or unmask it (security review L4).
+	if err := coordinator.ServeSurvivors(h, fsm.State); err != nil {
+		return err
+	}
 	log.Info("listening", "peer", h.ID().String(), "addrs", strings.Join(h.Addrs(), ","))
 
 	ctx, cancel := context.WithCancel(ctx)

@@ -41,7 +41,20 @@ Balle et al. 2020, Theorem 21 (or the classic Mironov 2017 bound with
 --conversion mironov), minimised over the Rényi orders.
 
 With --orders it also prints the RDP at each given order and uses only those
-orders; with --target-epsilon it prints how many steps fit that budget.`,
+orders; with --target-epsilon it prints how many steps fit that budget.
+
+A federation reports two figures, both with q = 1. The coordinator's
+accountant (the ledger's epsilon, announced with each round) charges every
+released sum at q = 1: the coordinator picks the sample and every sampled
+worker is told it, so amplification by sampling does not hold against
+either. Each worker also keeps its own accountant (its log's own_epsilon,
+metric sovereign_worker_epsilon_own) over the rounds it actually sent a
+noised update in, at q = 1 and its policy.delta, and refuses a round that
+would take it above policy.max_epsilon whatever epsilon was announced. The
+two differ when a worker sat rounds out (its own is lower) or when a
+coordinator under-reports (its own is the one enforced). Reproduce either
+with --q 1 --noise SIGMA --steps ROUNDS; a smaller --q answers only an
+observer who does not know the sample.`,
 		Example: `  sovereign privacy --q 0.01 --noise 1.1 --steps 1000 --delta 1e-5
   sovereign privacy --q 0.01 --noise 1.1 --steps 1000 --orders 1.5,2.5,5
   sovereign privacy --q 0.01 --noise 1.1 --target-epsilon 3 --json`,

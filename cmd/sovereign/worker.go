@@ -94,7 +94,9 @@ func runWorker(ctx context.Context, cfg *worker.Config, logOut io.Writer) error 
 	if h.ID() != me.ID {
 		return fmt.Errorf("identity: %s holds peer %s but %q is enrolled as %s", cfg.Identity, h.ID(), cfg.Name, me.ID)
 	}
-	mon := metrics.NewWorker(metrics.WorkerSource{Epsilon: st.Epsilon, Budget: cfg.Policy.MaxEpsilon, StoreDir: cfg.Store, Bandwidth: h.Bandwidth})
+	delta := cfg.Policy.WithDefaults().Delta
+	mon := metrics.NewWorker(metrics.WorkerSource{Epsilon: st.Epsilon, OwnEpsilon: func() (float64, error) { return worker.OwnEpsilonOf(st, delta) },
+		Budget: cfg.Policy.MaxEpsilon, StoreDir: cfg.Store, Bandwidth: h.Bandwidth})
 	// SecAgg+ keys are signed with the identity key and checked against the
 	// federation in force (security review H1).
 	enrolled := func(p peer.ID) (p2p.Member, bool) { return h.Federation().Lookup(p) }

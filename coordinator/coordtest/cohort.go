@@ -55,6 +55,8 @@ type Cohort struct {
 	uniform sync.Map
 	// unmask[round][worker] lists the survivor sets asked of the worker.
 	unmask map[uint64]map[coordinator.WorkerID][][]uint32
+	// signed[round][worker] lists the survivor sets it was asked to sign.
+	signed map[uint64]map[coordinator.WorkerID][][]uint32
 	calls  map[secagg.Stage]int
 
 	// The gate: every call of gateStage waits for release.
@@ -75,6 +77,7 @@ func NewCohort(n int, seed uint64) *Cohort {
 		updates:  map[uint64]map[coordinator.WorkerID][]float32{},
 		evalTail: map[uint64][]float32{},
 		unmask:   map[uint64]map[coordinator.WorkerID][][]uint32{},
+		signed:   map[uint64]map[coordinator.WorkerID][][]uint32{},
 		calls:    map[secagg.Stage]int{}}
 	for i := range n {
 		id := coordinator.WorkerID(fmt.Sprintf("w%02d", i))
@@ -144,16 +147,19 @@ func (c *Cohort) UnmaskAsked(r uint64) int {
 	return len(c.unmask[r])
 }
 
-// DistinctUnmaskSets fails t if any worker was asked two survivor sets.
+// DistinctUnmaskSets fails t if any worker was asked two survivor sets to
+// unmask or to sign.
 func (c *Cohort) DistinctUnmaskSets(t testing.TB) {
 	t.Helper()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for r, m := range c.unmask {
-		for w, sets := range m {
-			for _, s := range sets[1:] {
-				if !slices.Equal(s, sets[0]) {
-					t.Errorf("round %d: worker %s asked to unmask %v and %v", r, w, sets[0], s)
+	for what, asked := range map[string]map[uint64]map[coordinator.WorkerID][][]uint32{"unmask": c.unmask, "sign": c.signed} {
+		for r, m := range asked {
+			for w, sets := range m {
+				for _, s := range sets[1:] {
+					if !slices.Equal(s, sets[0]) {
+						t.Errorf("round %d: worker %s asked to %s %v and %v", r, w, what, sets[0], s)
+					}
 				}
 			}
 		}
@@ -288,6 +294,26 @@ func (c *Cohort) MaskedInput(ctx context.Context, w coordinator.WorkerID, sb sec
 		u = append(slices.Clone(u), tail...)
 	}
 	return cl.MaskedInput(sb.Shares, u, c.weightIn(wk, sb.Round))
+}
+
+// ConsistencyCheck implements coordinator.Cohort and records the survivor
+// set asked.
+func (c *Cohort) ConsistencyCheck(ctx context.Context, w coordinator.WorkerID, req secagg.ConsistencyRequest) (secagg.ConsistencyResponse, error) {
+	wk, err := c.enter(ctx, w, req.Round, secagg.StageConsistency)
+	if err != nil {
+		return secagg.ConsistencyResponse{}, err
+	}
+	cl, err := c.client(wk, req.Round)
+	if err != nil {
+		return secagg.ConsistencyResponse{}, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.signed[req.Round] == nil {
+		c.signed[req.Round] = map[coordinator.WorkerID][][]uint32{}
+	}
+	c.signed[req.Round][w] = append(c.signed[req.Round][w], slices.Clone(req.Survivors))
+	return cl.ConsistencyCheck(req)
 }
 
 // Unmask implements coordinator.Cohort and records the survivor set asked.

@@ -600,8 +600,11 @@ type SecAggParams struct {
 	MaxWeight float64 `protobuf:"fixed64,9,opt,name=max_weight,json=maxWeight,proto3" json:"max_weight,omitempty"`
 	// Server deadline of each stage, in milliseconds.
 	StageTimeoutMs uint64 `protobuf:"varint,10,opt,name=stage_timeout_ms,json=stageTimeoutMs,proto3" json:"stage_timeout_ms,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Whether the round runs the consistency check of Bonawitz et al. 2017
+	// (round 4) between masked input and unmask (ConsistencyRequest).
+	ConsistencyCheck bool `protobuf:"varint,11,opt,name=consistency_check,json=consistencyCheck,proto3" json:"consistency_check,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *SecAggParams) Reset() {
@@ -702,6 +705,13 @@ func (x *SecAggParams) GetStageTimeoutMs() uint64 {
 		return x.StageTimeoutMs
 	}
 	return 0
+}
+
+func (x *SecAggParams) GetConsistencyCheck() bool {
+	if x != nil {
+		return x.ConsistencyCheck
+	}
+	return false
 }
 
 // RoundAnnounce starts a round (protocol /sovereign/round/1.0.0).
@@ -1325,8 +1335,12 @@ type UnmaskRequest struct {
 	ToIndex         uint32   `protobuf:"varint,4,opt,name=to_index,json=toIndex,proto3" json:"to_index,omitempty"`
 	SurvivorIndices []uint32 `protobuf:"varint,5,rep,packed,name=survivor_indices,json=survivorIndices,proto3" json:"survivor_indices,omitempty"`
 	DroppedIndices  []uint32 `protobuf:"varint,6,rep,packed,name=dropped_indices,json=droppedIndices,proto3" json:"dropped_indices,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The consistency-check signatures over survivor_indices (rounds with
+	// secagg.consistency_check): the worker reveals a share of a neighbour's
+	// secret only if at least threshold holders of it signed this very set.
+	Signatures    []*ConsistencyResponse `protobuf:"bytes,7,rep,name=signatures,proto3" json:"signatures,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UnmaskRequest) Reset() {
@@ -1401,6 +1415,278 @@ func (x *UnmaskRequest) GetDroppedIndices() []uint32 {
 	return nil
 }
 
+func (x *UnmaskRequest) GetSignatures() []*ConsistencyResponse {
+	if x != nil {
+		return x.Signatures
+	}
+	return nil
+}
+
+// ConsistencyRequest is the consistency check of Bonawitz et al. 2017
+// (round 4; protocol /sovereign/round-consistency/1.0.0): the survivor set
+// the coordinator committed, which the worker signs once per round.
+type ConsistencyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Round uint64                 `protobuf:"varint,1,opt,name=round,proto3" json:"round,omitempty"`
+	// Node indices of the recipient and of the survivors (sorted).
+	ToIndex         uint32   `protobuf:"varint,2,opt,name=to_index,json=toIndex,proto3" json:"to_index,omitempty"`
+	SurvivorIndices []uint32 `protobuf:"varint,3,rep,packed,name=survivor_indices,json=survivorIndices,proto3" json:"survivor_indices,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ConsistencyRequest) Reset() {
+	*x = ConsistencyRequest{}
+	mi := &file_sovereign_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsistencyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsistencyRequest) ProtoMessage() {}
+
+func (x *ConsistencyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sovereign_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsistencyRequest.ProtoReflect.Descriptor instead.
+func (*ConsistencyRequest) Descriptor() ([]byte, []int) {
+	return file_sovereign_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ConsistencyRequest) GetRound() uint64 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *ConsistencyRequest) GetToIndex() uint32 {
+	if x != nil {
+		return x.ToIndex
+	}
+	return 0
+}
+
+func (x *ConsistencyRequest) GetSurvivorIndices() []uint32 {
+	if x != nil {
+		return x.SurvivorIndices
+	}
+	return nil
+}
+
+// ConsistencyResponse answers ConsistencyRequest: the worker's signature
+// with its libp2p identity key over the federation name, its peer ID and
+// secagg.ConsistencyMessage(round, from_index, survivors). Relayed to every
+// survivor inside UnmaskRequest.signatures.
+type ConsistencyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Round uint64                 `protobuf:"varint,1,opt,name=round,proto3" json:"round,omitempty"`
+	// SecAgg+ node index of the signer.
+	FromIndex uint32 `protobuf:"varint,2,opt,name=from_index,json=fromIndex,proto3" json:"from_index,omitempty"`
+	Signature []byte `protobuf:"bytes,3,opt,name=signature,proto3" json:"signature,omitempty"`
+	// Set when the worker refuses (e.g. a second, different survivor set);
+	// signature is then empty.
+	Refusal       *Refusal `protobuf:"bytes,15,opt,name=refusal,proto3" json:"refusal,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsistencyResponse) Reset() {
+	*x = ConsistencyResponse{}
+	mi := &file_sovereign_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsistencyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsistencyResponse) ProtoMessage() {}
+
+func (x *ConsistencyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sovereign_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsistencyResponse.ProtoReflect.Descriptor instead.
+func (*ConsistencyResponse) Descriptor() ([]byte, []int) {
+	return file_sovereign_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ConsistencyResponse) GetRound() uint64 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *ConsistencyResponse) GetFromIndex() uint32 {
+	if x != nil {
+		return x.FromIndex
+	}
+	return 0
+}
+
+func (x *ConsistencyResponse) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+func (x *ConsistencyResponse) GetRefusal() *Refusal {
+	if x != nil {
+		return x.Refusal
+	}
+	return nil
+}
+
+// SurvivorQuery asks one coordinator replica which survivor set its
+// replicated (Raft-committed) state holds for a round (protocol
+// /sovereign/round-survivors/1.0.0, worker to coordinator). A worker asks
+// every replica before it sends its masked input (the announcement) and
+// before it signs or unmasks a survivor set, and answers only what a
+// majority of them confirm (security review L4).
+type SurvivorQuery struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Round         uint64                 `protobuf:"varint,1,opt,name=round,proto3" json:"round,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SurvivorQuery) Reset() {
+	*x = SurvivorQuery{}
+	mi := &file_sovereign_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SurvivorQuery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SurvivorQuery) ProtoMessage() {}
+
+func (x *SurvivorQuery) ProtoReflect() protoreflect.Message {
+	mi := &file_sovereign_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SurvivorQuery.ProtoReflect.Descriptor instead.
+func (*SurvivorQuery) Descriptor() ([]byte, []int) {
+	return file_sovereign_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SurvivorQuery) GetRound() uint64 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+// SurvivorAnswer answers SurvivorQuery from the replica's state.
+type SurvivorAnswer struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Round uint64                 `protobuf:"varint,1,opt,name=round,proto3" json:"round,omitempty"`
+	// Whether the replica's state has committed survivors for the round
+	// (false: not yet applied, or no such round).
+	Known bool `protobuf:"varint,2,opt,name=known,proto3" json:"known,omitempty"`
+	// Binary peer IDs of the committed survivors.
+	Survivors [][]byte `protobuf:"bytes,3,rep,name=survivors,proto3" json:"survivors,omitempty"`
+	// While the round is in flight, SHA-256 of its committed announcement
+	// (wire.AnnounceDigest): a worker confirms it before it trains and sends
+	// its masked input, so a rogue replica cannot spend its privacy budget
+	// on a round of its own.
+	AnnounceSha256 []byte `protobuf:"bytes,4,opt,name=announce_sha256,json=announceSha256,proto3" json:"announce_sha256,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *SurvivorAnswer) Reset() {
+	*x = SurvivorAnswer{}
+	mi := &file_sovereign_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SurvivorAnswer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SurvivorAnswer) ProtoMessage() {}
+
+func (x *SurvivorAnswer) ProtoReflect() protoreflect.Message {
+	mi := &file_sovereign_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SurvivorAnswer.ProtoReflect.Descriptor instead.
+func (*SurvivorAnswer) Descriptor() ([]byte, []int) {
+	return file_sovereign_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SurvivorAnswer) GetRound() uint64 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *SurvivorAnswer) GetKnown() bool {
+	if x != nil {
+		return x.Known
+	}
+	return false
+}
+
+func (x *SurvivorAnswer) GetSurvivors() [][]byte {
+	if x != nil {
+		return x.Survivors
+	}
+	return nil
+}
+
+func (x *SurvivorAnswer) GetAnnounceSha256() []byte {
+	if x != nil {
+		return x.AnnounceSha256
+	}
+	return nil
+}
+
 // Share is one revealed Shamir share.
 type Share struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1416,7 +1702,7 @@ type Share struct {
 
 func (x *Share) Reset() {
 	*x = Share{}
-	mi := &file_sovereign_proto_msgTypes[13]
+	mi := &file_sovereign_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1428,7 +1714,7 @@ func (x *Share) String() string {
 func (*Share) ProtoMessage() {}
 
 func (x *Share) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[13]
+	mi := &file_sovereign_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1441,7 +1727,7 @@ func (x *Share) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Share.ProtoReflect.Descriptor instead.
 func (*Share) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{13}
+	return file_sovereign_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Share) GetOwner() []byte {
@@ -1489,7 +1775,7 @@ type UnmaskResponse struct {
 
 func (x *UnmaskResponse) Reset() {
 	*x = UnmaskResponse{}
-	mi := &file_sovereign_proto_msgTypes[14]
+	mi := &file_sovereign_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1501,7 +1787,7 @@ func (x *UnmaskResponse) String() string {
 func (*UnmaskResponse) ProtoMessage() {}
 
 func (x *UnmaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[14]
+	mi := &file_sovereign_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1514,7 +1800,7 @@ func (x *UnmaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnmaskResponse.ProtoReflect.Descriptor instead.
 func (*UnmaskResponse) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{14}
+	return file_sovereign_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *UnmaskResponse) GetRound() uint64 {
@@ -1563,7 +1849,7 @@ type Refusal struct {
 
 func (x *Refusal) Reset() {
 	*x = Refusal{}
-	mi := &file_sovereign_proto_msgTypes[15]
+	mi := &file_sovereign_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1575,7 +1861,7 @@ func (x *Refusal) String() string {
 func (*Refusal) ProtoMessage() {}
 
 func (x *Refusal) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[15]
+	mi := &file_sovereign_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1588,7 +1874,7 @@ func (x *Refusal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Refusal.ProtoReflect.Descriptor instead.
 func (*Refusal) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{15}
+	return file_sovereign_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Refusal) GetRound() uint64 {
@@ -1617,7 +1903,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_sovereign_proto_msgTypes[16]
+	mi := &file_sovereign_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1629,7 +1915,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[16]
+	mi := &file_sovereign_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1642,7 +1928,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{16}
+	return file_sovereign_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Ack) GetRound() uint64 {
@@ -1682,7 +1968,7 @@ type MetricsReport struct {
 
 func (x *MetricsReport) Reset() {
 	*x = MetricsReport{}
-	mi := &file_sovereign_proto_msgTypes[17]
+	mi := &file_sovereign_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1694,7 +1980,7 @@ func (x *MetricsReport) String() string {
 func (*MetricsReport) ProtoMessage() {}
 
 func (x *MetricsReport) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[17]
+	mi := &file_sovereign_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1707,7 +1993,7 @@ func (x *MetricsReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricsReport.ProtoReflect.Descriptor instead.
 func (*MetricsReport) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{17}
+	return file_sovereign_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *MetricsReport) GetRound() uint64 {
@@ -1790,7 +2076,7 @@ type EvaluateRequest struct {
 
 func (x *EvaluateRequest) Reset() {
 	*x = EvaluateRequest{}
-	mi := &file_sovereign_proto_msgTypes[18]
+	mi := &file_sovereign_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1802,7 +2088,7 @@ func (x *EvaluateRequest) String() string {
 func (*EvaluateRequest) ProtoMessage() {}
 
 func (x *EvaluateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[18]
+	mi := &file_sovereign_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1815,7 +2101,7 @@ func (x *EvaluateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvaluateRequest.ProtoReflect.Descriptor instead.
 func (*EvaluateRequest) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{18}
+	return file_sovereign_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *EvaluateRequest) GetRound() uint64 {
@@ -1856,7 +2142,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_sovereign_proto_msgTypes[19]
+	mi := &file_sovereign_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1868,7 +2154,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[19]
+	mi := &file_sovereign_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1881,7 +2167,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{19}
+	return file_sovereign_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StatusRequest) GetIncludeMembers() bool {
@@ -1905,7 +2191,7 @@ type MemberStatus struct {
 
 func (x *MemberStatus) Reset() {
 	*x = MemberStatus{}
-	mi := &file_sovereign_proto_msgTypes[20]
+	mi := &file_sovereign_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1917,7 +2203,7 @@ func (x *MemberStatus) String() string {
 func (*MemberStatus) ProtoMessage() {}
 
 func (x *MemberStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[20]
+	mi := &file_sovereign_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1930,7 +2216,7 @@ func (x *MemberStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberStatus.ProtoReflect.Descriptor instead.
 func (*MemberStatus) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{20}
+	return file_sovereign_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *MemberStatus) GetName() string {
@@ -2007,7 +2293,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_sovereign_proto_msgTypes[21]
+	mi := &file_sovereign_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2019,7 +2305,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[21]
+	mi := &file_sovereign_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2032,7 +2318,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{21}
+	return file_sovereign_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *StatusResponse) GetName() string {
@@ -2199,7 +2485,7 @@ type BlobHeader struct {
 
 func (x *BlobHeader) Reset() {
 	*x = BlobHeader{}
-	mi := &file_sovereign_proto_msgTypes[22]
+	mi := &file_sovereign_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2211,7 +2497,7 @@ func (x *BlobHeader) String() string {
 func (*BlobHeader) ProtoMessage() {}
 
 func (x *BlobHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[22]
+	mi := &file_sovereign_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2224,7 +2510,7 @@ func (x *BlobHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobHeader.ProtoReflect.Descriptor instead.
 func (*BlobHeader) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{22}
+	return file_sovereign_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *BlobHeader) GetKind() BlobKind {
@@ -2279,7 +2565,7 @@ type BlobChunk struct {
 
 func (x *BlobChunk) Reset() {
 	*x = BlobChunk{}
-	mi := &file_sovereign_proto_msgTypes[23]
+	mi := &file_sovereign_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2291,7 +2577,7 @@ func (x *BlobChunk) String() string {
 func (*BlobChunk) ProtoMessage() {}
 
 func (x *BlobChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[23]
+	mi := &file_sovereign_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2304,7 +2590,7 @@ func (x *BlobChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobChunk.ProtoReflect.Descriptor instead.
 func (*BlobChunk) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{23}
+	return file_sovereign_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *BlobChunk) GetData() []byte {
@@ -2324,7 +2610,7 @@ type BlobTrailer struct {
 
 func (x *BlobTrailer) Reset() {
 	*x = BlobTrailer{}
-	mi := &file_sovereign_proto_msgTypes[24]
+	mi := &file_sovereign_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2336,7 +2622,7 @@ func (x *BlobTrailer) String() string {
 func (*BlobTrailer) ProtoMessage() {}
 
 func (x *BlobTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[24]
+	mi := &file_sovereign_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2349,7 +2635,7 @@ func (x *BlobTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobTrailer.ProtoReflect.Descriptor instead.
 func (*BlobTrailer) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{24}
+	return file_sovereign_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *BlobTrailer) GetSha256() []byte {
@@ -2371,7 +2657,7 @@ type BlobReceipt struct {
 
 func (x *BlobReceipt) Reset() {
 	*x = BlobReceipt{}
-	mi := &file_sovereign_proto_msgTypes[25]
+	mi := &file_sovereign_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2383,7 +2669,7 @@ func (x *BlobReceipt) String() string {
 func (*BlobReceipt) ProtoMessage() {}
 
 func (x *BlobReceipt) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[25]
+	mi := &file_sovereign_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2396,7 +2682,7 @@ func (x *BlobReceipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobReceipt.ProtoReflect.Descriptor instead.
 func (*BlobReceipt) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{25}
+	return file_sovereign_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *BlobReceipt) GetAccepted() bool {
@@ -2430,7 +2716,7 @@ type BlobRequest struct {
 
 func (x *BlobRequest) Reset() {
 	*x = BlobRequest{}
-	mi := &file_sovereign_proto_msgTypes[26]
+	mi := &file_sovereign_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2442,7 +2728,7 @@ func (x *BlobRequest) String() string {
 func (*BlobRequest) ProtoMessage() {}
 
 func (x *BlobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[26]
+	mi := &file_sovereign_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2455,7 +2741,7 @@ func (x *BlobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobRequest.ProtoReflect.Descriptor instead.
 func (*BlobRequest) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{26}
+	return file_sovereign_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *BlobRequest) GetSha256() []byte {
@@ -2480,7 +2766,7 @@ type BlobFetchResponse struct {
 
 func (x *BlobFetchResponse) Reset() {
 	*x = BlobFetchResponse{}
-	mi := &file_sovereign_proto_msgTypes[27]
+	mi := &file_sovereign_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2492,7 +2778,7 @@ func (x *BlobFetchResponse) String() string {
 func (*BlobFetchResponse) ProtoMessage() {}
 
 func (x *BlobFetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[27]
+	mi := &file_sovereign_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2505,7 +2791,7 @@ func (x *BlobFetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobFetchResponse.ProtoReflect.Descriptor instead.
 func (*BlobFetchResponse) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{27}
+	return file_sovereign_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *BlobFetchResponse) GetResult() isBlobFetchResponse_Result {
@@ -2588,7 +2874,7 @@ const file_sovereign_proto_rawDesc = "" +
 	"\x10stage_timeout_ms\x18\b \x01(\x04R\x0estageTimeoutMs\x12\x12\n" +
 	"\x04seed\x18\t \x01(\x04R\x04seed\x12$\n" +
 	"\x0edp_min_clients\x18\n" +
-	" \x01(\rR\fdpMinClients\"\xe2\x02\n" +
+	" \x01(\rR\fdpMinClients\"\x8f\x03\n" +
 	"\fSecAggParams\x12\x1c\n" +
 	"\tthreshold\x18\x01 \x01(\rR\tthreshold\x12\x1e\n" +
 	"\n" +
@@ -2605,7 +2891,8 @@ const file_sovereign_proto_rawDesc = "" +
 	"\n" +
 	"max_weight\x18\t \x01(\x01R\tmaxWeight\x12(\n" +
 	"\x10stage_timeout_ms\x18\n" +
-	" \x01(\x04R\x0estageTimeoutMs\"\xa4\x04\n" +
+	" \x01(\x04R\x0estageTimeoutMs\x12+\n" +
+	"\x11consistency_check\x18\v \x01(\bR\x10consistencyCheck\"\xa4\x04\n" +
 	"\rRoundAnnounce\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12!\n" +
 	"\fmodel_sha256\x18\x02 \x01(\fR\vmodelSha256\x12\x1d\n" +
@@ -2667,14 +2954,34 @@ const file_sovereign_proto_rawDesc = "" +
 	"\n" +
 	"complaints\x18\b \x03(\rR\n" +
 	"complaints\x123\n" +
-	"\arefusal\x18\x0f \x01(\v2\x19.sovereign.p2p.v1.RefusalR\arefusal\"\xcc\x01\n" +
+	"\arefusal\x18\x0f \x01(\v2\x19.sovereign.p2p.v1.RefusalR\arefusal\"\x93\x02\n" +
 	"\rUnmaskRequest\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12\x1c\n" +
 	"\tsurvivors\x18\x02 \x03(\fR\tsurvivors\x12\x18\n" +
 	"\adropped\x18\x03 \x03(\fR\adropped\x12\x19\n" +
 	"\bto_index\x18\x04 \x01(\rR\atoIndex\x12)\n" +
 	"\x10survivor_indices\x18\x05 \x03(\rR\x0fsurvivorIndices\x12'\n" +
-	"\x0fdropped_indices\x18\x06 \x03(\rR\x0edroppedIndices\"\x85\x01\n" +
+	"\x0fdropped_indices\x18\x06 \x03(\rR\x0edroppedIndices\x12E\n" +
+	"\n" +
+	"signatures\x18\a \x03(\v2%.sovereign.p2p.v1.ConsistencyResponseR\n" +
+	"signatures\"p\n" +
+	"\x12ConsistencyRequest\x12\x14\n" +
+	"\x05round\x18\x01 \x01(\x04R\x05round\x12\x19\n" +
+	"\bto_index\x18\x02 \x01(\rR\atoIndex\x12)\n" +
+	"\x10survivor_indices\x18\x03 \x03(\rR\x0fsurvivorIndices\"\x9d\x01\n" +
+	"\x13ConsistencyResponse\x12\x14\n" +
+	"\x05round\x18\x01 \x01(\x04R\x05round\x12\x1d\n" +
+	"\n" +
+	"from_index\x18\x02 \x01(\rR\tfromIndex\x12\x1c\n" +
+	"\tsignature\x18\x03 \x01(\fR\tsignature\x123\n" +
+	"\arefusal\x18\x0f \x01(\v2\x19.sovereign.p2p.v1.RefusalR\arefusal\"%\n" +
+	"\rSurvivorQuery\x12\x14\n" +
+	"\x05round\x18\x01 \x01(\x04R\x05round\"\x83\x01\n" +
+	"\x0eSurvivorAnswer\x12\x14\n" +
+	"\x05round\x18\x01 \x01(\x04R\x05round\x12\x14\n" +
+	"\x05known\x18\x02 \x01(\bR\x05known\x12\x1c\n" +
+	"\tsurvivors\x18\x03 \x03(\fR\tsurvivors\x12'\n" +
+	"\x0fannounce_sha256\x18\x04 \x01(\fR\x0eannounceSha256\"\x85\x01\n" +
 	"\x05Share\x12\x14\n" +
 	"\x05owner\x18\x01 \x01(\fR\x05owner\x12/\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1b.sovereign.p2p.v1.ShareKindR\x04kind\x12\x14\n" +
@@ -2796,66 +3103,72 @@ func file_sovereign_proto_rawDescGZIP() []byte {
 }
 
 var file_sovereign_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_sovereign_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_sovereign_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_sovereign_proto_goTypes = []any{
-	(Role)(0),                 // 0: sovereign.p2p.v1.Role
-	(ShareKind)(0),            // 1: sovereign.p2p.v1.ShareKind
-	(BlobKind)(0),             // 2: sovereign.p2p.v1.BlobKind
-	(*TensorShape)(nil),       // 3: sovereign.p2p.v1.TensorShape
-	(*ModelShape)(nil),        // 4: sovereign.p2p.v1.ModelShape
-	(*Hello)(nil),             // 5: sovereign.p2p.v1.Hello
-	(*HelloAck)(nil),          // 6: sovereign.p2p.v1.HelloAck
-	(*RoundConfig)(nil),       // 7: sovereign.p2p.v1.RoundConfig
-	(*SecAggParams)(nil),      // 8: sovereign.p2p.v1.SecAggParams
-	(*RoundAnnounce)(nil),     // 9: sovereign.p2p.v1.RoundAnnounce
-	(*AdvertiseKeys)(nil),     // 10: sovereign.p2p.v1.AdvertiseKeys
-	(*KeysBroadcast)(nil),     // 11: sovereign.p2p.v1.KeysBroadcast
-	(*EncryptedShare)(nil),    // 12: sovereign.p2p.v1.EncryptedShare
-	(*EncryptedShares)(nil),   // 13: sovereign.p2p.v1.EncryptedShares
-	(*MaskedInputHeader)(nil), // 14: sovereign.p2p.v1.MaskedInputHeader
-	(*UnmaskRequest)(nil),     // 15: sovereign.p2p.v1.UnmaskRequest
-	(*Share)(nil),             // 16: sovereign.p2p.v1.Share
-	(*UnmaskResponse)(nil),    // 17: sovereign.p2p.v1.UnmaskResponse
-	(*Refusal)(nil),           // 18: sovereign.p2p.v1.Refusal
-	(*Ack)(nil),               // 19: sovereign.p2p.v1.Ack
-	(*MetricsReport)(nil),     // 20: sovereign.p2p.v1.MetricsReport
-	(*EvaluateRequest)(nil),   // 21: sovereign.p2p.v1.EvaluateRequest
-	(*StatusRequest)(nil),     // 22: sovereign.p2p.v1.StatusRequest
-	(*MemberStatus)(nil),      // 23: sovereign.p2p.v1.MemberStatus
-	(*StatusResponse)(nil),    // 24: sovereign.p2p.v1.StatusResponse
-	(*BlobHeader)(nil),        // 25: sovereign.p2p.v1.BlobHeader
-	(*BlobChunk)(nil),         // 26: sovereign.p2p.v1.BlobChunk
-	(*BlobTrailer)(nil),       // 27: sovereign.p2p.v1.BlobTrailer
-	(*BlobReceipt)(nil),       // 28: sovereign.p2p.v1.BlobReceipt
-	(*BlobRequest)(nil),       // 29: sovereign.p2p.v1.BlobRequest
-	(*BlobFetchResponse)(nil), // 30: sovereign.p2p.v1.BlobFetchResponse
+	(Role)(0),                   // 0: sovereign.p2p.v1.Role
+	(ShareKind)(0),              // 1: sovereign.p2p.v1.ShareKind
+	(BlobKind)(0),               // 2: sovereign.p2p.v1.BlobKind
+	(*TensorShape)(nil),         // 3: sovereign.p2p.v1.TensorShape
+	(*ModelShape)(nil),          // 4: sovereign.p2p.v1.ModelShape
+	(*Hello)(nil),               // 5: sovereign.p2p.v1.Hello
+	(*HelloAck)(nil),            // 6: sovereign.p2p.v1.HelloAck
+	(*RoundConfig)(nil),         // 7: sovereign.p2p.v1.RoundConfig
+	(*SecAggParams)(nil),        // 8: sovereign.p2p.v1.SecAggParams
+	(*RoundAnnounce)(nil),       // 9: sovereign.p2p.v1.RoundAnnounce
+	(*AdvertiseKeys)(nil),       // 10: sovereign.p2p.v1.AdvertiseKeys
+	(*KeysBroadcast)(nil),       // 11: sovereign.p2p.v1.KeysBroadcast
+	(*EncryptedShare)(nil),      // 12: sovereign.p2p.v1.EncryptedShare
+	(*EncryptedShares)(nil),     // 13: sovereign.p2p.v1.EncryptedShares
+	(*MaskedInputHeader)(nil),   // 14: sovereign.p2p.v1.MaskedInputHeader
+	(*UnmaskRequest)(nil),       // 15: sovereign.p2p.v1.UnmaskRequest
+	(*ConsistencyRequest)(nil),  // 16: sovereign.p2p.v1.ConsistencyRequest
+	(*ConsistencyResponse)(nil), // 17: sovereign.p2p.v1.ConsistencyResponse
+	(*SurvivorQuery)(nil),       // 18: sovereign.p2p.v1.SurvivorQuery
+	(*SurvivorAnswer)(nil),      // 19: sovereign.p2p.v1.SurvivorAnswer
+	(*Share)(nil),               // 20: sovereign.p2p.v1.Share
+	(*UnmaskResponse)(nil),      // 21: sovereign.p2p.v1.UnmaskResponse
+	(*Refusal)(nil),             // 22: sovereign.p2p.v1.Refusal
+	(*Ack)(nil),                 // 23: sovereign.p2p.v1.Ack
+	(*MetricsReport)(nil),       // 24: sovereign.p2p.v1.MetricsReport
+	(*EvaluateRequest)(nil),     // 25: sovereign.p2p.v1.EvaluateRequest
+	(*StatusRequest)(nil),       // 26: sovereign.p2p.v1.StatusRequest
+	(*MemberStatus)(nil),        // 27: sovereign.p2p.v1.MemberStatus
+	(*StatusResponse)(nil),      // 28: sovereign.p2p.v1.StatusResponse
+	(*BlobHeader)(nil),          // 29: sovereign.p2p.v1.BlobHeader
+	(*BlobChunk)(nil),           // 30: sovereign.p2p.v1.BlobChunk
+	(*BlobTrailer)(nil),         // 31: sovereign.p2p.v1.BlobTrailer
+	(*BlobReceipt)(nil),         // 32: sovereign.p2p.v1.BlobReceipt
+	(*BlobRequest)(nil),         // 33: sovereign.p2p.v1.BlobRequest
+	(*BlobFetchResponse)(nil),   // 34: sovereign.p2p.v1.BlobFetchResponse
 }
 var file_sovereign_proto_depIdxs = []int32{
 	3,  // 0: sovereign.p2p.v1.ModelShape.tensors:type_name -> sovereign.p2p.v1.TensorShape
 	4,  // 1: sovereign.p2p.v1.Hello.accepted_models:type_name -> sovereign.p2p.v1.ModelShape
 	7,  // 2: sovereign.p2p.v1.RoundAnnounce.config:type_name -> sovereign.p2p.v1.RoundConfig
 	8,  // 3: sovereign.p2p.v1.RoundAnnounce.secagg:type_name -> sovereign.p2p.v1.SecAggParams
-	18, // 4: sovereign.p2p.v1.AdvertiseKeys.refusal:type_name -> sovereign.p2p.v1.Refusal
+	22, // 4: sovereign.p2p.v1.AdvertiseKeys.refusal:type_name -> sovereign.p2p.v1.Refusal
 	10, // 5: sovereign.p2p.v1.KeysBroadcast.keys:type_name -> sovereign.p2p.v1.AdvertiseKeys
 	12, // 6: sovereign.p2p.v1.EncryptedShares.shares:type_name -> sovereign.p2p.v1.EncryptedShare
-	18, // 7: sovereign.p2p.v1.EncryptedShares.refusal:type_name -> sovereign.p2p.v1.Refusal
-	18, // 8: sovereign.p2p.v1.MaskedInputHeader.refusal:type_name -> sovereign.p2p.v1.Refusal
-	1,  // 9: sovereign.p2p.v1.Share.kind:type_name -> sovereign.p2p.v1.ShareKind
-	16, // 10: sovereign.p2p.v1.UnmaskResponse.shares:type_name -> sovereign.p2p.v1.Share
-	18, // 11: sovereign.p2p.v1.UnmaskResponse.refusal:type_name -> sovereign.p2p.v1.Refusal
-	18, // 12: sovereign.p2p.v1.Ack.refusal:type_name -> sovereign.p2p.v1.Refusal
-	18, // 13: sovereign.p2p.v1.MetricsReport.refusal:type_name -> sovereign.p2p.v1.Refusal
-	0,  // 14: sovereign.p2p.v1.MemberStatus.role:type_name -> sovereign.p2p.v1.Role
-	0,  // 15: sovereign.p2p.v1.StatusResponse.role:type_name -> sovereign.p2p.v1.Role
-	23, // 16: sovereign.p2p.v1.StatusResponse.members:type_name -> sovereign.p2p.v1.MemberStatus
-	2,  // 17: sovereign.p2p.v1.BlobHeader.kind:type_name -> sovereign.p2p.v1.BlobKind
-	25, // 18: sovereign.p2p.v1.BlobFetchResponse.header:type_name -> sovereign.p2p.v1.BlobHeader
-	18, // 19: sovereign.p2p.v1.BlobFetchResponse.refusal:type_name -> sovereign.p2p.v1.Refusal
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	22, // 7: sovereign.p2p.v1.EncryptedShares.refusal:type_name -> sovereign.p2p.v1.Refusal
+	22, // 8: sovereign.p2p.v1.MaskedInputHeader.refusal:type_name -> sovereign.p2p.v1.Refusal
+	17, // 9: sovereign.p2p.v1.UnmaskRequest.signatures:type_name -> sovereign.p2p.v1.ConsistencyResponse
+	22, // 10: sovereign.p2p.v1.ConsistencyResponse.refusal:type_name -> sovereign.p2p.v1.Refusal
+	1,  // 11: sovereign.p2p.v1.Share.kind:type_name -> sovereign.p2p.v1.ShareKind
+	20, // 12: sovereign.p2p.v1.UnmaskResponse.shares:type_name -> sovereign.p2p.v1.Share
+	22, // 13: sovereign.p2p.v1.UnmaskResponse.refusal:type_name -> sovereign.p2p.v1.Refusal
+	22, // 14: sovereign.p2p.v1.Ack.refusal:type_name -> sovereign.p2p.v1.Refusal
+	22, // 15: sovereign.p2p.v1.MetricsReport.refusal:type_name -> sovereign.p2p.v1.Refusal
+	0,  // 16: sovereign.p2p.v1.MemberStatus.role:type_name -> sovereign.p2p.v1.Role
+	0,  // 17: sovereign.p2p.v1.StatusResponse.role:type_name -> sovereign.p2p.v1.Role
+	27, // 18: sovereign.p2p.v1.StatusResponse.members:type_name -> sovereign.p2p.v1.MemberStatus
+	2,  // 19: sovereign.p2p.v1.BlobHeader.kind:type_name -> sovereign.p2p.v1.BlobKind
+	29, // 20: sovereign.p2p.v1.BlobFetchResponse.header:type_name -> sovereign.p2p.v1.BlobHeader
+	22, // 21: sovereign.p2p.v1.BlobFetchResponse.refusal:type_name -> sovereign.p2p.v1.Refusal
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_sovereign_proto_init() }
@@ -2863,7 +3176,7 @@ func file_sovereign_proto_init() {
 	if File_sovereign_proto != nil {
 		return
 	}
-	file_sovereign_proto_msgTypes[27].OneofWrappers = []any{
+	file_sovereign_proto_msgTypes[31].OneofWrappers = []any{
 		(*BlobFetchResponse_Header)(nil),
 		(*BlobFetchResponse_Refusal)(nil),
 	}
@@ -2873,7 +3186,7 @@ func file_sovereign_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sovereign_proto_rawDesc), len(file_sovereign_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   28,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
