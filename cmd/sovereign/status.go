@@ -292,8 +292,9 @@ func printStatus(w io.Writer, reports []statusReport) {
 		}
 		fmt.Fprintf(w, "  raft %s, leader %s, term %d, commit index %d, applied index %d, %d voters\n",
 			strings.ToLower(own.State), leader, own.Term, own.CommitIndex, own.AppliedIndex, own.Voters)
-		fmt.Fprintf(w, "  study %s: %d of %d models committed in %d rounds, stage %s, in flight %v, %d failed since the last model",
-			r.StudyState, r.CommittedRounds, r.PlannedRounds, r.Round, r.Stage, r.InFlight, r.Failures)
+		// This line's wording is what scripts (the runbook's) grep.
+		fmt.Fprintf(w, "  round %d, stage %s, in flight %v, %d rounds committed, %d failed since\n", r.Round, r.Stage, r.InFlight, r.CommittedRounds, r.Failures)
+		fmt.Fprintf(w, "  study %s: %d of %d models committed in %d rounds", r.StudyState, r.CommittedRounds, r.PlannedRounds, r.Round)
 		if r.ETASeconds > 0 {
 			fmt.Fprintf(w, ", ETA %s", (time.Duration(r.ETASeconds * float64(time.Second))).Round(time.Second))
 		}
