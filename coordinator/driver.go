@@ -300,6 +300,10 @@ type Driver struct {
 	// unmasked remembers the survivor set sent per round: the driver
 	// refuses to send a different one.
 	unmasked map[uint64][]uint32
+	// Incompatible, if set, names the workers that cannot take part (the
+	// NetCohort's plan checks, when the cohort is wrapped); otherwise the
+	// cohort's own Incompatible method is used, if it has one.
+	Incompatible func() map[WorkerID][]string
 	// sampled is the cohort size of each round this driver ran; commits
 	// the times of its model commits (the ETA's pace).
 	sampled map[uint64]int
@@ -516,8 +520,12 @@ func (d *Driver) start(ctx context.Context, r uint64, st *State) (*RoundState, e
 	online := slices.Clone(d.cohort.Online())
 	slices.Sort(online)
 	online = slices.Compact(online)
-	// Culprits of recent rounds are not sampled (security review H3, M3).
+	// Culprits of recent rounds are not sampled (security review H3, M3),
+	// nor workers whose plan check said they cannot take part (plan.go).
 	online = slices.DeleteFunc(online, func(w WorkerID) bool { return st.Excluded[w] > r })
+	if inc := d.incompatible(); len(inc) > 0 {
+		online = slices.DeleteFunc(online, func(w WorkerID) bool { _, bad := inc[w]; return bad })
+	}
 	if !slices.Equal(online, st.Members) && !(len(online) == 0 && len(st.Members) == 0) {
 		if online == nil {
 			online = []WorkerID{}
@@ -532,6 +540,14 @@ func (d *Driver) start(ctx context.Context, r uint64, st *State) (*RoundState, e
 		n = max(n, min(len(online), secagg.MaxClients))
 	}
 	if len(online) < n {
+		if inc := d.incompatible(); len(inc) > 0 {
+			var names []string
+			for w, rs := range inc {
+				names = append(names, fmt.Sprintf("%s (%s)", w, strings.Join(rs, "; ")))
+			}
+			slices.Sort(names)
+			return nil, fmt.Errorf("round %d: %w: %d online and able to take part, need %d; cannot take part: %s", r, ErrNotEnoughOnline, len(online), n, strings.Join(names, ", "))
+		}
 		return nil, fmt.Errorf("round %d: %w: %d online, need %d", r, ErrNotEnoughOnline, len(online), n)
 	}
 	seed := d.seed32("sample", r)
@@ -1354,6 +1370,9 @@ type Status struct {
 	// unknown).
 	PlannedRounds int
 	ETA           time.Duration
+	// Incompatible are the workers whose plan check said they cannot take
+	// part, with the reasons (sorted by worker).
+	Incompatible []IncompatibleWorker
 }
 
 // Status reports the driver's progress.
@@ -1367,6 +1386,10 @@ func (d *Driver) Status() Status {
 		CommittedRounds: st.CommittedRounds(), LedgerLength: len(st.Ledger), Failures: st.Failures,
 		StudyState: "running", RecentFailures: st.RecentFailures, PlannedRounds: d.cfg.Rounds,
 	}
+	for w, rs := range d.incompatible() {
+		s.Incompatible = append(s.Incompatible, IncompatibleWorker{Worker: w, Reasons: rs})
+	}
+	slices.SortFunc(s.Incompatible, func(a, b IncompatibleWorker) int { return strings.Compare(string(a.Worker), string(b.Worker)) })
 	if e := st.Ended; e != nil {
 		s.StudyState, s.EndReason = e.State, e.Reason
 	} else {

@@ -34,6 +34,9 @@ type NetCohortOptions struct {
 	MaxFrame int
 	// Info, if set, fills the HelloAck: the current round and model.
 	Info func() (round uint64, model Hash)
+	// Plan, if set, is the study plan a HelloAck carries (online: the
+	// workers online now); each worker answers its PlanCheck (plan.go).
+	Plan func(online int) *pb.StudyPlan
 }
 
 // NetCohort is the libp2p implementation of Cohort. Workers dial the
@@ -52,7 +55,11 @@ type NetCohort struct {
 
 	mu     sync.Mutex
 	hello  map[peer.ID]string // peers that said Hello → member name
-	notify *network.NotifyBundle
+	checks map[peer.ID]*pb.PlanCheck
+	// pending are peers whose Hello got a plan and whose check has not
+	// arrived yet.
+	pending map[peer.ID]string
+	notify  *network.NotifyBundle
 }
 
 // NewNetCohort registers the Hello handler on h and watches h's connections.
@@ -64,11 +71,13 @@ func NewNetCohort(h *p2p.Host, opts NetCohortOptions) (*NetCohort, error) {
 		opts.CallTimeout = 10 * time.Minute
 	}
 	c := &NetCohort{
-		h:      h,
-		client: &p2p.Client{Host: h, Timeout: opts.CallTimeout, MaxFrame: opts.MaxFrame},
-		log:    opts.Logger,
-		opts:   opts,
-		hello:  make(map[peer.ID]string),
+		h:       h,
+		client:  &p2p.Client{Host: h, Timeout: opts.CallTimeout, MaxFrame: opts.MaxFrame},
+		log:     opts.Logger,
+		opts:    opts,
+		hello:   make(map[peer.ID]string),
+		checks:  make(map[peer.ID]*pb.PlanCheck),
+		pending: make(map[peer.ID]string),
 	}
 	c.notify = &network.NotifyBundle{DisconnectedF: func(n network.Network, conn network.Conn) {
 		p := conn.RemotePeer()
@@ -78,6 +87,7 @@ func NewNetCohort(h *p2p.Host, opts NetCohortOptions) (*NetCohort, error) {
 		c.mu.Lock()
 		name, ok := c.hello[p]
 		delete(c.hello, p)
+		delete(c.pending, p)
 		c.mu.Unlock()
 		if ok {
 			c.log.Info("worker left", "peer", p.String(), "member", name)
@@ -85,7 +95,11 @@ func NewNetCohort(h *p2p.Host, opts NetCohortOptions) (*NetCohort, error) {
 	}}
 	h.LibP2P().Network().Notify(c.notify)
 	err := h.Handle(p2p.ProtocolSpec{ID: p2p.ProtoHello, Roles: []p2p.Role{p2p.RoleWorker}, Timeout: 30 * time.Second, MaxFrame: 64 << 10}, c.handleHello)
+	if err == nil {
+		err = h.Handle(p2p.ProtocolSpec{ID: p2p.ProtoPlanCheck, Roles: []p2p.Role{p2p.RoleWorker}, Timeout: 30 * time.Second, MaxFrame: 64 << 10}, c.handlePlanCheck)
+	}
 	if err != nil {
+		h.RemoveHandler(p2p.ProtoHello)
 		h.LibP2P().Network().StopNotify(c.notify)
 		return nil, err
 	}
@@ -95,6 +109,7 @@ func NewNetCohort(h *p2p.Host, opts NetCohortOptions) (*NetCohort, error) {
 // Close stops accepting Hellos and watching connections.
 func (c *NetCohort) Close() {
 	c.h.RemoveHandler(p2p.ProtoHello)
+	c.h.RemoveHandler(p2p.ProtoPlanCheck)
 	c.h.LibP2P().Network().StopNotify(c.notify)
 }
 
@@ -113,9 +128,18 @@ func (c *NetCohort) handleHello(_ context.Context, s *p2p.Stream) error {
 			r, h := c.opts.Info()
 			ack.CurrentRound, ack.CurrentModelSha256 = r, h[:]
 		}
+		if c.opts.Plan != nil {
+			ack.Plan = c.opts.Plan(len(c.Online()) + 1)
+		}
 		c.mu.Lock()
 		_, again := c.hello[s.Peer()]
-		c.hello[s.Peer()] = member.Name
+		if ack.Plan != nil {
+			// Online once its plan check arrives (handlePlanCheck), so
+			// that no round is announced to it before.
+			c.pending[s.Peer()] = member.Name
+		} else {
+			c.hello[s.Peer()] = member.Name
+		}
 		c.mu.Unlock()
 		if !again {
 			c.log.Info("worker joined", "peer", s.Peer().String(), "member", member.Name, "version", m.SoftwareVersion)
@@ -394,6 +418,17 @@ func StatusToPB(name string, st Status, fed *p2p.Federation, members bool) *pb.S
 		InFlight: st.InFlight, Failures: uint64(st.Failures), SoftwareVersion: SoftwareVersion,
 		StudyState: st.StudyState, EndReason: st.EndReason, RecentFailures: st.RecentFailures,
 		PlannedRounds: uint64(max(0, st.PlannedRounds)), EtaSeconds: st.ETA.Seconds(),
+	}
+	for _, iw := range st.Incompatible {
+		if p, err := peer.Decode(string(iw.Worker)); err == nil {
+			m := &pb.IncompatibleWorker{PeerId: []byte(p), Reasons: iw.Reasons}
+			if fed != nil {
+				if mm, ok := fed.Lookup(p); ok {
+					m.Name = mm.Name
+				}
+			}
+			resp.Incompatible = append(resp.Incompatible, m)
+		}
 	}
 	if !st.LedgerHead.IsZero() {
 		resp.LedgerHead = append([]byte(nil), st.LedgerHead[:]...)

@@ -22,6 +22,9 @@ import (
 const (
 	// ProtoHello: a worker joins: Hello → HelloAck. Worker to coordinator.
 	ProtoHello protocol.ID = "/sovereign/hello/1.0.0"
+	// ProtoPlanCheck: a worker's verdict on the study plan of a HelloAck:
+	// PlanCheck → Ack. Worker to coordinator.
+	ProtoPlanCheck protocol.ID = "/sovereign/plan-check/1.0.0"
 	// ProtoRound: a round starts: RoundAnnounce → Ack. Coordinator to worker.
 	ProtoRound protocol.ID = "/sovereign/round/1.0.0"
 	// ProtoSecAggAdvertise: SecAgg+ round 0: AdvertiseKeys → Ack. Worker to coordinator.

@@ -242,6 +242,23 @@ func (s *Server) hello(ctx context.Context, c p2p.Member) error {
 	if !ack.Accepted {
 		return fmt.Errorf("coordinator %s refused hello: %s", c.Name, ack.Reason)
 	}
+	if p := ack.Plan; p != nil {
+		plan := StudyPlan{ModelSpec: p.ModelSpec, NumParams: int(min(p.NumParams, 1<<40)), PlannedRounds: int(min(p.PlannedRounds, 1<<30)),
+			PlannedEpsilon: p.PlannedEpsilon, DP: p.Dp, Cohort: int(p.Cohort)}
+		if len(p.SchemaSha256) == 32 {
+			copy(plan.SchemaHash[:], p.SchemaSha256)
+		}
+		reasons, warnings := s.node.CheckPlan(plan)
+		var pack pb.Ack
+		// The coordinator counts this worker online once the check
+		// arrives: a failed delivery is a failed Hello (retried).
+		if err := cl.Request(ctx, c.ID, p2p.ProtoPlanCheck, &pb.PlanCheck{Reasons: reasons, Warnings: warnings}, &pack); err != nil {
+			return fmt.Errorf("coordinator %s: plan check: %w", c.Name, err)
+		}
+		if pack.Refusal != nil {
+			return fmt.Errorf("coordinator %s refused the plan check: %s", c.Name, pack.Refusal.Reason)
+		}
+	}
 	return nil
 }
 

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -586,9 +587,16 @@ func runCoordinator(ctx context.Context, cfg *coordinatorConfig, logOut io.Write
 	if st := fsm.State(); st.Round > 0 || len(st.Ledger) > 0 {
 		log.Info("state restored", "round", st.Round, "committed", st.CommittedRounds())
 	}
+	// The driver is built after the cohort; Hellos before it get no plan.
+	var planner atomic.Pointer[coordinator.Driver]
 	cohort, err := coordinator.NewNetCohort(h, coordinator.NetCohortOptions{Logger: log, Info: func() (uint64, coordinator.Hash) {
 		m, _ := fsm.LatestModel()
 		return fsm.State().Round, m.Hash
+	}, Plan: func(online int) *pb.StudyPlan {
+		if d := planner.Load(); d != nil {
+			return d.Plan(online)
+		}
+		return nil
 	}})
 	if err != nil {
 		return err
@@ -606,6 +614,8 @@ func runCoordinator(ctx context.Context, cfg *coordinatorConfig, logOut io.Write
 	if err != nil {
 		return err
 	}
+	d.Incompatible = cohort.Incompatible
+	planner.Store(d)
 	status := func() coordinator.Status {
 		s := d.Status()
 		if !node.IsLeader() || s.Stage == "" {

@@ -37,17 +37,19 @@ type statusReport struct {
 	// budget-exhausted), EndReason why; RecentFailures the last round
 	// failures; PlannedRounds the study's models; ETASeconds the time to
 	// the last of them (0 unknown).
-	StudyState     string         `json:"study_state"`
-	EndReason      string         `json:"end_reason,omitempty"`
-	RecentFailures []string       `json:"recent_failures,omitempty"`
-	PlannedRounds  uint64         `json:"planned_rounds"`
-	ETASeconds     float64        `json:"eta_seconds"`
-	Accuracy       float64        `json:"accuracy"`
-	AccuracyRound  uint64         `json:"accuracy_round"`
-	LedgerHead     string         `json:"ledger_head"`
-	LedgerLength   uint64         `json:"ledger_length"`
-	Online         []memberReport `json:"online"`
-	Offline        []memberReport `json:"offline"`
+	StudyState     string   `json:"study_state"`
+	EndReason      string   `json:"end_reason,omitempty"`
+	RecentFailures []string `json:"recent_failures,omitempty"`
+	PlannedRounds  uint64   `json:"planned_rounds"`
+	// Incompatible are the workers that cannot take part, with why.
+	Incompatible  []incompatibleReport `json:"incompatible,omitempty"`
+	ETASeconds    float64              `json:"eta_seconds"`
+	Accuracy      float64              `json:"accuracy"`
+	AccuracyRound uint64               `json:"accuracy_round"`
+	LedgerHead    string               `json:"ledger_head"`
+	LedgerLength  uint64               `json:"ledger_length"`
+	Online        []memberReport       `json:"online"`
+	Offline       []memberReport       `json:"offline"`
 	// Leader is the Raft leader this coordinator knows ("" if none), by
 	// name and peer: a follower's answer is the redirect to the leader.
 	Leader     string `json:"leader"`
@@ -205,6 +207,13 @@ func queryStatus(ctx context.Context, h *p2p.Host, fed *p2p.Federation) []status
 		r.CommittedRounds, r.Failures = resp.CommittedRounds, resp.Failures
 		r.StudyState, r.EndReason, r.RecentFailures = resp.StudyState, resp.EndReason, resp.RecentFailures
 		r.PlannedRounds, r.ETASeconds = resp.PlannedRounds, resp.EtaSeconds
+		for _, iw := range resp.Incompatible {
+			ir := incompatibleReport{Name: iw.Name, Reasons: iw.Reasons}
+			if id, err := peer.IDFromBytes(iw.PeerId); err == nil {
+				ir.Peer = id.String()
+			}
+			r.Incompatible = append(r.Incompatible, ir)
+		}
 		r.Accuracy, r.AccuracyRound = resp.Accuracy, resp.AccuracyRound
 		r.LedgerHead, r.LedgerLength = hex.EncodeToString(resp.LedgerHead), resp.LedgerLength
 		r.Online, r.Offline = []memberReport{}, []memberReport{}
@@ -302,6 +311,9 @@ func printStatus(w io.Writer, reports []statusReport) {
 		if r.EndReason != "" {
 			fmt.Fprintf(w, "  ended: %s\n", r.EndReason)
 		}
+		for _, iw := range r.Incompatible {
+			fmt.Fprintf(w, "  cannot take part: %s: %s\n", iw.Name, strings.Join(iw.Reasons, "; "))
+		}
 		for _, f := range r.RecentFailures {
 			fmt.Fprintf(w, "  failed %s\n", f)
 		}
@@ -315,4 +327,11 @@ func printStatus(w io.Writer, reports []statusReport) {
 		}
 		fmt.Fprintln(w)
 	}
+}
+
+// incompatibleReport is a worker whose plan check said it cannot take part.
+type incompatibleReport struct {
+	Name    string   `json:"name"`
+	Peer    string   `json:"peer"`
+	Reasons []string `json:"reasons"`
 }

@@ -384,13 +384,16 @@ func (x *Hello) GetMinCohort() uint32 {
 	return 0
 }
 
-// HelloAck answers Hello.
+// HelloAck answers Hello. With plan set, the worker checks the study's
+// plan against its data and policy and answers one PlanCheck on the same
+// stream, before any round is announced to it.
 type HelloAck struct {
 	state              protoimpl.MessageState `protogen:"open.v1"`
 	Accepted           bool                   `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
 	Reason             string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	CurrentRound       uint64                 `protobuf:"varint,3,opt,name=current_round,json=currentRound,proto3" json:"current_round,omitempty"`
 	CurrentModelSha256 []byte                 `protobuf:"bytes,4,opt,name=current_model_sha256,json=currentModelSha256,proto3" json:"current_model_sha256,omitempty"`
+	Plan               *StudyPlan             `protobuf:"bytes,5,opt,name=plan,proto3" json:"plan,omitempty"`
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache
 }
@@ -453,6 +456,167 @@ func (x *HelloAck) GetCurrentModelSha256() []byte {
 	return nil
 }
 
+func (x *HelloAck) GetPlan() *StudyPlan {
+	if x != nil {
+		return x.Plan
+	}
+	return nil
+}
+
+// StudyPlan is what a study will ask of a worker.
+type StudyPlan struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Model architecture (model.ParseSpec syntax) and its parameter count.
+	ModelSpec string `protobuf:"bytes,1,opt,name=model_spec,json=modelSpec,proto3" json:"model_spec,omitempty"`
+	NumParams uint64 `protobuf:"varint,2,opt,name=num_params,json=numParams,proto3" json:"num_params,omitempty"`
+	// Models still to commit and the cumulative (ε, δ) ε once they are,
+	// at today's sampling rate (0 without differential privacy).
+	PlannedRounds  uint64  `protobuf:"varint,3,opt,name=planned_rounds,json=plannedRounds,proto3" json:"planned_rounds,omitempty"`
+	PlannedEpsilon float64 `protobuf:"fixed64,4,opt,name=planned_epsilon,json=plannedEpsilon,proto3" json:"planned_epsilon,omitempty"`
+	Dp             bool    `protobuf:"varint,5,opt,name=dp,proto3" json:"dp,omitempty"`
+	// Institutions sampled per round.
+	Cohort uint32 `protobuf:"varint,6,opt,name=cohort,proto3" json:"cohort,omitempty"`
+	// SHA-256 of the study's data schema file (empty: none).
+	SchemaSha256  []byte `protobuf:"bytes,7,opt,name=schema_sha256,json=schemaSha256,proto3" json:"schema_sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StudyPlan) Reset() {
+	*x = StudyPlan{}
+	mi := &file_sovereign_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StudyPlan) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StudyPlan) ProtoMessage() {}
+
+func (x *StudyPlan) ProtoReflect() protoreflect.Message {
+	mi := &file_sovereign_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StudyPlan.ProtoReflect.Descriptor instead.
+func (*StudyPlan) Descriptor() ([]byte, []int) {
+	return file_sovereign_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *StudyPlan) GetModelSpec() string {
+	if x != nil {
+		return x.ModelSpec
+	}
+	return ""
+}
+
+func (x *StudyPlan) GetNumParams() uint64 {
+	if x != nil {
+		return x.NumParams
+	}
+	return 0
+}
+
+func (x *StudyPlan) GetPlannedRounds() uint64 {
+	if x != nil {
+		return x.PlannedRounds
+	}
+	return 0
+}
+
+func (x *StudyPlan) GetPlannedEpsilon() float64 {
+	if x != nil {
+		return x.PlannedEpsilon
+	}
+	return 0
+}
+
+func (x *StudyPlan) GetDp() bool {
+	if x != nil {
+		return x.Dp
+	}
+	return false
+}
+
+func (x *StudyPlan) GetCohort() uint32 {
+	if x != nil {
+		return x.Cohort
+	}
+	return 0
+}
+
+func (x *StudyPlan) GetSchemaSha256() []byte {
+	if x != nil {
+		return x.SchemaSha256
+	}
+	return nil
+}
+
+// PlanCheck is a worker's verdict on a StudyPlan: the rules of its policy
+// or data the plan breaks (it cannot take part: reasons), and those it will
+// reach on the way (warnings, e.g. its budget ends before the study). The
+// texts name rules, never the private values behind them.
+type PlanCheck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Reasons       []string               `protobuf:"bytes,1,rep,name=reasons,proto3" json:"reasons,omitempty"`
+	Warnings      []string               `protobuf:"bytes,2,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanCheck) Reset() {
+	*x = PlanCheck{}
+	mi := &file_sovereign_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanCheck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanCheck) ProtoMessage() {}
+
+func (x *PlanCheck) ProtoReflect() protoreflect.Message {
+	mi := &file_sovereign_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanCheck.ProtoReflect.Descriptor instead.
+func (*PlanCheck) Descriptor() ([]byte, []int) {
+	return file_sovereign_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *PlanCheck) GetReasons() []string {
+	if x != nil {
+		return x.Reasons
+	}
+	return nil
+}
+
+func (x *PlanCheck) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
 // RoundConfig carries the training settings of one round.
 type RoundConfig struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -479,7 +643,7 @@ type RoundConfig struct {
 
 func (x *RoundConfig) Reset() {
 	*x = RoundConfig{}
-	mi := &file_sovereign_proto_msgTypes[4]
+	mi := &file_sovereign_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -491,7 +655,7 @@ func (x *RoundConfig) String() string {
 func (*RoundConfig) ProtoMessage() {}
 
 func (x *RoundConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[4]
+	mi := &file_sovereign_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -504,7 +668,7 @@ func (x *RoundConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundConfig.ProtoReflect.Descriptor instead.
 func (*RoundConfig) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{4}
+	return file_sovereign_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RoundConfig) GetAlgorithm() string {
@@ -609,7 +773,7 @@ type SecAggParams struct {
 
 func (x *SecAggParams) Reset() {
 	*x = SecAggParams{}
-	mi := &file_sovereign_proto_msgTypes[5]
+	mi := &file_sovereign_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -621,7 +785,7 @@ func (x *SecAggParams) String() string {
 func (*SecAggParams) ProtoMessage() {}
 
 func (x *SecAggParams) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[5]
+	mi := &file_sovereign_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -634,7 +798,7 @@ func (x *SecAggParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecAggParams.ProtoReflect.Descriptor instead.
 func (*SecAggParams) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{5}
+	return file_sovereign_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SecAggParams) GetThreshold() uint32 {
@@ -753,7 +917,7 @@ type RoundAnnounce struct {
 
 func (x *RoundAnnounce) Reset() {
 	*x = RoundAnnounce{}
-	mi := &file_sovereign_proto_msgTypes[6]
+	mi := &file_sovereign_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -765,7 +929,7 @@ func (x *RoundAnnounce) String() string {
 func (*RoundAnnounce) ProtoMessage() {}
 
 func (x *RoundAnnounce) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[6]
+	mi := &file_sovereign_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -778,7 +942,7 @@ func (x *RoundAnnounce) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundAnnounce.ProtoReflect.Descriptor instead.
 func (*RoundAnnounce) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{6}
+	return file_sovereign_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RoundAnnounce) GetRound() uint64 {
@@ -912,7 +1076,7 @@ type AdvertiseKeys struct {
 
 func (x *AdvertiseKeys) Reset() {
 	*x = AdvertiseKeys{}
-	mi := &file_sovereign_proto_msgTypes[7]
+	mi := &file_sovereign_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -924,7 +1088,7 @@ func (x *AdvertiseKeys) String() string {
 func (*AdvertiseKeys) ProtoMessage() {}
 
 func (x *AdvertiseKeys) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[7]
+	mi := &file_sovereign_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -937,7 +1101,7 @@ func (x *AdvertiseKeys) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdvertiseKeys.ProtoReflect.Descriptor instead.
 func (*AdvertiseKeys) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{7}
+	return file_sovereign_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AdvertiseKeys) GetRound() uint64 {
@@ -1009,7 +1173,7 @@ type KeysBroadcast struct {
 
 func (x *KeysBroadcast) Reset() {
 	*x = KeysBroadcast{}
-	mi := &file_sovereign_proto_msgTypes[8]
+	mi := &file_sovereign_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1021,7 +1185,7 @@ func (x *KeysBroadcast) String() string {
 func (*KeysBroadcast) ProtoMessage() {}
 
 func (x *KeysBroadcast) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[8]
+	mi := &file_sovereign_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1034,7 +1198,7 @@ func (x *KeysBroadcast) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeysBroadcast.ProtoReflect.Descriptor instead.
 func (*KeysBroadcast) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{8}
+	return file_sovereign_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *KeysBroadcast) GetRound() uint64 {
@@ -1074,7 +1238,7 @@ type EncryptedShare struct {
 
 func (x *EncryptedShare) Reset() {
 	*x = EncryptedShare{}
-	mi := &file_sovereign_proto_msgTypes[9]
+	mi := &file_sovereign_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1086,7 +1250,7 @@ func (x *EncryptedShare) String() string {
 func (*EncryptedShare) ProtoMessage() {}
 
 func (x *EncryptedShare) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[9]
+	mi := &file_sovereign_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1099,7 +1263,7 @@ func (x *EncryptedShare) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EncryptedShare.ProtoReflect.Descriptor instead.
 func (*EncryptedShare) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{9}
+	return file_sovereign_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *EncryptedShare) GetSender() []byte {
@@ -1154,7 +1318,7 @@ type EncryptedShares struct {
 
 func (x *EncryptedShares) Reset() {
 	*x = EncryptedShares{}
-	mi := &file_sovereign_proto_msgTypes[10]
+	mi := &file_sovereign_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1166,7 +1330,7 @@ func (x *EncryptedShares) String() string {
 func (*EncryptedShares) ProtoMessage() {}
 
 func (x *EncryptedShares) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[10]
+	mi := &file_sovereign_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1179,7 +1343,7 @@ func (x *EncryptedShares) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EncryptedShares.ProtoReflect.Descriptor instead.
 func (*EncryptedShares) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{10}
+	return file_sovereign_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *EncryptedShares) GetRound() uint64 {
@@ -1234,7 +1398,7 @@ type MaskedInputHeader struct {
 
 func (x *MaskedInputHeader) Reset() {
 	*x = MaskedInputHeader{}
-	mi := &file_sovereign_proto_msgTypes[11]
+	mi := &file_sovereign_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1246,7 +1410,7 @@ func (x *MaskedInputHeader) String() string {
 func (*MaskedInputHeader) ProtoMessage() {}
 
 func (x *MaskedInputHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[11]
+	mi := &file_sovereign_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1259,7 +1423,7 @@ func (x *MaskedInputHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MaskedInputHeader.ProtoReflect.Descriptor instead.
 func (*MaskedInputHeader) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{11}
+	return file_sovereign_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *MaskedInputHeader) GetRound() uint64 {
@@ -1345,7 +1509,7 @@ type UnmaskRequest struct {
 
 func (x *UnmaskRequest) Reset() {
 	*x = UnmaskRequest{}
-	mi := &file_sovereign_proto_msgTypes[12]
+	mi := &file_sovereign_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1357,7 +1521,7 @@ func (x *UnmaskRequest) String() string {
 func (*UnmaskRequest) ProtoMessage() {}
 
 func (x *UnmaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[12]
+	mi := &file_sovereign_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1370,7 +1534,7 @@ func (x *UnmaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnmaskRequest.ProtoReflect.Descriptor instead.
 func (*UnmaskRequest) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{12}
+	return file_sovereign_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *UnmaskRequest) GetRound() uint64 {
@@ -1437,7 +1601,7 @@ type ConsistencyRequest struct {
 
 func (x *ConsistencyRequest) Reset() {
 	*x = ConsistencyRequest{}
-	mi := &file_sovereign_proto_msgTypes[13]
+	mi := &file_sovereign_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1449,7 +1613,7 @@ func (x *ConsistencyRequest) String() string {
 func (*ConsistencyRequest) ProtoMessage() {}
 
 func (x *ConsistencyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[13]
+	mi := &file_sovereign_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1462,7 +1626,7 @@ func (x *ConsistencyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsistencyRequest.ProtoReflect.Descriptor instead.
 func (*ConsistencyRequest) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{13}
+	return file_sovereign_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ConsistencyRequest) GetRound() uint64 {
@@ -1505,7 +1669,7 @@ type ConsistencyResponse struct {
 
 func (x *ConsistencyResponse) Reset() {
 	*x = ConsistencyResponse{}
-	mi := &file_sovereign_proto_msgTypes[14]
+	mi := &file_sovereign_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1517,7 +1681,7 @@ func (x *ConsistencyResponse) String() string {
 func (*ConsistencyResponse) ProtoMessage() {}
 
 func (x *ConsistencyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[14]
+	mi := &file_sovereign_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1530,7 +1694,7 @@ func (x *ConsistencyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsistencyResponse.ProtoReflect.Descriptor instead.
 func (*ConsistencyResponse) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{14}
+	return file_sovereign_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ConsistencyResponse) GetRound() uint64 {
@@ -1576,7 +1740,7 @@ type SurvivorQuery struct {
 
 func (x *SurvivorQuery) Reset() {
 	*x = SurvivorQuery{}
-	mi := &file_sovereign_proto_msgTypes[15]
+	mi := &file_sovereign_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1588,7 +1752,7 @@ func (x *SurvivorQuery) String() string {
 func (*SurvivorQuery) ProtoMessage() {}
 
 func (x *SurvivorQuery) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[15]
+	mi := &file_sovereign_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1601,7 +1765,7 @@ func (x *SurvivorQuery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SurvivorQuery.ProtoReflect.Descriptor instead.
 func (*SurvivorQuery) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{15}
+	return file_sovereign_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SurvivorQuery) GetRound() uint64 {
@@ -1631,7 +1795,7 @@ type SurvivorAnswer struct {
 
 func (x *SurvivorAnswer) Reset() {
 	*x = SurvivorAnswer{}
-	mi := &file_sovereign_proto_msgTypes[16]
+	mi := &file_sovereign_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1643,7 +1807,7 @@ func (x *SurvivorAnswer) String() string {
 func (*SurvivorAnswer) ProtoMessage() {}
 
 func (x *SurvivorAnswer) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[16]
+	mi := &file_sovereign_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1656,7 +1820,7 @@ func (x *SurvivorAnswer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SurvivorAnswer.ProtoReflect.Descriptor instead.
 func (*SurvivorAnswer) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{16}
+	return file_sovereign_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SurvivorAnswer) GetRound() uint64 {
@@ -1702,7 +1866,7 @@ type Share struct {
 
 func (x *Share) Reset() {
 	*x = Share{}
-	mi := &file_sovereign_proto_msgTypes[17]
+	mi := &file_sovereign_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1714,7 +1878,7 @@ func (x *Share) String() string {
 func (*Share) ProtoMessage() {}
 
 func (x *Share) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[17]
+	mi := &file_sovereign_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1727,7 +1891,7 @@ func (x *Share) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Share.ProtoReflect.Descriptor instead.
 func (*Share) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{17}
+	return file_sovereign_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Share) GetOwner() []byte {
@@ -1775,7 +1939,7 @@ type UnmaskResponse struct {
 
 func (x *UnmaskResponse) Reset() {
 	*x = UnmaskResponse{}
-	mi := &file_sovereign_proto_msgTypes[18]
+	mi := &file_sovereign_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1787,7 +1951,7 @@ func (x *UnmaskResponse) String() string {
 func (*UnmaskResponse) ProtoMessage() {}
 
 func (x *UnmaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[18]
+	mi := &file_sovereign_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1800,7 +1964,7 @@ func (x *UnmaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnmaskResponse.ProtoReflect.Descriptor instead.
 func (*UnmaskResponse) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{18}
+	return file_sovereign_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UnmaskResponse) GetRound() uint64 {
@@ -1849,7 +2013,7 @@ type Refusal struct {
 
 func (x *Refusal) Reset() {
 	*x = Refusal{}
-	mi := &file_sovereign_proto_msgTypes[19]
+	mi := &file_sovereign_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1861,7 +2025,7 @@ func (x *Refusal) String() string {
 func (*Refusal) ProtoMessage() {}
 
 func (x *Refusal) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[19]
+	mi := &file_sovereign_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1874,7 +2038,7 @@ func (x *Refusal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Refusal.ProtoReflect.Descriptor instead.
 func (*Refusal) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{19}
+	return file_sovereign_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Refusal) GetRound() uint64 {
@@ -1903,7 +2067,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_sovereign_proto_msgTypes[20]
+	mi := &file_sovereign_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1915,7 +2079,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[20]
+	mi := &file_sovereign_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1928,7 +2092,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{20}
+	return file_sovereign_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Ack) GetRound() uint64 {
@@ -1968,7 +2132,7 @@ type MetricsReport struct {
 
 func (x *MetricsReport) Reset() {
 	*x = MetricsReport{}
-	mi := &file_sovereign_proto_msgTypes[21]
+	mi := &file_sovereign_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1980,7 +2144,7 @@ func (x *MetricsReport) String() string {
 func (*MetricsReport) ProtoMessage() {}
 
 func (x *MetricsReport) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[21]
+	mi := &file_sovereign_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1993,7 +2157,7 @@ func (x *MetricsReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricsReport.ProtoReflect.Descriptor instead.
 func (*MetricsReport) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{21}
+	return file_sovereign_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *MetricsReport) GetRound() uint64 {
@@ -2076,7 +2240,7 @@ type EvaluateRequest struct {
 
 func (x *EvaluateRequest) Reset() {
 	*x = EvaluateRequest{}
-	mi := &file_sovereign_proto_msgTypes[22]
+	mi := &file_sovereign_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2088,7 +2252,7 @@ func (x *EvaluateRequest) String() string {
 func (*EvaluateRequest) ProtoMessage() {}
 
 func (x *EvaluateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[22]
+	mi := &file_sovereign_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2101,7 +2265,7 @@ func (x *EvaluateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvaluateRequest.ProtoReflect.Descriptor instead.
 func (*EvaluateRequest) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{22}
+	return file_sovereign_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *EvaluateRequest) GetRound() uint64 {
@@ -2142,7 +2306,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_sovereign_proto_msgTypes[23]
+	mi := &file_sovereign_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2154,7 +2318,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[23]
+	mi := &file_sovereign_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2167,7 +2331,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{23}
+	return file_sovereign_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *StatusRequest) GetIncludeMembers() bool {
@@ -2191,7 +2355,7 @@ type MemberStatus struct {
 
 func (x *MemberStatus) Reset() {
 	*x = MemberStatus{}
-	mi := &file_sovereign_proto_msgTypes[24]
+	mi := &file_sovereign_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2203,7 +2367,7 @@ func (x *MemberStatus) String() string {
 func (*MemberStatus) ProtoMessage() {}
 
 func (x *MemberStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[24]
+	mi := &file_sovereign_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2216,7 +2380,7 @@ func (x *MemberStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberStatus.ProtoReflect.Descriptor instead.
 func (*MemberStatus) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{24}
+	return file_sovereign_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *MemberStatus) GetName() string {
@@ -2287,13 +2451,15 @@ type StatusResponse struct {
 	RecentFailures []string `protobuf:"bytes,19,rep,name=recent_failures,json=recentFailures,proto3" json:"recent_failures,omitempty"`
 	PlannedRounds  uint64   `protobuf:"varint,20,opt,name=planned_rounds,json=plannedRounds,proto3" json:"planned_rounds,omitempty"`
 	EtaSeconds     float64  `protobuf:"fixed64,21,opt,name=eta_seconds,json=etaSeconds,proto3" json:"eta_seconds,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Workers whose plan check said they cannot take part, with the reasons.
+	Incompatible  []*IncompatibleWorker `protobuf:"bytes,22,rep,name=incompatible,proto3" json:"incompatible,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_sovereign_proto_msgTypes[25]
+	mi := &file_sovereign_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2305,7 +2471,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[25]
+	mi := &file_sovereign_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2318,7 +2484,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{25}
+	return file_sovereign_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *StatusResponse) GetName() string {
@@ -2468,6 +2634,74 @@ func (x *StatusResponse) GetEtaSeconds() float64 {
 	return 0
 }
 
+func (x *StatusResponse) GetIncompatible() []*IncompatibleWorker {
+	if x != nil {
+		return x.Incompatible
+	}
+	return nil
+}
+
+// IncompatibleWorker is a worker that cannot take part in the study.
+type IncompatibleWorker struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PeerId        []byte                 `protobuf:"bytes,1,opt,name=peer_id,json=peerId,proto3" json:"peer_id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Reasons       []string               `protobuf:"bytes,3,rep,name=reasons,proto3" json:"reasons,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IncompatibleWorker) Reset() {
+	*x = IncompatibleWorker{}
+	mi := &file_sovereign_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IncompatibleWorker) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IncompatibleWorker) ProtoMessage() {}
+
+func (x *IncompatibleWorker) ProtoReflect() protoreflect.Message {
+	mi := &file_sovereign_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IncompatibleWorker.ProtoReflect.Descriptor instead.
+func (*IncompatibleWorker) Descriptor() ([]byte, []int) {
+	return file_sovereign_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *IncompatibleWorker) GetPeerId() []byte {
+	if x != nil {
+		return x.PeerId
+	}
+	return nil
+}
+
+func (x *IncompatibleWorker) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *IncompatibleWorker) GetReasons() []string {
+	if x != nil {
+		return x.Reasons
+	}
+	return nil
+}
+
 // BlobHeader opens a chunked blob transfer. It is followed by BlobChunk
 // frames carrying exactly size bytes in total, then one BlobTrailer.
 type BlobHeader struct {
@@ -2485,7 +2719,7 @@ type BlobHeader struct {
 
 func (x *BlobHeader) Reset() {
 	*x = BlobHeader{}
-	mi := &file_sovereign_proto_msgTypes[26]
+	mi := &file_sovereign_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2497,7 +2731,7 @@ func (x *BlobHeader) String() string {
 func (*BlobHeader) ProtoMessage() {}
 
 func (x *BlobHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[26]
+	mi := &file_sovereign_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2510,7 +2744,7 @@ func (x *BlobHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobHeader.ProtoReflect.Descriptor instead.
 func (*BlobHeader) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{26}
+	return file_sovereign_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *BlobHeader) GetKind() BlobKind {
@@ -2565,7 +2799,7 @@ type BlobChunk struct {
 
 func (x *BlobChunk) Reset() {
 	*x = BlobChunk{}
-	mi := &file_sovereign_proto_msgTypes[27]
+	mi := &file_sovereign_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2577,7 +2811,7 @@ func (x *BlobChunk) String() string {
 func (*BlobChunk) ProtoMessage() {}
 
 func (x *BlobChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[27]
+	mi := &file_sovereign_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2590,7 +2824,7 @@ func (x *BlobChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobChunk.ProtoReflect.Descriptor instead.
 func (*BlobChunk) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{27}
+	return file_sovereign_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *BlobChunk) GetData() []byte {
@@ -2610,7 +2844,7 @@ type BlobTrailer struct {
 
 func (x *BlobTrailer) Reset() {
 	*x = BlobTrailer{}
-	mi := &file_sovereign_proto_msgTypes[28]
+	mi := &file_sovereign_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2622,7 +2856,7 @@ func (x *BlobTrailer) String() string {
 func (*BlobTrailer) ProtoMessage() {}
 
 func (x *BlobTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[28]
+	mi := &file_sovereign_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2635,7 +2869,7 @@ func (x *BlobTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobTrailer.ProtoReflect.Descriptor instead.
 func (*BlobTrailer) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{28}
+	return file_sovereign_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *BlobTrailer) GetSha256() []byte {
@@ -2657,7 +2891,7 @@ type BlobReceipt struct {
 
 func (x *BlobReceipt) Reset() {
 	*x = BlobReceipt{}
-	mi := &file_sovereign_proto_msgTypes[29]
+	mi := &file_sovereign_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2669,7 +2903,7 @@ func (x *BlobReceipt) String() string {
 func (*BlobReceipt) ProtoMessage() {}
 
 func (x *BlobReceipt) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[29]
+	mi := &file_sovereign_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2682,7 +2916,7 @@ func (x *BlobReceipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobReceipt.ProtoReflect.Descriptor instead.
 func (*BlobReceipt) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{29}
+	return file_sovereign_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *BlobReceipt) GetAccepted() bool {
@@ -2716,7 +2950,7 @@ type BlobRequest struct {
 
 func (x *BlobRequest) Reset() {
 	*x = BlobRequest{}
-	mi := &file_sovereign_proto_msgTypes[30]
+	mi := &file_sovereign_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2728,7 +2962,7 @@ func (x *BlobRequest) String() string {
 func (*BlobRequest) ProtoMessage() {}
 
 func (x *BlobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[30]
+	mi := &file_sovereign_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2741,7 +2975,7 @@ func (x *BlobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobRequest.ProtoReflect.Descriptor instead.
 func (*BlobRequest) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{30}
+	return file_sovereign_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *BlobRequest) GetSha256() []byte {
@@ -2766,7 +3000,7 @@ type BlobFetchResponse struct {
 
 func (x *BlobFetchResponse) Reset() {
 	*x = BlobFetchResponse{}
-	mi := &file_sovereign_proto_msgTypes[31]
+	mi := &file_sovereign_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2778,7 +3012,7 @@ func (x *BlobFetchResponse) String() string {
 func (*BlobFetchResponse) ProtoMessage() {}
 
 func (x *BlobFetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[31]
+	mi := &file_sovereign_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2791,7 +3025,7 @@ func (x *BlobFetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobFetchResponse.ProtoReflect.Descriptor instead.
 func (*BlobFetchResponse) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{31}
+	return file_sovereign_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *BlobFetchResponse) GetResult() isBlobFetchResponse_Result {
@@ -2855,12 +3089,26 @@ const file_sovereign_proto_rawDesc = "" +
 	"\fcapabilities\x18\x03 \x03(\tR\fcapabilities\x12E\n" +
 	"\x0faccepted_models\x18\x04 \x03(\v2\x1c.sovereign.p2p.v1.ModelShapeR\x0eacceptedModels\x12\x1d\n" +
 	"\n" +
-	"min_cohort\x18\x05 \x01(\rR\tminCohort\"\x95\x01\n" +
+	"min_cohort\x18\x05 \x01(\rR\tminCohort\"\xc6\x01\n" +
 	"\bHelloAck\x12\x1a\n" +
 	"\baccepted\x18\x01 \x01(\bR\baccepted\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12#\n" +
 	"\rcurrent_round\x18\x03 \x01(\x04R\fcurrentRound\x120\n" +
-	"\x14current_model_sha256\x18\x04 \x01(\fR\x12currentModelSha256\"\xdf\x02\n" +
+	"\x14current_model_sha256\x18\x04 \x01(\fR\x12currentModelSha256\x12/\n" +
+	"\x04plan\x18\x05 \x01(\v2\x1b.sovereign.p2p.v1.StudyPlanR\x04plan\"\xe6\x01\n" +
+	"\tStudyPlan\x12\x1d\n" +
+	"\n" +
+	"model_spec\x18\x01 \x01(\tR\tmodelSpec\x12\x1d\n" +
+	"\n" +
+	"num_params\x18\x02 \x01(\x04R\tnumParams\x12%\n" +
+	"\x0eplanned_rounds\x18\x03 \x01(\x04R\rplannedRounds\x12'\n" +
+	"\x0fplanned_epsilon\x18\x04 \x01(\x01R\x0eplannedEpsilon\x12\x0e\n" +
+	"\x02dp\x18\x05 \x01(\bR\x02dp\x12\x16\n" +
+	"\x06cohort\x18\x06 \x01(\rR\x06cohort\x12#\n" +
+	"\rschema_sha256\x18\a \x01(\fR\fschemaSha256\"A\n" +
+	"\tPlanCheck\x12\x18\n" +
+	"\areasons\x18\x01 \x03(\tR\areasons\x12\x1a\n" +
+	"\bwarnings\x18\x02 \x03(\tR\bwarnings\"\xdf\x02\n" +
 	"\vRoundConfig\x12\x1c\n" +
 	"\talgorithm\x18\x01 \x01(\tR\talgorithm\x12!\n" +
 	"\flocal_epochs\x18\x02 \x01(\rR\vlocalEpochs\x12\x1d\n" +
@@ -3025,7 +3273,7 @@ const file_sovereign_proto_rawDesc = "" +
 	"\x04role\x18\x03 \x01(\x0e2\x16.sovereign.p2p.v1.RoleR\x04role\x12\x1c\n" +
 	"\tconnected\x18\x04 \x01(\bR\tconnected\x12\x1d\n" +
 	"\n" +
-	"last_round\x18\x05 \x01(\x04R\tlastRound\"\xdf\x05\n" +
+	"last_round\x18\x05 \x01(\x04R\tlastRound\"\xa9\x06\n" +
 	"\x0eStatusResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x16.sovereign.p2p.v1.RoleR\x04role\x12\x14\n" +
@@ -3052,7 +3300,12 @@ const file_sovereign_proto_rawDesc = "" +
 	"\x0frecent_failures\x18\x13 \x03(\tR\x0erecentFailures\x12%\n" +
 	"\x0eplanned_rounds\x18\x14 \x01(\x04R\rplannedRounds\x12\x1f\n" +
 	"\veta_seconds\x18\x15 \x01(\x01R\n" +
-	"etaSeconds\"\xb1\x01\n" +
+	"etaSeconds\x12H\n" +
+	"\fincompatible\x18\x16 \x03(\v2$.sovereign.p2p.v1.IncompatibleWorkerR\fincompatible\"[\n" +
+	"\x12IncompatibleWorker\x12\x17\n" +
+	"\apeer_id\x18\x01 \x01(\fR\x06peerId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
+	"\areasons\x18\x03 \x03(\tR\areasons\"\xb1\x01\n" +
 	"\n" +
 	"BlobHeader\x12.\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1a.sovereign.p2p.v1.BlobKindR\x04kind\x12\x12\n" +
@@ -3103,7 +3356,7 @@ func file_sovereign_proto_rawDescGZIP() []byte {
 }
 
 var file_sovereign_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_sovereign_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_sovereign_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_sovereign_proto_goTypes = []any{
 	(Role)(0),                   // 0: sovereign.p2p.v1.Role
 	(ShareKind)(0),              // 1: sovereign.p2p.v1.ShareKind
@@ -3112,63 +3365,68 @@ var file_sovereign_proto_goTypes = []any{
 	(*ModelShape)(nil),          // 4: sovereign.p2p.v1.ModelShape
 	(*Hello)(nil),               // 5: sovereign.p2p.v1.Hello
 	(*HelloAck)(nil),            // 6: sovereign.p2p.v1.HelloAck
-	(*RoundConfig)(nil),         // 7: sovereign.p2p.v1.RoundConfig
-	(*SecAggParams)(nil),        // 8: sovereign.p2p.v1.SecAggParams
-	(*RoundAnnounce)(nil),       // 9: sovereign.p2p.v1.RoundAnnounce
-	(*AdvertiseKeys)(nil),       // 10: sovereign.p2p.v1.AdvertiseKeys
-	(*KeysBroadcast)(nil),       // 11: sovereign.p2p.v1.KeysBroadcast
-	(*EncryptedShare)(nil),      // 12: sovereign.p2p.v1.EncryptedShare
-	(*EncryptedShares)(nil),     // 13: sovereign.p2p.v1.EncryptedShares
-	(*MaskedInputHeader)(nil),   // 14: sovereign.p2p.v1.MaskedInputHeader
-	(*UnmaskRequest)(nil),       // 15: sovereign.p2p.v1.UnmaskRequest
-	(*ConsistencyRequest)(nil),  // 16: sovereign.p2p.v1.ConsistencyRequest
-	(*ConsistencyResponse)(nil), // 17: sovereign.p2p.v1.ConsistencyResponse
-	(*SurvivorQuery)(nil),       // 18: sovereign.p2p.v1.SurvivorQuery
-	(*SurvivorAnswer)(nil),      // 19: sovereign.p2p.v1.SurvivorAnswer
-	(*Share)(nil),               // 20: sovereign.p2p.v1.Share
-	(*UnmaskResponse)(nil),      // 21: sovereign.p2p.v1.UnmaskResponse
-	(*Refusal)(nil),             // 22: sovereign.p2p.v1.Refusal
-	(*Ack)(nil),                 // 23: sovereign.p2p.v1.Ack
-	(*MetricsReport)(nil),       // 24: sovereign.p2p.v1.MetricsReport
-	(*EvaluateRequest)(nil),     // 25: sovereign.p2p.v1.EvaluateRequest
-	(*StatusRequest)(nil),       // 26: sovereign.p2p.v1.StatusRequest
-	(*MemberStatus)(nil),        // 27: sovereign.p2p.v1.MemberStatus
-	(*StatusResponse)(nil),      // 28: sovereign.p2p.v1.StatusResponse
-	(*BlobHeader)(nil),          // 29: sovereign.p2p.v1.BlobHeader
-	(*BlobChunk)(nil),           // 30: sovereign.p2p.v1.BlobChunk
-	(*BlobTrailer)(nil),         // 31: sovereign.p2p.v1.BlobTrailer
-	(*BlobReceipt)(nil),         // 32: sovereign.p2p.v1.BlobReceipt
-	(*BlobRequest)(nil),         // 33: sovereign.p2p.v1.BlobRequest
-	(*BlobFetchResponse)(nil),   // 34: sovereign.p2p.v1.BlobFetchResponse
+	(*StudyPlan)(nil),           // 7: sovereign.p2p.v1.StudyPlan
+	(*PlanCheck)(nil),           // 8: sovereign.p2p.v1.PlanCheck
+	(*RoundConfig)(nil),         // 9: sovereign.p2p.v1.RoundConfig
+	(*SecAggParams)(nil),        // 10: sovereign.p2p.v1.SecAggParams
+	(*RoundAnnounce)(nil),       // 11: sovereign.p2p.v1.RoundAnnounce
+	(*AdvertiseKeys)(nil),       // 12: sovereign.p2p.v1.AdvertiseKeys
+	(*KeysBroadcast)(nil),       // 13: sovereign.p2p.v1.KeysBroadcast
+	(*EncryptedShare)(nil),      // 14: sovereign.p2p.v1.EncryptedShare
+	(*EncryptedShares)(nil),     // 15: sovereign.p2p.v1.EncryptedShares
+	(*MaskedInputHeader)(nil),   // 16: sovereign.p2p.v1.MaskedInputHeader
+	(*UnmaskRequest)(nil),       // 17: sovereign.p2p.v1.UnmaskRequest
+	(*ConsistencyRequest)(nil),  // 18: sovereign.p2p.v1.ConsistencyRequest
+	(*ConsistencyResponse)(nil), // 19: sovereign.p2p.v1.ConsistencyResponse
+	(*SurvivorQuery)(nil),       // 20: sovereign.p2p.v1.SurvivorQuery
+	(*SurvivorAnswer)(nil),      // 21: sovereign.p2p.v1.SurvivorAnswer
+	(*Share)(nil),               // 22: sovereign.p2p.v1.Share
+	(*UnmaskResponse)(nil),      // 23: sovereign.p2p.v1.UnmaskResponse
+	(*Refusal)(nil),             // 24: sovereign.p2p.v1.Refusal
+	(*Ack)(nil),                 // 25: sovereign.p2p.v1.Ack
+	(*MetricsReport)(nil),       // 26: sovereign.p2p.v1.MetricsReport
+	(*EvaluateRequest)(nil),     // 27: sovereign.p2p.v1.EvaluateRequest
+	(*StatusRequest)(nil),       // 28: sovereign.p2p.v1.StatusRequest
+	(*MemberStatus)(nil),        // 29: sovereign.p2p.v1.MemberStatus
+	(*StatusResponse)(nil),      // 30: sovereign.p2p.v1.StatusResponse
+	(*IncompatibleWorker)(nil),  // 31: sovereign.p2p.v1.IncompatibleWorker
+	(*BlobHeader)(nil),          // 32: sovereign.p2p.v1.BlobHeader
+	(*BlobChunk)(nil),           // 33: sovereign.p2p.v1.BlobChunk
+	(*BlobTrailer)(nil),         // 34: sovereign.p2p.v1.BlobTrailer
+	(*BlobReceipt)(nil),         // 35: sovereign.p2p.v1.BlobReceipt
+	(*BlobRequest)(nil),         // 36: sovereign.p2p.v1.BlobRequest
+	(*BlobFetchResponse)(nil),   // 37: sovereign.p2p.v1.BlobFetchResponse
 }
 var file_sovereign_proto_depIdxs = []int32{
 	3,  // 0: sovereign.p2p.v1.ModelShape.tensors:type_name -> sovereign.p2p.v1.TensorShape
 	4,  // 1: sovereign.p2p.v1.Hello.accepted_models:type_name -> sovereign.p2p.v1.ModelShape
-	7,  // 2: sovereign.p2p.v1.RoundAnnounce.config:type_name -> sovereign.p2p.v1.RoundConfig
-	8,  // 3: sovereign.p2p.v1.RoundAnnounce.secagg:type_name -> sovereign.p2p.v1.SecAggParams
-	22, // 4: sovereign.p2p.v1.AdvertiseKeys.refusal:type_name -> sovereign.p2p.v1.Refusal
-	10, // 5: sovereign.p2p.v1.KeysBroadcast.keys:type_name -> sovereign.p2p.v1.AdvertiseKeys
-	12, // 6: sovereign.p2p.v1.EncryptedShares.shares:type_name -> sovereign.p2p.v1.EncryptedShare
-	22, // 7: sovereign.p2p.v1.EncryptedShares.refusal:type_name -> sovereign.p2p.v1.Refusal
-	22, // 8: sovereign.p2p.v1.MaskedInputHeader.refusal:type_name -> sovereign.p2p.v1.Refusal
-	17, // 9: sovereign.p2p.v1.UnmaskRequest.signatures:type_name -> sovereign.p2p.v1.ConsistencyResponse
-	22, // 10: sovereign.p2p.v1.ConsistencyResponse.refusal:type_name -> sovereign.p2p.v1.Refusal
-	1,  // 11: sovereign.p2p.v1.Share.kind:type_name -> sovereign.p2p.v1.ShareKind
-	20, // 12: sovereign.p2p.v1.UnmaskResponse.shares:type_name -> sovereign.p2p.v1.Share
-	22, // 13: sovereign.p2p.v1.UnmaskResponse.refusal:type_name -> sovereign.p2p.v1.Refusal
-	22, // 14: sovereign.p2p.v1.Ack.refusal:type_name -> sovereign.p2p.v1.Refusal
-	22, // 15: sovereign.p2p.v1.MetricsReport.refusal:type_name -> sovereign.p2p.v1.Refusal
-	0,  // 16: sovereign.p2p.v1.MemberStatus.role:type_name -> sovereign.p2p.v1.Role
-	0,  // 17: sovereign.p2p.v1.StatusResponse.role:type_name -> sovereign.p2p.v1.Role
-	27, // 18: sovereign.p2p.v1.StatusResponse.members:type_name -> sovereign.p2p.v1.MemberStatus
-	2,  // 19: sovereign.p2p.v1.BlobHeader.kind:type_name -> sovereign.p2p.v1.BlobKind
-	29, // 20: sovereign.p2p.v1.BlobFetchResponse.header:type_name -> sovereign.p2p.v1.BlobHeader
-	22, // 21: sovereign.p2p.v1.BlobFetchResponse.refusal:type_name -> sovereign.p2p.v1.Refusal
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	7,  // 2: sovereign.p2p.v1.HelloAck.plan:type_name -> sovereign.p2p.v1.StudyPlan
+	9,  // 3: sovereign.p2p.v1.RoundAnnounce.config:type_name -> sovereign.p2p.v1.RoundConfig
+	10, // 4: sovereign.p2p.v1.RoundAnnounce.secagg:type_name -> sovereign.p2p.v1.SecAggParams
+	24, // 5: sovereign.p2p.v1.AdvertiseKeys.refusal:type_name -> sovereign.p2p.v1.Refusal
+	12, // 6: sovereign.p2p.v1.KeysBroadcast.keys:type_name -> sovereign.p2p.v1.AdvertiseKeys
+	14, // 7: sovereign.p2p.v1.EncryptedShares.shares:type_name -> sovereign.p2p.v1.EncryptedShare
+	24, // 8: sovereign.p2p.v1.EncryptedShares.refusal:type_name -> sovereign.p2p.v1.Refusal
+	24, // 9: sovereign.p2p.v1.MaskedInputHeader.refusal:type_name -> sovereign.p2p.v1.Refusal
+	19, // 10: sovereign.p2p.v1.UnmaskRequest.signatures:type_name -> sovereign.p2p.v1.ConsistencyResponse
+	24, // 11: sovereign.p2p.v1.ConsistencyResponse.refusal:type_name -> sovereign.p2p.v1.Refusal
+	1,  // 12: sovereign.p2p.v1.Share.kind:type_name -> sovereign.p2p.v1.ShareKind
+	22, // 13: sovereign.p2p.v1.UnmaskResponse.shares:type_name -> sovereign.p2p.v1.Share
+	24, // 14: sovereign.p2p.v1.UnmaskResponse.refusal:type_name -> sovereign.p2p.v1.Refusal
+	24, // 15: sovereign.p2p.v1.Ack.refusal:type_name -> sovereign.p2p.v1.Refusal
+	24, // 16: sovereign.p2p.v1.MetricsReport.refusal:type_name -> sovereign.p2p.v1.Refusal
+	0,  // 17: sovereign.p2p.v1.MemberStatus.role:type_name -> sovereign.p2p.v1.Role
+	0,  // 18: sovereign.p2p.v1.StatusResponse.role:type_name -> sovereign.p2p.v1.Role
+	29, // 19: sovereign.p2p.v1.StatusResponse.members:type_name -> sovereign.p2p.v1.MemberStatus
+	31, // 20: sovereign.p2p.v1.StatusResponse.incompatible:type_name -> sovereign.p2p.v1.IncompatibleWorker
+	2,  // 21: sovereign.p2p.v1.BlobHeader.kind:type_name -> sovereign.p2p.v1.BlobKind
+	32, // 22: sovereign.p2p.v1.BlobFetchResponse.header:type_name -> sovereign.p2p.v1.BlobHeader
+	24, // 23: sovereign.p2p.v1.BlobFetchResponse.refusal:type_name -> sovereign.p2p.v1.Refusal
+	24, // [24:24] is the sub-list for method output_type
+	24, // [24:24] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_sovereign_proto_init() }
@@ -3176,7 +3434,7 @@ func file_sovereign_proto_init() {
 	if File_sovereign_proto != nil {
 		return
 	}
-	file_sovereign_proto_msgTypes[31].OneofWrappers = []any{
+	file_sovereign_proto_msgTypes[34].OneofWrappers = []any{
 		(*BlobFetchResponse_Header)(nil),
 		(*BlobFetchResponse_Refusal)(nil),
 	}
@@ -3186,7 +3444,7 @@ func file_sovereign_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sovereign_proto_rawDesc), len(file_sovereign_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   32,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
