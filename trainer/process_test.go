@@ -47,7 +47,7 @@ func fake(t *testing.T, mode string, timeout time.Duration) (*Process, *logBuf) 
 		Name:    "fake",
 		Dir:     t.TempDir(),
 		Timeout: timeout,
-		Logger:  slog.New(slog.NewTextHandler(logs, nil)),
+		Logger:  newLogger(logs),
 		Env:     []string{"SOVEREIGN_FAKE_TRAINER=" + mode, "SOVEREIGN_FAKE_ONCE=" + filepath.Join(t.TempDir(), "once")},
 	})
 	if err != nil {
@@ -283,3 +283,5 @@ func TestSpecFor(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+func newLogger(l *logBuf) *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
