@@ -132,6 +132,7 @@ type Process struct {
 	seq    uint64
 	starts int
 	tail   *tail
+	closed bool
 }
 
 type child struct {
@@ -289,6 +290,7 @@ const maxFloat = 1.7976931348623157e308
 func (p *Process) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.closed = true
 	if c := p.cur; c != nil {
 		c.stdin.Close()
 		select {
@@ -319,6 +321,9 @@ func (p *Process) paths(kind string, id uint64) string {
 // ensure returns the running child, starting one (and checking its hello)
 // if there is none or the last one exited.
 func (p *Process) ensure(ctx context.Context) (*child, error) {
+	if p.closed {
+		return nil, &Error{Trainer: p.name, Op: "start", Reason: "the trainer was closed"}
+	}
 	if c := p.cur; c != nil {
 		select {
 		case <-c.done:
