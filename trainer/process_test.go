@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -285,3 +286,21 @@ func TestSpecFor(t *testing.T) {
 }
 
 func newLogger(l *logBuf) *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
+
+func TestSplitCommand(t *testing.T) {
+	for in, want := range map[string][]string{
+		`python3 train.py --data /d`:          {"python3", "train.py", "--data", "/d"},
+		`  python3   'my train.py' "a \"b\""`: {"python3", "my train.py", `a "b"`},
+		`a\ b c''d`:                           {"a b", "cd"},
+	} {
+		got, err := SplitCommand(in)
+		if err != nil || !slices.Equal(got, want) {
+			t.Errorf("SplitCommand(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "  ", `a 'b`, `a "b`, `a\`} {
+		if _, err := SplitCommand(bad); err == nil {
+			t.Errorf("SplitCommand(%q): no error", bad)
+		}
+	}
+}
