@@ -70,6 +70,7 @@ class Trainer:
     def __init__(self, x, y, tx, ty):
         self.x, self.y, self.tx, self.ty = x, y, tx, ty
         self.net = cnn(side=x.shape[-1])
+        self.quiet = False
 
     def layout(self):
         return {k: tuple(v.shape) for k, v in self.net.state_dict().items()}
@@ -82,6 +83,8 @@ class Trainer:
         of minibatch SGD; FedProx's proximal term (Li et al. 2020) when μ > 0."""
         self.load(weights)
         idx = torch.arange(len(self.x)) if req.indices is None else torch.tensor(req.indices, dtype=torch.int64)
+        if not self.quiet:
+            print(f"round {req.round}: training on {len(idx)} examples", file=sys.stderr, flush=True)
         g = torch.Generator().manual_seed(req.seed)
         opt = torch.optim.SGD(self.net.parameters(), lr=req.lr)
         anchor = [p.detach().clone() for p in self.net.parameters()] if req.prox_mu > 0 else None
@@ -155,6 +158,7 @@ def main():
         return
     t = Trainer(x, y, tx, ty)
     if a.bench:
+        t.quiet = True
         bench(t, a)
         return
     print(f"pytorch-mnist trainer: {len(x)} training, {len(tx)} test examples, torch {torch.__version__}", file=sys.stderr)
