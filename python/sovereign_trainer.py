@@ -32,6 +32,7 @@ import json
 import os
 import struct
 import sys
+import time
 import traceback
 
 import numpy as np
@@ -152,9 +153,11 @@ def serve(layout, train, evaluate, examples, test_examples=0, stdin=None, stdout
                        "examples": int(examples), "test_examples": int(test_examples)}
             elif kind == "train":
                 weights, _ = read_safetensors(m["model"])
+                t0 = time.perf_counter()
                 new, n, loss = train(weights, Train(m))
+                secs = time.perf_counter() - t0
                 write_safetensors(m["out"], {t["name"]: new[t["name"]] for t in tensors})
-                ans = {"type": "train_result", "id": rid, "examples": int(n), "loss": float(loss)}
+                ans = {"type": "train_result", "id": rid, "examples": int(n), "loss": float(loss), "train_seconds": secs}
             elif kind == "evaluate":
                 weights, _ = read_safetensors(m["model"])
                 n, loss, acc = evaluate(weights, m.get("indices"))

@@ -111,6 +111,9 @@ type answer struct {
 	Loss     *float64     `json:"loss"`
 	Accuracy *float64     `json:"accuracy"`
 	Message  *string      `json:"message"`
+	// TrainSeconds is optional: the trainer's own time inside its
+	// training (the benchmark's in-process baseline).
+	TrainSeconds *float64 `json:"train_seconds"`
 }
 
 // Error is a trainer failure: a crash, a hang past the timeout, output that
