@@ -24,11 +24,12 @@ func repoRoot() string {
 	return filepath.Dir(filepath.Dir(self))
 }
 
-// TestTrainerFederation: one coordinator and four worker processes whose
-// training is the institution's own code speaking the trainer protocol —
-// three run examples/pytorch-mnist/train.py (the FedAvg CNN in PyTorch, 600
-// MNIST images each), one a trainer whose every model holds a NaN — for
-// four secure rounds with distributed DP. The model is named by the
+// TestTrainerFederation: one coordinator and five worker processes: four
+// whose training is the institution's own code speaking the trainer
+// protocol — three run examples/pytorch-mnist/train.py (the FedAvg CNN in
+// PyTorch, 600 MNIST images each), one a trainer whose every model holds a
+// NaN — and one built-in worker training the same CNN in Go on 600 other
+// images (a mixed federation), for four secure rounds with distributed DP. The model is named by the
 // trainer's own --write-init file. In the round after the first commit,
 // one PyTorch trainer is SIGKILLed while it trains: its worker refuses that
 // round naming the trainer, the trainer is restarted, and the worker is a
@@ -57,7 +58,12 @@ func TestTrainerFederation(t *testing.T) {
 	var fb strings.Builder
 	fmt.Fprintf(&fb, "name = \"e2e\"\n\n[[member]]\nname = \"coord\"\npeer_id = %q\nrole = \"coordinator\"\naddrs = [\"/ip4/127.0.0.1/tcp/%d\"]\n", coordID, port)
 	fmt.Fprintf(&fb, "\n[[member]]\nname = \"observer\"\npeer_id = %q\nrole = \"observer\"\n", obsID)
-	names := []string{"hospital-0", "hospital-1", "hospital-2", "hospital-nan"}
+	names := []string{"hospital-0", "hospital-1", "hospital-2", "hospital-nan", "hospital-builtin"}
+	// The built-in worker's data: 600 other training images as IDX files.
+	builtinData := filepath.Join(dir, "builtin-mnist")
+	if out, err := exec.Command(python, script, "--data", mnist, "--offset", "1800", "--limit", "600", "--test-limit", "200", "--write-subset", builtinData).CombinedOutput(); err != nil {
+		t.Fatalf("--write-subset: %v\n%s", err, out)
+	}
 	for _, name := range names {
 		id := keygen(t, filepath.Join(dir, name+".key"))
 		f.wnames, f.wpeers = append(f.wnames, name), append(f.wpeers, id)
@@ -82,7 +88,7 @@ input = [1, 28, 28]
 classes = 10
 init = "init.safetensors"
 rounds = %d
-workers_per_round = 4
+workers_per_round = 5
 min_workers = 2
 epochs = 1
 batch = 10
@@ -99,8 +105,12 @@ poll_interval = "100ms"
 `, port, rounds))
 	for i, name := range names {
 		cmd := fmt.Sprintf("[%q, %q, \"--data\", %q, \"--offset\", \"%d\", \"--limit\", \"600\", \"--test-limit\", \"200\"]", python, script, mnist, 600*i)
-		if name == "hospital-nan" {
-			cmd = fmt.Sprintf("[%q, %q]", python, filepath.Join(root, "e2e", "testdata", "nan_trainer.py"))
+		source := "trainer = " + cmd + "\ntrainer_timeout = \"3m\""
+		switch name {
+		case "hospital-nan":
+			source = fmt.Sprintf("trainer = [%q, %q]", python, filepath.Join(root, "e2e", "testdata", "nan_trainer.py"))
+		case "hospital-builtin":
+			source = fmt.Sprintf("dataset = %q", "idx:"+builtinData)
 		}
 		p := filepath.Join(dir, name+".toml")
 		write(t, p, fmt.Sprintf(`name = %q
@@ -108,13 +118,12 @@ identity = "%s.key"
 federation = "federation.toml"
 listen = ["/ip4/127.0.0.1/tcp/0"]
 store = "%s-store"
-trainer = %s
-trainer_timeout = "3m"
+%s
 
 [policy]
 min_cohort = 3
 accepted_models = ["cnn"]
-`, name, name, name, cmd))
+`, name, name, name, source))
 		f.wcfg = append(f.wcfg, p)
 	}
 
@@ -122,7 +131,7 @@ accepted_models = ["cnn"]
 	for i := range names {
 		f.startWorker(i)
 	}
-	f.waitStatus("four workers online", 120*time.Second, func(s status) bool { return len(s.Online) == 4 })
+	f.waitStatus("five workers online", 120*time.Second, func(s status) bool { return len(s.Online) == 5 })
 
 	// Kill hospital-1's trainer while it trains in the round after the
 	// first commit: the trainer prints "round R: training on 600
@@ -163,7 +172,7 @@ accepted_models = ["cnn"]
 	if len(ledger) != rounds+1 {
 		t.Fatalf("ledger has %d entries, want %d", len(ledger), rounds+1)
 	}
-	back := false
+	back, mixed := false, 0
 	for _, e := range ledger[1:] {
 		var got []string
 		for _, p := range e.Participants {
@@ -178,9 +187,15 @@ accepted_models = ["cnn"]
 		if e.Round > killRound && slices.Contains(got, f.wpeers[1]) {
 			back = true
 		}
+		if slices.Contains(got, f.wpeers[4]) && slices.Contains(got, f.wpeers[0]) {
+			mixed++
+		}
 		if !(e.Epsilon > 0) {
 			t.Fatalf("round %d: epsilon %v with DP on", e.Round, e.Epsilon)
 		}
+	}
+	if mixed != rounds {
+		t.Fatalf("the built-in worker and a PyTorch one trained together in %d of %d rounds, want all", mixed, rounds)
 	}
 	if !back {
 		t.Fatalf("hospital-1 took part in no round after round %d, where its trainer was killed", killRound)
@@ -195,8 +210,8 @@ accepted_models = ["cnn"]
 	if !named {
 		t.Fatalf("no replicated refusal names the NaN trainer's worker %s with the tensor; refusals: %+v", f.wpeers[3], state.Refusals)
 	}
-	for _, w := range f.workers {
-		if strings.Contains(w.logText(), "trainer stderr") == false {
+	for _, w := range f.workers[:4] {
+		if !strings.Contains(w.logText(), "trainer stderr") {
 			t.Fatalf("%s logged none of its trainer's stderr", w.name)
 		}
 	}
