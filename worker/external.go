@@ -70,6 +70,8 @@ func (n *Node) trainExternal(a *Announce, sp model.Spec, global []float32) ([]fl
 	if err != nil {
 		return nil, 0, fmt.Errorf("worker %s: round %d: %w", n.cfg.Name, a.Round, err)
 	}
+	n.trainCalls.Add(1)
+	start := time.Now()
 	res, err := n.ext.Train(context.Background(), ts, trainer.TrainRequest{
 		Round: a.Round, Epochs: a.Train.Epochs, Batch: a.Train.Batch, LR: a.Train.LR, ProxMu: a.Train.ProxMu,
 		Seed: trainSeed(a, n.id),
@@ -81,6 +83,7 @@ func (n *Node) trainExternal(a *Announce, sp model.Spec, global []float32) ([]fl
 	if err != nil {
 		return nil, 0, n.refuseDetail(a.Round, err, fmt.Sprintf("trainer %q: train: model: %v", n.ext.Name(), err), "")
 	}
+	n.obs.Trained(a.Round, time.Since(start))
 	n.log.Info("trainer trained", "round", a.Round, "examples", res.Examples, "train_loss", res.Loss)
 	return local, res.Loss, nil
 }
