@@ -134,6 +134,25 @@ func fakeTrainer(mode string) int {
 				case "error":
 					send(map[string]any{"type": "error", "id": id, "message": "CUDA out of memory at /data/secret-cohort"})
 					continue
+				case "symlink":
+					// The out path made a link to a file elsewhere.
+					os.Symlink(req["model"].(string), req["out"].(string))
+					send(map[string]any{"type": "train_result", "id": id, "examples": 10, "loss": 0.1})
+					continue
+				case "huge":
+					big := make([]byte, 2<<20)
+					os.WriteFile(req["out"].(string), big, 0o600)
+					send(map[string]any{"type": "train_result", "id": id, "examples": 10, "loss": 0.1})
+					continue
+				case "f64":
+					// Not F32: the safetensors reader refuses the dtype.
+					hdr := `{"0.weight":{"dtype":"F64","shape":[3,4],"data_offsets":[0,96]},"0.bias":{"dtype":"F64","shape":[3],"data_offsets":[96,120]}}`
+					b := make([]byte, 8, 8+len(hdr)+120)
+					binary.LittleEndian.PutUint64(b, uint64(len(hdr)))
+					b = append(append(b, hdr...), make([]byte, 120)...)
+					os.WriteFile(req["out"].(string), b, 0o600)
+					send(map[string]any{"type": "train_result", "id": id, "examples": 10, "loss": 0.1})
+					continue
 				case "nofile":
 					send(map[string]any{"type": "train_result", "id": id, "examples": 10, "loss": 0.1})
 					continue

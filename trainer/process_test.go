@@ -103,7 +103,8 @@ func TestTrainRoundTrip(t *testing.T) {
 	}
 }
 
-// TestBadAnswers: every kind of bad trainer is an *Error naming the trainer
+// TestBadAnswers (an attack test as much as a robustness one: the trainer
+// is code the worker does not control): every kind of bad trainer is an *Error naming the trainer
 // and the field; the trainer is restarted and the next request succeeds.
 func TestBadAnswers(t *testing.T) {
 	cases := []struct {
@@ -127,6 +128,9 @@ func TestBadAnswers(t *testing.T) {
 		{"wrongid", "id", []string{"999, want"}, 0},
 		{"error", "", []string{"the trainer answered an error"}, 0},
 		{"nofile", "model", []string{"wrote no model file"}, 0},
+		{"symlink", "model", []string{"not a regular file"}, 0},
+		{"huge", "model", []string{"the model file has 2097152 bytes, more than 1048644 for the hello's 15 parameters"}, 0},
+		{"f64", "model", []string{"not a safetensors file of F32 tensors"}, 0},
 	}
 	for _, c := range cases {
 		t.Run(c.mode, func(t *testing.T) {
