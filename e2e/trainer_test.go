@@ -158,7 +158,8 @@ accepted_models = ["cnn"]
 	trainerPID(t, w1, 2) // restarted
 
 	f.waitStatus("all rounds committed and evaluated", 300*time.Second, func(s status) bool {
-		return s.CommittedRounds == rounds && s.AccuracyRound > 0 && s.AccuracyRound == lastRound(f)
+		r, n := lastRound(f)
+		return s.CommittedRounds == rounds && n == rounds+1 && s.AccuracyRound == r
 	})
 	f.stopCoordinator()
 
@@ -277,14 +278,15 @@ func roundOf(t *testing.T, line string) uint64 {
 	return r
 }
 
-// lastRound is the round of the newest ledger entry (rounds may skip
-// numbers when one is retried).
-func lastRound(f *fed) uint64 {
+// lastRound is the round of the newest entry of the coordinator's ledger
+// file (rounds may skip numbers when one is retried) and the number of
+// entries.
+func lastRound(f *fed) (uint64, int) {
 	l, err := coordinator.ReadLedgerFile(filepath.Join(f.coordDir, coordinator.LedgerFileName))
 	if err != nil || len(l) == 0 {
-		return 0
+		return 0, 0
 	}
-	return l[len(l)-1].Round
+	return l[len(l)-1].Round, len(l)
 }
 
 // mnistAccuracy evaluates params as the built-in cnn on the first 1,000
