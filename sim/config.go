@@ -15,6 +15,7 @@ import (
 	"github.com/sovereign-fl/sovereign/aggregation"
 	"github.com/sovereign-fl/sovereign/data"
 	"github.com/sovereign-fl/sovereign/model"
+	"github.com/sovereign-fl/sovereign/trainer"
 )
 
 // Config is a simulated federation. Its TOML keys are the flag names of
@@ -61,6 +62,12 @@ type Config struct {
 	// Init is a safetensors file (e.g. an earlier run's model.safetensors)
 	// to start from instead of the seeded initialisation.
 	Init string `toml:"init" json:"init"`
+	// Trainer is a command line (shell-like quoting) of the institution's
+	// training code speaking the trainer protocol
+	// (docs/trainer-protocol.md); the clients then train through a pool
+	// of Parallel such processes, each request naming the client's
+	// example indices. It must load the same training set as Dataset.
+	Trainer string `toml:"trainer" json:"trainer,omitempty"`
 }
 
 // DefaultConfig is what `sovereign sim` runs with no flags: a federation of
@@ -176,6 +183,17 @@ func (c Config) Validate() error {
 		}
 		if !(c.DPDelta > 0 && c.DPDelta < 1) {
 			return fmt.Errorf("--dp-delta %v out of range (0, 1)", c.DPDelta)
+		}
+	}
+	if c.Trainer != "" {
+		if _, err := trainer.SplitCommand(c.Trainer); err != nil {
+			return fmt.Errorf("--trainer: %w", err)
+		}
+		if c.Momentum != 0 {
+			return fmt.Errorf("--momentum %v with --trainer: momentum is not part of the trainer protocol (a trainer may use its own)", c.Momentum)
+		}
+		if c.Schema != "" {
+			return fmt.Errorf("--schema with --trainer: the trainer loads and encodes its data itself")
 		}
 	}
 	if err := data.ParsePartitionSpec(c.Partition); err != nil {

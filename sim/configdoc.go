@@ -43,6 +43,7 @@ var ConfigDoc = confdoc.File{
 		"dp_clip":       {Text: "L2 clipping norm C of each update (needed with `dp_noise`).", Range: "(0, ∞) with DP on", Example: "1.0"},
 		"dp_noise":      {Text: "Gaussian noise multiplier σ; 0 = no differential privacy. Central noise in plain mode, distributed with `secure`.", Range: "[0, ∞)", Example: "1.0"},
 		"dp_delta":      {Text: "δ of the (ε, δ) guarantee reported by the RDP accountant (Mironov 2017).", Range: "(0, 1)", Example: "1e-5"},
+		"trainer":       {Text: "Train the virtual clients with your own code speaking the trainer protocol (docs/trainer-protocol.md): a pool of `parallel` processes, each request naming the client's example indices into `dataset`.", Note: "none (built-in training)", Example: `"python3 train.py --data DIR"`},
 		"init":          {Text: "A safetensors model (e.g. an earlier run's model.safetensors) to start from instead of the seeded initialisation.", Note: "none", Example: `"out/model.safetensors"`},
 	},
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/sovereign-fl/sovereign/data"
 	"github.com/sovereign-fl/sovereign/model"
 	"github.com/sovereign-fl/sovereign/model/modelfile"
+	"github.com/sovereign-fl/sovereign/trainer"
 )
 
 // RoundMetrics is one row of metrics.csv.
@@ -97,6 +98,10 @@ type federation struct {
 	strategy *aggregation.Strategy
 	pool     chan *model.Network
 	acct     *dp.Accountant
+	// trainers, with --trainer, pools the trainer processes (procs) that
+	// train the clients instead of pooled networks (trainer.go).
+	trainers chan *trainer.Process
+	procs    []*trainer.Process
 }
 
 // seedFor derives an independent 64-bit seed for one purpose of one round
@@ -202,6 +207,7 @@ func PrepareOn(cfg Config, train, test *data.Dataset) (*Prepared, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer f.close()
 	global, err := model.New(f.spec)
 	if err != nil {
 		return nil, fmt.Errorf("--model %q: %w", cfg.Model, err)
@@ -346,6 +352,12 @@ func newFederation(cfg Config, train, test *data.Dataset) (*federation, error) {
 	}
 	if cfg.DPNoise > 0 {
 		f.acct = &dp.Accountant{}
+	}
+	if cfg.Trainer != "" {
+		if err := f.startTrainers(par); err != nil {
+			f.close()
+			return nil, err
+		}
 	}
 	return f, nil
 }
@@ -523,6 +535,9 @@ func (f *federation) trainClient(net *model.Network, r, id int, global []float32
 	c := f.clients[id]
 	if len(c.Train) == 0 {
 		return clientOut{id: id}
+	}
+	if f.trainers != nil {
+		return f.trainExternal(r, id, global)
 	}
 	p := net.Params()
 	copy(p, global)

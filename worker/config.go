@@ -23,12 +23,14 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/sovereign-fl/sovereign/aggregation/secagg"
 	"github.com/sovereign-fl/sovereign/data"
 	"github.com/sovereign-fl/sovereign/model"
+	"github.com/sovereign-fl/sovereign/trainer"
 )
 
 // DefaultMinCohort is the smallest cohort a worker accepts when its policy
@@ -74,6 +76,8 @@ const (
 //	log_level  = "info"                  # debug, info, warn, error
 //	log_format = "text"                  # text or json (--log-format overrides)
 //	metrics_listen = "127.0.0.1:9465"    # Prometheus /metrics; absent = off
+//	trainer    = ["python3", "train.py", "--data", "/data/cohort"]  # own training code instead of dataset
+//	trainer_timeout = "10m"              # bound of each trainer request
 //
 //	[policy]
 //	max_epsilon     = 8.0                # refuse rounds beyond this ε
@@ -128,6 +132,17 @@ type Config struct {
 	// (/metrics). Off by default; keep it on loopback unless a scraper on
 	// another machine needs it.
 	MetricsListen string `toml:"metrics_listen"`
+	// Trainer, if set, is the institution's own training command
+	// (docs/trainer-protocol.md), run in the configuration file's folder
+	// instead of the built-in networks; it holds the data, so Dataset,
+	// Schema and Stats must be absent.
+	Trainer []string `toml:"trainer"`
+	// TrainerTimeout bounds each trainer request, its start included
+	// (default trainer.DefaultTimeout).
+	TrainerTimeout time.Duration `toml:"-"`
+	// TrainerDir is the folder the trainer runs in (the configuration
+	// file's folder).
+	TrainerDir string `toml:"-"`
 
 	// path is the file the configuration was read from (for messages).
 	path string
@@ -214,6 +229,8 @@ type rawConfig struct {
 	LogLevel    string   `toml:"log_level"`
 	LogFormat   string   `toml:"log_format"`
 	Metrics     string   `toml:"metrics_listen"`
+	Trainer     []string `toml:"trainer"`
+	TrainerTO   string   `toml:"trainer_timeout"`
 	Policy      struct {
 		MaxEpsilon          *float64 `toml:"max_epsilon"`
 		MinCohort           *int     `toml:"min_cohort"`
@@ -255,6 +272,15 @@ func ParseConfig(src string, b []byte, dir string) (*Config, error) {
 		LogLevel: raw.LogLevel, LogFormat: raw.LogFormat, MetricsListen: raw.Metrics, path: src,
 	}
 	c.Schema, c.Stats, c.Standardize = raw.Schema, raw.Stats, raw.Standardize == nil || *raw.Standardize
+	c.Trainer, c.TrainerDir = raw.Trainer, dir
+	c.TrainerTimeout = trainer.DefaultTimeout
+	if raw.TrainerTO != "" {
+		d, err := time.ParseDuration(raw.TrainerTO)
+		if err != nil || d <= 0 {
+			return nil, fmt.Errorf("%s: trainer_timeout: %q is not a positive duration like \"10m\"", src, raw.TrainerTO)
+		}
+		c.TrainerTimeout = d
+	}
 	c.Policy.AcceptedModels = raw.Policy.AcceptedModels
 	c.Policy.ColludingNeighbours = raw.Policy.ColludingNeighbours
 	c.Policy.RequireStatsNoise = raw.Policy.RequireStatsNoise
@@ -376,6 +402,9 @@ func (c *Config) Validate() error {
 			return c.fieldError(fmt.Sprintf("announce[%d]", i), "%q is not a multiaddr: %v", a, err)
 		}
 	}
+	if len(c.Trainer) > 0 {
+		return c.validateTrainer()
+	}
 	if c.Dataset == "" {
 		return c.fieldError("dataset", `missing ("csv:FILE?label=NAME", "idx:DIR", "digits" or "mnist")`)
 	}
@@ -402,6 +431,11 @@ func (c *Config) Validate() error {
 	} else if c.Stats != "" {
 		return c.fieldError("stats", "set without schema")
 	}
+	return c.validateRest()
+}
+
+// validateRest checks the fields after the data source.
+func (c *Config) validateRest() error {
 	if c.Store == "" {
 		return c.fieldError("store", "missing (the worker's store folder)")
 	}
@@ -495,11 +529,15 @@ func (c *Config) LoadDataset() (train, test *data.Dataset, err error) {
 	return d.Train, d.Test, nil
 }
 
-// LoadData loads the worker's data: data.Load(Dataset), or with Schema the
+// LoadData loads the worker's data: nothing with a Trainer (which holds
+// the data); data.Load(Dataset), or with Schema the
 // CSV checked against the schema (every problem at once) and encoded with
 // the statistics file, or with placeholders until the federation's
 // statistics round commits. Errors name the field.
 func (c *Config) LoadData() (*Data, error) {
+	if len(c.Trainer) > 0 {
+		return &Data{}, nil // the trainer holds the data
+	}
 	if c.Schema == "" {
 		train, test, err := data.Load(c.Dataset)
 		if err != nil {

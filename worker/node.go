@@ -25,6 +25,7 @@ import (
 	"github.com/sovereign-fl/sovereign/data"
 	"github.com/sovereign-fl/sovereign/model"
 	"github.com/sovereign-fl/sovereign/p2p"
+	"github.com/sovereign-fl/sovereign/trainer"
 	"github.com/sovereign-fl/sovereign/wire"
 )
 
@@ -186,6 +187,11 @@ type Node struct {
 	obs        Observer
 	// sd is the data schema's state (WithData); nil without a schema.
 	sd *schemaData
+	// ext, if set, is the institution's trainer (external.go), which
+	// replaces the built-in networks and the local datasets; extHello is
+	// its hello.
+	ext      *trainer.Process
+	extHello trainer.Hello
 
 	mu      sync.Mutex
 	clients map[uint64]*secagg.Client
@@ -212,6 +218,9 @@ func NewNode(cfg *Config, st *Store, train, test *data.Dataset, logger *slog.Log
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if len(cfg.Trainer) > 0 || train == nil {
+		return newTrainerNode(cfg, st, logger, opts)
+	}
 	if err := train.Validate(); err != nil {
 		return nil, fmt.Errorf("worker %s: train split: %w", cfg.Name, err)
 	}
@@ -225,6 +234,15 @@ func NewNode(cfg *Config, st *Store, train, test *data.Dataset, logger *slog.Log
 		return nil, fmt.Errorf("worker %s: test split has %d features and %d classes, train split %d and %d",
 			cfg.Name, test.Dim, test.Classes, train.Dim, train.Classes)
 	}
+	if logger == nil {
+		logger = slog.Default()
+	}
+	return newNode(cfg, st, train, test, logger, opts, nil)
+}
+
+// newNode builds the node; start, if not nil, runs once the options are
+// applied and the logger is set (the trainer's start).
+func newNode(cfg *Config, st *Store, train, test *data.Dataset, logger *slog.Logger, opts []Option, start func(*Node) error) (*Node, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
@@ -245,11 +263,17 @@ func NewNode(cfg *Config, st *Store, train, test *data.Dataset, logger *slog.Log
 		n.id = id.String()
 	}
 	n.log = logger.With("worker", cfg.Name, "peer", n.id)
+	if start != nil {
+		if err := start(n); err != nil {
+			return nil, err
+		}
+	}
 	if len(cfg.Policy.AcceptedModels) > 0 {
 		n.accepted = map[string]bool{}
 		for i, s := range cfg.Policy.AcceptedModels {
 			c, err := n.canonicalSpec(s)
 			if err != nil {
+				n.Close()
 				return nil, cfg.fieldError(fmt.Sprintf("policy.accepted_models[%d]", i), "does not fit the local data: %v", err)
 			}
 			n.accepted[c] = true
@@ -269,7 +293,12 @@ func (n *Node) Policy() Policy { return n.cfg.Policy }
 
 // Examples returns the number of local training examples (the FedAvg weight
 // of the worker's update when differential privacy is off).
-func (n *Node) Examples() int { return n.train.N }
+func (n *Node) Examples() int {
+	if n.ext != nil {
+		return n.extHello.Examples
+	}
+	return n.train.N
+}
 
 // EpsilonSpent returns the ε recorded by the last committed round: the
 // federation's figure, as the coordinator announced it.
@@ -357,7 +386,7 @@ func (n *Node) ownBudget(a *Announce) error {
 }
 
 func (n *Node) canonicalSpec(s string) (string, error) {
-	sp, err := model.ParseSpec(s, n.train.C, n.train.H, n.train.W, n.train.Classes)
+	sp, err := n.parseSpec(s)
 	if err != nil {
 		return "", err
 	}
@@ -365,6 +394,9 @@ func (n *Node) canonicalSpec(s string) (string, error) {
 }
 
 func (n *Node) parseSpec(s string) (model.Spec, error) {
+	if n.ext != nil {
+		return trainer.SpecFor(s, n.extHello.Tensors)
+	}
 	return model.ParseSpec(s, n.train.C, n.train.H, n.train.W, n.train.Classes)
 }
 
@@ -466,6 +498,11 @@ func (n *Node) policy(a *Announce) *Refusal {
 		return n.refuse(a.Round, nil, "SecAgg+ degree %d is above policy.max_secagg_degree %d", d, p.MaxSecAggDegree)
 	}
 	sp, err := n.parseSpec(a.ModelSpec)
+	if err != nil && n.ext != nil {
+		// The layout is public (the announced model's), so the reason
+		// names the tensor and both shapes.
+		return n.refuse(a.Round, err, "trainer %q does not train the announced model: %v", n.ext.Name(), err)
+	}
 	if err != nil {
 		return n.refuseDetail(a.Round, err, fmt.Sprintf("model %q does not fit the local data", a.ModelSpec), err.Error())
 	}
@@ -512,7 +549,7 @@ func (n *Node) weight(a *Announce) float64 {
 	if a.DP.Noise > 0 || a.Purpose == wire.PurposeStatistics {
 		return 1
 	}
-	return float64(n.train.N)
+	return float64(n.Examples())
 }
 
 func announceDigest(a *Announce) ([32]byte, error) {
@@ -877,6 +914,45 @@ func (n *Node) update(a *Announce, global []float32) ([]float32, float64, error)
 	if err != nil {
 		return nil, 0, err
 	}
+	var p []float32
+	var loss float64
+	if n.ext != nil {
+		p, loss, err = n.trainExternal(a, sp, global)
+	} else {
+		p, loss, err = n.trainBuiltin(a, sp, global)
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	// The delta buffer is reused: secagg.Client.MaskedInput reads it
+	// into a vector of its own and keeps no reference.
+	if len(n.delta) != len(p) {
+		n.delta = make([]float32, len(p))
+	}
+	delta := n.delta
+	for j := range delta {
+		delta[j] = p[j] - global[j]
+	}
+	if err := dp.CheckFinite(delta); err != nil {
+		return nil, 0, fmt.Errorf("worker %s: round %d: local update: %w", n.cfg.Name, a.Round, err)
+	}
+	if a.DP.Noise > 0 {
+		dp.ClipL2(delta, a.DP.Clip)
+		var seed [32]byte
+		if _, err := io.ReadFull(n.rand, seed[:]); err != nil {
+			return nil, 0, fmt.Errorf("worker %s: round %d: noise seed: %w", n.cfg.Name, a.Round, err)
+		}
+		std := dp.DistributedStd(a.DP.Noise, a.DP.Clip, a.DP.MinClients)
+		if err := dp.AddGaussian(delta, std, mrand.New(mrand.NewChaCha8(seed))); err != nil {
+			return nil, 0, fmt.Errorf("worker %s: round %d: %w", n.cfg.Name, a.Round, err)
+		}
+	}
+	return delta, loss, nil
+}
+
+// trainBuiltin trains a built-in network of sp from global on the local
+// train split and returns the local parameters (the network's own slice).
+func (n *Node) trainBuiltin(a *Announce, sp model.Spec, global []float32) ([]float32, float64, error) {
 	net, err := reuseNet(n.trainNet, sp)
 	if err != nil {
 		return nil, 0, err
@@ -905,31 +981,7 @@ func (n *Node) update(a *Announce, global []float32) ([]float32, float64, error)
 		return nil, 0, fmt.Errorf("worker %s: round %d: local training: %w", n.cfg.Name, a.Round, err)
 	}
 	n.obs.Trained(a.Round, time.Since(trainStart))
-	p := net.Params()
-	// The delta buffer is reused: secagg.Client.MaskedInput reads it
-	// into a vector of its own and keeps no reference.
-	if len(n.delta) != len(p) {
-		n.delta = make([]float32, len(p))
-	}
-	delta := n.delta
-	for j := range delta {
-		delta[j] = p[j] - global[j]
-	}
-	if err := dp.CheckFinite(delta); err != nil {
-		return nil, 0, fmt.Errorf("worker %s: round %d: local update: %w", n.cfg.Name, a.Round, err)
-	}
-	if a.DP.Noise > 0 {
-		dp.ClipL2(delta, a.DP.Clip)
-		var seed [32]byte
-		if _, err := io.ReadFull(n.rand, seed[:]); err != nil {
-			return nil, 0, fmt.Errorf("worker %s: round %d: noise seed: %w", n.cfg.Name, a.Round, err)
-		}
-		std := dp.DistributedStd(a.DP.Noise, a.DP.Clip, a.DP.MinClients)
-		if err := dp.AddGaussian(delta, std, mrand.New(mrand.NewChaCha8(seed))); err != nil {
-			return nil, 0, fmt.Errorf("worker %s: round %d: %w", n.cfg.Name, a.Round, err)
-		}
-	}
-	return delta, loss, nil
+	return net.Params(), loss, nil
 }
 
 // ConsistencyCheck runs the consistency check of Bonawitz et al. 2017
@@ -1191,6 +1243,9 @@ func (n *Node) EvaluateSpec(spec string, params []float32) (examples int, loss, 
 	if sp.NumParams() != len(params) {
 		return 0, 0, 0, fmt.Errorf("worker %s: evaluate: model %q has %d parameters, got %d", n.cfg.Name, spec, sp.NumParams(), len(params))
 	}
+	if n.ext != nil {
+		return n.evaluateExternal(sp, params)
+	}
 	n.evalMu.Lock()
 	defer n.evalMu.Unlock()
 	net, err := reuseNet(n.evalNet, sp)
@@ -1220,10 +1275,14 @@ func (n *Node) evaluateReport(spec string, params []float32) (wire.Metrics, erro
 		return wire.Metrics{Examples: ex, Loss: loss, Accuracy: acc}, err
 	}
 	m := wire.Metrics{Examples: ex, Loss: loss, Accuracy: acc}
+	if n.ext != nil {
+		// The trainer reports loss and accuracy only.
+		return m, nil
+	}
 	n.evalMu.Lock()
 	defer n.evalMu.Unlock()
 	net := n.evalNet
-	if net.Spec().Classes != 2 {
+	if net == nil || n.test == nil || net.Spec().Classes != 2 {
 		return m, nil
 	}
 	probs := make([]float32, 2*n.test.N)

@@ -67,6 +67,7 @@ the old dashed keys are read with a deprecation warning); flags override it.`,
 	f.Float64Var(&cfg.DPNoise, "dp-noise", cfg.DPNoise, "Gaussian noise multiplier σ (0 = no differential privacy)")
 	f.Float64Var(&cfg.DPDelta, "dp-delta", cfg.DPDelta, "δ of the (ε, δ) guarantee reported")
 	f.StringVar(&cfg.Init, "init", cfg.Init, "start from this safetensors model (e.g. an earlier run's model.safetensors) instead of the seeded initialisation")
+	f.StringVar(&cfg.Trainer, "trainer", cfg.Trainer, "train the clients with this command speaking the trainer protocol (docs/trainer-protocol.md), e.g. \"python3 train.py --data DIR\"; a pool of --parallel processes")
 	return cmd
 }
 

@@ -104,6 +104,7 @@ func runWorker(ctx context.Context, cfg *worker.Config, logOut io.Writer) error 
 	if err != nil {
 		return err
 	}
+	defer node.Close()
 	// The redial jitter is seeded from the peer ID: reproducible for one
 	// worker, different between workers.
 	sum := sha256.Sum256([]byte(h.ID()))
@@ -121,7 +122,7 @@ func runWorker(ctx context.Context, cfg *worker.Config, logOut io.Writer) error 
 		log.Info("metrics listening", "worker", cfg.Name, "addr", "http://"+ms.Addr()+"/metrics")
 	}
 	log.Info("worker started", "worker", cfg.Name, "peer", h.ID().String(), "addrs", strings.Join(h.Addrs(), ","),
-		"train", train.N, "test", test.N)
+		"train", node.Examples(), "trainer", len(cfg.Trainer) > 0)
 	if err := srv.Run(ctx); err != nil && ctx.Err() == nil {
 		return err
 	}
