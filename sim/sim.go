@@ -207,19 +207,21 @@ func PrepareOn(cfg Config, train, test *data.Dataset) (*Prepared, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer f.close()
 	global, err := model.New(f.spec)
 	if err != nil {
+		f.close()
 		return nil, fmt.Errorf("--model %q: %w", cfg.Model, err)
 	}
 	global.Init(seedFor(cfg.Seed, seedInit))
 	if cfg.Init != "" {
 		p, err := modelfile.LoadFor(cfg.Init, f.spec)
 		if err != nil {
+			f.close()
 			return nil, fmt.Errorf("--init: %w", err)
 		}
 		copy(global.Params(), p)
 	}
+	// Run closes f (its trainer processes, with --trainer).
 	return &Prepared{cfg: cfg, train: train, test: test, f: f, global: global}, nil
 }
 
@@ -239,6 +241,7 @@ func RunOn(ctx context.Context, cfg Config, train, test *data.Dataset, progress 
 func (p *Prepared) Run(ctx context.Context, progress Progress) (res *Result, err error) {
 	start := time.Now()
 	cfg, f, global, train, test := p.cfg, p.f, p.global, p.train, p.test
+	defer f.close()
 	params := global.Params()
 
 	res = &Result{Summary: Summary{

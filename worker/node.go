@@ -300,6 +300,15 @@ func (n *Node) Examples() int {
 	return n.train.N
 }
 
+// TestExamples returns the number of local test examples (federated
+// evaluation).
+func (n *Node) TestExamples() int {
+	if n.ext != nil {
+		return n.extHello.TestExamples
+	}
+	return n.test.N
+}
+
 // EpsilonSpent returns the ε recorded by the last committed round: the
 // federation's figure, as the coordinator announced it.
 func (n *Node) EpsilonSpent() (float64, error) { return n.st.Epsilon() }

@@ -122,7 +122,7 @@ func runWorker(ctx context.Context, cfg *worker.Config, logOut io.Writer) error 
 		log.Info("metrics listening", "worker", cfg.Name, "addr", "http://"+ms.Addr()+"/metrics")
 	}
 	log.Info("worker started", "worker", cfg.Name, "peer", h.ID().String(), "addrs", strings.Join(h.Addrs(), ","),
-		"train", node.Examples(), "trainer", len(cfg.Trainer) > 0)
+		"train", node.Examples(), "test", node.TestExamples(), "trainer", len(cfg.Trainer) > 0)
 	if err := srv.Run(ctx); err != nil && ctx.Err() == nil {
 		return err
 	}
