@@ -1,0 +1,85 @@
+// Command epochtime times one local epoch of the FedAvg paper's 2NN or CNN
+// (McMahan et al. 2017, "Communication-Efficient Learning of Deep Networks
+// from Decentralized Data": 2NN 784-200-200-10; CNN conv5x5 32, pool, conv5x5
+// 64, pool, FC 512, softmax) in Sovereign: model.Train with E=1, B=10, plain
+// SGD (no momentum, no weight decay) on 600 seeded synthetic 28x28 examples,
+// the work of one FedAvg client epoch. bench/vs_pytorch.py does the same in
+// PyTorch; bench/vs-pytorch.sh alternates the two.
+//
+// It runs -warmup untimed epochs, then -reps timed ones, and prints one line
+//
+//	sovereign MODEL THREADS GEMM-PATH median-seconds s1 s2 ...
+//
+// Threads are GOMAXPROCS (set it with the environment variable).
+package main
+
+import (
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/sovereign-fl/sovereign/model"
+)
+
+func main() {
+	kind := flag.String("model", "cnn", "2nn or cnn")
+	examples := flag.Int("examples", 600, "local examples")
+	batch := flag.Int("batch", 10, "minibatch size B")
+	reps := flag.Int("reps", 3, "timed epochs")
+	warmup := flag.Int("warmup", 1, "untimed epochs first")
+	flag.Parse()
+	if *kind != "2nn" && *kind != "cnn" {
+		fmt.Fprintf(os.Stderr, "epochtime: -model=%q, want 2nn or cnn\n", *kind)
+		os.Exit(2)
+	}
+	spec, err := model.ParseSpec(*kind, 1, 28, 28, 10)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "epochtime:", err)
+		os.Exit(2)
+	}
+	net, err := model.New(spec)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "epochtime:", err)
+		os.Exit(2)
+	}
+	net.Init(1)
+	const dim = 784
+	rng := rand.New(rand.NewPCG(1, 2))
+	x := make([]float32, *examples*dim)
+	for i := range x {
+		x[i] = rng.Float32()
+	}
+	y := make([]int32, *examples)
+	for i := range y {
+		y[i] = int32(rng.IntN(10))
+	}
+	idx := make([]int, *examples)
+	for i := range idx {
+		idx[i] = i
+	}
+	cfg := model.TrainConfig{Epochs: 1, Batch: *batch, LR: 0.01, Seed: 1}
+	var times []float64
+	for r := 0; r < *warmup+*reps; r++ {
+		cfg.Seed = int64(r)
+		t0 := time.Now()
+		if _, err := model.Train(net, x, y, dim, idx, cfg); err != nil {
+			fmt.Fprintln(os.Stderr, "epochtime:", err)
+			os.Exit(1)
+		}
+		if r >= *warmup {
+			times = append(times, time.Since(t0).Seconds())
+		}
+	}
+	sorted := slices.Clone(times)
+	slices.Sort(sorted)
+	var all []string
+	for _, t := range times {
+		all = append(all, fmt.Sprintf("%.4f", t))
+	}
+	fmt.Printf("sovereign %s %d %s %.4f %s\n", *kind, runtime.GOMAXPROCS(0), model.GemmPath(), sorted[len(sorted)/2], strings.Join(all, " "))
+}
