@@ -49,8 +49,10 @@ func New(spec Spec) (*Network, error) {
 	n := &Network{spec: spec, inDim: spec.InputDim(), classes: spec.Classes}
 	for _, s := range spec.layerShapes() {
 		if s.conv {
-			n.layers = append(n.layers, newConv(s.inC, s.h, s.w, s.out, CNNKernel, s.relu, s.inputCHW))
-			n.layers = append(n.layers, newMaxPool(s.out, s.h, s.w))
+			c := newConv(s.inC, s.h, s.w, s.out, CNNKernel, s.relu, s.inputCHW)
+			p := newMaxPool(s.out, s.h, s.w)
+			c.reluInPool, p.relu = s.relu, s.relu
+			n.layers = append(n.layers, c, p)
 		} else {
 			n.layers = append(n.layers, &dense{in: s.in, out: s.out, relu: s.relu})
 		}

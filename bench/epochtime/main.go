@@ -19,6 +19,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"time"
@@ -32,6 +33,7 @@ func main() {
 	batch := flag.Int("batch", 10, "minibatch size B")
 	reps := flag.Int("reps", 3, "timed epochs")
 	warmup := flag.Int("warmup", 1, "untimed epochs first")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the timed epochs to this file")
 	flag.Parse()
 	if *kind != "2nn" && *kind != "cnn" {
 		fmt.Fprintf(os.Stderr, "epochtime: -model=%q, want 2nn or cnn\n", *kind)
@@ -65,6 +67,19 @@ func main() {
 	cfg := model.TrainConfig{Epochs: 1, Batch: *batch, LR: 0.01, Seed: 1}
 	var times []float64
 	for r := 0; r < *warmup+*reps; r++ {
+		if r == *warmup && *cpuprofile != "" {
+			f, err := os.Create(*cpuprofile)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "epochtime:", err)
+				os.Exit(1)
+			}
+			defer f.Close()
+			if err := pprof.StartCPUProfile(f); err != nil {
+				fmt.Fprintln(os.Stderr, "epochtime:", err)
+				os.Exit(1)
+			}
+			defer pprof.StopCPUProfile()
+		}
 		cfg.Seed = int64(r)
 		t0 := time.Now()
 		if _, err := model.Train(net, x, y, dim, idx, cfg); err != nil {
