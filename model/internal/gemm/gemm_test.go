@@ -91,10 +91,10 @@ func checkAgainstGonum(t *testing.T, rng *rand.Rand, path string, tA, tB blas.Tr
 // several alpha/beta, and compares with gonum's blas32.Gemm.
 func TestGemmPathsAgreeWithGonum(t *testing.T) {
 	defer func() { _ = Select(os.Getenv(EnvVar)) }()
-	defer func() { forceInPlace, forceEdge, forceDot = 1, 1, 1 }()
+	defer func() { forceInPlace, forceEdge, forceDot, forceStore = 1, 1, 1, 1 }()
 	for _, path := range Paths() {
-		for _, variant := range [][3]int{{1, 1, 1}, {0, 1, 1}, {1, 0, 1}, {1, 1, 0}} {
-			forceInPlace, forceEdge, forceDot = variant[0], variant[1], variant[2]
+		for _, variant := range [][4]int{{1, 1, 1, 1}, {0, 1, 1, 1}, {1, 0, 1, 1}, {1, 1, 0, 1}, {1, 1, 1, 0}, {0, 0, 1, 1}} {
+			forceInPlace, forceEdge, forceDot, forceStore = variant[0], variant[1], variant[2], variant[3]
 			checkAllShapes(t, path)
 		}
 	}
