@@ -3,7 +3,9 @@
 # plain SGD) in Sovereign (bench/epochtime) and in PyTorch (bench/vs_pytorch.py,
 # Debian's python3-torch), with the same number of threads, alternated ROUNDS
 # times (the order flips every round), then the median epoch time of each and
-# the ratio PyTorch / Sovereign (above 1: Sovereign is faster).
+# the ratio PyTorch / Sovereign (above 1: Sovereign is faster), both for wall
+# time and for the process's CPU time over the epoch (all threads), which load
+# from other processes on a shared machine disturbs least.
 #
 # Usage: bench/vs-pytorch.sh [ROUNDS]      (default 5)
 # Environment: THREADS (default: number of CPUs) sets GOMAXPROCS and
@@ -41,7 +43,7 @@ function median(arr, n,   i, j, t) {
 	for (i = 2; i <= n; i++) { t = arr[i]; for (j = i - 1; j >= 1 && arr[j] > t; j--) arr[j+1] = arr[j]; arr[j+1] = t }
 	return n % 2 ? arr[(n+1)/2] : (arr[n/2] + arr[n/2+1]) / 2
 }
-{ k = $1 " " $2; n[k]++; v[k, n[k]] = $5 }
+{ k = $1 " " $2; n[k]++; v[k, n[k]] = $5; c[k, n[k]] = $6 }
 END {
 	for (mi = 1; mi <= 2; mi++) {
 		m = mi == 1 ? "2nn" : "cnn"
@@ -49,7 +51,10 @@ END {
 			fw = f == 1 ? "sovereign" : "pytorch"; k = fw " " m
 			delete a; for (i = 1; i <= n[k]; i++) a[i] = v[k, i]
 			med[fw] = median(a, n[k])
+			delete a; for (i = 1; i <= n[k]; i++) a[i] = c[k, i]
+			cmed[fw] = median(a, n[k])
 		}
-		printf "%s epoch: sovereign %.4f s, pytorch %.4f s (medians of %d): sovereign %.2fx faster\n", m, med["sovereign"], med["pytorch"], n["sovereign " m], med["pytorch"] / med["sovereign"]
+		printf "%s epoch wall: sovereign %.4f s, pytorch %.4f s (medians of %d): sovereign %.2fx faster\n", m, med["sovereign"], med["pytorch"], n["sovereign " m], med["pytorch"] / med["sovereign"]
+		printf "%s epoch cpu:  sovereign %.4f s, pytorch %.4f s (medians of %d): sovereign %.2fx faster\n", m, cmed["sovereign"], cmed["pytorch"], n["sovereign " m], cmed["pytorch"] / cmed["sovereign"]
 	}
 }' "$tmp/out"

@@ -6,7 +6,10 @@ FC 512 ReLU, FC 10): one epoch over 600 seeded synthetic 28x28 examples,
 B=10, reshuffled each epoch and gathered per minibatch, plain SGD (lr 0.01,
 no momentum), softmax cross-entropy. Prints one line
 
-    pytorch MODEL THREADS - median-seconds s1 s2 ...
+    pytorch MODEL THREADS - median-wall-s median-cpu-s wall: s1 s2 ... cpu: c1 c2 ...
+
+where cpu is the process's CPU time over the epoch (time.process_time, all
+threads).
 
 Usage: vs_pytorch.py MODEL THREADS [REPS] [WARMUP]
 """
@@ -41,8 +44,9 @@ def main():
     y = torch.randint(0, 10, (examples,))
     net = build(kind)
     opt = torch.optim.SGD(net.parameters(), lr=0.01)
-    times = []
+    times, cpus = [], []
     for r in range(warmup + reps):
+        c0 = time.process_time()
         t0 = time.perf_counter()
         order = torch.randperm(examples)
         for s in range(0, examples, batch):
@@ -54,8 +58,14 @@ def main():
             opt.step()
         if r >= warmup:
             times.append(time.perf_counter() - t0)
-    med = sorted(times)[len(times) // 2]
-    print(f"pytorch {kind} {torch.get_num_threads()} - {med:.4f} " + " ".join(f"{t:.4f}" for t in times))
+            cpus.append(time.process_time() - c0)
+
+    def med(v):
+        return sorted(v)[len(v) // 2]
+
+    def join(v):
+        return " ".join(f"{t:.4f}" for t in v)
+    print(f"pytorch {kind} {torch.get_num_threads()} - {med(times):.4f} {med(cpus):.4f} wall: {join(times)} cpu: {join(cpus)}")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@
 //
 // It runs -warmup untimed epochs, then -reps timed ones, and prints one line
 //
-//	sovereign MODEL THREADS GEMM-PATH median-seconds s1 s2 ...
+//	sovereign MODEL THREADS GEMM-PATH median-wall-s median-cpu-s wall: s1 s2 ... cpu: c1 c2 ...
 //
+// where cpu is the process's user+system CPU time over the epoch (all
+// threads), the figure that load from other processes disturbs least.
 // Threads are GOMAXPROCS (set it with the environment variable).
 package main
 
@@ -22,6 +24,7 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/sovereign-fl/sovereign/model"
@@ -65,7 +68,7 @@ func main() {
 		idx[i] = i
 	}
 	cfg := model.TrainConfig{Epochs: 1, Batch: *batch, LR: 0.01, Seed: 1}
-	var times []float64
+	var times, cpus []float64
 	for r := 0; r < *warmup+*reps; r++ {
 		if r == *warmup && *cpuprofile != "" {
 			f, err := os.Create(*cpuprofile)
@@ -81,6 +84,7 @@ func main() {
 			defer pprof.StopCPUProfile()
 		}
 		cfg.Seed = int64(r)
+		c0 := cpuSeconds()
 		t0 := time.Now()
 		if _, err := model.Train(net, x, y, dim, idx, cfg); err != nil {
 			fmt.Fprintln(os.Stderr, "epochtime:", err)
@@ -88,13 +92,32 @@ func main() {
 		}
 		if r >= *warmup {
 			times = append(times, time.Since(t0).Seconds())
+			cpus = append(cpus, cpuSeconds()-c0)
 		}
 	}
-	sorted := slices.Clone(times)
-	slices.Sort(sorted)
+	fmt.Printf("sovereign %s %d %s %.4f %.4f wall: %s cpu: %s\n", *kind, runtime.GOMAXPROCS(0), model.GemmPath(),
+		median(times), median(cpus), join(times), join(cpus))
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func join(v []float64) string {
 	var all []string
-	for _, t := range times {
+	for _, t := range v {
 		all = append(all, fmt.Sprintf("%.4f", t))
 	}
-	fmt.Printf("sovereign %s %d %s %.4f %s\n", *kind, runtime.GOMAXPROCS(0), model.GemmPath(), sorted[len(sorted)/2], strings.Join(all, " "))
+	return strings.Join(all, " ")
+}
+
+// cpuSeconds is the user+system CPU time of the process so far.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
