@@ -1,6 +1,7 @@
 // Package vsum holds the streaming kernels of aggregation: the float64
 // weighted accumulation of FedAvg's blocked sum, the modular uint32 addition
-// of the SecAgg+ server's sum of masked inputs, and ReadSum, a vectorised
+// and subtraction of SecAgg+ (the server's sum of masked inputs, masks added
+// to or removed from a vector), and ReadSum, a vectorised
 // read of the same bytes that the benchmarks use as their memory-speed floor.
 //
 // On amd64 CPUs with AVX-512 the loops run in Go assembly; elsewhere, and for
@@ -49,6 +50,19 @@ func AddU32(dst, src []uint32) {
 	addU32Go(dst[done:], src[done:])
 }
 
+// SubU32 sets dst[j] -= src[j] modulo 2^32. src has at least len(dst)
+// values.
+func SubU32(dst, src []uint32) {
+	n := len(dst)
+	src = src[:n]
+	done := 0
+	if haveAVX512 && n >= 64 {
+		done = n &^ 63
+		subU32AVX512(&dst[0], &src[0], done)
+	}
+	subU32Go(dst[done:], src[done:])
+}
+
 // ReadSum returns the sum modulo 2^32 of the words of p: it reads every byte
 // once at the speed of vector loads, the floor a streaming sum of the same
 // bytes is measured against.
@@ -81,6 +95,12 @@ func accumulate1Go(acc []float64, r []float32, w float64) {
 func addU32Go(dst, src []uint32) {
 	for j := range dst {
 		dst[j] += src[j]
+	}
+}
+
+func subU32Go(dst, src []uint32) {
+	for j := range dst {
+		dst[j] -= src[j]
 	}
 }
 

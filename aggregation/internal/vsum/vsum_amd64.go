@@ -19,3 +19,6 @@ func addU32AVX512(dst, src *uint32, n int)
 
 //go:noescape
 func readSumAVX512(p *uint32, n int) uint32
+
+//go:noescape
+func subU32AVX512(dst, src *uint32, n int)

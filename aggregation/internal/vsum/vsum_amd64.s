@@ -128,6 +128,33 @@ add_loop:
 	VZEROUPPER
 	RET
 
+// func subU32AVX512(dst, src *uint32, n int)
+// dst[j] -= src[j] mod 2^32, 64 words (four zmm) per step.
+TEXT ·subU32AVX512(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	SHRQ $6, CX
+sub_loop:
+	VMOVDQU32 (DI), Z0
+	VMOVDQU32 64(DI), Z1
+	VMOVDQU32 128(DI), Z2
+	VMOVDQU32 192(DI), Z3
+	VPSUBD (SI), Z0, Z0
+	VPSUBD 64(SI), Z1, Z1
+	VPSUBD 128(SI), Z2, Z2
+	VPSUBD 192(SI), Z3, Z3
+	VMOVDQU32 Z0, (DI)
+	VMOVDQU32 Z1, 64(DI)
+	VMOVDQU32 Z2, 128(DI)
+	VMOVDQU32 Z3, 192(DI)
+	ADDQ $256, SI
+	ADDQ $256, DI
+	DECQ CX
+	JNZ sub_loop
+	VZEROUPPER
+	RET
+
 // func readSumAVX512(p *uint32, n int) uint32
 // Four independent zmm accumulators, 256 bytes per step.
 TEXT ·readSumAVX512(SB), NOSPLIT, $0-20

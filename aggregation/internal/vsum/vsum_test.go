@@ -54,6 +54,12 @@ func TestKernelsMatchGoLoops(t *testing.T) {
 		if !slices.Equal(u, wantU) {
 			t.Fatalf("AddU32 n=%d differs from the Go loop", n)
 		}
+		wantU = slices.Clone(u)
+		subU32Go(wantU, v[1:n+1])
+		SubU32(u, v[1:])
+		if !slices.Equal(u, wantU) {
+			t.Fatalf("SubU32 n=%d differs from the Go loop", n)
+		}
 		var s uint32
 		for _, x := range u {
 			s += x
