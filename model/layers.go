@@ -330,11 +330,7 @@ func (c *conv) col2im(dx []float32, batch int) {
 					ix0 := ox + kx0 - c.pad
 					if cs == 1 {
 						src := seg[kx0*inC : kx1*inC]
-						dst := db[iy*ys+ix0*xs:]
-						dst = dst[:len(src)]
-						for i, v := range src {
-							dst[i] += v
-						}
+						gemm.Add(db[iy*ys+ix0*xs:][:len(src)], src)
 						continue
 					}
 					for kx := kx0; kx < kx1; kx++ {

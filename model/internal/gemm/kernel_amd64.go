@@ -59,3 +59,6 @@ func peakLoop(path string) (func(int), int) {
 	}
 	return nil, 0
 }
+
+//go:noescape
+func addAVX512(dst, src *float32, n int)
