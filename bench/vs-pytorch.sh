@@ -23,7 +23,10 @@ go build -o "$tmp/epochtime" ./bench/epochtime
 "$PYTHON" -c 'import torch' 2>/dev/null || { echo "vs-pytorch: $PYTHON cannot import torch (apt-get install python3-torch)" >&2; exit 1; }
 echo "threads=$THREADS rounds=$ROUNDS reps=$REPS load: $(cut -d' ' -f1-3 /proc/loadavg)"
 go_run() { GOMAXPROCS=$THREADS "$tmp/epochtime" -model "$1" -reps "$REPS"; }
-py_run() { "$PYTHON" bench/vs_pytorch.py "$1" "$THREADS" "$REPS"; }
+# torch.set_num_threads alone does not bound Debian's build: its BLAS
+# (OpenBLAS) starts its own threads, so an epoch at "1 thread" used two
+# cores' worth of CPU. The environment caps every pool at THREADS.
+py_run() { OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS "$PYTHON" bench/vs_pytorch.py "$1" "$THREADS" "$REPS"; }
 r=1
 while [ "$r" -le "$ROUNDS" ]; do
 	for m in 2nn cnn; do
