@@ -5,6 +5,8 @@ import (
 	"math"
 	"runtime"
 	"sync"
+
+	"github.com/sovereign-fl/sovereign/aggregation/internal/vsum"
 )
 
 // blockLen is the number of coordinates accumulated at a time: a float64
@@ -143,23 +145,14 @@ func weightedCombine(dst []float32, updates []Update, scale float64, workers int
 // deterministic.
 func accumulate(acc []float64, rows [][]float32, ws []float64) {
 	clear(acc)
-	n := len(acc)
 	i := 0
 	for ; i+4 <= len(rows); i += 4 {
-		r0, r1, r2, r3 := rows[i][:n], rows[i+1][:n], rows[i+2][:n], rows[i+3][:n]
-		w0, w1, w2, w3 := ws[i], ws[i+1], ws[i+2], ws[i+3]
-		for j := range acc {
-			// Explicit float64 conversions of each product keep the
-			// rounding identical on every architecture (no fused
-			// multiply-add), which replicas rely on.
-			acc[j] += float64(w0*float64(r0[j])) + float64(w1*float64(r1[j])) +
-				float64(w2*float64(r2[j])) + float64(w3*float64(r3[j]))
-		}
+		// Separately rounded products and sums in a fixed order (no fused
+		// multiply-add, the same bits on every architecture, which replicas
+		// rely on); AVX-512 where the CPU has it.
+		vsum.Accumulate4(acc, rows[i], rows[i+1], rows[i+2], rows[i+3], ws[i], ws[i+1], ws[i+2], ws[i+3])
 	}
 	for ; i < len(rows); i++ {
-		r, w := rows[i][:n], ws[i]
-		for j := range acc {
-			acc[j] += float64(w * float64(r[j]))
-		}
+		vsum.Accumulate1(acc, rows[i], ws[i])
 	}
 }

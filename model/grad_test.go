@@ -1,6 +1,7 @@
 package model
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -202,13 +203,22 @@ func fdCheck(t *testing.T, what string, v, grad []float32, f func() float64, eps
 // values are distinct and at least 0.01 apart so a perturbation of 1e-3
 // never changes which element wins.
 func TestMaxPoolLayer(t *testing.T) {
+	for _, relu := range []bool{false, true} {
+		t.Run(fmt.Sprintf("relu=%v", relu), func(t *testing.T) { testMaxPool(t, relu) })
+	}
+}
+
+// testMaxPool: with relu the pool must equal max(0, pool), and values are
+// offset by half a step so that none sits on the ReLU's kink at 0.
+func testMaxPool(t *testing.T, relu bool) {
 	const c, h, w, batch = 3, 5, 7, 2
 	rng := rand.New(rand.NewPCG(3, 3))
 	p := newMaxPool(c, h, w)
+	p.relu = relu
 	p.reserve(batch)
 	x := make([]float32, batch*p.inDim())
 	for i, j := range rng.Perm(len(x)) {
-		x[i] = float32(j)*0.01 - 1
+		x[i] = float32(j)*0.01 - 0.995
 	}
 	out := p.forward(x, batch)
 	for b := 0; b < batch; b++ {
@@ -224,6 +234,9 @@ func TestMaxPoolLayer(t *testing.T) {
 		want := refPool(in).flattenHWC()
 		got := out[b*p.outDim() : (b+1)*p.outDim()]
 		for i := range want {
+			if relu {
+				want[i] = math.Max(0, want[i])
+			}
 			if float64(got[i]) != want[i] {
 				t.Fatalf("example %d output %d: got %v, want %v", b, i, got[i], want[i])
 			}

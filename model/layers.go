@@ -110,6 +110,11 @@ type dense struct {
 	x     []float32 // input of the last forward (not owned)
 	y, dx []float32
 	cap   int
+
+	// sgdLR, when not 0, makes backward apply plain SGD to the weights in
+	// place, w -= sgdLR·∇w, instead of writing the gradient view (see
+	// Network.lossGradSGD).
+	sgdLR float32
 }
 
 func (d *dense) numParams() int { return d.in*d.out + d.out }
@@ -159,14 +164,26 @@ func (d *dense) backward(dy []float32, batch int, needDX bool) []float32 {
 	if d.relu {
 		reluBackward(dy, d.y)
 	}
-	// dW = xᵀ·dy, db = column sums of dy, dx = dy·Wᵀ.
+	var dx []float32
+	if needDX {
+		// dx = dy·Wᵀ, with W before any update of this step.
+		dx = d.dx[:batch*d.in]
+		gemm.Gemm(blas.NoTrans, blas.Trans, 1, general(dy, batch, d.out), general(d.w, d.in, d.out), 0, general(dx, batch, d.in))
+	}
+	if d.sgdLR != 0 {
+		// W += (−lr)·xᵀ·dy in one GEMM over W: the gradient is never
+		// written out and read back (for the CNN's 3136×512 layer that is
+		// 6.4 MB each way per step). b −= lr·colsum(dy).
+		gemm.Gemm(blas.Trans, blas.NoTrans, -d.sgdLR, general(d.x, batch, d.in), general(dy, batch, d.out), 1, general(d.w, d.in, d.out))
+		colSums(d.gb, dy, batch)
+		for j, g := range d.gb {
+			d.b[j] -= d.sgdLR * g
+		}
+		return dx
+	}
+	// dW = xᵀ·dy, db = column sums of dy.
 	gemm.Gemm(blas.Trans, blas.NoTrans, 1, general(d.x, batch, d.in), general(dy, batch, d.out), 0, general(d.gw, d.in, d.out))
 	colSums(d.gb, dy, batch)
-	if !needDX {
-		return nil
-	}
-	dx := d.dx[:batch*d.in]
-	gemm.Gemm(blas.NoTrans, blas.Trans, 1, general(dy, batch, d.out), general(d.w, d.in, d.out), 0, general(dx, batch, d.in))
 	return dx
 }
 
@@ -180,6 +197,11 @@ func (d *dense) backward(dy []float32, batch int, needDX bool) []float32 {
 type conv struct {
 	inC, h, w, outC, k, pad int
 	relu, chw               bool
+	// reluInPool: the ReLU is applied by the max-pool that follows (relu
+	// still chooses the initialiser); forward leaves y before the ReLU and
+	// backward receives dy already masked. max and ReLU commute, so the pool
+	// clamps a quarter of the values and the two full passes over y go.
+	reluInPool bool
 
 	wt, b, gw, gb []float32
 
@@ -308,11 +330,7 @@ func (c *conv) col2im(dx []float32, batch int) {
 					ix0 := ox + kx0 - c.pad
 					if cs == 1 {
 						src := seg[kx0*inC : kx1*inC]
-						dst := db[iy*ys+ix0*xs:]
-						dst = dst[:len(src)]
-						for i, v := range src {
-							dst[i] += v
-						}
+						gemm.Add(db[iy*ys+ix0*xs:][:len(src)], src)
 						continue
 					}
 					for kx := kx0; kx < kx1; kx++ {
@@ -335,7 +353,7 @@ func (c *conv) forward(x []float32, batch int) []float32 {
 	fillRows(y, c.b, rows)
 	// y (rows×outC) += col (rows×kkc) · Wᵀ (kkc×outC)
 	gemm.Gemm(blas.NoTrans, blas.Trans, 1, general(c.col[:rows*kkc], rows, kkc), general(c.wt, c.outC, kkc), 1, general(y, rows, c.outC))
-	if c.relu {
+	if c.relu && !c.reluInPool {
 		reluForward(y)
 	}
 	return y
@@ -344,7 +362,7 @@ func (c *conv) forward(x []float32, batch int) []float32 {
 func (c *conv) backward(dy []float32, batch int, needDX bool) []float32 {
 	rows, kkc := batch*c.h*c.w, c.kkc()
 	dy = dy[:rows*c.outC]
-	if c.relu {
+	if c.relu && !c.reluInPool {
 		reluBackward(dy, c.y)
 	}
 	// dW (outC×kkc) = dyᵀ · col; db = column sums of dy.
@@ -362,8 +380,12 @@ func (c *conv) backward(dy []float32, batch int, needDX bool) []float32 {
 
 // maxPool is 2×2 max pooling with stride 2 on HWC input; odd trailing rows
 // and columns are dropped (floor), as in the FedAvg CNN's "2x2 max pooling".
+// With relu it computes max(0, max of the window), the pool of the ReLU of
+// its input, and backward passes a gradient only where that output is
+// positive (so the convolution before it needs no ReLU pass of its own).
 type maxPool struct {
 	c, h, w, oh, ow int
+	relu            bool
 
 	y, dx []float32
 	arg   []int32 // per output: index of the winning input within its example
@@ -402,17 +424,35 @@ func (p *maxPool) forward(x []float32, batch int) []float32 {
 		for py := 0; py < p.oh; py++ {
 			for px := 0; px < p.ow; px++ {
 				i00 := (2*py*p.w + 2*px) * c
-				for ch := 0; ch < c; ch++ {
-					best := i00 + ch
-					for _, j := range [3]int{best + c, best + rowStride, best + rowStride + c} {
-						if xb[j] > xb[best] {
-							best = j
-						}
+				// The four rows of the window, channels innermost. The
+				// selections below compile to conditional moves: with
+				// random signs a branch per comparison mispredicts often.
+				r0 := xb[i00 : i00+c]
+				r1 := xb[i00+c : i00+2*c]
+				r2 := xb[i00+rowStride : i00+rowStride+c]
+				r3 := xb[i00+rowStride+c : i00+rowStride+2*c]
+				yo, ao := y[o:o+c], arg[o:o+c]
+				for ch := range yo {
+					a0, a1, a2, a3 := r0[ch], r1[ch], r2[ch], r3[ch]
+					m := max(a0, a1, a2, a3)
+					// The first window position holding the maximum.
+					j := int32(i00 + rowStride + c)
+					if a2 == m {
+						j = int32(i00 + rowStride)
 					}
-					y[o] = xb[best]
-					arg[o] = int32(best)
-					o++
+					if a1 == m {
+						j = int32(i00 + c)
+					}
+					if a0 == m {
+						j = int32(i00)
+					}
+					if p.relu {
+						m = max(m, 0)
+					}
+					yo[ch] = m
+					ao[ch] = j + int32(ch)
 				}
+				o += c
 			}
 		}
 	}
@@ -428,6 +468,14 @@ func (p *maxPool) backward(dy []float32, batch int, needDX bool) []float32 {
 	clear(dx)
 	for b := 0; b < batch; b++ {
 		db := dx[b*ex : (b+1)*ex]
+		if p.relu {
+			for o := b * ox; o < (b+1)*ox; o++ {
+				if p.y[o] > 0 {
+					db[p.arg[o]] += dy[o]
+				}
+			}
+			continue
+		}
 		for o := b * ox; o < (b+1)*ox; o++ {
 			db[p.arg[o]] += dy[o]
 		}

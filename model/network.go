@@ -49,8 +49,10 @@ func New(spec Spec) (*Network, error) {
 	n := &Network{spec: spec, inDim: spec.InputDim(), classes: spec.Classes}
 	for _, s := range spec.layerShapes() {
 		if s.conv {
-			n.layers = append(n.layers, newConv(s.inC, s.h, s.w, s.out, CNNKernel, s.relu, s.inputCHW))
-			n.layers = append(n.layers, newMaxPool(s.out, s.h, s.w))
+			c := newConv(s.inC, s.h, s.w, s.out, CNNKernel, s.relu, s.inputCHW)
+			p := newMaxPool(s.out, s.h, s.w)
+			c.reluInPool, p.relu = s.relu, s.relu
+			n.layers = append(n.layers, c, p)
 		} else {
 			n.layers = append(n.layers, &dense{in: s.in, out: s.out, relu: s.relu})
 		}
@@ -245,6 +247,32 @@ func (n *Network) lossGrad(x []float32, y []int32, batch int) float32 {
 		d = n.layers[i].backward(d, batch, i > 0)
 	}
 	return float32(loss)
+}
+
+// lossGradSGD is lossGrad followed by a plain SGD step, w −= lr·∇w (McMahan
+// et al. 2017, ClientUpdate with no momentum or decay), with the dense
+// layers' weight updates fused into their backward GEMMs. Grads is left
+// stale for those layers; the other layers' gradients are applied here.
+func (n *Network) lossGradSGD(x []float32, y []int32, batch int, lr float32) float32 {
+	for _, l := range n.layers {
+		if d, ok := l.(*dense); ok {
+			d.sgdLR = lr
+		}
+	}
+	loss := n.lossGrad(x, y, batch)
+	for i, l := range n.layers {
+		if d, ok := l.(*dense); ok {
+			d.sgdLR = 0
+			continue
+		}
+		k := l.numParams()
+		o := n.offsets[i]
+		p, g := n.params[o:o+k], n.grads[o:o+k]
+		for j, v := range g {
+			p[j] -= lr * v
+		}
+	}
+	return loss
 }
 
 // softmaxCrossEntropy returns the mean over the batch of -log softmax(z)_y

@@ -122,6 +122,9 @@ func Train(n *Network, x []float32, y []int32, dim int, idx []int, cfg TrainConf
 	clear(n.vel)
 	opt := SGD{LR: cfg.LR, Momentum: cfg.Momentum, WeightDecay: cfg.WeightDecay, velocity: n.vel}
 
+	// Plain SGD (FedAvg's client update) applies each dense layer's step
+	// inside its backward pass; see Network.lossGradSGD.
+	plain := cfg.Momentum == 0 && cfg.WeightDecay == 0 && cfg.ProxMu == 0
 	rng := rand.New(rand.NewPCG(uint64(cfg.Seed), 0x747261696e696e67))
 	var last float64
 	for e := 0; e < cfg.Epochs; e++ {
@@ -138,7 +141,12 @@ func Train(n *Network, x []float32, y []int32, dim int, idx []int, cfg TrainConf
 				copy(bx[r*dim:(r+1)*dim], x[i*dim:(i+1)*dim])
 				by[r] = y[i]
 			}
-			loss := n.lossGrad(bx, by, m)
+			var loss float32
+			if plain {
+				loss = n.lossGradSGD(bx, by, m, cfg.LR)
+			} else {
+				loss = n.lossGrad(bx, by, m)
+			}
 			if math.IsNaN(float64(loss)) || math.IsInf(float64(loss), 0) {
 				return 0, fmt.Errorf("model: Train: epoch %d step %d: loss is %v (training diverged; lower LR)", e, step, loss)
 			}
@@ -147,7 +155,9 @@ func Train(n *Network, x []float32, y []int32, dim int, idx []int, cfg TrainConf
 				blas32.Axpy(cfg.ProxMu, vec(params), vec(grads))
 				blas32.Axpy(-cfg.ProxMu, vec(n.w0), vec(grads))
 			}
-			_ = opt.Step(params, grads) // lengths match by construction
+			if !plain {
+				_ = opt.Step(params, grads) // lengths match by construction
+			}
 			sum += float64(loss) * float64(m)
 		}
 		last = sum / float64(len(order))

@@ -360,15 +360,90 @@ func TestNoAllocationPerStep(t *testing.T) {
 		if a := testing.AllocsPerRun(20, func() { n.LossGrad(x[:b*36], y[:b], b) }); a != 0 {
 			t.Errorf("%s: LossGrad allocates %v times per call", arch, a)
 		}
-		train := func(epochs int) float64 {
-			return testing.AllocsPerRun(5, func() {
-				if _, err := Train(n, x, y, 36, allIdx(64), TrainConfig{Epochs: epochs, Batch: b, LR: 0.01, Momentum: 0.9, ProxMu: 0.1}); err != nil {
-					t.Fatal(err)
-				}
-			})
-		}
-		if a1, a4 := train(1), train(4); a1 != a4 {
-			t.Errorf("%s: Train allocates %v times for 1 epoch, %v for 4: steps allocate", arch, a1, a4)
+		for _, cfg := range []TrainConfig{{Batch: b, LR: 0.01, Momentum: 0.9, ProxMu: 0.1}, {Batch: b, LR: 0.01}} {
+			train := func(epochs int) float64 {
+				cfg.Epochs = epochs
+				return testing.AllocsPerRun(5, func() {
+					if _, err := Train(n, x, y, 36, allIdx(64), cfg); err != nil {
+						t.Fatal(err)
+					}
+				})
+			}
+			if a1, a4 := train(1), train(4); a1 != a4 {
+				t.Errorf("%s %+v: Train allocates %v times for 1 epoch, %v for 4: steps allocate", arch, cfg, a1, a4)
+			}
 		}
 	}
+}
+
+// TestTrainPlainSGDFused: without momentum, decay or proximal term Train
+// applies the dense layers' steps inside backward (lossGradSGD); the result
+// must match LossGrad followed by w −= lr·g done by hand, step by step, for
+// an MLP and a CNN (whose conv layers take the unfused update).
+func TestTrainPlainSGDFused(t *testing.T) {
+	for _, arch := range []string{"mlp:6,5", "cnn:2,3,4"} {
+		t.Run(arch, func(t *testing.T) {
+			spec, _ := ParseSpec(arch, 1, 6, 6, 3)
+			x, _ := quadrants(2, 24)
+			y := make([]int32, 24)
+			for i := range y {
+				y[i] = int32(i % 3)
+			}
+			const lr, batch = 0.2, 8
+			n, _ := New(spec)
+			n.Init(5)
+			w0 := append([]float32(nil), n.Params()...)
+			// Full-batch-sized minibatches in index order: shuffling is
+			// the same permutation in both, so replay it by hand.
+			if _, err := Train(n, x, y, 36, allIdx(24), TrainConfig{Epochs: 2, Batch: batch, LR: lr, Seed: 9}); err != nil {
+				t.Fatal(err)
+			}
+			m, _ := New(spec)
+			copy(m.Params(), w0)
+			ref := trainByHand(t, m, x, y, 36, 24, batch, 2, lr, 9)
+			for i, v := range n.Params() {
+				if !closeTo(float64(v), float64(ref[i]), 1e-6, 1e-4) {
+					t.Fatalf("param %d (%s): fused Train %v, LossGrad+SGD by hand %v", i, n.ParamLocation(i), v, ref[i])
+				}
+			}
+			moved := false
+			for i, v := range n.Params() {
+				if v != w0[i] {
+					moved = true
+				}
+			}
+			if !moved {
+				t.Fatal("Train did not change the parameters")
+			}
+		})
+	}
+}
+
+// trainByHand replays Train's shuffling (same generator and seed) with
+// LossGrad and an explicit SGD step.
+func trainByHand(t *testing.T, m *Network, x []float32, y []int32, dim, count, batch, epochs int, lr float32, seed int64) []float32 {
+	t.Helper()
+	order := allIdx(count)
+	rng := rand.New(rand.NewPCG(uint64(seed), 0x747261696e696e67))
+	p := m.Params()
+	for e := 0; e < epochs; e++ {
+		for i := len(order) - 1; i > 0; i-- {
+			j := rng.IntN(i + 1)
+			order[i], order[j] = order[j], order[i]
+		}
+		for s := 0; s < count; s += batch {
+			b := min(batch, count-s)
+			bx := make([]float32, 0, b*dim)
+			by := make([]int32, 0, b)
+			for _, i := range order[s : s+b] {
+				bx = append(bx, x[i*dim:(i+1)*dim]...)
+				by = append(by, y[i])
+			}
+			m.LossGrad(bx, by, b)
+			for i, g := range m.Grads() {
+				p[i] -= lr * g
+			}
+		}
+	}
+	return p
 }

@@ -5,6 +5,8 @@ import (
 	"crypto/cipher"
 	"encoding/binary"
 	"unsafe"
+
+	"github.com/sovereign-fl/sovereign/aggregation/internal/vsum"
 )
 
 // Pseudo-random generator for masks (Bonawitz et al. 2017, §3 "Pseudorandom
@@ -77,13 +79,9 @@ func (m *maskExpander) apply(acc []uint32, seed *[KeySize]byte, o op) {
 		case opSet:
 			copy(d, w)
 		case opAdd:
-			for i := range d {
-				d[i] += w[i]
-			}
+			vsum.AddU32(d, w)
 		case opSub:
-			for i := range d {
-				d[i] -= w[i]
-			}
+			vsum.SubU32(d, w)
 		}
 		acc = acc[n:]
 	}
@@ -113,13 +111,9 @@ func (m *maskExpander) AddMany(acc []uint32, seeds [][KeySize]byte, neg []bool) 
 				w := words(b, m.conv[:len(d)])
 				w = w[:len(d)]
 				if neg[g+si] {
-					for i := range d {
-						d[i] -= w[i]
-					}
+					vsum.SubU32(d, w)
 				} else {
-					for i := range d {
-						d[i] += w[i]
-					}
+					vsum.AddU32(d, w)
 				}
 			}
 		}

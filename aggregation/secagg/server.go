@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/sovereign-fl/sovereign/aggregation/internal/vsum"
 )
 
 // Server is the coordinator's side of a SecAgg+ round: a pure state machine.
@@ -298,10 +300,8 @@ func (s *Server) recvMasked(m MaskedInput) error {
 			return fmt.Errorf("%w: round %d: masked input of client %d complains about client %d, which sent it no share", ErrNotNeighbour, s.cfg.Round, m.From, v)
 		}
 	}
-	sum := s.sum[:len(m.Vector)]
-	for i, v := range m.Vector {
-		sum[i] += v
-	}
+	// sum += y_u mod 2^32, AVX-512 where the CPU has it (BenchmarkMaskedSum1M).
+	vsum.AddU32(s.sum[:len(m.Vector)], m.Vector)
 	if len(m.Complaints) > 0 {
 		s.complaints[m.From] = slices.Clone(m.Complaints)
 	}

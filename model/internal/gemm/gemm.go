@@ -44,6 +44,9 @@ type kernel struct {
 	name   string
 	mr, nr int
 	fn     func(k int, a, b *float32, ldb int, c *float32, ldc int)
+	// store, if set, is fn writing the tile over C instead of adding to it
+	// (beta = 0, first k block): C is then neither cleared nor read.
+	store func(k int, a, b *float32, ldb int, c *float32, ldc int)
 	// edge, if set, is fn storing only the first rows rows and the columns
 	// under the masks m0 (0..15) and m1 (16..31); without it edge tiles go
 	// through a scratch tile.
@@ -215,7 +218,11 @@ func Gemm(tA, tB blas.Transpose, alpha float32, a, b blas32.General, beta float3
 	if m == 0 || n == 0 {
 		return
 	}
-	if beta != 1 {
+	dot := tA == blas.NoTrans && tB == blas.Trans && k.dot[0] != nil && forceDot != 0 && alpha == 1 && m <= 16 && n >= 4
+	// With beta = 0 the first k block stores its tiles over C (see macro)
+	// instead of C being cleared, then read back, in a pass of its own.
+	overwrite := beta == 0 && k.store != nil && forceStore != 0 && kk > 0 && alpha != 0 && !dot
+	if beta != 1 && !overwrite {
 		for i := 0; i < m; i++ {
 			row := c.Data[i*c.Stride : i*c.Stride+n]
 			if beta == 0 {
@@ -230,13 +237,13 @@ func Gemm(tA, tB blas.Transpose, alpha float32, a, b blas32.General, beta float3
 	if kk == 0 || alpha == 0 {
 		return
 	}
-	if tA == blas.NoTrans && tB == blas.Trans && k.dot[0] != nil && forceDot != 0 && alpha == 1 && m <= 16 && n >= 4 {
+	if dot {
 		dotNT(k, a, b, c, m, n, kk)
 		return
 	}
 	workers := runtime.GOMAXPROCS(0)
 	if workers > 1 && float64(m)*float64(n)*float64(kk) >= parallelFlops {
-		parallel(k, workers, tA, tB, alpha, a, b, c, m, n, kk)
+		parallel(k, workers, tA, tB, alpha, a, b, c, m, n, kk, overwrite)
 		return
 	}
 	inPlace := tB == blas.NoTrans && forceInPlace != 0
@@ -252,11 +259,11 @@ func Gemm(tA, tB blas.Transpose, alpha float32, a, b blas32.General, beta float3
 				ws.a = grow(ws.a, roundUp(m, k.mr)*kb)
 				packA(ws.a, a, tA, 0, m, pc, kb, k.mr, alpha)
 				full := nb / k.nr * k.nr
-				macroInPlace(k, ws, ws.a, b, pc, kb, m, jc, full, c)
+				macroInPlace(k, ws, ws.a, b, pc, kb, m, jc, full, c, overwrite && pc == 0)
 				if full < nb {
 					ws.b = grow(ws.b, k.nr*kb)
 					packB(ws.b, b, tB, pc, kb, jc+full, nb-full, k.nr)
-					macro(k, ws, ws.a, ws.b, kb, m, 0, nb-full, c, 0, jc+full)
+					macro(k, ws, ws.a, ws.b, kb, m, 0, nb-full, c, 0, jc+full, overwrite && pc == 0)
 				}
 				continue
 			}
@@ -266,7 +273,7 @@ func Gemm(tA, tB blas.Transpose, alpha float32, a, b blas32.General, beta float3
 				mb := min(mc, m-ic)
 				ws.a = grow(ws.a, roundUp(mb, k.mr)*kb)
 				packA(ws.a, a, tA, ic, mb, pc, kb, k.mr, alpha)
-				macro(k, ws, ws.a, ws.b, kb, mb, 0, nb, c, ic, jc)
+				macro(k, ws, ws.a, ws.b, kb, mb, 0, nb, c, ic, jc, overwrite && pc == 0)
 			}
 		}
 	}
@@ -276,7 +283,7 @@ func Gemm(tA, tB blas.Transpose, alpha float32, a, b blas32.General, beta float3
 // parallel splits each (jc, pc) block over workers: by mc row blocks when
 // there are enough, otherwise by nr column panels, each worker packing its
 // own A block; the packed B block is shared read-only.
-func parallel(k *kernel, workers int, tA, tB blas.Transpose, alpha float32, a, b, c blas32.General, m, n, kk int) {
+func parallel(k *kernel, workers int, tA, tB blas.Transpose, alpha float32, a, b, c blas32.General, m, n, kk int, overwrite bool) {
 	shared := getWS()
 	wss := make([]*workspace, workers)
 	for w := range wss {
@@ -304,11 +311,11 @@ func parallel(k *kernel, workers int, tA, tB blas.Transpose, alpha float32, a, b
 						ws.a = grow(ws.a, roundUp(m, k.mr)*kb)
 						packA(ws.a, a, tA, 0, m, pc, kb, k.mr, alpha)
 						full := (hi - lo) / k.nr * k.nr
-						macroInPlace(k, ws, ws.a, b, pc, kb, m, jc+lo, full, c)
+						macroInPlace(k, ws, ws.a, b, pc, kb, m, jc+lo, full, c, overwrite && pc == 0)
 						if lo+full < hi {
 							ws.b = grow(ws.b, k.nr*kb)
 							packB(ws.b, b, tB, pc, kb, jc+lo+full, hi-lo-full, k.nr)
-							macro(k, ws, ws.a, ws.b, kb, m, 0, hi-lo-full, c, 0, jc+lo+full)
+							macro(k, ws, ws.a, ws.b, kb, m, 0, hi-lo-full, c, 0, jc+lo+full, overwrite && pc == 0)
 						}
 					}(w)
 				}
@@ -329,7 +336,7 @@ func parallel(k *kernel, workers int, tA, tB blas.Transpose, alpha float32, a, b
 							mb := min(mc, m-ic)
 							ws.a = grow(ws.a, roundUp(mb, k.mr)*kb)
 							packA(ws.a, a, tA, ic, mb, pc, kb, k.mr, alpha)
-							macro(k, ws, ws.a, shared.b, kb, mb, 0, nb, c, ic, jc)
+							macro(k, ws, ws.a, shared.b, kb, mb, 0, nb, c, ic, jc, overwrite && pc == 0)
 						}
 						return
 					}
@@ -342,7 +349,7 @@ func parallel(k *kernel, workers int, tA, tB blas.Transpose, alpha float32, a, b
 						mb := min(mc, m-ic)
 						ws.a = grow(ws.a, roundUp(mb, k.mr)*kb)
 						packA(ws.a, a, tA, ic, mb, pc, kb, k.mr, alpha)
-						macro(k, ws, ws.a, shared.b, kb, mb, lo, hi, c, ic, jc)
+						macro(k, ws, ws.a, shared.b, kb, mb, lo, hi, c, ic, jc, overwrite && pc == 0)
 					}
 				}(w)
 			}
@@ -450,8 +457,10 @@ func packB(dst []float32, b blas32.General, tB blas.Transpose, pc, kb, jc, nb, n
 
 // macro runs the micro-kernel over the packed blocks for rows 0..mb and
 // columns lo..hi (a multiple of nr) of the block whose corner is C[ic, jc].
-// Edge tiles go through a zeroed scratch tile and are added back.
-func macro(k *kernel, ws *workspace, pa, pb []float32, kb, mb, lo, hi int, c blas32.General, ic, jc int) {
+// Edge tiles go through a zeroed scratch tile and are added back. With
+// overwrite (beta = 0, first k block) the tiles replace C's old contents: full
+// tiles through the store kernel, edge tiles after clearing their part of C.
+func macro(k *kernel, ws *workspace, pa, pb []float32, kb, mb, lo, hi int, c blas32.General, ic, jc int, overwrite bool) {
 	mr, nr := k.mr, k.nr
 	ws.tile = grow(ws.tile, mr*nr)
 	for jr := lo; jr < hi; jr += nr {
@@ -463,8 +472,15 @@ func macro(k *kernel, ws *workspace, pa, pb []float32, kb, mb, lo, hi int, c bla
 			off := (ic+ir)*c.Stride + jc + jr
 			if rows == mr && cols == nr {
 				_ = c.Data[off+(mr-1)*c.Stride+nr-1]
-				k.fn(kb, ap, bp, nr, &c.Data[off], c.Stride)
+				if overwrite {
+					k.store(kb, ap, bp, nr, &c.Data[off], c.Stride)
+				} else {
+					k.fn(kb, ap, bp, nr, &c.Data[off], c.Stride)
+				}
 				continue
+			}
+			if overwrite {
+				clearTile(c, off, rows, cols)
 			}
 			if k.edge != nil && forceEdge != 0 {
 				m0, m1 := colMasks(cols)
@@ -486,7 +502,7 @@ func macro(k *kernel, ws *workspace, pa, pb []float32, kb, mb, lo, hi int, c bla
 
 // macroInPlace is macro for column panels jc..jc+full (a multiple of nr) of
 // an unpacked, untransposed B whose rows pc..pc+kb it reads in place.
-func macroInPlace(k *kernel, ws *workspace, pa []float32, b blas32.General, pc, kb, mb, jc, full int, c blas32.General) {
+func macroInPlace(k *kernel, ws *workspace, pa []float32, b blas32.General, pc, kb, mb, jc, full int, c blas32.General, overwrite bool) {
 	mr, nr := k.mr, k.nr
 	ws.tile = grow(ws.tile, mr*nr)
 	for jr := 0; jr < full; jr += nr {
@@ -499,8 +515,15 @@ func macroInPlace(k *kernel, ws *workspace, pa []float32, b blas32.General, pc, 
 			off := ir*c.Stride + jc + jr
 			if rows == mr {
 				_ = c.Data[off+(mr-1)*c.Stride+nr-1]
-				k.fn(kb, ap, bp, b.Stride, &c.Data[off], c.Stride)
+				if overwrite {
+					k.store(kb, ap, bp, b.Stride, &c.Data[off], c.Stride)
+				} else {
+					k.fn(kb, ap, bp, b.Stride, &c.Data[off], c.Stride)
+				}
 				continue
+			}
+			if overwrite {
+				clearTile(c, off, rows, nr)
 			}
 			if k.edge != nil && forceEdge != 0 {
 				k.edge(kb, ap, bp, b.Stride, &c.Data[off], c.Stride, rows, 0xFFFF, 0xFFFF)
@@ -519,6 +542,14 @@ func macroInPlace(k *kernel, ws *workspace, pa []float32, b blas32.General, pc, 
 	}
 }
 
-// forceInPlace, forceEdge and forceDot let the tests switch the in-place
-// path, the masked edge kernel and the dot-product path off (0) to compare.
-var forceInPlace, forceEdge, forceDot = 1, 1, 1
+// clearTile zeroes rows×cols of C from offset off.
+func clearTile(c blas32.General, off, rows, cols int) {
+	for i := 0; i < rows; i++ {
+		clear(c.Data[off+i*c.Stride : off+i*c.Stride+cols])
+	}
+}
+
+// forceInPlace, forceEdge, forceDot and forceStore let the tests switch the
+// in-place path, the masked edge kernel, the dot-product path and the
+// beta = 0 store kernel off (0) to compare.
+var forceInPlace, forceEdge, forceDot, forceStore = 1, 1, 1, 1

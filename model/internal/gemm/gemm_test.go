@@ -91,10 +91,10 @@ func checkAgainstGonum(t *testing.T, rng *rand.Rand, path string, tA, tB blas.Tr
 // several alpha/beta, and compares with gonum's blas32.Gemm.
 func TestGemmPathsAgreeWithGonum(t *testing.T) {
 	defer func() { _ = Select(os.Getenv(EnvVar)) }()
-	defer func() { forceInPlace, forceEdge, forceDot = 1, 1, 1 }()
+	defer func() { forceInPlace, forceEdge, forceDot, forceStore = 1, 1, 1, 1 }()
 	for _, path := range Paths() {
-		for _, variant := range [][3]int{{1, 1, 1}, {0, 1, 1}, {1, 0, 1}, {1, 1, 0}} {
-			forceInPlace, forceEdge, forceDot = variant[0], variant[1], variant[2]
+		for _, variant := range [][4]int{{1, 1, 1, 1}, {0, 1, 1, 1}, {1, 0, 1, 1}, {1, 1, 0, 1}, {1, 1, 1, 0}, {0, 0, 1, 1}} {
+			forceInPlace, forceEdge, forceDot, forceStore = variant[0], variant[1], variant[2], variant[3]
 			checkAllShapes(t, path)
 		}
 	}
@@ -176,4 +176,41 @@ func TestEnvVarForcesPath(t *testing.T) {
 
 func general(d []float32, r, c int) blas32.General {
 	return blas32.General{Rows: r, Cols: c, Stride: c, Data: d}
+}
+
+// TestAddMatchesLoop: Add equals the Go loop bit for bit on every path, for
+// every length and misaligned starts.
+func TestAddMatchesLoop(t *testing.T) {
+	defer func() { _ = Select(os.Getenv(EnvVar)) }()
+	rng := rand.New(rand.NewPCG(4, 4))
+	for _, path := range Paths() {
+		if err := Select(path); err != nil {
+			t.Fatal(err)
+		}
+		for n := 0; n <= 70; n++ {
+			off := rng.IntN(3)
+			dst := make([]float32, n+off+1)[off : off+n]
+			src := make([]float32, n+2)[1:]
+			for i := range dst {
+				dst[i] = float32(rng.NormFloat64())
+			}
+			for i := range src {
+				src[i] = float32(rng.NormFloat64())
+			}
+			want := append([]float32(nil), dst...)
+			for i := range want {
+				want[i] += src[i]
+			}
+			guard := dst[:n+1][n]
+			Add(dst, src)
+			for i := range dst {
+				if dst[i] != want[i] {
+					t.Fatalf("%s n=%d: dst[%d] = %v, want %v", path, n, i, dst[i], want[i])
+				}
+			}
+			if dst[:n+1][n] != guard {
+				t.Fatalf("%s n=%d: Add wrote past len(dst)", path, n)
+			}
+		}
+	}
 }

@@ -1,5 +1,5 @@
 import sys
-def kern(name, R, MR, nrbytes, U, edge=False):
+def kern(name, R, MR, nrbytes, U, edge=False, store=False):
     L=[]
     if edge:
         L.append(f"// func {name}(k int, a, b *float32, ldb int, c *float32, ldc int, rows int, m0, m1 uint16)")
@@ -47,7 +47,8 @@ def kern(name, R, MR, nrbytes, U, edge=False):
     for r in range(MR):
         for h in range(2):
             o = f"{h*half}(DX)"
-            L.append(f"\tVADDPS {o}, {R}{2*r+h}, {R}{2*r+h}")
+            if not store:
+                L.append(f"\tVADDPS {o}, {R}{2*r+h}, {R}{2*r+h}")
             L.append(f"\tVMOVUPS {R}{2*r+h}, {o}")
         if r<MR-1: L.append("\tADDQ R8, DX")
     L.append("\tVZEROUPPER\n\tRET\n")
@@ -69,6 +70,8 @@ out += f'// Register-blocked SGEMM micro-kernels (Goto & van de Geijn 2008, §5)
 out += kern("kernelAVX512","Z",MR512,128,U) + "\n" + kern("kernelAVX2","Y",6,64,U) + "\n"
 out += "// kernelAVX512Edge is kernelAVX512 for a tile at C's bottom or right edge:\n// only the first rows rows are stored, and in each row the 32 columns under\n// the opmasks m0 (columns 0..15) and m1 (16..31); masked lanes are neither\n// read nor written.\n\n"
 out += kern("kernelAVX512Edge","Z",MR512,128,U,edge=True) + "\n"
+out += "// kernelAVX512Store is kernelAVX512 for beta = 0: the tile is stored over\n// C, which is neither read nor cleared first.\n\n"
+out += kern("kernelAVX512Store","Z",MR512,128,U,store=True) + "\n"
 out += "// FMA-only loops used by the benchmark to measure the machine's peak:\n// twelve independent chains hide the FMA latency, so the loop runs at the\n// FMA units' throughput. Each iteration is 12 FMAs of 16 (zmm) or 8 (ymm) lanes.\n\n"
 out += peak("peakAVX512","Z") + "\n" + peak("peakAVX2","Y")
 open("kernel_amd64.s","w").write(out)

@@ -11,6 +11,9 @@ import "golang.org/x/sys/cpu"
 func kernelAVX512(k int, a, b *float32, ldb int, c *float32, ldc int)
 
 //go:noescape
+func kernelAVX512Store(k int, a, b *float32, ldb int, c *float32, ldc int)
+
+//go:noescape
 func kernelAVX512Edge(k int, a, b *float32, ldb int, c *float32, ldc int, rows int, m0, m1 uint16)
 
 // dotRx4AVX512 add to C's R×4 block at c the dot products of R rows of A
@@ -33,7 +36,7 @@ func kernelAVX2(k int, a, b *float32, ldb int, c *float32, ldc int)
 func kernels() []kernel {
 	var ks []kernel
 	if cpu.X86.HasAVX512F {
-		ks = append(ks, kernel{name: "avx512", mr: 12, nr: 32, fn: kernelAVX512, edge: kernelAVX512Edge,
+		ks = append(ks, kernel{name: "avx512", mr: 12, nr: 32, fn: kernelAVX512, store: kernelAVX512Store, edge: kernelAVX512Edge,
 			dot: [3]dotFn{dot1x4AVX512, dot2x4AVX512, dot3x4AVX512}})
 	}
 	if cpu.X86.HasAVX2 && cpu.X86.HasFMA {
@@ -56,3 +59,6 @@ func peakLoop(path string) (func(int), int) {
 	}
 	return nil, 0
 }
+
+//go:noescape
+func addAVX512(dst, src *float32, n int)

@@ -1,0 +1,190 @@
+#include "textflag.h"
+
+// func accumulate4AVX512(acc *float64, r0, r1, r2, r3 *float32, n int, w0, w1, w2, w3 float64)
+// acc[j] += ((w0·r0[j] + w1·r1[j]) + w2·r2[j]) + w3·r3[j], 8 lanes of float64
+// per step: each float32 row is widened (exactly), multiplied and added in
+// separately rounded steps, in the order of the Go loop.
+TEXT ·accumulate4AVX512(SB), NOSPLIT, $0-80
+	MOVQ acc+0(FP), DI
+	MOVQ r0+8(FP), R8
+	MOVQ r1+16(FP), R9
+	MOVQ r2+24(FP), R10
+	MOVQ r3+32(FP), R11
+	MOVQ n+40(FP), CX
+	VBROADCASTSD w0+48(FP), Z8
+	VBROADCASTSD w1+56(FP), Z9
+	VBROADCASTSD w2+64(FP), Z10
+	VBROADCASTSD w3+72(FP), Z11
+	XORQ AX, AX
+	// Two steps of 8 per iteration when n allows, so that each row advances
+	// by one 64-byte line, prefetched 1 KiB ahead.
+	MOVQ CX, DX
+	ANDQ $-16, DX
+	JZ acc4_tail
+acc4_loop16:
+	PREFETCHT0 1024(R8)(AX*4)
+	PREFETCHT0 1024(R9)(AX*4)
+	PREFETCHT0 1024(R10)(AX*4)
+	PREFETCHT0 1024(R11)(AX*4)
+	VCVTPS2PD (R8)(AX*4), Z0
+	VCVTPS2PD (R9)(AX*4), Z1
+	VCVTPS2PD (R10)(AX*4), Z2
+	VCVTPS2PD (R11)(AX*4), Z3
+	VCVTPS2PD 32(R8)(AX*4), Z4
+	VCVTPS2PD 32(R9)(AX*4), Z5
+	VCVTPS2PD 32(R10)(AX*4), Z6
+	VCVTPS2PD 32(R11)(AX*4), Z7
+	VMULPD Z8, Z0, Z0
+	VMULPD Z9, Z1, Z1
+	VMULPD Z10, Z2, Z2
+	VMULPD Z11, Z3, Z3
+	VMULPD Z8, Z4, Z4
+	VMULPD Z9, Z5, Z5
+	VMULPD Z10, Z6, Z6
+	VMULPD Z11, Z7, Z7
+	VADDPD Z1, Z0, Z0
+	VADDPD Z5, Z4, Z4
+	VADDPD Z2, Z0, Z0
+	VADDPD Z6, Z4, Z4
+	VADDPD Z3, Z0, Z0
+	VADDPD Z7, Z4, Z4
+	VADDPD (DI)(AX*8), Z0, Z0
+	VADDPD 64(DI)(AX*8), Z4, Z4
+	VMOVUPD Z0, (DI)(AX*8)
+	VMOVUPD Z4, 64(DI)(AX*8)
+	ADDQ $16, AX
+	CMPQ AX, DX
+	JLT acc4_loop16
+acc4_tail:
+	CMPQ AX, CX
+	JGE acc4_done
+acc4_loop:
+	VCVTPS2PD (R8)(AX*4), Z0
+	VCVTPS2PD (R9)(AX*4), Z1
+	VCVTPS2PD (R10)(AX*4), Z2
+	VCVTPS2PD (R11)(AX*4), Z3
+	VMULPD Z8, Z0, Z0
+	VMULPD Z9, Z1, Z1
+	VMULPD Z10, Z2, Z2
+	VMULPD Z11, Z3, Z3
+	VADDPD Z1, Z0, Z0
+	VADDPD Z2, Z0, Z0
+	VADDPD Z3, Z0, Z0
+	VADDPD (DI)(AX*8), Z0, Z0
+	VMOVUPD Z0, (DI)(AX*8)
+	ADDQ $8, AX
+	CMPQ AX, CX
+	JLT acc4_loop
+acc4_done:
+	VZEROUPPER
+	RET
+
+// func accumulate1AVX512(acc *float64, r *float32, n int, w float64)
+TEXT ·accumulate1AVX512(SB), NOSPLIT, $0-32
+	MOVQ acc+0(FP), DI
+	MOVQ r+8(FP), R8
+	MOVQ n+16(FP), CX
+	VBROADCASTSD w+24(FP), Z8
+	XORQ AX, AX
+acc1_loop:
+	VCVTPS2PD (R8)(AX*4), Z0
+	VMULPD Z8, Z0, Z0
+	VADDPD (DI)(AX*8), Z0, Z0
+	VMOVUPD Z0, (DI)(AX*8)
+	ADDQ $8, AX
+	CMPQ AX, CX
+	JLT acc1_loop
+	VZEROUPPER
+	RET
+
+// func addU32AVX512(dst, src *uint32, n int)
+// dst[j] += src[j] mod 2^32, 64 words (four zmm) per step.
+TEXT ·addU32AVX512(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	SHRQ $6, CX
+add_loop:
+	PREFETCHT0 2048(SI)
+	PREFETCHT0 2112(SI)
+	PREFETCHT0 2176(SI)
+	PREFETCHT0 2240(SI)
+	VMOVDQU32 (SI), Z0
+	VMOVDQU32 64(SI), Z1
+	VMOVDQU32 128(SI), Z2
+	VMOVDQU32 192(SI), Z3
+	VPADDD (DI), Z0, Z0
+	VPADDD 64(DI), Z1, Z1
+	VPADDD 128(DI), Z2, Z2
+	VPADDD 192(DI), Z3, Z3
+	VMOVDQU32 Z0, (DI)
+	VMOVDQU32 Z1, 64(DI)
+	VMOVDQU32 Z2, 128(DI)
+	VMOVDQU32 Z3, 192(DI)
+	ADDQ $256, SI
+	ADDQ $256, DI
+	DECQ CX
+	JNZ add_loop
+	VZEROUPPER
+	RET
+
+// func subU32AVX512(dst, src *uint32, n int)
+// dst[j] -= src[j] mod 2^32, 64 words (four zmm) per step.
+TEXT ·subU32AVX512(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	SHRQ $6, CX
+sub_loop:
+	VMOVDQU32 (DI), Z0
+	VMOVDQU32 64(DI), Z1
+	VMOVDQU32 128(DI), Z2
+	VMOVDQU32 192(DI), Z3
+	VPSUBD (SI), Z0, Z0
+	VPSUBD 64(SI), Z1, Z1
+	VPSUBD 128(SI), Z2, Z2
+	VPSUBD 192(SI), Z3, Z3
+	VMOVDQU32 Z0, (DI)
+	VMOVDQU32 Z1, 64(DI)
+	VMOVDQU32 Z2, 128(DI)
+	VMOVDQU32 Z3, 192(DI)
+	ADDQ $256, SI
+	ADDQ $256, DI
+	DECQ CX
+	JNZ sub_loop
+	VZEROUPPER
+	RET
+
+// func readSumAVX512(p *uint32, n int) uint32
+// Four independent zmm accumulators, 256 bytes per step.
+TEXT ·readSumAVX512(SB), NOSPLIT, $0-20
+	MOVQ p+0(FP), SI
+	MOVQ n+8(FP), CX
+	SHRQ $6, CX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+read_loop:
+	VPADDD (SI), Z0, Z0
+	VPADDD 64(SI), Z1, Z1
+	VPADDD 128(SI), Z2, Z2
+	VPADDD 192(SI), Z3, Z3
+	ADDQ $256, SI
+	DECQ CX
+	JNZ read_loop
+	VPADDD Z1, Z0, Z0
+	VPADDD Z3, Z2, Z2
+	VPADDD Z2, Z0, Z0
+	VEXTRACTI64X4 $1, Z0, Y1
+	VPADDD Y1, Y0, Y0
+	VEXTRACTI128 $1, Y0, X1
+	VPADDD X1, X0, X0
+	VPSHUFD $0x4e, X0, X1
+	VPADDD X1, X0, X0
+	VPSHUFD $0xb1, X0, X1
+	VPADDD X1, X0, X0
+	VMOVD X0, AX
+	MOVL AX, ret+16(FP)
+	VZEROUPPER
+	RET
