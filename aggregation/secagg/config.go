@@ -189,6 +189,13 @@ func (c Config) Validate() error {
 	if c.Threshold < 2 || c.Threshold > c.Degree+1 {
 		return fmt.Errorf("secagg: Config.Threshold %d out of range 2..%d (Degree+1)", c.Threshold, c.Degree+1)
 	}
+	if lo := SafeThreshold(c.Degree, 0); c.Threshold < lo {
+		// Below a strict majority of a secret's k+1 holders a coordinator
+		// that tells two halves different survivor sets rebuilds both of
+		// a victim's secrets without any colluding worker (security
+		// review H2; Bonawitz et al. 2017 §4).
+		return fmt.Errorf("secagg: Config.Threshold %d is below %d, a strict majority of the %d holders of each secret", c.Threshold, lo, c.Degree+1)
+	}
 	if c.Bits < 8 || c.Bits > 32 {
 		return fmt.Errorf("secagg: Config.Bits %d out of range 8..32", c.Bits)
 	}
