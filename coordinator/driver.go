@@ -360,22 +360,33 @@ func (d *Driver) Init(ctx context.Context) error {
 	if _, ok := d.fsm.LatestModel(); ok {
 		return nil
 	}
-	n, err := model.New(d.spec)
-	if err != nil {
-		return fmt.Errorf("model %q: %w", d.cfg.Model, err)
-	}
-	n.Init(d.cfg.Seed)
-	if d.cfg.InitParams != nil {
-		if err := n.SetParams(d.cfg.InitParams); err != nil {
-			return fmt.Errorf("initial model: %w", err)
+	var params []float32
+	if d.spec.External() {
+		// An external model starts from the weights its trainer wrote
+		// ([rounds] init): Sovereign cannot initialise it.
+		if len(d.cfg.InitParams) != d.spec.NumParams() {
+			return fmt.Errorf("external model: initial weights of %d parameters, the layout has %d ([rounds] init is required)", len(d.cfg.InitParams), d.spec.NumParams())
 		}
+		params = d.cfg.InitParams
+	} else {
+		n, err := model.New(d.spec)
+		if err != nil {
+			return fmt.Errorf("model %q: %w", d.cfg.Model, err)
+		}
+		n.Init(d.cfg.Seed)
+		if d.cfg.InitParams != nil {
+			if err := n.SetParams(d.cfg.InitParams); err != nil {
+				return fmt.Errorf("initial model: %w", err)
+			}
+		}
+		params = n.Params()
 	}
-	h, err := d.reg.Put(n.Params())
+	h, err := d.reg.Put(params)
 	if err != nil {
 		return err
 	}
 	st, _ := d.cfg.strategy()
-	d.log.Info("initial model", "round", 0, "stage", "init", "model", h, "params", len(n.Params()))
+	d.log.Info("initial model", "round", 0, "stage", "init", "model", h, "params", len(params))
 	return d.commit(ctx, Command{ModelCommitted: &ModelCommitted{
 		Round: 0, ModelHash: h, Participants: []WorkerID{}, Optimizer: OptimizerRef{Name: optimizerName(st)},
 	}})

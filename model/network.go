@@ -42,6 +42,9 @@ func New(spec Spec) (*Network, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
+	if spec.Kind == KindTensors {
+		return nil, fmt.Errorf("model: %s is an external model (%d tensors, %d parameters): only the institutions' trainers compute it", short(spec.String()), len(spec.Layout), spec.NumParams())
+	}
 	spec.Hidden = append([]int(nil), spec.Hidden...)
 	if spec.Channels != nil {
 		spec.Channels = append([]int(nil), spec.Channels...)

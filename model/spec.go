@@ -47,6 +47,9 @@ type Spec struct {
 	InC, InH, InW int
 	// Classes is the number of output classes (at least 2).
 	Classes int
+	// Layout is an external model's named tensors (KindTensors only); the
+	// input shape and classes are then not Sovereign's to know.
+	Layout []TensorShape
 }
 
 // ParseSpec reads an architecture name for inputs of shape inC×inH×inW and
@@ -62,6 +65,9 @@ func ParseSpec(s string, inC, inH, inW, classes int) (Spec, error) {
 	const forms = `logreg | 2nn | cnn | mlp:H1,H2,... | cnn:C1,...,Ck,FC`
 	spec := Spec{InC: inC, InH: inH, InW: inW, Classes: classes}
 	name, args, hasArgs := strings.Cut(strings.TrimSpace(s), ":")
+	if name == KindTensors && hasArgs {
+		return parseTensorsSpec(s, args)
+	}
 	switch {
 	case name == KindLogReg && !hasArgs:
 		spec.Kind = KindLogReg
@@ -142,6 +148,8 @@ func (s Spec) String() string {
 			return KindCNN
 		}
 		return KindCNN + ":" + joinInts(append(append([]int(nil), ch...), fc))
+	case KindTensors:
+		return s.tensorsString()
 	}
 	return fmt.Sprintf("invalid(%q)", s.Kind)
 }
@@ -177,6 +185,9 @@ func (s Spec) InputDim() int { return s.InC * s.InH * s.InW }
 // error names the offending field and its value.
 func (s Spec) Validate() error {
 	const maxDim = 1 << 26
+	if s.Kind == KindTensors {
+		return s.validateTensors()
+	}
 	if s.InC < 1 || s.InH < 1 || s.InW < 1 {
 		return fmt.Errorf("model: spec %s: input shape InC=%d InH=%d InW=%d: every dimension must be >= 1", s.Kind, s.InC, s.InH, s.InW)
 	}
@@ -246,6 +257,9 @@ const MaxParams = 1 << 30
 func (s Spec) NumParams() int {
 	if s.Validate() != nil {
 		return 0
+	}
+	if s.Kind == KindTensors {
+		return s.tensorsNumParams()
 	}
 	total := 0
 	for _, l := range s.layerShapes() {

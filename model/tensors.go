@@ -29,6 +29,9 @@ func (s Spec) Tensors() []TensorShape {
 	if s.Validate() != nil {
 		return nil
 	}
+	if s.Kind == KindTensors {
+		return cloneLayout(s.Layout)
+	}
 	var out []TensorShape
 	idx := 0
 	add := func(l layerShape) {
@@ -77,6 +80,17 @@ func ParamsToTensors(s Spec, params []float32) ([]safetensors.Tensor, error) {
 	shapes := s.Tensors()
 	var out []safetensors.Tensor
 	off := 0
+	if s.Kind == KindTensors {
+		for _, sh := range shapes {
+			n := 1
+			for _, d := range sh.Shape {
+				n *= d
+			}
+			out = append(out, safetensors.Tensor{Name: sh.Name, Shape: append([]int(nil), sh.Shape...), Data: append([]float32(nil), params[off:off+n]...)})
+			off += n
+		}
+		return out, nil
+	}
 	ls := s.layerShapes()
 	for i, l := range ls {
 		wshape, bshape := shapes[2*i], shapes[2*i+1]
@@ -176,6 +190,14 @@ func TensorsToParams(s Spec, ts []safetensors.Tensor) ([]float32, error) {
 		return nil, fmt.Errorf("model %s: tensor %q %v is not part of the model (its tensors: %s)", s, name, t.Shape, strings.Join(names, ", "))
 	}
 	params := make([]float32, s.NumParams())
+	if s.Kind == KindTensors {
+		// An external model: the tensors in layout order, row-major.
+		off := 0
+		for _, sh := range shapes {
+			off += copy(params[off:], byName2(ts, sh.Name).Data)
+		}
+		return params, nil
+	}
 	off := 0
 	ls := s.layerShapes()
 	for i, l := range ls {

@@ -22,6 +22,17 @@ import (
 // and the trainer's workers agree on the flat parameter vector
 // (model.ParamsToTensors / TensorsToParams).
 func SpecFor(spec string, tensors []TensorInfo) (model.Spec, error) {
+	if strings.HasPrefix(spec, model.KindTensors+":") {
+		// An external model: the layout is the announced one, exactly.
+		sp, err := model.ParseSpec(spec, 0, 0, 0, 0)
+		if err != nil {
+			return model.Spec{}, err
+		}
+		if err := CheckLayout(sp, tensors); err != nil {
+			return model.Spec{}, err
+		}
+		return sp, nil
+	}
 	fail := func(format string, a ...any) (model.Spec, error) {
 		return model.Spec{}, fmt.Errorf("model %q: the trainer's tensors do not fit: "+format, append([]any{spec}, a...)...)
 	}
@@ -92,17 +103,26 @@ func CheckLayout(sp model.Spec, tensors []TensorInfo) error {
 		names = append(names, w.Name)
 		got, ok := byName[w.Name]
 		if !ok {
-			return fmt.Errorf("model %s: tensor %q %v is missing from the trainer's hello", sp, w.Name, w.Shape)
+			return fmt.Errorf("model %s: tensor %q %v is missing from the trainer's hello", SpecName(sp), w.Name, w.Shape)
 		}
 		if !slices.Equal(got, w.Shape) {
-			return fmt.Errorf("model %s: tensor %q has shape %v in the trainer's hello, the model needs %v", sp, w.Name, got, w.Shape)
+			return fmt.Errorf("model %s: tensor %q has shape %v in the trainer's hello, the model needs %v", SpecName(sp), w.Name, got, w.Shape)
 		}
 		delete(byName, w.Name)
 	}
 	for _, t := range tensors {
 		if _, extra := byName[t.Name]; extra {
-			return fmt.Errorf("model %s: the trainer's tensor %q %v is not part of the model (its tensors: %s)", sp, t.Name, t.Shape, strings.Join(names, ", "))
+			return fmt.Errorf("model %s: the trainer's tensor %q %v is not part of the model (its tensors: %s)", SpecName(sp), t.Name, t.Shape, strings.Join(names, ", "))
 		}
 	}
 	return nil
+}
+
+// SpecName names a spec in messages: its string, or for an external model
+// (whose string lists every tensor) "tensors (N tensors, P parameters)".
+func SpecName(sp model.Spec) string {
+	if sp.External() {
+		return fmt.Sprintf("tensors (%d tensors, %d parameters)", len(sp.Layout), sp.NumParams())
+	}
+	return sp.String()
 }

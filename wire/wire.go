@@ -63,7 +63,7 @@ const ElementBits = 32
 // Limits on what decoders accept.
 const (
 	// MaxSpecLen bounds a model spec string.
-	MaxSpecLen = 256
+	MaxSpecLen = 64 << 10
 	// MaxEpochs and MaxBatch bound the training settings of a round.
 	MaxEpochs = 1 << 16
 	MaxBatch  = 1 << 24

@@ -513,10 +513,13 @@ func (n *Node) policy(a *Announce) *Refusal {
 		return n.refuse(a.Round, err, "trainer %q does not train the announced model: %v", n.ext.Name(), err)
 	}
 	if err != nil {
-		return n.refuseDetail(a.Round, err, fmt.Sprintf("model %q does not fit the local data", a.ModelSpec), err.Error())
+		return n.refuseDetail(a.Round, err, fmt.Sprintf("model %q does not fit the local data", specLabel(a.ModelSpec)), err.Error())
+	}
+	if sp.External() && n.ext == nil {
+		return n.refuse(a.Round, nil, "model %q is an external model (its own tensors) and this worker has no trainer", specLabel(a.ModelSpec))
 	}
 	if n.accepted != nil && !n.accepted[sp.String()] {
-		return n.refuseDetail(a.Round, nil, fmt.Sprintf("model %q is not in policy.accepted_models", a.ModelSpec), fmt.Sprintf("accepted: %v", p.AcceptedModels))
+		return n.refuseDetail(a.Round, nil, fmt.Sprintf("model %q is not in policy.accepted_models", specLabel(a.ModelSpec)), fmt.Sprintf("accepted: %v", p.AcceptedModels))
 	}
 	if got := sp.NumParams(); got != a.NumParams {
 		return n.refuseDetail(a.Round, nil, fmt.Sprintf("model %q on the local data does not have the announced num_params %d", a.ModelSpec, a.NumParams),
@@ -1320,4 +1323,13 @@ func (n *Node) evaluateReport(spec string, params []float32) (wire.Metrics, erro
 	}
 	m.Binary = &b
 	return m, nil
+}
+
+// specLabel is a model spec as messages quote it: an external model's
+// spec lists every tensor, so it is cut.
+func specLabel(s string) string {
+	if len(s) > 64 {
+		return s[:61] + "..."
+	}
+	return s
 }

@@ -30,7 +30,7 @@ var coordinatorDoc = confdoc.File{
 		"dashboard_token":  {Text: "Bearer token guarding the dashboard (needs `dashboard_listen`).", Note: "none", Example: `"s3cret-token"`},
 
 		"rounds":                   {Text: "The training configuration: model, rounds, sampling, local training, server strategy, differential privacy and SecAgg+."},
-		"rounds.model":             {Text: "Architecture, in `model.ParseSpec` syntax.", Default: `"2nn"`, Range: "`logreg`, `2nn`, `cnn`, `mlp:H1,H2,...`", Example: `"mlp:32"`},
+		"rounds.model":             {Text: "Architecture, in `model.ParseSpec` syntax; `external` is the institutions' own model (any tensors), trained only by their trainers (docs/trainer-protocol.md): its layout and initial weights are `init`'s tensors.", Default: `"2nn"`, Range: "`logreg`, `2nn`, `cnn`, `mlp:H1,H2,...`, `cnn:C1,...,FC`, `external`", Example: `"mlp:32"`},
 		"rounds.input":             {Text: "Input shape [channels, height, width]; must match the workers' data (64 features = `[1, 1, 64]`).", Default: "[1, 28, 28]", Range: "three integers ≥ 1", Example: "[1, 1, 64]"},
 		"rounds.classes":           {Text: "Number of classes; must match the workers' labels.", Default: "10", Range: "≥ 2", Example: "2"},
 		"rounds.rounds":            {Text: "Models to commit after the initial one.", Default: "10", Range: "≥ 1", Example: "30"},

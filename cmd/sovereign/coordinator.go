@@ -30,6 +30,7 @@ import (
 	"github.com/sovereign-fl/sovereign/metrics"
 	"github.com/sovereign-fl/sovereign/model"
 	"github.com/sovereign-fl/sovereign/model/modelfile"
+	"github.com/sovereign-fl/sovereign/model/safetensors"
 	"github.com/sovereign-fl/sovereign/p2p"
 	"github.com/sovereign-fl/sovereign/p2p/pb"
 )
@@ -333,10 +334,34 @@ func parseCoordinatorConfig(src string, b []byte, dir string) (*coordinatorConfi
 	} else if (r.StatsNoise != nil && *r.StatsNoise != 0) || (r.StatsMaxRows != nil && *r.StatsMaxRows != 0) {
 		return nil, fail("rounds.stats_noise", "stats_noise and stats_max_rows need rounds.schema")
 	}
+	external := cfg.Model == "external"
+	if external {
+		// The institutions' own model: its layout is the init file's
+		// tensors (written by the trainer, e.g. train.py --write-init).
+		if r.Init == nil || *r.Init == "" {
+			return nil, fail("rounds.init", "required with model = \"external\": the initial weights written by the institutions' trainer")
+		}
+		sf, err := safetensors.Read(res(*r.Init))
+		if err != nil {
+			return nil, fail("rounds.init", "%v", err)
+		}
+		layout := make([]model.TensorShape, len(sf.Tensors))
+		for i, t := range sf.Tensors {
+			layout[i] = model.TensorShape{Name: t.Name, Shape: t.Shape}
+		}
+		spec, err := model.TensorsSpec(layout)
+		if err != nil {
+			return nil, fail("rounds.init", "%v", err)
+		}
+		if cfg.InitParams, err = model.TensorsToParams(spec, sf.Tensors); err != nil {
+			return nil, fail("rounds.init", "%v", err)
+		}
+		cfg.Model = spec.String()
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: [rounds]: %w", src, err)
 	}
-	if r.Init != nil && *r.Init != "" {
+	if r.Init != nil && *r.Init != "" && !external {
 		spec, err := model.ParseSpec(cfg.Model, cfg.InC, cfg.InH, cfg.InW, cfg.Classes)
 		if err != nil {
 			return nil, fail("rounds.model", "%v", err)

@@ -38,6 +38,18 @@ def cnn(classes=10, channels=1, side=28):
     )
 
 
+def lnmlp(classes=10, channels=1, side=28):
+    """A model Sovereign has no built-in twin of (a LayerNorm between the
+    layers): the federation trains it as an external model, model =
+    "external" with this script's --write-init file (docs/trainer-protocol.md)."""
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(channels * side * side, 64), nn.LayerNorm(64), nn.ReLU(), nn.Linear(64, classes),
+    )
+
+
+ARCHS = {"cnn": cnn, "lnmlp": lnmlp}
+
+
 def find(d, prefixes, kind, rank):
     for p in prefixes:
         for sep in "-.":
@@ -67,9 +79,9 @@ def write_idx(path, a):
 
 
 class Trainer:
-    def __init__(self, x, y, tx, ty):
+    def __init__(self, x, y, tx, ty, arch="cnn"):
         self.x, self.y, self.tx, self.ty = x, y, tx, ty
-        self.net = cnn(side=x.shape[-1])
+        self.net = ARCHS[arch](side=x.shape[-1])
         self.quiet = False
 
     def layout(self):
@@ -136,11 +148,13 @@ def main():
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--batch", type=int, default=10)
     ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--arch", choices=sorted(ARCHS), default="cnn",
+                    help="cnn: the built-in spec's twin; lnmlp: an MLP with LayerNorm, an external model")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     if a.write_init:
         torch.manual_seed(a.seed)
-        st.write_safetensors(a.write_init, {k: v.numpy() for k, v in cnn().state_dict().items()},
+        st.write_safetensors(a.write_init, {k: v.numpy() for k, v in ARCHS[a.arch]().state_dict().items()},
                              {"format": "pt", "written_by": "examples/pytorch-mnist/train.py", "seed": a.seed})
         print(f"wrote {a.write_init}", file=sys.stderr)
         return
@@ -156,7 +170,7 @@ def main():
         write_idx(os.path.join(a.write_subset, "t10k-labels-idx1-ubyte.gz"), ty.numpy())
         print(f"wrote {len(x)} training and {len(tx)} test examples to {a.write_subset}", file=sys.stderr)
         return
-    t = Trainer(x, y, tx, ty)
+    t = Trainer(x, y, tx, ty, a.arch)
     if a.bench:
         t.quiet = True
         bench(t, a)
