@@ -215,6 +215,9 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// ModelSpec is the study's model spec.
+func (c Config) ModelSpec() (model.Spec, error) { return c.spec() }
+
 func (c Config) spec() (model.Spec, error) {
 	return model.ParseSpec(c.Model, c.InC, c.InH, c.InW, c.Classes)
 }
@@ -304,6 +307,9 @@ type Driver struct {
 	// NetCohort's plan checks, when the cohort is wrapped); otherwise the
 	// cohort's own Incompatible method is used, if it has one.
 	Incompatible func() map[WorkerID][]string
+	// Warnings, if set, gives the plan checks' warnings per worker, shown
+	// in Status.
+	Warnings func() map[WorkerID][]string
 	// sampled is the cohort size of each round this driver ran; commits
 	// the times of its model commits (the ETA's pace).
 	sampled map[uint64]int
@@ -1397,8 +1403,20 @@ func (d *Driver) Status() Status {
 		CommittedRounds: st.CommittedRounds(), LedgerLength: len(st.Ledger), Failures: st.Failures,
 		StudyState: "running", RecentFailures: st.RecentFailures, PlannedRounds: d.cfg.Rounds,
 	}
+	byWorker := map[WorkerID]*IncompatibleWorker{}
 	for w, rs := range d.incompatible() {
-		s.Incompatible = append(s.Incompatible, IncompatibleWorker{Worker: w, Reasons: rs})
+		byWorker[w] = &IncompatibleWorker{Worker: w, Reasons: rs}
+	}
+	if d.Warnings != nil {
+		for w, ws := range d.Warnings() {
+			if byWorker[w] == nil {
+				byWorker[w] = &IncompatibleWorker{Worker: w}
+			}
+			byWorker[w].Warnings = ws
+		}
+	}
+	for _, iw := range byWorker {
+		s.Incompatible = append(s.Incompatible, *iw)
 	}
 	slices.SortFunc(s.Incompatible, func(a, b IncompatibleWorker) int { return strings.Compare(string(a.Worker), string(b.Worker)) })
 	if e := st.Ended; e != nil {

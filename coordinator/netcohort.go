@@ -421,7 +421,7 @@ func StatusToPB(name string, st Status, fed *p2p.Federation, members bool) *pb.S
 	}
 	for _, iw := range st.Incompatible {
 		if p, err := peer.Decode(string(iw.Worker)); err == nil {
-			m := &pb.IncompatibleWorker{PeerId: []byte(p), Reasons: iw.Reasons}
+			m := &pb.IncompatibleWorker{PeerId: []byte(p), Reasons: iw.Reasons, Warnings: iw.Warnings}
 			if fed != nil {
 				if mm, ok := fed.Lookup(p); ok {
 					m.Name = mm.Name

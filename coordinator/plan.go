@@ -36,8 +36,8 @@ func (d *Driver) Plan(online int) *pb.StudyPlan {
 	}
 	if d.cfg.DP.Noise > 0 {
 		a := st.Accountant()
-		q := min(1, float64(n)/float64(max(online, n)))
-		if left > 0 && a.Step(q, d.cfg.DP.Noise, left) == nil {
+		// Charged as the rounds will be: at q = ReleaseQ.
+		if left > 0 && a.Step(ReleaseQ, d.cfg.DP.Noise, left) == nil {
 			if e, _, err := a.Epsilon(d.cfg.Delta, nil); err == nil {
 				p.PlannedEpsilon = e
 			}
@@ -99,6 +99,20 @@ func (c *NetCohort) Incompatible() map[WorkerID][]string {
 	return out
 }
 
+// Warnings returns the workers whose PlanCheck named rules they will reach
+// on the way (e.g. their budget ends before the study), with the warnings.
+func (c *NetCohort) Warnings() map[WorkerID][]string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[WorkerID][]string{}
+	for p, ch := range c.checks {
+		if len(ch.Warnings) > 0 {
+			out[WorkerID(p.String())] = slices.Clone(ch.Warnings)
+		}
+	}
+	return out
+}
+
 // incompatibleCohort is a Cohort that knows which workers cannot take part.
 type incompatibleCohort interface {
 	Incompatible() map[WorkerID][]string
@@ -108,6 +122,9 @@ type incompatibleCohort interface {
 type IncompatibleWorker struct {
 	Worker  WorkerID
 	Reasons []string
+	// Warnings are the rules the worker will reach on the way (it takes
+	// part; Reasons may be empty).
+	Warnings []string
 }
 
 func (d *Driver) incompatible() map[WorkerID][]string {

@@ -26,6 +26,10 @@ func TestIncompatibleWorkerNamedAtStart(t *testing.T) {
 	if !strings.Contains(out, `cannot take part: hospital-3: model "logreg" is not in policy.accepted_models`) {
 		t.Fatalf("status does not name the incompatible worker:\n%s", out)
 	}
+	plan, err := run(t, "study", "plan", "--config", f.coordCfg, "--federation", f.fedFile, "--identity", f.observer)
+	if err != nil || !strings.Contains(plan, `cannot take part: hospital-3: model "logreg" is not in policy.accepted_models`) {
+		t.Fatalf("study plan does not name the incompatible worker (%v):\n%s", err, plan)
+	}
 	if hasLine(f.workers[3], "round accepted") || strings.Contains(f.coord.logText(), "refused round") {
 		t.Fatalf("the incompatible worker was sampled (or a worker refused a round)")
 	}

@@ -639,7 +639,7 @@ func runCoordinator(ctx context.Context, cfg *coordinatorConfig, logOut io.Write
 	if err != nil {
 		return err
 	}
-	d.Incompatible = cohort.Incompatible
+	d.Incompatible, d.Warnings = cohort.Incompatible, cohort.Warnings
 	planner.Store(d)
 	status := func() coordinator.Status {
 		s := d.Status()

@@ -208,7 +208,7 @@ func queryStatus(ctx context.Context, h *p2p.Host, fed *p2p.Federation) []status
 		r.StudyState, r.EndReason, r.RecentFailures = resp.StudyState, resp.EndReason, resp.RecentFailures
 		r.PlannedRounds, r.ETASeconds = resp.PlannedRounds, resp.EtaSeconds
 		for _, iw := range resp.Incompatible {
-			ir := incompatibleReport{Name: iw.Name, Reasons: iw.Reasons}
+			ir := incompatibleReport{Name: iw.Name, Reasons: iw.Reasons, Warnings: iw.Warnings}
 			if id, err := peer.IDFromBytes(iw.PeerId); err == nil {
 				ir.Peer = id.String()
 			}
@@ -312,7 +312,12 @@ func printStatus(w io.Writer, reports []statusReport) {
 			fmt.Fprintf(w, "  ended: %s\n", r.EndReason)
 		}
 		for _, iw := range r.Incompatible {
-			fmt.Fprintf(w, "  cannot take part: %s: %s\n", iw.Name, strings.Join(iw.Reasons, "; "))
+			if len(iw.Reasons) > 0 {
+				fmt.Fprintf(w, "  cannot take part: %s: %s\n", iw.Name, strings.Join(iw.Reasons, "; "))
+			}
+			if len(iw.Warnings) > 0 {
+				fmt.Fprintf(w, "  warning: %s: %s\n", iw.Name, strings.Join(iw.Warnings, "; "))
+			}
 		}
 		for _, f := range r.RecentFailures {
 			fmt.Fprintf(w, "  failed %s\n", f)
@@ -331,7 +336,8 @@ func printStatus(w io.Writer, reports []statusReport) {
 
 // incompatibleReport is a worker whose plan check said it cannot take part.
 type incompatibleReport struct {
-	Name    string   `json:"name"`
-	Peer    string   `json:"peer"`
-	Reasons []string `json:"reasons"`
+	Name     string   `json:"name"`
+	Peer     string   `json:"peer"`
+	Reasons  []string `json:"reasons"`
+	Warnings []string `json:"warnings,omitempty"`
 }

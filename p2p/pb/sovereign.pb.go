@@ -2643,10 +2643,12 @@ func (x *StatusResponse) GetIncompatible() []*IncompatibleWorker {
 
 // IncompatibleWorker is a worker that cannot take part in the study.
 type IncompatibleWorker struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	PeerId        []byte                 `protobuf:"bytes,1,opt,name=peer_id,json=peerId,proto3" json:"peer_id,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Reasons       []string               `protobuf:"bytes,3,rep,name=reasons,proto3" json:"reasons,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	PeerId  []byte                 `protobuf:"bytes,1,opt,name=peer_id,json=peerId,proto3" json:"peer_id,omitempty"`
+	Name    string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Reasons []string               `protobuf:"bytes,3,rep,name=reasons,proto3" json:"reasons,omitempty"`
+	// Rules it will reach on the way (it takes part when reasons is empty).
+	Warnings      []string `protobuf:"bytes,4,rep,name=warnings,proto3" json:"warnings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2698,6 +2700,13 @@ func (x *IncompatibleWorker) GetName() string {
 func (x *IncompatibleWorker) GetReasons() []string {
 	if x != nil {
 		return x.Reasons
+	}
+	return nil
+}
+
+func (x *IncompatibleWorker) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
 	}
 	return nil
 }
@@ -3301,11 +3310,12 @@ const file_sovereign_proto_rawDesc = "" +
 	"\x0eplanned_rounds\x18\x14 \x01(\x04R\rplannedRounds\x12\x1f\n" +
 	"\veta_seconds\x18\x15 \x01(\x01R\n" +
 	"etaSeconds\x12H\n" +
-	"\fincompatible\x18\x16 \x03(\v2$.sovereign.p2p.v1.IncompatibleWorkerR\fincompatible\"[\n" +
+	"\fincompatible\x18\x16 \x03(\v2$.sovereign.p2p.v1.IncompatibleWorkerR\fincompatible\"w\n" +
 	"\x12IncompatibleWorker\x12\x17\n" +
 	"\apeer_id\x18\x01 \x01(\fR\x06peerId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
-	"\areasons\x18\x03 \x03(\tR\areasons\"\xb1\x01\n" +
+	"\areasons\x18\x03 \x03(\tR\areasons\x12\x1a\n" +
+	"\bwarnings\x18\x04 \x03(\tR\bwarnings\"\xb1\x01\n" +
 	"\n" +
 	"BlobHeader\x12.\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1a.sovereign.p2p.v1.BlobKindR\x04kind\x12\x12\n" +

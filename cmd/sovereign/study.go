@@ -1,0 +1,198 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sovereign-fl/sovereign/aggregation/dp"
+	"github.com/sovereign-fl/sovereign/coordinator"
+	"github.com/sovereign-fl/sovereign/p2p"
+)
+
+func init() { rootCmd.AddCommand(newStudyCmd()) }
+
+func newStudyCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "study",
+		Short: "Plan a study before it runs (named studies on one federation are not built yet)",
+	}
+	cmd.AddCommand(newStudyPlanCmd())
+	return cmd
+}
+
+// studyPlan is what `sovereign study plan --json` prints.
+type studyPlan struct {
+	Model      string  `json:"model"`
+	Parameters int     `json:"parameters"`
+	Rounds     int     `json:"rounds"`
+	Noise      float64 `json:"noise"`
+	Delta      float64 `json:"delta"`
+	// Epsilon[i] is the cumulative ε (of every institution taking part in
+	// every round, q = 1) once model i+1 is committed; empty without DP.
+	Epsilon []float64 `json:"epsilon"`
+	// MaxEpsilon is the study's own budget (0: none) and BudgetRounds the
+	// models it allows.
+	MaxEpsilon   float64 `json:"max_epsilon"`
+	BudgetRounds int     `json:"budget_rounds"`
+	// Workers are the running federation's plan checks, when asked.
+	Workers []incompatibleReport `json:"workers,omitempty"`
+	// WorkersError says why they could not be asked.
+	WorkersError string `json:"workers_error,omitempty"`
+}
+
+func newStudyPlanCmd() *cobra.Command {
+	var path, fedPath, identity string
+	var asJSON bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "plan --config coordinator.toml [--federation FILE --identity FILE] [--json]",
+		Short: "Print the ε every institution would spend over a study's planned rounds, and what the federation's workers said of the running study's plan",
+		Long: "plan reads a coordinator configuration and prints the cumulative (ε, δ) ε an institution\n" +
+			"that takes part in every round would have spent after each planned round, with the RDP\n" +
+			"accountant (Mironov 2017) at q = 1, as the coordinator and each worker charge it, and the\n" +
+			"round at which the study's own max_epsilon would end it. With --federation and --identity\n" +
+			"it also asks the running coordinators which workers said, when they joined, that they\n" +
+			"cannot take part in the running study or will stop before it ends (their plan checks name\n" +
+			"rules, never the institutions' budgets).",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if path == "" {
+				return errors.New("study plan: --config is required")
+			}
+			cfg, err := loadCoordinatorConfig(path)
+			if err != nil {
+				return err
+			}
+			p, err := planOf(cfg.Config)
+			if err != nil {
+				return fmt.Errorf("study plan: %w", err)
+			}
+			if identity == "" {
+				identity = os.Getenv("SOVEREIGN_IDENTITY")
+			}
+			if fedPath != "" {
+				p.Workers, err = planChecks(cmd.Context(), fedPath, identity, timeout)
+				if err != nil {
+					p.WorkersError = err.Error()
+				}
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(p)
+			}
+			printPlan(cmd.OutOrStdout(), p, fedPath != "")
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&path, "config", "c", "", "coordinator configuration file (TOML) of the study")
+	cmd.Flags().StringVar(&fedPath, "federation", "", "federation file: also ask the running coordinators for their workers' plan checks")
+	cmd.Flags().StringVar(&identity, "identity", "", "an enrolled key for --federation (default $SOVEREIGN_IDENTITY)")
+	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Second, "how long to wait for each coordinator")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the plan as JSON")
+	return cmd
+}
+
+// planOf computes the privacy trajectory of c's rounds.
+func planOf(c coordinator.Config) (*studyPlan, error) {
+	p := &studyPlan{Model: c.Model, Rounds: c.Rounds, Noise: c.DP.Noise, Delta: c.Delta, MaxEpsilon: c.MaxEpsilon, BudgetRounds: c.Rounds, Epsilon: []float64{}}
+	if len(p.Model) > 64 {
+		p.Model = p.Model[:61] + "..."
+	}
+	if sp, err := c.ModelSpec(); err == nil {
+		p.Parameters = sp.NumParams()
+	}
+	if c.DP.Noise == 0 {
+		return p, nil
+	}
+	a := &dp.Accountant{}
+	for r := 1; r <= c.Rounds; r++ {
+		if err := a.Step(coordinator.ReleaseQ, c.DP.Noise, 1); err != nil {
+			return nil, err
+		}
+		e, _, err := a.Epsilon(c.Delta, nil)
+		if err != nil {
+			return nil, err
+		}
+		p.Epsilon = append(p.Epsilon, e)
+		if c.MaxEpsilon > 0 && e > c.MaxEpsilon && p.BudgetRounds == c.Rounds {
+			p.BudgetRounds = r - 1
+		}
+	}
+	return p, nil
+}
+
+// planChecks asks the coordinators of fedPath for their workers' verdicts
+// on the running study's plan.
+func planChecks(ctx context.Context, fedPath, identity string, timeout time.Duration) ([]incompatibleReport, error) {
+	if identity == "" {
+		return nil, errors.New("--identity is required with --federation (a key enrolled in the federation file)")
+	}
+	fed, err := p2p.LoadFederation(fedPath)
+	if err != nil {
+		return nil, err
+	}
+	sk, err := p2p.LoadIdentity(identity)
+	if err != nil {
+		return nil, fmt.Errorf("identity: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*timeout)
+	defer cancel()
+	h, err := p2p.NewHost(ctx, p2p.HostConfig{Identity: sk, Federation: fed, StreamTimeout: timeout, DialTimeout: timeout})
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	var errs []string
+	for _, r := range queryStatus(ctx, h, fed) {
+		if r.Reachable {
+			return r.Incompatible, nil
+		}
+		errs = append(errs, r.Coordinator+": "+r.Error)
+	}
+	return nil, fmt.Errorf("no coordinator answered (%s)", strings.Join(errs, "; "))
+}
+
+func printPlan(w io.Writer, p *studyPlan, asked bool) {
+	fmt.Fprintf(w, "study: model %s (%d parameters), %d rounds\n", p.Model, p.Parameters, p.Rounds)
+	if p.Noise == 0 {
+		fmt.Fprintln(w, "no differential privacy (noise = 0): institutions with a policy.max_epsilon refuse every round")
+	} else {
+		fmt.Fprintf(w, "ε of an institution in every round (σ = %g, δ = %g, q = 1):\n", p.Noise, p.Delta)
+		for i, e := range p.Epsilon {
+			r := i + 1
+			if r <= 3 || r == len(p.Epsilon) || r%10 == 0 {
+				fmt.Fprintf(w, "  after round %4d: ε = %.3f\n", r, e)
+			}
+		}
+		if p.MaxEpsilon > 0 {
+			fmt.Fprintf(w, "the study's max_epsilon %g allows %d of the %d rounds\n", p.MaxEpsilon, p.BudgetRounds, p.Rounds)
+		}
+		fmt.Fprintln(w, "an institution whose policy.max_epsilon is below a round's ε refuses that round and every later one")
+	}
+	if !asked {
+		return
+	}
+	if len(p.Workers) == 0 && p.WorkersError == "" {
+		fmt.Fprintln(w, "the running federation's workers: every one accepted the running study's plan")
+	}
+	for _, iw := range p.Workers {
+		if len(iw.Reasons) > 0 {
+			fmt.Fprintf(w, "cannot take part: %s: %s\n", iw.Name, strings.Join(iw.Reasons, "; "))
+		}
+		if len(iw.Warnings) > 0 {
+			fmt.Fprintf(w, "warning: %s: %s\n", iw.Name, strings.Join(iw.Warnings, "; "))
+		}
+	}
+	if p.WorkersError != "" {
+		fmt.Fprintf(w, "the running federation's workers: %s\n", p.WorkersError)
+	}
+}
