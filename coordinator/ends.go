@@ -15,6 +15,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/sovereign-fl/sovereign/wire"
 )
 
 // Study end states.
@@ -42,10 +44,6 @@ type StudyResumed struct {
 	// Round is the last round started (the study's Round).
 	Round uint64 `json:"round"`
 }
-
-// budgetRefusal is the phrase of a worker's refusal of a round whose
-// announced ε is beyond its policy (worker.Node.policy).
-const budgetRefusal = "is above policy.max_epsilon"
 
 func (f *FSM) applyEnded(c *Command) error {
 	s := &f.s
@@ -143,7 +141,7 @@ func (d *Driver) budgetExhausted(st *State, r uint64, sampled int) (bool, string
 	var who []WorkerID
 	reason := ""
 	for _, rf := range st.Refusals {
-		if rf.Round == r && strings.Contains(rf.Reason, budgetRefusal) && !slices.Contains(who, rf.Worker) {
+		if rf.Round == r && wire.RefusalRule(rf.Reason) == "budget" && !slices.Contains(who, rf.Worker) {
 			who = append(who, rf.Worker)
 			reason = rf.Reason
 		}

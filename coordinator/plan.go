@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/sovereign-fl/sovereign/p2p"
 	"github.com/sovereign-fl/sovereign/p2p/pb"
@@ -62,7 +63,7 @@ func (c *NetCohort) handlePlanCheck(_ context.Context, s *p2p.Stream) error {
 		return bad("%d reasons and warnings, at most %d", len(m.Reasons)+len(m.Warnings), MaxPlanReasons)
 	}
 	for _, r := range append(slices.Clone(m.Reasons), m.Warnings...) {
-		if len(r) > MaxRefusalReason || !utf8Valid(r) {
+		if len(r) > MaxRefusalReason || !utf8.ValidString(r) {
 			return bad("a reason of %d bytes (at most %d, UTF-8)", len(r), MaxRefusalReason)
 		}
 	}
@@ -88,26 +89,24 @@ func (c *NetCohort) handlePlanCheck(_ context.Context, s *p2p.Stream) error {
 // Incompatible returns the workers whose PlanCheck named rules the study
 // breaks, with the reasons.
 func (c *NetCohort) Incompatible() map[WorkerID][]string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := map[WorkerID][]string{}
-	for p, ch := range c.checks {
-		if len(ch.Reasons) > 0 {
-			out[WorkerID(p.String())] = slices.Clone(ch.Reasons)
-		}
-	}
-	return out
+	return c.planChecks(func(ch *pb.PlanCheck) []string { return ch.Reasons })
 }
 
 // Warnings returns the workers whose PlanCheck named rules they will reach
 // on the way (e.g. their budget ends before the study), with the warnings.
 func (c *NetCohort) Warnings() map[WorkerID][]string {
+	return c.planChecks(func(ch *pb.PlanCheck) []string { return ch.Warnings })
+}
+
+// planChecks returns, per worker whose check has any, the texts field
+// picks from its PlanCheck.
+func (c *NetCohort) planChecks(field func(*pb.PlanCheck) []string) map[WorkerID][]string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := map[WorkerID][]string{}
 	for p, ch := range c.checks {
-		if len(ch.Warnings) > 0 {
-			out[WorkerID(p.String())] = slices.Clone(ch.Warnings)
+		if v := field(ch); len(v) > 0 {
+			out[WorkerID(p.String())] = slices.Clone(v)
 		}
 	}
 	return out
@@ -136,5 +135,3 @@ func (d *Driver) incompatible() map[WorkerID][]string {
 	}
 	return nil
 }
-
-func utf8Valid(s string) bool { return strings.ToValidUTF8(s, "\uFFFD") == s }

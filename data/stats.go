@@ -4,7 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"net/url"
 	"os"
+	"strconv"
+	"strings"
 )
 
 // Stats are the federation-wide statistics of a schema's feature columns,
@@ -334,4 +337,61 @@ func LoadSchemaTables(path string, s *Schema, testFrac float64, seed int64) (tra
 		return nil, nil, err
 	}
 	return SplitTable(raw, testFrac, seed)
+}
+
+// ParseSchemaCSV reads the data set spec of a site under a schema,
+// "csv:FILE[?test=FRAC&seed=N]": the file, its held-out fraction (default
+// DefaultTestFrac) and split seed (default SplitSeed). With a schema only
+// these two options apply (the schema gives the label, delimiter and
+// missing values); an error names the option.
+func ParseSchemaCSV(spec string) (path string, testFrac float64, seed int64, err error) {
+	kind, rest, _ := strings.Cut(spec, ":")
+	if kind != "csv" || rest == "" {
+		return "", 0, 0, fmt.Errorf("with a schema the data must be csv:FILE, have %q", spec)
+	}
+	path, query := rest, ""
+	if i := strings.LastIndex(rest, "?"); i >= 0 {
+		path, query = rest[:i], rest[i+1:]
+	}
+	testFrac, seed = DefaultTestFrac, int64(SplitSeed)
+	vals, err := url.ParseQuery(query)
+	if err != nil {
+		return "", 0, 0, fmt.Errorf("options %q: %v", query, err)
+	}
+	for k, vs := range vals {
+		v := vs[len(vs)-1]
+		switch k {
+		case "test":
+			if testFrac, err = strconv.ParseFloat(v, 64); err != nil || !(testFrac >= 0 && testFrac < 1) {
+				return "", 0, 0, fmt.Errorf("option test=%q, want a fraction in [0, 1)", v)
+			}
+		case "seed":
+			if seed, err = strconv.ParseInt(v, 10, 64); err != nil {
+				return "", 0, 0, fmt.Errorf("option seed=%q, want an integer", v)
+			}
+		default:
+			return "", 0, 0, fmt.Errorf("option %q: with a schema only test and seed apply (the schema gives the label, delimiter and missing values)", k)
+		}
+	}
+	return path, testFrac, seed, nil
+}
+
+// ScaledSums is a site's input to the secure statistics round: Sums of the
+// rows idx (nil: all) of raw, each divided by its public range
+// (SumScales for a site of at most maxRows rows), so every value lies in
+// [-1, 1].
+func ScaledSums(s *Schema, raw *Dataset, idx []int, maxRows int) ([]float32, error) {
+	sums, err := Sums(s, raw, idx)
+	if err != nil {
+		return nil, err
+	}
+	scales, err := SumScales(s, maxRows)
+	if err != nil {
+		return nil, err
+	}
+	v := make([]float32, len(sums))
+	for j, x := range sums {
+		v[j] = float32(x / scales[j])
+	}
+	return v, nil
 }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -30,20 +29,8 @@ func TestExternalModelFederation(t *testing.T) {
 	if out, err := exec.Command(python, script, "--arch", "lnmlp", "--write-init", filepath.Join(dir, "init.safetensors"), "--seed", "3").CombinedOutput(); err != nil {
 		t.Fatalf("--write-init: %v\n%s", err, out)
 	}
-	port := freePort(t)
-	coordID := keygen(t, filepath.Join(dir, "coord.key"))
-	obsID := keygen(t, filepath.Join(dir, "observer.key"))
-	f.observer = filepath.Join(dir, "observer.key")
-	var fb strings.Builder
-	fmt.Fprintf(&fb, "name = \"e2e\"\n\n[[member]]\nname = \"coord\"\npeer_id = %q\nrole = \"coordinator\"\naddrs = [\"/ip4/127.0.0.1/tcp/%d\"]\n", coordID, port)
-	fmt.Fprintf(&fb, "\n[[member]]\nname = \"observer\"\npeer_id = %q\nrole = \"observer\"\n", obsID)
 	names := []string{"hospital-0", "hospital-1", "hospital-2", "hospital-builtin"}
-	for _, name := range names {
-		id := keygen(t, filepath.Join(dir, name+".key"))
-		f.wnames, f.wpeers = append(f.wnames, name), append(f.wpeers, id)
-		fmt.Fprintf(&fb, "\n[[member]]\nname = %q\npeer_id = %q\nrole = \"worker\"\n", name, id)
-	}
-	write(t, f.fedFile, fb.String())
+	port := writeFederation(t, f, names)
 	f.coordDir = filepath.Join(dir, "coord-data")
 	f.coordCfg = filepath.Join(dir, "coordinator.toml")
 	write(t, f.coordCfg, fmt.Sprintf(`name = "coord"

@@ -523,15 +523,8 @@ func TestFailover(t *testing.T) {
 			return 1
 		}},
 		{"leader killed in masked-input", clusterOptions{rows: big}, func(t *testing.T, c *cluster) int {
-			for i := range W {
-				c.startWorker(i)
-			}
 			// hospital-4 is stopped while it trains: the leader waits for it.
-			waitLog(t, c.workers[4], 60*time.Second, 2*time.Millisecond, "masked input requested", "round=1 ")
-			c.workers[4].signal(syscall.SIGSTOP)
-			if hasLine(c.workers[4], "sent masked input", "round=1 ") {
-				t.Fatal("precondition: hospital-4 finished training before it was stopped")
-			}
+			c.startHoldingTrainer(t)
 			l, _ := waitAnyLog(t, c.coords, 60*time.Second, "stage closed", "round=1 ", "share-keys(1)")
 			c.coords[l].kill()
 			if hasLine(c.coords[l], "survivors committed", "round=1 ") {
@@ -543,16 +536,9 @@ func TestFailover(t *testing.T) {
 			return 1
 		}},
 		{"leader killed in consistency-check", clusterOptions{rows: big}, func(t *testing.T, c *cluster) int {
-			for i := range W {
-				c.startWorker(i)
-			}
 			// hospital-4 is held while it trains, so the masked-input stage
 			// stays open until hospital-0 has answered and been stopped.
-			waitLog(t, c.workers[4], 60*time.Second, 2*time.Millisecond, "masked input requested", "round=1 ")
-			c.workers[4].signal(syscall.SIGSTOP)
-			if hasLine(c.workers[4], "sent masked input", "round=1 ") {
-				t.Fatal("precondition: hospital-4 finished training before it was stopped")
-			}
+			c.startHoldingTrainer(t)
 			waitLog(t, c.workers[0], 60*time.Second, 5*time.Millisecond, "sent masked input", "round=1 ")
 			c.workers[0].signal(syscall.SIGSTOP) // a survivor that cannot sign
 			c.workers[4].signal(syscall.SIGCONT)
@@ -567,16 +553,9 @@ func TestFailover(t *testing.T) {
 			return 1
 		}},
 		{"leader killed in unmask", clusterOptions{rows: big}, func(t *testing.T, c *cluster) int {
-			for i := range W {
-				c.startWorker(i)
-			}
 			// As above, then hospital-0 is stopped once it has signed the
 			// survivor set: the leader waits for its unmask answer.
-			waitLog(t, c.workers[4], 60*time.Second, 2*time.Millisecond, "masked input requested", "round=1 ")
-			c.workers[4].signal(syscall.SIGSTOP)
-			if hasLine(c.workers[4], "sent masked input", "round=1 ") {
-				t.Fatal("precondition: hospital-4 finished training before it was stopped")
-			}
+			c.startHoldingTrainer(t)
 			waitLog(t, c.workers[0], 60*time.Second, 5*time.Millisecond, "sent masked input", "round=1 ")
 			c.workers[4].signal(syscall.SIGCONT)
 			waitLog(t, c.workers[0], 60*time.Second, time.Millisecond, "signed survivors", "round=1 ")
@@ -672,4 +651,19 @@ func (c *cluster) subset(idx []int) []*proc {
 		out[k] = c.coords[i]
 	}
 	return out
+}
+
+// startHoldingTrainer starts every worker and stops hospital-4 (SIGSTOP)
+// once round 1 asked it for its masked input, while it trains, so the
+// masked-input stage stays open; the caller resumes it (SIGCONT).
+func (c *cluster) startHoldingTrainer(t *testing.T) {
+	t.Helper()
+	for i := range c.workers {
+		c.startWorker(i)
+	}
+	waitLog(t, c.workers[4], 60*time.Second, 2*time.Millisecond, "masked input requested", "round=1 ")
+	c.workers[4].signal(syscall.SIGSTOP)
+	if hasLine(c.workers[4], "sent masked input", "round=1 ") {
+		t.Fatal("precondition: hospital-4 finished training before it was stopped")
+	}
 }

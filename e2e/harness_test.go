@@ -151,20 +151,11 @@ func newFed(t testing.TB, o fedOptions) *fed {
 	t.Helper()
 	dir := t.TempDir()
 	f := &fed{t: t, dir: dir, fedFile: filepath.Join(dir, "federation.toml")}
-	port := freePort(t)
-	coordID := keygen(t, filepath.Join(dir, "coord.key"))
-	obsID := keygen(t, filepath.Join(dir, "observer.key"))
-	f.observer = filepath.Join(dir, "observer.key")
-	var fb strings.Builder
-	fmt.Fprintf(&fb, "name = \"e2e\"\n\n[[member]]\nname = \"coord\"\npeer_id = %q\nrole = \"coordinator\"\naddrs = [\"/ip4/127.0.0.1/tcp/%d\"]\n", coordID, port)
-	fmt.Fprintf(&fb, "\n[[member]]\nname = \"observer\"\npeer_id = %q\nrole = \"observer\"\n", obsID)
-	for i := range o.workers {
-		name := fmt.Sprintf("hospital-%d", i)
-		id := keygen(t, filepath.Join(dir, name+".key"))
-		f.wnames, f.wpeers = append(f.wnames, name), append(f.wpeers, id)
-		fmt.Fprintf(&fb, "\n[[member]]\nname = %q\npeer_id = %q\nrole = \"worker\"\n", name, id)
+	names := make([]string, o.workers)
+	for i := range names {
+		names[i] = fmt.Sprintf("hospital-%d", i)
 	}
-	write(t, f.fedFile, fb.String())
+	port := writeFederation(t, f, names)
 	writePartitions(t, dir, f.wnames, o.rows)
 	if o.model == "" {
 		o.model = "logreg"
@@ -442,4 +433,25 @@ func waitLog(t testing.TB, p *proc, d time.Duration, poll time.Duration, subs ..
 	}
 	t.Fatalf("timed out waiting for a log line of %s with %q", p.name, subs)
 	return ""
+}
+
+// writeFederation writes f.dir's federation file for one coordinator (on a
+// free loopback port, returned), an observer (f.observer) and a worker per
+// name (f.wnames, f.wpeers), with their keys.
+func writeFederation(t testing.TB, f *fed, names []string) (port int) {
+	t.Helper()
+	port = freePort(t)
+	coordID := keygen(t, filepath.Join(f.dir, "coord.key"))
+	obsID := keygen(t, filepath.Join(f.dir, "observer.key"))
+	f.observer = filepath.Join(f.dir, "observer.key")
+	var fb strings.Builder
+	fmt.Fprintf(&fb, "name = \"e2e\"\n\n[[member]]\nname = \"coord\"\npeer_id = %q\nrole = \"coordinator\"\naddrs = [\"/ip4/127.0.0.1/tcp/%d\"]\n", coordID, port)
+	fmt.Fprintf(&fb, "\n[[member]]\nname = \"observer\"\npeer_id = %q\nrole = \"observer\"\n", obsID)
+	for _, name := range names {
+		id := keygen(t, filepath.Join(f.dir, name+".key"))
+		f.wnames, f.wpeers = append(f.wnames, name), append(f.wpeers, id)
+		fmt.Fprintf(&fb, "\n[[member]]\nname = %q\npeer_id = %q\nrole = \"worker\"\n", name, id)
+	}
+	write(t, f.fedFile, fb.String())
+	return port
 }

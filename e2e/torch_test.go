@@ -11,17 +11,14 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/sovereign-fl/sovereign/internal/testtool"
 )
 
 // python is Debian's interpreter with python3-torch and python3-numpy.
-const python = "/usr/bin/python3"
+const python = testtool.Python
 
-func needTorch(t *testing.T) {
-	t.Helper()
-	if out, err := exec.Command(python, "-c", "import torch, numpy").CombinedOutput(); err != nil {
-		missingTool(t, "needs %s with Debian's python3-torch and python3-numpy (apt-get install python3-torch python3-numpy; .ci/run installs them): %v: %s", python, err, out)
-	}
-}
+func needTorch(t *testing.T) { t.Helper(); testtool.NeedPython(t, "torch", "numpy") }
 
 // TestPyTorchAgreesWithPredict: the sim's exported 2NN and CNN load into
 // the equivalent torch.nn.Sequential with load_state_dict(strict=True), and
@@ -157,13 +154,9 @@ func deref(p *float64) any {
 	return *p
 }
 
-// missingTool skips a test whose Debian package is absent on a developer's
-// machine, but fails it when SOVEREIGN_REQUIRE_TOOLS is set (.ci/run sets
-// it after installing the packages), so CI can never pass by skipping.
+// missingTool skips a test whose Debian package is absent (fails under
+// SOVEREIGN_REQUIRE_TOOLS): testtool.Missing.
 func missingTool(t *testing.T, format string, a ...any) {
 	t.Helper()
-	if os.Getenv("SOVEREIGN_REQUIRE_TOOLS") != "" {
-		t.Fatalf("SOVEREIGN_REQUIRE_TOOLS is set: "+format, a...)
-	}
-	t.Skipf(format, a...)
+	testtool.Missing(t, format, a...)
 }

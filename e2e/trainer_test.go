@@ -51,25 +51,13 @@ func TestTrainerFederation(t *testing.T) {
 		t.Fatalf("--write-init: %v\n%s", err, out)
 	}
 
-	port := freePort(t)
-	coordID := keygen(t, filepath.Join(dir, "coord.key"))
-	obsID := keygen(t, filepath.Join(dir, "observer.key"))
-	f.observer = filepath.Join(dir, "observer.key")
-	var fb strings.Builder
-	fmt.Fprintf(&fb, "name = \"e2e\"\n\n[[member]]\nname = \"coord\"\npeer_id = %q\nrole = \"coordinator\"\naddrs = [\"/ip4/127.0.0.1/tcp/%d\"]\n", coordID, port)
-	fmt.Fprintf(&fb, "\n[[member]]\nname = \"observer\"\npeer_id = %q\nrole = \"observer\"\n", obsID)
 	names := []string{"hospital-0", "hospital-1", "hospital-2", "hospital-nan", "hospital-builtin"}
 	// The built-in worker's data: 600 other training images as IDX files.
 	builtinData := filepath.Join(dir, "builtin-mnist")
 	if out, err := exec.Command(python, script, "--data", mnist, "--offset", "1800", "--limit", "600", "--test-limit", "200", "--write-subset", builtinData).CombinedOutput(); err != nil {
 		t.Fatalf("--write-subset: %v\n%s", err, out)
 	}
-	for _, name := range names {
-		id := keygen(t, filepath.Join(dir, name+".key"))
-		f.wnames, f.wpeers = append(f.wnames, name), append(f.wpeers, id)
-		fmt.Fprintf(&fb, "\n[[member]]\nname = %q\npeer_id = %q\nrole = \"worker\"\n", name, id)
-	}
-	write(t, f.fedFile, fb.String())
+	port := writeFederation(t, f, names)
 	f.coordDir = filepath.Join(dir, "coord-data")
 	f.coordCfg = filepath.Join(dir, "coordinator.toml")
 	// DP with σ = 0.001: every worker clips to C = 3 and adds noise, but a

@@ -20,54 +20,25 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sovereign-fl/sovereign/wire"
 )
 
 // Namespace prefixes every metric name.
 const Namespace = "sovereign"
 
-// RefusalReason maps a worker's refusal text (worker.Refusal.Reason, or the
-// coordinator's RefusalError.Reason, which carries it) to a short label
-// value: the reasons are free text with numbers in them, a label must have
-// few values. The phrases matched are those worker.Node.policy and the
-// stage checks write.
-func RefusalReason(text string) string {
-	for _, r := range []struct{ phrase, label string }{
-		{"policy.accepted_models", "model"},
-		{"does not fit the local data", "model"},
-		{"parameters on the local data", "model"},
-		{"does not have the announced num_params", "model"},
-		{"policy.max_cohort", "work_limit"},
-		{"policy.max_secagg_degree", "work_limit"},
-		{"policy.evaluation", "evaluation"},
-		{"one model per round", "equivocation"},
-		{"is not the one this worker evaluated", "equivocation"},
-		{"no accepted announcement of round", "stale"},
-		{"did not take part in round", "stale"},
-		{"policy.min_cohort", "min_cohort"},
-		{"has no differential privacy", "no_dp"},
-		{"policy.max_epsilon", "budget"},
-		{"dp.min_clients", "dp_threshold"},
-		{"secagg.max_weight", "weight"},
-		{"already answered survivor set", "equivocation"},
-		{"masked input was already sent", "equivocation"},
-		{"is not after the last committed round", "stale"},
-		{"no announcement of round", "stale"},
-	} {
-		if strings.Contains(text, r.phrase) {
-			return r.label
-		}
-	}
-	return "other"
-}
+// RefusalReason maps a worker's refusal text to its short label value
+// (wire.RefusalRule): the reasons are free text with numbers in them, a
+// label must have few values.
+func RefusalReason(text string) string { return wire.RefusalRule(text) }
 
 // RefusalReasons are every value RefusalReason returns.
-var RefusalReasons = []string{"model", "min_cohort", "work_limit", "no_dp", "budget", "dp_threshold", "weight", "evaluation", "equivocation", "stale", "other"}
+var RefusalReasons = wire.RefusalRules
 
 // newRegistry returns a registry with the Go runtime and process collectors.
 func newRegistry() *prometheus.Registry {

@@ -4,9 +4,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"net/url"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/sovereign-fl/sovereign/aggregation/secagg"
@@ -58,13 +55,9 @@ func FederatedStats(s *data.Schema, raw *data.Dataset, clients []data.Client, ma
 		if len(c.Train) > maxRows {
 			return nil, nil, fmt.Errorf("federated statistics: client %d has %d rows, more than the bound %d", c.ID, len(c.Train), maxRows)
 		}
-		sums, err := data.Sums(s, raw, c.Train)
+		v, err := data.ScaledSums(s, raw, c.Train, maxRows)
 		if err != nil {
 			return nil, nil, fmt.Errorf("client %d: %w", c.ID, err)
-		}
-		v := make([]float32, len(sums))
-		for j, x := range sums {
-			v[j] = float32(x / scales[j])
 		}
 		id := uint32(i + 1) // Shamir points are non-zero
 		ids[i] = id
@@ -123,30 +116,9 @@ func LoadWithSchema(cfg Config) (train, test *data.Dataset, st *data.Stats, err 
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("--schema: %w", err)
 	}
-	kind, rest, _ := strings.Cut(cfg.Dataset, ":")
-	if kind != "csv" || rest == "" {
-		return nil, nil, nil, fmt.Errorf("--schema needs --dataset csv:FILE, have %q", cfg.Dataset)
-	}
-	path, query, _ := strings.Cut(rest, "?")
-	testFrac, splitSeed := data.DefaultTestFrac, int64(data.SplitSeed)
-	vals, err := url.ParseQuery(query)
+	path, testFrac, splitSeed, err := data.ParseSchemaCSV(cfg.Dataset)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("--dataset %q: options: %v", cfg.Dataset, err)
-	}
-	for k, vs := range vals {
-		v := vs[len(vs)-1]
-		switch k {
-		case "test":
-			if testFrac, err = strconv.ParseFloat(v, 64); err != nil || !(testFrac >= 0 && testFrac < 1) {
-				return nil, nil, nil, fmt.Errorf("--dataset %q: option test=%q, want a fraction in [0, 1)", cfg.Dataset, v)
-			}
-		case "seed":
-			if splitSeed, err = strconv.ParseInt(v, 10, 64); err != nil {
-				return nil, nil, nil, fmt.Errorf("--dataset %q: option seed=%q, want an integer", cfg.Dataset, v)
-			}
-		default:
-			return nil, nil, nil, fmt.Errorf("--dataset %q: option %q: with --schema only test and seed apply (the schema gives label, delimiter and standardisation)", cfg.Dataset, k)
-		}
+		return nil, nil, nil, fmt.Errorf("--dataset %q: %w", cfg.Dataset, err)
 	}
 	raw, err := data.LoadTable(path, s)
 	if err != nil {

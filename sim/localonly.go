@@ -3,7 +3,6 @@ package sim
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/sovereign-fl/sovereign/data"
 )
@@ -25,12 +24,11 @@ func LocalOnly(ctx context.Context, cfg Config) ([]*Result, error) {
 		if s, err = data.LoadSchema(cfg.Schema); err != nil {
 			return nil, fmt.Errorf("--schema: %w", err)
 		}
-		kind, rest, _ := strings.Cut(cfg.Dataset, ":")
-		path, _, _ := strings.Cut(rest, "?")
-		if kind != "csv" || path == "" {
-			return nil, fmt.Errorf("--schema needs --dataset csv:FILE, have %q", cfg.Dataset)
+		path, testFrac, splitSeed, err := data.ParseSchemaCSV(cfg.Dataset)
+		if err != nil {
+			return nil, fmt.Errorf("--dataset %q: %w", cfg.Dataset, err)
 		}
-		if train, test, err = data.LoadSchemaTables(path, s, data.DefaultTestFrac, data.SplitSeed); err != nil {
+		if train, test, err = data.LoadSchemaTables(path, s, testFrac, splitSeed); err != nil {
 			return nil, err
 		}
 	} else if train, test, err = data.Load(cfg.Dataset); err != nil {

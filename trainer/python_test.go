@@ -2,29 +2,20 @@ package trainer
 
 import (
 	"context"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/sovereign-fl/sovereign/internal/testtool"
 )
 
 // python is Debian's interpreter (with python3-numpy).
-const python = "/usr/bin/python3"
+const python = testtool.Python
 
-// needNumpy skips without python3 and numpy, except under
-// SOVEREIGN_REQUIRE_TOOLS (CI), where a missing tool fails the test.
-func needNumpy(t *testing.T) {
-	t.Helper()
-	if out, err := exec.Command(python, "-c", "import numpy").CombinedOutput(); err != nil {
-		msg := "needs " + python + " with numpy (apt-get install python3-numpy): " + err.Error() + ": " + string(out)
-		if os.Getenv("SOVEREIGN_REQUIRE_TOOLS") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-}
+// needNumpy skips without python3-numpy (fails under
+// SOVEREIGN_REQUIRE_TOOLS, see testtool).
+func needNumpy(t *testing.T) { t.Helper(); testtool.NeedPython(t, "numpy") }
 
 // TestPythonHelper runs python/sovereign_trainer.py (through a numpy-only
 // softmax-regression trainer) through hello, three trainings and an

@@ -16,22 +16,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sovereign-fl/sovereign/internal/testtool"
+
 	"github.com/sovereign-fl/sovereign/model"
 	"github.com/sovereign-fl/sovereign/model/safetensors"
 )
 
-// needTorch skips without Debian's python3-torch, except under
-// SOVEREIGN_REQUIRE_TOOLS (CI), where it fails.
-func needTorch(tb testing.TB) {
-	tb.Helper()
-	if out, err := exec.Command(python, "-c", "import torch, numpy").CombinedOutput(); err != nil {
-		msg := "needs " + python + " with python3-torch and python3-numpy: " + err.Error() + ": " + string(out)
-		if os.Getenv("SOVEREIGN_REQUIRE_TOOLS") != "" {
-			tb.Fatal(msg)
-		}
-		tb.Skip(msg)
-	}
-}
+// needTorch skips without Debian's python3-torch (fails under
+// SOVEREIGN_REQUIRE_TOOLS, see testtool).
+func needTorch(tb testing.TB) { tb.Helper(); testtool.NeedPython(tb, "torch", "numpy") }
 
 func repoRoot() string {
 	_, self, _, _ := runtime.Caller(0)

@@ -18,10 +18,8 @@ import (
 	"log/slog"
 	"math"
 	"net"
-	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -561,27 +559,9 @@ func (c *Config) LoadData() (*Data, error) {
 		}
 		st = d.Stats
 	}
-	_, rest, _ := strings.Cut(c.Dataset, ":")
-	path, query, _ := cutLast(rest, "?")
-	testFrac, seed := data.DefaultTestFrac, int64(data.SplitSeed)
-	vals, err := url.ParseQuery(query)
+	path, testFrac, seed, err := data.ParseSchemaCSV(c.Dataset)
 	if err != nil {
-		return nil, c.fieldError("dataset", "options %q: %v", query, err)
-	}
-	for k, vs := range vals {
-		v := vs[len(vs)-1]
-		switch k {
-		case "test":
-			if testFrac, err = strconv.ParseFloat(v, 64); err != nil || !(testFrac >= 0 && testFrac < 1) {
-				return nil, c.fieldError("dataset", "option test=%q, want a fraction in [0, 1)", v)
-			}
-		case "seed":
-			if seed, err = strconv.ParseInt(v, 10, 64); err != nil {
-				return nil, c.fieldError("dataset", "option seed=%q, want an integer", v)
-			}
-		default:
-			return nil, c.fieldError("dataset", "option %q: with a schema only test and seed apply (the schema gives the label, delimiter and missing values)", k)
-		}
+		return nil, c.fieldError("dataset", "%v", err)
 	}
 	if d.RawTrain, d.RawTest, err = data.LoadSchemaTables(path, s, testFrac, seed); err != nil {
 		// Wrapped, so callers can reach the *data.SchemaError.

@@ -506,24 +506,8 @@ func (n *Node) policy(a *Announce) *Refusal {
 	if d := a.SecAgg.WithDefaults().Degree; d > p.MaxSecAggDegree {
 		return n.refuse(a.Round, nil, "SecAgg+ degree %d is above policy.max_secagg_degree %d", d, p.MaxSecAggDegree)
 	}
-	sp, err := n.parseSpec(a.ModelSpec)
-	if err != nil && n.ext != nil {
-		// The layout is public (the announced model's), so the reason
-		// names the tensor and both shapes.
-		return n.refuse(a.Round, err, "trainer %q does not train the announced model: %v", n.ext.Name(), err)
-	}
-	if err != nil {
-		return n.refuseDetail(a.Round, err, fmt.Sprintf("model %q does not fit the local data", specLabel(a.ModelSpec)), err.Error())
-	}
-	if sp.External() && n.ext == nil {
-		return n.refuse(a.Round, nil, "model %q is an external model (its own tensors) and this worker has no trainer", specLabel(a.ModelSpec))
-	}
-	if n.accepted != nil && !n.accepted[sp.String()] {
-		return n.refuseDetail(a.Round, nil, fmt.Sprintf("model %q is not in policy.accepted_models", specLabel(a.ModelSpec)), fmt.Sprintf("accepted: %v", p.AcceptedModels))
-	}
-	if got := sp.NumParams(); got != a.NumParams {
-		return n.refuseDetail(a.Round, nil, fmt.Sprintf("model %q on the local data does not have the announced num_params %d", a.ModelSpec, a.NumParams),
-			fmt.Sprintf("%d parameters on the local data", got))
+	if reason, detail, err := n.modelRule(a.ModelSpec, a.NumParams, "announced"); reason != "" {
+		return n.refuseDetail(a.Round, err, reason, detail)
 	}
 	if len(a.Sampled) < p.MinCohort {
 		return n.refuse(a.Round, nil, "cohort of %d institutions is below policy.min_cohort %d", len(a.Sampled), p.MinCohort)
@@ -1323,6 +1307,30 @@ func (n *Node) evaluateReport(spec string, params []float32) (wire.Metrics, erro
 	}
 	m.Binary = &b
 	return m, nil
+}
+
+// modelRule applies the policy's model rules to spec with numParams
+// parameters (which: "announced" or "planned"): reason, empty when they
+// hold, names the broken rule (sent to the coordinator), detail the
+// private values behind it (logged only), err the parse error if any.
+func (n *Node) modelRule(spec string, numParams int, which string) (reason, detail string, err error) {
+	sp, err := n.parseSpec(spec)
+	switch {
+	case err != nil && n.ext != nil:
+		// The layout is public (the announced model's), so the reason
+		// names the tensor and both shapes.
+		return fmt.Sprintf("trainer %q does not train the %s model: %v", n.ext.Name(), which, err), "", err
+	case err != nil:
+		return fmt.Sprintf("model %q does not fit the local data", specLabel(spec)), err.Error(), err
+	case sp.External() && n.ext == nil:
+		return fmt.Sprintf("model %q is an external model (its own tensors) and this worker has no trainer", specLabel(spec)), "", nil
+	case n.accepted != nil && !n.accepted[sp.String()]:
+		return fmt.Sprintf("model %q is not in policy.accepted_models", specLabel(spec)), fmt.Sprintf("accepted: %v", n.cfg.Policy.AcceptedModels), nil
+	case sp.NumParams() != numParams:
+		return fmt.Sprintf("model %q on the local data does not have the %s num_params %d", specLabel(spec), which, numParams),
+			fmt.Sprintf("%d parameters on the local data", sp.NumParams()), nil
+	}
+	return "", "", nil
 }
 
 // specLabel is a model spec as messages quote it: an external model's

@@ -27,18 +27,11 @@ func (n *Node) CheckPlan(p StudyPlan) (reasons, warnings []string) {
 	pol := n.cfg.Policy
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if sp, err := n.parseSpec(p.ModelSpec); err != nil {
-		reasons = append(reasons, fmt.Sprintf("model %q does not fit the local data", specLabel(p.ModelSpec)))
-		n.log.Warn("study plan: model does not fit the local data", "model", p.ModelSpec, "detail", err.Error())
-	} else {
-		if sp.External() && n.ext == nil {
-			reasons = append(reasons, fmt.Sprintf("model %q is an external model (its own tensors) and this worker has no trainer", specLabel(p.ModelSpec)))
-		}
-		if n.accepted != nil && !n.accepted[sp.String()] {
-			reasons = append(reasons, fmt.Sprintf("model %q is not in policy.accepted_models", specLabel(p.ModelSpec)))
-		}
-		if sp.NumParams() != p.NumParams {
-			reasons = append(reasons, fmt.Sprintf("model %q on the local data does not have the planned num_params %d", p.ModelSpec, p.NumParams))
+	// The same model rules as every round's (Node.policy).
+	if reason, detail, _ := n.modelRule(p.ModelSpec, p.NumParams, "planned"); reason != "" {
+		reasons = append(reasons, reason)
+		if detail != "" {
+			n.log.Warn("study plan: "+reason, "model", specLabel(p.ModelSpec), "detail", detail)
 		}
 	}
 	switch {

@@ -118,17 +118,9 @@ func (n *Node) statsInput(a *Announce) ([]float32, error) {
 	if sd == nil {
 		return nil, fmt.Errorf("worker %s: round %d: statistics round without a schema", n.cfg.Name, a.Round)
 	}
-	sums, err := data.Sums(sd.schema, sd.rawTrain, nil)
+	v, err := data.ScaledSums(sd.schema, sd.rawTrain, nil, a.StatsMaxRows)
 	if err != nil {
 		return nil, fmt.Errorf("worker %s: round %d: %w", n.cfg.Name, a.Round, err)
-	}
-	scales, err := data.SumScales(sd.schema, a.StatsMaxRows)
-	if err != nil {
-		return nil, fmt.Errorf("worker %s: round %d: %w", n.cfg.Name, a.Round, err)
-	}
-	v := make([]float32, len(sums))
-	for j, x := range sums {
-		v[j] = float32(x / scales[j])
 	}
 	if a.DP.Noise > 0 {
 		var seed [32]byte

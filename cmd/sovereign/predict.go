@@ -5,10 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"strconv"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -159,30 +157,9 @@ func loadForInference(modelPath, dataset, split string) (*modelfile.Model, *mode
 // loadWithModelSchema reads dataset ("csv:FILE[?test=FRAC&seed=N]") under a
 // model file's schema and encodes both splits with its statistics.
 func loadWithModelSchema(dataset string, s *data.Schema, st *data.Stats) (train, test *data.Dataset, err error) {
-	kind, rest, _ := strings.Cut(dataset, ":")
-	if kind != "csv" || rest == "" {
-		return nil, nil, fmt.Errorf("--dataset %q: the model carries a data schema, so the data must be csv:FILE", dataset)
-	}
-	path, query, _ := strings.Cut(rest, "?")
-	testFrac, seed := data.DefaultTestFrac, int64(data.SplitSeed)
-	vals, err := url.ParseQuery(query)
+	path, testFrac, seed, err := data.ParseSchemaCSV(dataset)
 	if err != nil {
-		return nil, nil, fmt.Errorf("--dataset %q: options: %v", dataset, err)
-	}
-	for k, vs := range vals {
-		v := vs[len(vs)-1]
-		switch k {
-		case "test":
-			if testFrac, err = strconv.ParseFloat(v, 64); err != nil || !(testFrac >= 0 && testFrac < 1) {
-				return nil, nil, fmt.Errorf("--dataset %q: option test=%q, want a fraction in [0, 1)", dataset, v)
-			}
-		case "seed":
-			if seed, err = strconv.ParseInt(v, 10, 64); err != nil {
-				return nil, nil, fmt.Errorf("--dataset %q: option seed=%q, want an integer", dataset, v)
-			}
-		default:
-			return nil, nil, fmt.Errorf("--dataset %q: option %q: with the model's schema only test and seed apply", dataset, k)
-		}
+		return nil, nil, fmt.Errorf("--dataset %q: the model carries a data schema: %w", dataset, err)
 	}
 	if train, test, err = data.LoadSchemaDataset(path, s, st, testFrac, seed, s.Standardizes()); err != nil {
 		return nil, nil, fmt.Errorf("--dataset %q: %w", dataset, err)
