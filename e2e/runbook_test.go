@@ -61,7 +61,7 @@ func runbookSection(t *testing.T, heading string) (text string, blocks []string)
 // then checks what the section says happened.
 func TestRunbookSection6(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs a one-minute federation")
+		t.Skip("-short: the runbook section runs a one-minute federation of six processes")
 	}
 	text, blocks := runbookSection(t, "### On one machine, by hand")
 	if len(blocks) != 3 {

@@ -16,7 +16,7 @@ import (
 // checks that every baseline ran its rounds on its own rows.
 func TestTabularBaselines(t *testing.T) {
 	if testing.Short() {
-		t.Skip("baselines: 7 runs of 30 rounds")
+		t.Skip("-short: the baselines are 14 simulations of 30 rounds (two data sets, with and without standardisation)")
 	}
 	for _, set := range []string{"breast_cancer", "survey"} {
 		tabularBaselines(t, set)
