@@ -46,7 +46,7 @@ type StudyResumed struct {
 }
 
 func (f *FSM) applyEnded(c *Command) error {
-	s := &f.s
+	s := f.st()
 	m := c.StudyEnded
 	if s.Current != nil {
 		return stale(c, "round %d is still in flight", s.Current.Round)
@@ -58,7 +58,7 @@ func (f *FSM) applyEnded(c *Command) error {
 		return stale(c, "the study already ended (%s)", s.Ended.State)
 	}
 	switch m.State {
-	case EndFinished, EndFailed, EndBudgetExhausted:
+	case EndFinished, EndFailed, EndBudgetExhausted, EndStopped:
 	default:
 		return refuse(c, "end state %q unknown", m.State)
 	}
@@ -67,17 +67,25 @@ func (f *FSM) applyEnded(c *Command) error {
 	}
 	e := *m
 	s.Ended = &e
+	s.Paused = nil
 	return nil
 }
 
 func (f *FSM) applyResumed(c *Command) error {
-	s := &f.s
+	s := f.st()
 	m := c.StudyResumed
+	if s.Ended == nil && s.Paused != nil {
+		if s.Paused.Stop {
+			return stale(c, "study %s is stopping", studyLabel(c.Study))
+		}
+		s.Paused = nil
+		return nil
+	}
 	if s.Ended == nil {
 		return stale(c, "the study has not ended")
 	}
-	if s.Ended.State == EndFinished {
-		return refuse(c, "a finished study is not resumed; start a new study")
+	if s.Ended.State == EndFinished || s.Ended.State == EndStopped {
+		return refuse(c, "a %s study is not resumed; start a new study", s.Ended.State)
 	}
 	if m.Round != s.Round {
 		return stale(c, "resumed at round %d, the last round started is %d", m.Round, s.Round)

@@ -51,6 +51,10 @@ const (
 	// al. 2017, round 4): the survivors' signatures over the committed
 	// survivor set, committed before any unmask request goes out.
 	KindConsistencyCommitted CommandKind = 11
+	// KindStudyCreated adds a named study with its initial model;
+	// KindStudyPaused pauses one or asks it to stop (studies.go).
+	KindStudyCreated CommandKind = 12
+	KindStudyPaused  CommandKind = 13
 )
 
 // String names the kind.
@@ -78,6 +82,10 @@ func (k CommandKind) String() string {
 		return "StudyResumed"
 	case KindConsistencyCommitted:
 		return "ConsistencyCommitted"
+	case KindStudyCreated:
+		return "StudyCreated"
+	case KindStudyPaused:
+		return "StudyPaused"
 	}
 	return fmt.Sprintf("CommandKind(%d)", int(k))
 }
@@ -100,6 +108,12 @@ type Command struct {
 	StudyResumed       *StudyResumed       `json:"study_resumed,omitempty"`
 	// ConsistencyCommitted is set for KindConsistencyCommitted.
 	ConsistencyCommitted *ConsistencyCommitted `json:"consistency_committed,omitempty"`
+	// StudyCreated and StudyPaused are set for their kinds (studies.go).
+	StudyCreated *StudyCreated `json:"study_created,omitempty"`
+	StudyPaused  *StudyPaused  `json:"study_paused,omitempty"`
+	// Study names the study the command is about: "" is the default
+	// study (the coordinator file's [rounds] table).
+	Study string `json:"study,omitempty"`
 }
 
 // RoundStarted opens round Round. Round numbers are never reused: a round
@@ -252,6 +266,7 @@ func EncodeCommand(c Command) ([]byte, error) {
 		KindMembersSeen: c.MembersSeen != nil, KindStatsCommitted: c.StatsCommitted != nil,
 		KindStudyEnded: c.StudyEnded != nil, KindStudyResumed: c.StudyResumed != nil,
 		KindConsistencyCommitted: c.ConsistencyCommitted != nil,
+		KindStudyCreated:         c.StudyCreated != nil, KindStudyPaused: c.StudyPaused != nil,
 	} {
 		if p {
 			c.Kind = k
@@ -299,6 +314,10 @@ func DecodeCommand(b []byte) (Command, error) {
 		ok = c.StudyResumed != nil
 	case KindConsistencyCommitted:
 		ok = c.ConsistencyCommitted != nil
+	case KindStudyCreated:
+		ok = c.StudyCreated != nil
+	case KindStudyPaused:
+		ok = c.StudyPaused != nil
 	default:
 		return Command{}, fmt.Errorf("command: unknown kind %d", int(c.Kind))
 	}
@@ -398,6 +417,9 @@ type State struct {
 	// last MaxRecentFailures round-failure reasons, "round N: reason".
 	Ended          *StudyEnded `json:"ended,omitempty"`
 	RecentFailures []string    `json:"recent_failures,omitempty"`
+	// Paused is set while the study is paused or asked to stop
+	// (studies.go): no new round starts.
+	Paused *StudyPaused `json:"paused,omitempty"`
 }
 
 // Head returns the latest ledger entry, or nil.
@@ -425,13 +447,38 @@ func (s *State) Accountant() *dp.Accountant {
 // deterministic: the same commands in the same order give byte-identical
 // state and snapshots on every replica. It does no I/O besides Snapshot and
 // Restore, reads no clock and no randomness. Safe for concurrent use.
+//
+// One FSM holds every study of the federation (studies.go): an *FSM value
+// is a view of one study (NewFSM's is the default study, FSM.Study gives
+// the others), and Apply on any view applies the command to the study it
+// names. Round numbers are the federation's: one counter across studies,
+// so a worker's per-round state never mixes two studies.
 type FSM struct {
-	mu sync.RWMutex
-	s  State
+	fed  *federation
+	name string
 }
 
-// NewFSM returns an empty state machine.
-func NewFSM() *FSM { return &FSM{} }
+// federation is the state every view shares.
+type federation struct {
+	mu sync.RWMutex
+	// round is the last round started in any study.
+	round   uint64
+	studies map[string]*study
+}
+
+// NewFSM returns an empty state machine (a view of its default study).
+func NewFSM() *FSM {
+	return &FSM{fed: &federation{studies: map[string]*study{DefaultStudy: {}}}}
+}
+
+// st returns the study's state; the caller holds fed.mu. A view of a study
+// not (yet) created reads an empty state.
+func (f *FSM) st() *State {
+	if s, ok := f.fed.studies[f.name]; ok {
+		return &s.State
+	}
+	return &State{}
+}
 
 // CommandError is a refused command: it names the round and the command.
 type CommandError struct {
@@ -466,9 +513,13 @@ func (f *FSM) Apply(cmd []byte) error {
 	if err != nil {
 		return err
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.apply(&c)
+	f.fed.mu.Lock()
+	defer f.fed.mu.Unlock()
+	v := &FSM{fed: f.fed, name: c.Study}
+	if _, ok := f.fed.studies[c.Study]; !ok && c.Kind != KindStudyCreated {
+		return refuse(&c, "study %q unknown", c.Study)
+	}
+	return v.apply(&c)
 }
 
 func refuse(c *Command, format string, a ...any) error {
@@ -484,12 +535,12 @@ func stale(c *Command, format string, a ...any) error {
 // apply checks everything first and mutates last, so a refused command
 // changes nothing.
 func (f *FSM) apply(c *Command) error {
-	s := &f.s
+	s := f.st()
 	switch c.Kind {
 	case KindMembersSeen:
 		m := c.MembersSeen
-		if s.Current != nil || m.Round != s.Round+1 {
-			return stale(c, "members are recorded before round %d starts", s.Round+1)
+		if s.Current != nil || m.Round != f.fed.round+1 {
+			return stale(c, "members are recorded before round %d starts", f.fed.round+1)
 		}
 		if !sortedDistinctIDs(m.Members) {
 			return refuse(c, "members not sorted and distinct")
@@ -508,8 +559,11 @@ func (f *FSM) apply(c *Command) error {
 		if s.Ended != nil {
 			return stale(c, "the study ended (%s) after round %d", s.Ended.State, s.Ended.Round)
 		}
-		if m.Round != s.Round+1 {
-			return stale(c, "round must be %d", s.Round+1)
+		if other, ok := f.fed.inFlight(); ok {
+			return stale(c, "a round of study %s is in flight", studyLabel(other))
+		}
+		if m.Round != f.fed.round+1 {
+			return stale(c, "round must be %d", f.fed.round+1)
 		}
 		a := &m.Announce
 		if a.Round != m.Round || a.SecAgg.Round != m.Round {
@@ -556,6 +610,7 @@ func (f *FSM) apply(c *Command) error {
 			return refuse(c, "online count %d below the %d sampled", m.OnlineCount, len(a.Sampled))
 		}
 		s.Round = m.Round
+		f.fed.round = m.Round
 		s.Current = &RoundState{Round: m.Round, Announce: cloneAnnounce(a), OnlineCount: m.OnlineCount}
 		return nil
 
@@ -791,18 +846,23 @@ func (f *FSM) apply(c *Command) error {
 		return f.applyEnded(c)
 	case KindStudyResumed:
 		return f.applyResumed(c)
+	case KindStudyCreated:
+		return f.applyCreated(c)
+	case KindStudyPaused:
+		return f.applyPaused(c)
 	}
 	return refuse(c, "unknown kind")
 }
 
 func (f *FSM) current(c *Command, round uint64) (*RoundState, error) {
-	if f.s.Current == nil {
+	s := f.st()
+	if s.Current == nil {
 		return nil, stale(c, "no round in flight")
 	}
-	if f.s.Current.Round != round {
-		return nil, stale(c, "round %d is in flight", f.s.Current.Round)
+	if s.Current.Round != round {
+		return nil, stale(c, "round %d is in flight", s.Current.Round)
 	}
-	return f.s.Current, nil
+	return s.Current, nil
 }
 
 func appendPrivacy(h []dp.Entry, e dp.Entry) []dp.Entry {
@@ -841,9 +901,9 @@ func sortedDistinctIDs(x []WorkerID) bool {
 
 // State returns a deep copy of the state.
 func (f *FSM) State() State {
-	f.mu.RLock()
-	b, err := json.Marshal(&f.s)
-	f.mu.RUnlock()
+	f.fed.mu.RLock()
+	b, err := json.Marshal(f.st())
+	f.fed.mu.RUnlock()
 	if err != nil {
 		panic("coordinator: state does not encode: " + err.Error()) // plain data: cannot happen
 	}
@@ -856,10 +916,10 @@ func (f *FSM) State() State {
 
 // Ledger returns a copy of the ledger.
 func (f *FSM) Ledger() []LedgerEntry {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	out := make([]LedgerEntry, len(f.s.Ledger))
-	for i, e := range f.s.Ledger {
+	f.fed.mu.RLock()
+	defer f.fed.mu.RUnlock()
+	out := make([]LedgerEntry, len(f.st().Ledger))
+	for i, e := range f.st().Ledger {
 		e.Participants = slices.Clone(e.Participants)
 		out[i] = e
 	}
@@ -869,9 +929,9 @@ func (f *FSM) Ledger() []LedgerEntry {
 // Model returns the hash of the model committed in round and whether there
 // is one.
 func (f *FSM) Model(round uint64) (Hash, bool) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	for _, m := range f.s.Models {
+	f.fed.mu.RLock()
+	defer f.fed.mu.RUnlock()
+	for _, m := range f.st().Models {
 		if m.Round == round {
 			return m.Hash, true
 		}
@@ -882,9 +942,9 @@ func (f *FSM) Model(round uint64) (Hash, bool) {
 // ModelRound returns the round that committed the model with hash h and
 // whether it is known.
 func (f *FSM) ModelRound(h Hash) (uint64, bool) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	for _, m := range f.s.Models {
+	f.fed.mu.RLock()
+	defer f.fed.mu.RUnlock()
+	for _, m := range f.st().Models {
 		if m.Hash == h {
 			return m.Round, true
 		}
@@ -895,25 +955,47 @@ func (f *FSM) ModelRound(h Hash) (uint64, bool) {
 // LatestModel returns the newest committed model (ok false before the
 // initial model).
 func (f *FSM) LatestModel() (ModelRecord, bool) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	if len(f.s.Models) == 0 {
+	f.fed.mu.RLock()
+	defer f.fed.mu.RUnlock()
+	ms := f.st().Models
+	if len(ms) == 0 {
 		return ModelRecord{}, false
 	}
-	return f.s.Models[len(f.s.Models)-1], true
+	return ms[len(ms)-1], true
 }
 
+// snapshot is the FSM's snapshot: State is the default study's (the whole
+// snapshot of a federation that never created another study, as before
+// studies existed), Round the federation's round counter and Studies the
+// created studies, sorted by name.
 type snapshot struct {
-	V     int   `json:"v"`
-	State State `json:"state"`
+	V       int             `json:"v"`
+	State   State           `json:"state"`
+	Round   uint64          `json:"round,omitempty"`
+	Studies []studySnapshot `json:"studies,omitempty"`
 }
 
-// Snapshot writes the whole state; the bytes are identical on replicas that
-// applied the same commands.
+// studySnapshot is one created study in a snapshot.
+type studySnapshot struct {
+	Name  string     `json:"name"`
+	Spec  *StudySpec `json:"spec"`
+	State State      `json:"state"`
+}
+
+// Snapshot writes the whole state (every study); the bytes are identical
+// on replicas that applied the same commands.
 func (f *FSM) Snapshot(w io.Writer) error {
-	f.mu.RLock()
-	b, err := json.Marshal(snapshot{V: CommandVersion, State: f.s})
-	f.mu.RUnlock()
+	f.fed.mu.RLock()
+	sn := snapshot{V: CommandVersion, State: f.fed.studies[DefaultStudy].State, Round: f.fed.round}
+	for _, name := range f.fed.names() {
+		if name == DefaultStudy {
+			continue
+		}
+		st := f.fed.studies[name]
+		sn.Studies = append(sn.Studies, studySnapshot{Name: name, Spec: st.Spec, State: st.State})
+	}
+	b, err := json.Marshal(sn)
+	f.fed.mu.RUnlock()
 	if err != nil {
 		return fmt.Errorf("snapshot: %w", err)
 	}
@@ -923,7 +1005,7 @@ func (f *FSM) Snapshot(w io.Writer) error {
 	return nil
 }
 
-// Restore replaces the state with a snapshot. The snapshot's ledger is
+// Restore replaces the state with a snapshot. Every study's ledger is
 // verified first; on any error the state is unchanged.
 func (f *FSM) Restore(r io.Reader) error {
 	var sn snapshot
@@ -935,20 +1017,50 @@ func (f *FSM) Restore(r io.Reader) error {
 	if sn.V != CommandVersion {
 		return fmt.Errorf("restore: snapshot version %d, want %d", sn.V, CommandVersion)
 	}
-	if err := VerifyLedger(sn.State.Ledger); err != nil {
-		return fmt.Errorf("restore: %w", err)
+	studies := map[string]*study{DefaultStudy: {State: sn.State}}
+	round := max(sn.Round, sn.State.Round)
+	for i, ss := range sn.Studies {
+		if err := checkStudyName(ss.Name); err != nil || ss.Spec == nil {
+			return fmt.Errorf("restore: study %d: name %q or spec invalid", i, ss.Name)
+		}
+		if _, dup := studies[ss.Name]; dup {
+			return fmt.Errorf("restore: study %q twice", ss.Name)
+		}
+		studies[ss.Name] = &study{Spec: ss.Spec, State: ss.State}
+		round = max(round, ss.State.Round)
 	}
-	if len(sn.State.Ledger) != len(sn.State.Models) {
-		return fmt.Errorf("restore: %d ledger entries for %d models", len(sn.State.Ledger), len(sn.State.Models))
-	}
-	for i, m := range sn.State.Models {
-		if e := sn.State.Ledger[i]; e.Round != m.Round || e.ModelHash != m.Hash {
-			return fmt.Errorf("restore: model %d (round %d) disagrees with its ledger entry", i, m.Round)
+	inFlight := 0
+	for name, st := range studies {
+		if err := checkRestoredState(&st.State); err != nil {
+			return fmt.Errorf("restore: study %s: %w", studyLabel(name), err)
+		}
+		if st.State.Current != nil {
+			inFlight++
 		}
 	}
-	f.mu.Lock()
-	f.s = sn.State
-	f.mu.Unlock()
+	if inFlight > 1 {
+		return fmt.Errorf("restore: %d studies have a round in flight, at most 1", inFlight)
+	}
+	f.fed.mu.Lock()
+	f.fed.studies, f.fed.round = studies, round
+	f.fed.mu.Unlock()
+	return nil
+}
+
+// checkRestoredState verifies a snapshot's study: its ledger chain and its
+// models against the ledger.
+func checkRestoredState(s *State) error {
+	if err := VerifyLedger(s.Ledger); err != nil {
+		return err
+	}
+	if len(s.Ledger) != len(s.Models) {
+		return fmt.Errorf("%d ledger entries for %d models", len(s.Ledger), len(s.Models))
+	}
+	for i, m := range s.Models {
+		if e := s.Ledger[i]; e.Round != m.Round || e.ModelHash != m.Hash {
+			return fmt.Errorf("model %d (round %d) disagrees with its ledger entry", i, m.Round)
+		}
+	}
 	return nil
 }
 

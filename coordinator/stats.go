@@ -189,7 +189,7 @@ func (d *Driver) finishStats(ctx context.Context, cur *RoundState, sum []float64
 
 // applyStats applies a StatsCommitted command.
 func (f *FSM) applyStats(c *Command) error {
-	s := &f.s
+	s := f.st()
 	m := c.StatsCommitted
 	cur, err := f.current(c, m.Round)
 	if err != nil {

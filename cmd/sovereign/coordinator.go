@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -26,11 +25,8 @@ import (
 
 	"github.com/sovereign-fl/sovereign/coordinator"
 	"github.com/sovereign-fl/sovereign/coordinator/replica"
-	"github.com/sovereign-fl/sovereign/data"
 	"github.com/sovereign-fl/sovereign/metrics"
 	"github.com/sovereign-fl/sovereign/model"
-	"github.com/sovereign-fl/sovereign/model/modelfile"
-	"github.com/sovereign-fl/sovereign/model/safetensors"
 	"github.com/sovereign-fl/sovereign/p2p"
 	"github.com/sovereign-fl/sovereign/p2p/pb"
 )
@@ -82,11 +78,11 @@ type coordinatorFile struct {
 	LogFormat  string   `toml:"log_format"`
 	// MetricsListen and DashboardListen are host:port listeners, off when
 	// empty; DashboardToken, if set, is the dashboard's bearer token.
-	MetricsListen   string      `toml:"metrics_listen"`
-	DashboardListen string      `toml:"dashboard_listen"`
-	DashboardToken  string      `toml:"dashboard_token"`
-	Rounds          roundsTable `toml:"rounds"`
-	Raft            raftTable   `toml:"raft"`
+	MetricsListen   string                  `toml:"metrics_listen"`
+	DashboardListen string                  `toml:"dashboard_listen"`
+	DashboardToken  string                  `toml:"dashboard_token"`
+	Rounds          coordinator.RoundsTable `toml:"rounds"`
+	Raft            raftTable               `toml:"raft"`
 }
 
 // raftTable holds the optional Raft settings of replica.Config; an absent
@@ -101,47 +97,6 @@ type raftTable struct {
 	TrailingLogs       *int64  `toml:"trailing_logs"`
 	TransportTimeout   *string `toml:"transport_timeout"`
 	RestartDelay       *string `toml:"restart_delay"`
-}
-
-// roundsTable holds the coordinator.Config fields; pointers tell "absent"
-// (take the default) from zero.
-type roundsTable struct {
-	Model           *string  `toml:"model"`
-	Input           []int    `toml:"input"`
-	Classes         *int     `toml:"classes"`
-	Rounds          *int     `toml:"rounds"`
-	WorkersPerRound *int     `toml:"workers_per_round"`
-	Fraction        *float64 `toml:"fraction"`
-	MinWorkers      *int     `toml:"min_workers"`
-	Epochs          *int     `toml:"epochs"`
-	Batch           *int     `toml:"batch"`
-	LR              *float64 `toml:"lr"`
-	ProxMu          *float64 `toml:"prox_mu"`
-	Strategy        *string  `toml:"strategy"`
-	ServerLR        *float64 `toml:"server_lr"`
-	Clip            *float64 `toml:"clip"`
-	Noise           *float64 `toml:"noise"`
-	Delta           *float64 `toml:"delta"`
-	ClipRange       *float64 `toml:"clip_range"`
-	MaxWeight       *float64 `toml:"max_weight"`
-	SecAggDegree    *int     `toml:"secagg_degree"`
-	StageTimeout    *string  `toml:"stage_timeout"`
-	RetryLimit      *int     `toml:"retry_limit"`
-	Seed            *int64   `toml:"seed"`
-	PollInterval    *string  `toml:"poll_interval"`
-	Pace            *string  `toml:"pace"`
-	// SecureEvaluation: see coordinator.Config.SecureEvaluation.
-	SecureEvaluation *bool `toml:"secure_evaluation"`
-	// Init is a safetensors model file to start from (round 0).
-	Init *string `toml:"init"`
-	// MaxEpsilon is the study's privacy budget (coordinator.Config.MaxEpsilon).
-	MaxEpsilon *float64 `toml:"max_epsilon"`
-	// Schema is the federation's data schema file: the federation
-	// statistics round runs before the first model round, and input and
-	// classes follow from it (coordinator.Config.Schema).
-	Schema       *string  `toml:"schema"`
-	StatsNoise   *float64 `toml:"stats_noise"`
-	StatsMaxRows *int     `toml:"stats_max_rows"`
 }
 
 // coordinatorConfig is a loaded, resolved and validated configuration.
@@ -223,152 +178,9 @@ func parseCoordinatorConfig(src string, b []byte, dir string) (*coordinatorConfi
 	if f.DashboardToken != "" && f.DashboardListen == "" {
 		return nil, fail("dashboard_token", "set without dashboard_listen")
 	}
-	cfg := coordinator.DefaultConfig()
-	r := f.Rounds
-	setS := func(dst *string, v *string) {
-		if v != nil {
-			*dst = *v
-		}
-	}
-	setI := func(dst *int, v *int) {
-		if v != nil {
-			*dst = *v
-		}
-	}
-	setF := func(name string, dst *float64, v *float64) error {
-		if v == nil {
-			return nil
-		}
-		if math.IsNaN(*v) || math.IsInf(*v, 0) {
-			return fail("rounds."+name, "%v is not a finite number", *v)
-		}
-		*dst = *v
-		return nil
-	}
-	setD := func(name string, dst *time.Duration, v *string) error {
-		if v == nil {
-			return nil
-		}
-		d, err := time.ParseDuration(*v)
-		if err != nil || d <= 0 {
-			return fail("rounds."+name, "%q is not a positive duration like \"5s\"", *v)
-		}
-		*dst = d
-		return nil
-	}
-	setS(&cfg.Model, r.Model)
-	if r.Input != nil {
-		if len(r.Input) != 3 {
-			return nil, fail("rounds.input", "%v: want [channels, height, width]", r.Input)
-		}
-		cfg.InC, cfg.InH, cfg.InW = r.Input[0], r.Input[1], r.Input[2]
-	}
-	setI(&cfg.Classes, r.Classes)
-	setI(&cfg.Rounds, r.Rounds)
-	setI(&cfg.WorkersPerRound, r.WorkersPerRound)
-	setI(&cfg.MinWorkers, r.MinWorkers)
-	setI(&cfg.Train.Epochs, r.Epochs)
-	setI(&cfg.Train.Batch, r.Batch)
-	setI(&cfg.SecAggDegree, r.SecAggDegree)
-	setI(&cfg.RetryLimit, r.RetryLimit)
-	if r.SecureEvaluation != nil {
-		cfg.SecureEvaluation = *r.SecureEvaluation
-	}
-	setS(&cfg.Strategy, r.Strategy)
-	if r.Seed != nil {
-		cfg.Seed = *r.Seed
-	}
-	for _, x := range []struct {
-		name string
-		dst  *float64
-		v    *float64
-	}{
-		{"fraction", &cfg.Fraction, r.Fraction}, {"lr", &cfg.Train.LR, r.LR}, {"prox_mu", &cfg.Train.ProxMu, r.ProxMu},
-		{"server_lr", &cfg.ServerLR, r.ServerLR}, {"clip", &cfg.DP.Clip, r.Clip}, {"noise", &cfg.DP.Noise, r.Noise},
-		{"delta", &cfg.Delta, r.Delta}, {"clip_range", &cfg.ClipRange, r.ClipRange}, {"max_weight", &cfg.MaxWeight, r.MaxWeight},
-		{"max_epsilon", &cfg.MaxEpsilon, r.MaxEpsilon},
-	} {
-		if err := setF(x.name, x.dst, x.v); err != nil {
-			return nil, err
-		}
-	}
-	if err := setD("stage_timeout", &cfg.StageTimeout, r.StageTimeout); err != nil {
+	cfg, err := f.Rounds.Config(src, dir, nil)
+	if err != nil {
 		return nil, err
-	}
-	if err := setD("poll_interval", &cfg.PollInterval, r.PollInterval); err != nil {
-		return nil, err
-	}
-	if r.Pace != nil && *r.Pace == "0s" {
-		r.Pace = nil // the default, written out
-	}
-	if err := setD("pace", &cfg.Pace, r.Pace); err != nil {
-		return nil, err
-	}
-	cfg.DP.MinClients = cfg.MinWorkers
-	if r.Schema != nil && *r.Schema != "" {
-		path := res(*r.Schema)
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fail("rounds.schema", "%v", err)
-		}
-		s, err := data.ParseSchema(b, path)
-		if err != nil {
-			return nil, fail("rounds.schema", "%v", err)
-		}
-		cfg.Schema, cfg.SchemaHash, cfg.SchemaText = s, sha256.Sum256(b), b
-		// The schema fixes the feature vector and the classes.
-		if r.Input == nil {
-			cfg.InC, cfg.InH, cfg.InW = 1, 1, s.Dim()
-		} else if cfg.InC*cfg.InH*cfg.InW != s.Dim() {
-			return nil, fail("rounds.input", "%v has %d features, the schema %s encodes %d", r.Input, cfg.InC*cfg.InH*cfg.InW, *r.Schema, s.Dim())
-		}
-		if r.Classes == nil {
-			cfg.Classes = s.Classes()
-		} else if cfg.Classes != s.Classes() {
-			return nil, fail("rounds.classes", "%d, the schema %s has %d classes", cfg.Classes, *r.Schema, s.Classes())
-		}
-		setI(&cfg.StatsMaxRows, r.StatsMaxRows)
-		if err := setF("stats_noise", &cfg.StatsNoise, r.StatsNoise); err != nil {
-			return nil, err
-		}
-	} else if (r.StatsNoise != nil && *r.StatsNoise != 0) || (r.StatsMaxRows != nil && *r.StatsMaxRows != 0) {
-		return nil, fail("rounds.stats_noise", "stats_noise and stats_max_rows need rounds.schema")
-	}
-	external := cfg.Model == "external"
-	if external {
-		// The institutions' own model: its layout is the init file's
-		// tensors (written by the trainer, e.g. train.py --write-init).
-		if r.Init == nil || *r.Init == "" {
-			return nil, fail("rounds.init", "required with model = \"external\": the initial weights written by the institutions' trainer")
-		}
-		sf, err := safetensors.Read(res(*r.Init))
-		if err != nil {
-			return nil, fail("rounds.init", "%v", err)
-		}
-		layout := make([]model.TensorShape, len(sf.Tensors))
-		for i, t := range sf.Tensors {
-			layout[i] = model.TensorShape{Name: t.Name, Shape: t.Shape}
-		}
-		spec, err := model.TensorsSpec(layout)
-		if err != nil {
-			return nil, fail("rounds.init", "%v", err)
-		}
-		if cfg.InitParams, err = model.TensorsToParams(spec, sf.Tensors); err != nil {
-			return nil, fail("rounds.init", "%v", err)
-		}
-		cfg.Model = spec.String()
-	}
-	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("%s: [rounds]: %w", src, err)
-	}
-	if r.Init != nil && *r.Init != "" && !external {
-		spec, err := model.ParseSpec(cfg.Model, cfg.InC, cfg.InH, cfg.InW, cfg.Classes)
-		if err != nil {
-			return nil, fail("rounds.model", "%v", err)
-		}
-		if cfg.InitParams, err = modelfile.LoadFor(res(*r.Init), spec); err != nil {
-			return nil, fail("rounds.init", "%v", err)
-		}
 	}
 	c.Config = cfg
 	rt := f.Raft
