@@ -63,6 +63,8 @@ type Announce struct {
 	// StatsMaxRows is the statistics round's public bound on a site's
 	// rows (data.SumScales); 0 on model rounds.
 	StatsMaxRows int
+	// Study names the round's study ("" = the default study).
+	Study string
 }
 
 // NodeIndex returns w's SecAgg+ node index in a (1-based), or 0 if w was not

@@ -314,6 +314,10 @@ type Driver struct {
 	// the times of its model commits (the ETA's pace).
 	sampled map[uint64]int
 	commits []time.Time
+	// evalTries counts Steps spent on a missing evaluation; endLogged
+	// keeps an ended study's line to one.
+	evalTries int
+	endLogged bool
 }
 
 // NewDriver builds a round driver. fsm is the state (replicated through
@@ -338,6 +342,7 @@ func NewDriver(cfg Config, fsm *FSM, repl Replicator, reg ModelStore, cohort Coh
 }
 
 func (d *Driver) commit(ctx context.Context, c Command) error {
+	c.Study = d.fsm.Name()
 	b, err := EncodeCommand(c)
 	if err != nil {
 		return err
@@ -406,8 +411,10 @@ func optimizerName(st *aggregation.Strategy) string {
 }
 
 // Run drives rounds until Rounds models are committed, ctx ends, the
-// replicator loses leadership (ErrNotLeader) or more than RetryLimit rounds
-// fail in a row. A round in flight in the FSM is resumed first.
+// replicator loses leadership (ErrNotLeader) or the study ends (finished,
+// failed after more than RetryLimit rounds failed in a row,
+// budget-exhausted, stopped). A round in flight in the FSM is resumed
+// first. A paused study waits until it is resumed or stopped.
 func (d *Driver) Run(ctx context.Context) error {
 	if !d.repl.IsLeader() {
 		return ErrNotLeader
@@ -415,59 +422,14 @@ func (d *Driver) Run(ctx context.Context) error {
 	if err := d.Init(ctx); err != nil {
 		return err
 	}
-	evalTries := 0
 	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if !d.repl.IsLeader() {
-			return ErrNotLeader
-		}
-		if !d.evaluateUnrecorded(ctx) && evalTries < d.cfg.RetryLimit {
-			evalTries++
-			continue
-		}
-		st := d.fsm.State()
-		if e := st.Ended; e != nil {
-			if e.State == EndFinished && st.CommittedRounds() < d.cfg.Rounds {
-				// rounds was raised since: the study goes on.
-				if _, err := d.Resume(ctx); err != nil {
-					return err
-				}
-				continue
-			}
-			d.setStage(e.State)
-			d.log.Info("study ended", "round", st.Round, "stage", e.State, "reason", e.Reason, "committed", st.CommittedRounds())
-			return nil
-		}
-		if st.Current == nil && st.CommittedRounds() >= d.cfg.Rounds {
-			return d.end(ctx, &st, EndFinished, fmt.Sprintf("%d models committed", st.CommittedRounds()))
-		}
-		if st.Current == nil && st.Failures > d.cfg.RetryLimit {
-			// The study fails; the coordinator stays healthy for the next.
-			return d.end(ctx, &st, EndFailed, failedReasons(&st))
-		}
-		r := st.Round + 1
-		if st.Current != nil {
-			r = st.Current.Round
-		}
-		err := d.RunRound(ctx, r)
-		var rf *RoundFailedError
-		var be *budgetError
+		res, err := d.Step(ctx)
 		switch {
-		case errors.As(err, &be):
-			return d.end(ctx, &st, EndBudgetExhausted, be.Error())
-		case errors.As(err, &rf):
-			after := d.fsm.State()
-			d.mu.Lock()
-			sampled := d.sampled[r]
-			d.mu.Unlock()
-			if ok, why := d.budgetExhausted(&after, r, sampled); ok {
-				return d.end(ctx, &after, EndBudgetExhausted, why)
-			}
-		case err == nil:
-		case errors.Is(err, ErrNotEnoughOnline):
-			d.log.Info("waiting for workers", "round", r, "stage", "sample", "err", err)
+		case err != nil:
+			return err
+		case res == StepEnded:
+			return nil
+		case res == StepWaiting || res == StepPaused:
 			t := time.NewTimer(d.cfg.PollInterval)
 			select {
 			case <-ctx.Done():
@@ -475,10 +437,104 @@ func (d *Driver) Run(ctx context.Context) error {
 				return ctx.Err()
 			case <-t.C:
 			}
-		default:
-			return err
 		}
 	}
+}
+
+// StepResult is what one Step did.
+type StepResult int
+
+// Step results.
+const (
+	// StepRan: a round ran to its end (committed or failed), or the
+	// driver recorded an evaluation; call Step again.
+	StepRan StepResult = iota
+	// StepWaiting: too few workers are online; try again later.
+	StepWaiting
+	// StepPaused: the study is paused; no round started.
+	StepPaused
+	// StepEnded: the study has ended.
+	StepEnded
+)
+
+// Step does the study's next piece of work: it records a missing
+// evaluation, ends the study if it is done, or runs (or resumes) one
+// round. The Scheduler calls it for each running study in turn; Run calls
+// it in a loop. Errors other than a round's own failure stop the driver
+// (the round, if any, stays in flight for a later resume).
+func (d *Driver) Step(ctx context.Context) (StepResult, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if !d.repl.IsLeader() {
+		return 0, ErrNotLeader
+	}
+	if !d.evaluateUnrecorded(ctx) && d.evalTries < d.cfg.RetryLimit {
+		d.evalTries++
+		return StepRan, nil
+	}
+	st := d.fsm.State()
+	if e := st.Ended; e != nil {
+		if e.State == EndFinished && st.CommittedRounds() < d.cfg.Rounds && d.fsm.Name() == DefaultStudy {
+			// rounds was raised in the coordinator file since: the
+			// study goes on.
+			if _, err := d.Resume(ctx); err != nil {
+				return 0, err
+			}
+			return StepRan, nil
+		}
+		d.setStage(e.State)
+		if !d.endLogged {
+			d.endLogged = true
+			d.log.Info("study ended", "round", st.Round, "stage", e.State, "reason", e.Reason, "committed", st.CommittedRounds())
+		}
+		return StepEnded, nil
+	}
+	d.endLogged = false
+	if p := st.Paused; p != nil && st.Current == nil {
+		if p.Stop {
+			reason := p.Reason
+			if reason == "" {
+				reason = "stopped from the command line"
+			}
+			return StepEnded, d.end(ctx, &st, EndStopped, reason)
+		}
+		d.setStage("paused")
+		return StepPaused, nil
+	}
+	if st.Current == nil && st.CommittedRounds() >= d.cfg.Rounds {
+		return StepEnded, d.end(ctx, &st, EndFinished, fmt.Sprintf("%d models committed", st.CommittedRounds()))
+	}
+	if st.Current == nil && st.Failures > d.cfg.RetryLimit {
+		// The study fails; the coordinator stays healthy for the next.
+		return StepEnded, d.end(ctx, &st, EndFailed, failedReasons(&st))
+	}
+	r := d.fsm.NextRound()
+	if st.Current != nil {
+		r = st.Current.Round
+	}
+	err := d.RunRound(ctx, r)
+	var rf *RoundFailedError
+	var be *budgetError
+	switch {
+	case errors.As(err, &be):
+		return StepEnded, d.end(ctx, &st, EndBudgetExhausted, be.Error())
+	case errors.As(err, &rf):
+		after := d.fsm.State()
+		d.mu.Lock()
+		sampled := d.sampled[r]
+		d.mu.Unlock()
+		if ok, why := d.budgetExhausted(&after, r, sampled); ok {
+			return StepEnded, d.end(ctx, &after, EndBudgetExhausted, why)
+		}
+		return StepRan, nil
+	case err == nil:
+		return StepRan, nil
+	case errors.Is(err, ErrNotEnoughOnline):
+		d.log.Info("waiting for workers", "round", r, "stage", "sample", "err", err)
+		return StepWaiting, nil
+	}
+	return 0, err
 }
 
 // RunRound runs round r to its end: it starts it (r must be the next
@@ -499,8 +555,8 @@ func (d *Driver) RunRound(ctx context.Context, r uint64) error {
 		d.awaitOnline(ctx, cur.Announce.Sampled)
 	case st.Current != nil:
 		return fmt.Errorf("round %d: round %d is in flight", r, st.Current.Round)
-	case r != st.Round+1:
-		return fmt.Errorf("round %d: the next round is %d", r, st.Round+1)
+	case r != d.fsm.NextRound():
+		return fmt.Errorf("round %d: the next round is %d", r, d.fsm.NextRound())
 	default:
 		var err error
 		if cur, err = d.start(ctx, r, &st); err != nil {
@@ -643,6 +699,7 @@ func (d *Driver) start(ctx context.Context, r uint64, st *State) (*RoundState, e
 	a := Announce{
 		Round: r, ModelHash: head.Hash, ModelVersion: head.Round, ModelSpec: d.cfg.Model,
 		NumParams: d.spec.NumParams(), Train: train, DP: dpp, SecAgg: sc, Sampled: sampled, Epsilon: eps,
+		Study: d.fsm.Name(),
 	}
 	d.shapeStatsAnnounce(&a, st)
 	if a.Purpose == wire.PurposeStatistics {

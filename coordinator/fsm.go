@@ -566,6 +566,9 @@ func (f *FSM) apply(c *Command) error {
 			return stale(c, "round must be %d", f.fed.round+1)
 		}
 		a := &m.Announce
+		if a.Study != c.Study {
+			return refuse(c, "announce of study %q in a command of study %q", a.Study, c.Study)
+		}
 		if a.Round != m.Round || a.SecAgg.Round != m.Round {
 			return refuse(c, "announce round %d / secagg round %d differ", a.Round, a.SecAgg.Round)
 		}

@@ -230,7 +230,7 @@ func WireAnnounce(a *Announce) *wire.Announce {
 		Epochs: a.Train.Epochs, Batch: a.Train.Batch, LR: a.Train.LR, ProxMu: a.Train.ProxMu,
 		Clip: a.DP.Clip, Noise: a.DP.Noise, MinClients: a.DP.MinClients,
 		SecAgg: a.SecAgg, Sampled: sampled, Epsilon: a.Epsilon,
-		Purpose: a.Purpose, SchemaHash: a.SchemaHash, Stats: a.Stats, StatsMaxRows: a.StatsMaxRows,
+		Purpose: a.Purpose, SchemaHash: a.SchemaHash, Stats: a.Stats, StatsMaxRows: a.StatsMaxRows, Study: a.Study,
 	}
 }
 

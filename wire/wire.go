@@ -18,6 +18,7 @@ import (
 	"math"
 	"slices"
 	"time"
+	"unicode/utf8"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
@@ -154,7 +155,12 @@ type Announce struct {
 	// StatsMaxRows is, on the statistics round, the public bound on a
 	// site's rows (data.SumScales).
 	StatsMaxRows int
+	// Study names the study the round belongs to ("" = the default).
+	Study string
 }
+
+// MaxStudyName bounds RoundAnnounce.study and StudyPlan.study.
+const MaxStudyName = 63
 
 // PurposeStatistics marks the round that computes a schema's federation
 // statistics under secure aggregation (see docs/data-schema.md).
@@ -197,6 +203,7 @@ func AnnounceToPB(a *Announce) (*pb.RoundAnnounce, error) {
 		SchemaSha256:    schemaHashBytes(a.SchemaHash),
 		FederationStats: append([]byte(nil), a.Stats...),
 		StatsMaxRows:    uint64(a.StatsMaxRows),
+		Study:           a.Study,
 		Config: &pb.RoundConfig{
 			Algorithm:       algo,
 			LocalEpochs:     uint32(a.Epochs),
@@ -352,6 +359,10 @@ func AnnounceFromPB(m *pb.RoundAnnounce) (*Announce, error) {
 		return nil, invalid(msg, "stats_max_rows", "set on a model round")
 	}
 	a.Purpose = m.Purpose
+	if len(m.Study) > MaxStudyName || !utf8.ValidString(m.Study) {
+		return nil, invalid(msg, "study", "%d bytes, at most %d of UTF-8", len(m.Study), MaxStudyName)
+	}
+	a.Study = m.Study
 	switch len(m.SchemaSha256) {
 	case 0:
 	case 32:

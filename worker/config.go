@@ -153,6 +153,10 @@ type Policy struct {
 	// accepts. Absent means no budget: +Inf. With a finite budget, rounds
 	// without differential privacy are refused.
 	MaxEpsilon float64 `toml:"max_epsilon"`
+	// MaxEpsilonTotal, if finite, caps the worker's own ε over every
+	// study of the federation together (the same data in each: privacy
+	// loss composes); MaxEpsilon caps each study. Absent: +Inf.
+	MaxEpsilonTotal float64 `toml:"max_epsilon_total"`
 	// MinCohort is the fewest institutions a round must sample
 	// (default DefaultMinCohort).
 	MinCohort int `toml:"min_cohort"`
@@ -231,6 +235,7 @@ type rawConfig struct {
 	TrainerTO   string   `toml:"trainer_timeout"`
 	Policy      struct {
 		MaxEpsilon          *float64 `toml:"max_epsilon"`
+		MaxEpsilonTotal     *float64 `toml:"max_epsilon_total"`
 		MinCohort           *int     `toml:"min_cohort"`
 		AcceptedModels      []string `toml:"accepted_models"`
 		MaxCohort           *int     `toml:"max_cohort"`
@@ -290,6 +295,10 @@ func ParseConfig(src string, b []byte, dir string) (*Config, error) {
 	c.Policy.MaxEpsilon = math.Inf(1)
 	if raw.Policy.MaxEpsilon != nil {
 		c.Policy.MaxEpsilon = *raw.Policy.MaxEpsilon
+	}
+	c.Policy.MaxEpsilonTotal = math.Inf(1)
+	if raw.Policy.MaxEpsilonTotal != nil {
+		c.Policy.MaxEpsilonTotal = *raw.Policy.MaxEpsilonTotal
 	}
 	c.Policy.MinCohort = DefaultMinCohort
 	if raw.Policy.MinCohort != nil {
@@ -451,6 +460,9 @@ func (c *Config) validateRest() error {
 	p := c.Policy.WithDefaults()
 	if math.IsNaN(p.MaxEpsilon) || p.MaxEpsilon <= 0 {
 		return c.fieldError("policy.max_epsilon", "%v out of range (0, ∞]", p.MaxEpsilon)
+	}
+	if math.IsNaN(p.MaxEpsilonTotal) || p.MaxEpsilonTotal < 0 {
+		return c.fieldError("policy.max_epsilon_total", "%v out of range (0, ∞]", p.MaxEpsilonTotal)
 	}
 	if p.MinCohort < 1 {
 		return c.fieldError("policy.min_cohort", "%d out of range [1, ∞)", p.MinCohort)

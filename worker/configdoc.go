@@ -36,7 +36,7 @@ var ConfigDoc = confdoc.File{
 		"metrics_listen":  {Text: "host:port of the Prometheus endpoint (`/metrics`). Keep it on loopback.", Note: "off", Type: "host:port string", Example: `"127.0.0.1:9465"`},
 
 		"policy":                      {Text: "The institution's conditions for taking part in a round."},
-		"policy.max_epsilon":          {Text: "Largest cumulative ε (the coordinator's RDP accountant, as announced for the end of the round) the institution accepts. With a finite budget, rounds without differential privacy are refused.", Note: "+∞ (no budget)", Range: "(0, ∞]", Example: "8.0"},
+		"policy.max_epsilon":          {Text: "Largest cumulative ε of one study (the coordinator's RDP accountant, as announced for the end of the round, and the worker's own q = 1 accountant over that study's rounds) the institution accepts. With a finite budget, rounds without differential privacy are refused.", Note: "+∞ (no budget)", Range: "(0, ∞]", Example: "8.0"},
 		"policy.min_cohort":           {Text: "Fewest institutions a round must sample.", Default: "2", Range: "≥ 1", Example: "3"},
 		"policy.accepted_models":      {Text: "Model specs the institution trains (`model.ParseSpec` forms).", Note: "any", Type: "array of model specs", Example: `["logreg", "mlp:32"]`},
 		"policy.max_cohort":           {Text: "Largest cohort a round may announce (bounds the SecAgg+ work).", Default: "1024", Range: "[max(min_cohort, 2), 65535]", Example: "200"},
@@ -44,6 +44,7 @@ var ConfigDoc = confdoc.File{
 		"policy.evaluation":           {Text: "What the worker answers to evaluation: its exact figures once per round it trained in, only inside the secure aggregate, or nothing (docs/threat-model.md).", Default: `"exact"`, Range: "`exact`, `aggregate`, `none`", Example: `"aggregate"`},
 		"policy.colluding_neighbours": {Text: "SecAgg+ neighbours c assumed to collude with the coordinator; announced thresholds below SafeThreshold(k, c) are refused.", Default: "0", Range: "[0, 65535]", Example: "2"},
 		"policy.colluding_fraction":   {Text: "Fraction γ of a round's sampled workers assumed to collude with the coordinator; turned into colluding neighbours for the announced n and k (secagg.ColludersFor, failure 2^-40), and announced thresholds below SafeThreshold(k, c) are refused.", Default: "0", Range: "[0, 1)", Example: "0.1"},
+		"policy.max_epsilon_total":    {Text: "Largest ε of the worker's own accountant (q = 1) over every study of the federation together: the institution's data is the same in each, so privacy loss composes across studies (`max_epsilon` caps each study).", Note: "+∞ (no cap across studies)", Range: "(0, ∞]", Example: "16.0"},
 		"policy.delta":                {Text: "δ of the (ε, δ) the worker's own accountant (q = 1, over the rounds it joined) reports and checks against `max_epsilon`.", Default: "1e-05", Range: "(0, 1)", Example: "1e-06"},
 		"policy.require_stats_noise":  {Text: "Refuse a federation-statistics round whose sums carry no row-level noise (coordinator `[rounds] stats_noise`).", Default: "false", Example: "true"},
 	},

@@ -80,6 +80,9 @@ type Announce struct {
 	SchemaHash   [32]byte
 	Stats        []byte
 	StatsMaxRows int
+	// Study names the round's study ("" = the federation's default): the
+	// worker's privacy accounting is per study and in total.
+	Study string
 }
 
 // NodeIndex returns id's SecAgg+ node index (1-based), or 0 if id was not
@@ -309,9 +312,13 @@ func (n *Node) TestExamples() int {
 	return n.test.N
 }
 
-// EpsilonSpent returns the ε recorded by the last committed round: the
-// federation's figure, as the coordinator announced it.
+// EpsilonSpent returns the ε recorded by the last committed round of the
+// default study: the federation's figure, as the coordinator announced it
+// (EpsilonSpentStudy for another study).
 func (n *Node) EpsilonSpent() (float64, error) { return n.st.Epsilon() }
+
+// EpsilonSpentStudy is EpsilonSpent for study.
+func (n *Node) EpsilonSpentStudy(study string) (float64, error) { return n.st.EpsilonStudy(study) }
 
 // OwnEpsilon returns the ε (at policy.delta) of the worker's own
 // accountant: every round in which it sent a noised masked input, charged
@@ -325,26 +332,58 @@ func (n *Node) EpsilonSpent() (float64, error) { return n.st.Epsilon() }
 // dp.min_clients honest noise shares, which the SecAgg+ threshold
 // enforces against the coordinator alone. It only reads the store, so it
 // does not wait for a training in progress.
-func (n *Node) OwnEpsilon() (float64, error) { return n.ownEpsilon(0) }
+func (n *Node) OwnEpsilon() (float64, error) { return n.ownEpsilon(0, nil) }
+
+// OwnEpsilonStudy is OwnEpsilon over the rounds of one study ("" = the
+// default study): the figure policy.max_epsilon caps, where
+// policy.max_epsilon_total caps OwnEpsilon.
+func (n *Node) OwnEpsilonStudy(study string) (float64, error) { return n.ownEpsilon(0, &study) }
 
 // ownEpsilon is OwnEpsilon with one more round of noise multiplier extra
-// (0: none) charged.
-func (n *Node) ownEpsilon(extra float64) (float64, error) {
-	return ownEpsilon(n.st, n.cfg.Policy.Delta, extra)
+// (0: none) charged, over the rounds of study (nil: every study).
+func (n *Node) ownEpsilon(extra float64, study *string) (float64, error) {
+	return ownEpsilon(n.st, n.cfg.Policy.Delta, extra, study)
 }
 
-// OwnEpsilonOf returns the ε at delta of the privacy ledger in st (see
-// Node.OwnEpsilon), for monitoring.
-func OwnEpsilonOf(st *Store, delta float64) (float64, error) { return ownEpsilon(st, delta, 0) }
+// OwnEpsilonOf returns the ε at delta of the privacy ledger in st over
+// every study (see Node.OwnEpsilon), for monitoring.
+func OwnEpsilonOf(st *Store, delta float64) (float64, error) { return ownEpsilon(st, delta, 0, nil) }
 
-func ownEpsilon(st *Store, delta, extra float64) (float64, error) {
+// OwnEpsilonByStudy returns the ε at delta of each study in st's privacy
+// ledger ("" = the default study).
+func OwnEpsilonByStudy(st *Store, delta float64) (map[string]float64, error) {
+	steps, err := st.Privacy()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for _, p := range steps {
+		if _, ok := out[p.Study]; ok {
+			continue
+		}
+		study := p.Study
+		e, err := ownEpsilon(st, delta, 0, &study)
+		if err != nil {
+			return nil, err
+		}
+		out[p.Study] = e
+	}
+	return out, nil
+}
+
+// ownEpsilon composes the steps of study (nil: all) by RDP (Mironov 2017):
+// the institution's data is the same in every study, so its privacy loss
+// over all studies is the composition of all their rounds.
+func ownEpsilon(st *Store, delta, extra float64, study *string) (float64, error) {
 	steps, err := st.Privacy()
 	if err != nil {
 		return 0, err
 	}
 	acc := &dp.Accountant{}
 	for _, p := range steps {
-		acc.Step(1, p.Sigma, 1)
+		if study == nil || p.Study == *study {
+			acc.Step(1, p.Sigma, 1)
+		}
 	}
 	if extra > 0 {
 		acc.Step(1, extra, 1)
@@ -371,27 +410,50 @@ func (n *Node) charged(round uint64) (bool, error) {
 }
 
 // ownBudget refuses a DP round that would take the worker's own ε (q = 1)
-// above policy.max_epsilon, whatever ε the coordinator announced. A round
-// already charged passes (it is asked again after a failover).
+// of the round's study above policy.max_epsilon, or its ε over every study
+// above policy.max_epsilon_total, whatever ε the coordinator announced. A
+// round already charged passes (it is asked again after a failover).
 func (n *Node) ownBudget(a *Announce) error {
 	p := n.cfg.Policy
 	// The statistics round's noise is row-level, not part of the
 	// institution-level budget (coordinator/stats.go).
-	if a.DP.Noise == 0 || math.IsInf(p.MaxEpsilon, 1) || a.Purpose == wire.PurposeStatistics {
+	if a.DP.Noise == 0 || math.IsInf(p.MaxEpsilon, 1) && !finiteTotal(p) || a.Purpose == wire.PurposeStatistics {
 		return nil
 	}
 	if done, err := n.charged(a.Round); err != nil || done {
 		return err
 	}
-	eps, err := n.ownEpsilon(a.DP.Noise)
+	study := a.Study
+	eps, err := n.ownEpsilon(a.DP.Noise, &study)
 	if err != nil {
 		return fmt.Errorf("worker %s: round %d: own privacy accountant: %w", n.cfg.Name, a.Round, err)
 	}
 	if eps > p.MaxEpsilon {
-		return n.refuseDetail(a.Round, nil, "this worker's own ε (q = 1) after this round would be above policy.max_epsilon",
-			fmt.Sprintf("own ε %.4g after the round at δ %g, policy.max_epsilon %.4g, announced ε %.4g", eps, p.Delta, p.MaxEpsilon, a.Epsilon))
+		return n.refuseDetail(a.Round, nil, "this worker's own ε (q = 1) in this study after this round would be above policy.max_epsilon",
+			fmt.Sprintf("study %s: own ε %.4g after the round at δ %g, policy.max_epsilon %.4g, announced ε %.4g", studyName(a.Study), eps, p.Delta, p.MaxEpsilon, a.Epsilon))
+	}
+	if finiteTotal(p) {
+		total, err := n.ownEpsilon(a.DP.Noise, nil)
+		if err != nil {
+			return fmt.Errorf("worker %s: round %d: own privacy accountant: %w", n.cfg.Name, a.Round, err)
+		}
+		if total > p.MaxEpsilonTotal {
+			return n.refuseDetail(a.Round, nil, "this worker's own ε (q = 1) over all studies after this round would be above policy.max_epsilon_total",
+				fmt.Sprintf("study %s: own ε over all studies %.4g after the round at δ %g, policy.max_epsilon_total %.4g", studyName(a.Study), total, p.Delta, p.MaxEpsilonTotal))
+		}
 	}
 	return nil
+}
+
+// finiteTotal reports whether the policy caps ε over all studies.
+func finiteTotal(p Policy) bool { return p.MaxEpsilonTotal > 0 && !math.IsInf(p.MaxEpsilonTotal, 1) }
+
+// studyName names a study in logs ("default" for "").
+func studyName(s string) string {
+	if s == "" {
+		return "default"
+	}
+	return s
 }
 
 func (n *Node) canonicalSpec(s string) (string, error) {
@@ -584,7 +646,18 @@ func (n *Node) Commit(round uint64, epsilon float64) error {
 }
 
 func (n *Node) commitLocked(round uint64, epsilon float64) error {
-	if err := n.st.Commit(round, epsilon); err != nil {
+	// The federation's ε is per study: the round's announcement says
+	// which; once it is gone only the round mark is recorded.
+	study, known := "", false
+	if a, ok, err := n.st.Announce(round); err != nil {
+		return err
+	} else if ok {
+		study, known = a.Study, true
+	}
+	if !known {
+		epsilon = 0
+	}
+	if err := n.st.CommitStudy(round, study, epsilon); err != nil {
 		return err
 	}
 	for r := range n.clients {
@@ -592,11 +665,15 @@ func (n *Node) commitLocked(round uint64, epsilon float64) error {
 			delete(n.clients, r)
 		}
 	}
-	own, err := n.ownEpsilon(0)
+	own, err := n.ownEpsilon(0, nil)
 	if err != nil {
 		return err
 	}
-	n.log.Info("round committed", "round", round, "epsilon", epsilon, "own_epsilon", own)
+	ownStudy, err := n.ownEpsilon(0, &study)
+	if err != nil {
+		return err
+	}
+	n.log.Info("round committed", "round", round, "study", studyName(study), "epsilon", epsilon, "own_epsilon", own, "own_epsilon_study", ownStudy)
 	return nil
 }
 
@@ -868,17 +945,22 @@ func (n *Node) MaskedInput(sb secagg.ShareBundle, global []float32) (secagg.Mask
 	}
 	var step *PrivacyStep
 	if a.DP.Noise > 0 && a.Purpose == "" {
-		step = &PrivacyStep{Round: sb.Round, Sigma: a.DP.Noise}
+		step = &PrivacyStep{Round: sb.Round, Sigma: a.DP.Noise, Study: a.Study}
 	}
 	if err := n.persist(sb.Round, c, func(s []byte) error { return n.st.PutMaskedCharged(sb.Round, s, mi, step) }); err != nil {
 		return secagg.MaskedInput{}, err
 	}
-	own, err := n.ownEpsilon(0)
+	own, err := n.ownEpsilon(0, nil)
 	if err != nil {
 		return secagg.MaskedInput{}, err
 	}
-	n.log.Info("masked input sent", "round", sb.Round, "train_loss", loss, "shares", len(sb.Shares), "dp", a.DP.Noise > 0,
-		"own_epsilon", own, "announced_epsilon", a.Epsilon)
+	study := a.Study
+	ownStudy, err := n.ownEpsilon(0, &study)
+	if err != nil {
+		return secagg.MaskedInput{}, err
+	}
+	n.log.Info("masked input sent", "round", sb.Round, "study", studyName(a.Study), "train_loss", loss, "shares", len(sb.Shares), "dp", a.DP.Noise > 0,
+		"own_epsilon", own, "own_epsilon_study", ownStudy, "announced_epsilon", a.Epsilon)
 	return mi, nil
 }
 

@@ -344,7 +344,7 @@ func toWire(a *Announce) *wire.Announce {
 		Epochs: a.Train.Epochs, Batch: a.Train.Batch, LR: a.Train.LR, ProxMu: a.Train.ProxMu,
 		Clip: a.DP.Clip, Noise: a.DP.Noise, MinClients: a.DP.MinClients,
 		SecAgg: a.SecAgg, Sampled: a.Sampled, Epsilon: a.Epsilon,
-		Purpose: a.Purpose, SchemaHash: a.SchemaHash, Stats: a.Stats, StatsMaxRows: a.StatsMaxRows,
+		Purpose: a.Purpose, SchemaHash: a.SchemaHash, Stats: a.Stats, StatsMaxRows: a.StatsMaxRows, Study: a.Study,
 	}
 }
 
@@ -356,7 +356,7 @@ func fromWire(wa *wire.Announce) *Announce {
 		SecAgg:  wa.SecAgg,
 		Sampled: wa.Sampled,
 		Epsilon: wa.Epsilon,
-		Purpose: wa.Purpose, SchemaHash: wa.SchemaHash, Stats: wa.Stats, StatsMaxRows: wa.StatsMaxRows,
+		Purpose: wa.Purpose, SchemaHash: wa.SchemaHash, Stats: wa.Stats, StatsMaxRows: wa.StatsMaxRows, Study: wa.Study,
 	}
 }
 

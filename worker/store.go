@@ -402,6 +402,8 @@ func (s *Store) PutMasked(round uint64, state []byte, mi secagg.MaskedInput) err
 type PrivacyStep struct {
 	Round uint64  `json:"round"`
 	Sigma float64 `json:"sigma"`
+	// Study is the round's study ("" = the default study).
+	Study string `json:"study,omitempty"`
 }
 
 // PutMaskedCharged is PutMasked that also appends step (when non-nil) to
@@ -520,28 +522,47 @@ func (s *Store) Committed() (round uint64, ok bool, err error) {
 	return binary.BigEndian.Uint64(b), true, nil
 }
 
-// Epsilon returns the ε spent so far (0 before any committed round).
-func (s *Store) Epsilon() (float64, error) {
-	b, ok, err := s.get(keyEpsilon)
+// Epsilon returns the ε the default study has spent so far (0 before any
+// committed round).
+func (s *Store) Epsilon() (float64, error) { return s.EpsilonStudy("") }
+
+// epsilonKey is the key of study's federation ε.
+func epsilonKey(study string) string {
+	if study == "" {
+		return keyEpsilon
+	}
+	return keyEpsilon + "/" + study
+}
+
+// EpsilonStudy returns the ε study has spent so far, as its coordinator
+// announced it (0 before any committed round).
+func (s *Store) EpsilonStudy(study string) (float64, error) {
+	key := epsilonKey(study)
+	b, ok, err := s.get(key)
 	if err != nil || !ok {
 		return 0, err
 	}
 	if len(b) != 8 {
-		return 0, &CorruptError{Key: keyEpsilon, Reason: fmt.Sprintf("%d bytes, want 8", len(b))}
+		return 0, &CorruptError{Key: key, Reason: fmt.Sprintf("%d bytes, want 8", len(b))}
 	}
 	e := math.Float64frombits(binary.BigEndian.Uint64(b))
 	if math.IsNaN(e) || e < 0 {
-		return 0, &CorruptError{Key: keyEpsilon, Reason: fmt.Sprintf("ε = %v", e)}
+		return 0, &CorruptError{Key: key, Reason: fmt.Sprintf("ε = %v", e)}
 	}
 	return e, nil
 }
 
-// Commit records that round committed having spent ε = epsilon in total
-// (the largest value seen is kept) and deletes the records of every round
-// up to and including it: the cached masked input, the secrets of the
-// SecAgg+ client, the answer. Later calls for those rounds are refused as
-// stale by the Node, which checks Committed first.
-func (s *Store) Commit(round uint64, epsilon float64) error {
+// Commit is CommitStudy of the default study.
+func (s *Store) Commit(round uint64, epsilon float64) error { return s.CommitStudy(round, "", epsilon) }
+
+// CommitStudy records that round (of study) committed having spent ε =
+// epsilon in that study in total (the largest value seen is kept) and
+// deletes the records of every round up to and including it: the cached
+// masked input, the secrets of the SecAgg+ client, the answer. Round
+// numbers are the federation's, across studies (one round in flight at a
+// time), so the mark is one for all studies. Later calls for those rounds
+// are refused as stale by the Node, which checks Committed first.
+func (s *Store) CommitStudy(round uint64, study string, epsilon float64) error {
 	if math.IsNaN(epsilon) || epsilon < 0 {
 		return fmt.Errorf("worker store: commit of round %d: ε = %v must be >= 0", round, epsilon)
 	}
@@ -549,7 +570,7 @@ func (s *Store) Commit(round uint64, epsilon float64) error {
 	if err != nil {
 		return err
 	}
-	spent, err := s.Epsilon()
+	spent, err := s.EpsilonStudy(study)
 	if err != nil {
 		return err
 	}
@@ -558,7 +579,7 @@ func (s *Store) Commit(round uint64, epsilon float64) error {
 		kv[keyCommitted] = binary.BigEndian.AppendUint64(nil, round)
 	}
 	if epsilon > spent {
-		kv[keyEpsilon] = binary.BigEndian.AppendUint64(nil, math.Float64bits(epsilon))
+		kv[epsilonKey(study)] = binary.BigEndian.AppendUint64(nil, math.Float64bits(epsilon))
 	}
 	if len(kv) == 0 {
 		_, err = s.GC(round)

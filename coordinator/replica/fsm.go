@@ -235,17 +235,30 @@ func checkBlobs(e Entry) error {
 	if err != nil {
 		return err
 	}
-	if c.ModelCommitted == nil {
-		return fmt.Errorf("round %d: command %v carries blobs; only ModelCommitted may", c.Round(), c.Kind)
+	mc := commandModel(&c)
+	if mc == nil {
+		return fmt.Errorf("round %d: command %v carries blobs; only ModelCommitted and StudyCreated may", c.Round(), c.Kind)
 	}
 	have := map[coordinator.Hash]bool{}
 	for _, b := range e.Blobs {
 		have[sha256.Sum256(b)] = true
 	}
-	for _, h := range neededBlobs(c.ModelCommitted) {
+	for _, h := range neededBlobs(mc) {
 		if !have[h] {
 			return fmt.Errorf("round %d: ModelCommitted lacks the bytes of blob %s", c.Round(), h)
 		}
+	}
+	return nil
+}
+
+// commandModel returns the model commit a command carries: a
+// ModelCommitted, or a StudyCreated's initial model; nil if none.
+func commandModel(c *coordinator.Command) *coordinator.ModelCommitted {
+	switch {
+	case c.ModelCommitted != nil:
+		return c.ModelCommitted
+	case c.StudyCreated != nil:
+		return &c.StudyCreated.Initial
 	}
 	return nil
 }
@@ -267,8 +280,8 @@ func wrap(cmd []byte, reg BlobStore) ([]byte, error) {
 		return nil, err
 	}
 	e := Entry{Command: cmd}
-	if c.ModelCommitted != nil {
-		for _, h := range neededBlobs(c.ModelCommitted) {
+	if mc := commandModel(&c); mc != nil {
+		for _, h := range neededBlobs(mc) {
 			b, err := reg.GetBytes(h)
 			if err != nil {
 				return nil, fmt.Errorf("round %d: ModelCommitted: %w", c.Round(), err)
@@ -296,13 +309,12 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	if err := f.fsm.Snapshot(&buf); err != nil {
 		return nil, err
 	}
-	st := f.fsm.State()
-	return &fsmSnapshot{state: buf.Bytes(), blobs: referencedBlobs(&st), reg: f.reg}, nil
+	return &fsmSnapshot{state: buf.Bytes(), blobs: referencedBlobs(f.fsm.Studies()), reg: f.reg}, nil
 }
 
-// referencedBlobs lists, without repeats and in state order, the blobs a
-// state needs: every committed model and the optimizer state.
-func referencedBlobs(s *coordinator.State) []coordinator.Hash {
+// referencedBlobs lists, without repeats and in state order, the blobs the
+// studies need: every committed model and optimizer state of each.
+func referencedBlobs(studies []coordinator.StudyInfo) []coordinator.Hash {
 	seen := map[coordinator.Hash]bool{}
 	var out []coordinator.Hash
 	add := func(h coordinator.Hash) {
@@ -311,10 +323,12 @@ func referencedBlobs(s *coordinator.State) []coordinator.Hash {
 			out = append(out, h)
 		}
 	}
-	for _, m := range s.Models {
-		add(m.Hash)
+	for _, st := range studies {
+		for _, m := range st.State.Models {
+			add(m.Hash)
+		}
+		add(st.State.Optimizer.State)
 	}
-	add(s.Optimizer.State)
 	return out
 }
 
@@ -399,9 +413,8 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if err := probe.Restore(bytes.NewReader(state)); err != nil {
 		return fmt.Errorf("replica snapshot: %w", err)
 	}
-	st := probe.State()
 	need := map[coordinator.Hash]bool{}
-	for _, h := range referencedBlobs(&st) {
+	for _, h := range referencedBlobs(probe.Studies()) {
 		need[h] = true
 	}
 	for i := range binary.BigEndian.Uint32(cnt[:]) {

@@ -103,8 +103,7 @@ func TestFSMApplyMatchesCoordinator(t *testing.T) {
 	if !bytes.Equal(a.Bytes(), b.Bytes()) {
 		t.Fatal("replica FSM state differs from the coordinator FSM")
 	}
-	st := f.Coordinator().State()
-	for _, h := range referencedBlobs(&st) {
+	for _, h := range referencedBlobs(f.Coordinator().Studies()) {
 		if _, err := reg.GetBytes(h); err != nil {
 			t.Fatal(err)
 		}

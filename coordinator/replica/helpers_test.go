@@ -218,7 +218,7 @@ func checkModels(t testing.TB, n *Node, ref coordinator.ModelStore) {
 	if len(st.Models) == 0 {
 		t.Fatal("no model committed")
 	}
-	for _, h := range referencedBlobs(&st) {
+	for _, h := range referencedBlobs(n.FSM().Studies()) {
 		got, err := n.Registry().GetBytes(h)
 		if err != nil {
 			t.Fatalf("replica %s: %v", n.ID(), err)

@@ -910,7 +910,10 @@ type RoundAnnounce struct {
 	FederationStats []byte `protobuf:"bytes,14,opt,name=federation_stats,json=federationStats,proto3" json:"federation_stats,omitempty"`
 	// On the statistics round: the public bound on a site's rows that the
 	// scaled sums are divided by (data.SumScales).
-	StatsMaxRows  uint64 `protobuf:"varint,15,opt,name=stats_max_rows,json=statsMaxRows,proto3" json:"stats_max_rows,omitempty"`
+	StatsMaxRows uint64 `protobuf:"varint,15,opt,name=stats_max_rows,json=statsMaxRows,proto3" json:"stats_max_rows,omitempty"`
+	// The study the round belongs to ("" = the federation's default study):
+	// a worker tracks its privacy spent per study and in total.
+	Study         string `protobuf:"bytes,16,opt,name=study,proto3" json:"study,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1048,6 +1051,13 @@ func (x *RoundAnnounce) GetStatsMaxRows() uint64 {
 		return x.StatsMaxRows
 	}
 	return 0
+}
+
+func (x *RoundAnnounce) GetStudy() string {
+	if x != nil {
+		return x.Study
+	}
+	return ""
 }
 
 // AdvertiseKeys is SecAgg+ round 0: a client's two public keys.
@@ -3149,7 +3159,7 @@ const file_sovereign_proto_rawDesc = "" +
 	"max_weight\x18\t \x01(\x01R\tmaxWeight\x12(\n" +
 	"\x10stage_timeout_ms\x18\n" +
 	" \x01(\x04R\x0estageTimeoutMs\x12+\n" +
-	"\x11consistency_check\x18\v \x01(\bR\x10consistencyCheck\"\xa4\x04\n" +
+	"\x11consistency_check\x18\v \x01(\bR\x10consistencyCheck\"\xba\x04\n" +
 	"\rRoundAnnounce\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12!\n" +
 	"\fmodel_sha256\x18\x02 \x01(\fR\vmodelSha256\x12\x1d\n" +
@@ -3169,7 +3179,8 @@ const file_sovereign_proto_rawDesc = "" +
 	"\apurpose\x18\f \x01(\tR\apurpose\x12#\n" +
 	"\rschema_sha256\x18\r \x01(\fR\fschemaSha256\x12)\n" +
 	"\x10federation_stats\x18\x0e \x01(\fR\x0ffederationStats\x12$\n" +
-	"\x0estats_max_rows\x18\x0f \x01(\x04R\fstatsMaxRows\"\xfe\x01\n" +
+	"\x0estats_max_rows\x18\x0f \x01(\x04R\fstatsMaxRows\x12\x14\n" +
+	"\x05study\x18\x10 \x01(\tR\x05study\"\xfe\x01\n" +
 	"\rAdvertiseKeys\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12\x16\n" +
 	"\x06sender\x18\x02 \x01(\fR\x06sender\x12\x11\n" +
