@@ -84,11 +84,11 @@ func TestAttackRogueReplicaSurvivorSet(t *testing.T) {
 			if err := f.coordHost.ServeBlobs(reg, p2p.RoleWorker); err != nil {
 				t.Fatal(err)
 			}
-			if err := coordinator.ServeSurvivors(f.coordHosts[0], fsm.State); err != nil {
+			if err := coordinator.ServeSurvivors(f.coordHosts[0], fsm.StateOfRound); err != nil {
 				t.Fatal(err)
 			}
 			for _, h := range f.coordHosts[1:] {
-				if err := coordinator.ServeSurvivors(h, func() coordinator.State { return tc.others(fsm.State()) }); err != nil {
+				if err := coordinator.ServeSurvivors(h, func(r uint64) coordinator.State { return tc.others(fsm.StateOfRound(r)) }); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -1415,6 +1415,14 @@ func (d *Driver) evaluate(ctx context.Context, r uint64, h Hash, workers []Worke
 
 // Status is what `sovereign status` shows of a coordinator.
 type Status struct {
+	// Study names the study ("default" for the default study); Attempts
+	// counts the rounds it started (committed or not).
+	Study    string
+	Attempts int
+	// Model is the study's model spec.
+	Model string
+	// Epsilon is the ε its ledger head records.
+	Epsilon float64
 	// Round is the last round started; Stage what the driver is doing.
 	Round uint64
 	Stage string
@@ -1447,6 +1455,9 @@ type Status struct {
 	// Incompatible are the workers whose plan check said they cannot take
 	// part, with the reasons (sorted by worker).
 	Incompatible []IncompatibleWorker
+	// Studies, in the federation's status, are every study's status (the
+	// default one first); the fields above are the default study's.
+	Studies []Status
 }
 
 // Status reports the driver's progress.
@@ -1459,6 +1470,13 @@ func (d *Driver) Status() Status {
 		Round: st.Round, Stage: stage, InFlight: st.Current != nil, Online: d.cohort.Online(),
 		CommittedRounds: st.CommittedRounds(), LedgerLength: len(st.Ledger), Failures: st.Failures,
 		StudyState: "running", RecentFailures: st.RecentFailures, PlannedRounds: d.cfg.Rounds,
+		Study: studyLabel(d.fsm.Name()), Attempts: st.Attempts, Model: d.cfg.Model,
+	}
+	if p := st.Paused; p != nil {
+		s.StudyState = "paused"
+		if p.Stop {
+			s.StudyState = "stopping"
+		}
 	}
 	byWorker := map[WorkerID]*IncompatibleWorker{}
 	for w, rs := range d.incompatible() {
@@ -1488,6 +1506,7 @@ func (d *Driver) Status() Status {
 	}
 	if h := st.Head(); h != nil {
 		s.LedgerHead = h.Hash
+		s.Epsilon = h.Epsilon
 	}
 	if n := len(st.Metrics); n > 0 {
 		s.Accuracy, s.AccuracyRound = st.Metrics[n-1].Accuracy, st.Metrics[n-1].Round

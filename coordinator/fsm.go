@@ -385,8 +385,10 @@ type ModelRecord struct {
 // State is everything the FSM holds. It is plain data with no maps, so its
 // JSON encoding (the snapshot) is byte-identical on every replica.
 type State struct {
-	// Round is the last round started (0 before the first).
-	Round uint64 `json:"round"`
+	// Round is the last round started (0 before the first); Attempts
+	// counts the rounds this study started (committed or not).
+	Round    uint64 `json:"round"`
+	Attempts int    `json:"attempts,omitempty"`
 	// Current is the round in flight, nil when idle.
 	Current *RoundState `json:"current"`
 	// Failures counts the rounds failed since the last committed model.
@@ -613,6 +615,7 @@ func (f *FSM) apply(c *Command) error {
 			return refuse(c, "online count %d below the %d sampled", m.OnlineCount, len(a.Sampled))
 		}
 		s.Round = m.Round
+		s.Attempts++
 		f.fed.round = m.Round
 		s.Current = &RoundState{Round: m.Round, Announce: cloneAnnounce(a), OnlineCount: m.OnlineCount}
 		return nil

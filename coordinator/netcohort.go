@@ -56,6 +56,9 @@ type NetCohort struct {
 	mu     sync.Mutex
 	hello  map[peer.ID]string // peers that said Hello → member name
 	checks map[peer.ID]*pb.PlanCheck
+	// studyChecks are the verdicts on created studies' plans, by study
+	// (netcohort_studies.go).
+	studyChecks map[string]map[peer.ID]*pb.PlanCheck
 	// pending are peers whose Hello got a plan and whose check has not
 	// arrived yet.
 	pending map[peer.ID]string
@@ -78,6 +81,8 @@ func NewNetCohort(h *p2p.Host, opts NetCohortOptions) (*NetCohort, error) {
 		hello:   make(map[peer.ID]string),
 		checks:  make(map[peer.ID]*pb.PlanCheck),
 		pending: make(map[peer.ID]string),
+
+		studyChecks: make(map[string]map[peer.ID]*pb.PlanCheck),
 	}
 	c.notify = &network.NotifyBundle{DisconnectedF: func(n network.Network, conn network.Conn) {
 		p := conn.RemotePeer()
@@ -88,6 +93,9 @@ func NewNetCohort(h *p2p.Host, opts NetCohortOptions) (*NetCohort, error) {
 		name, ok := c.hello[p]
 		delete(c.hello, p)
 		delete(c.pending, p)
+		for _, m := range c.studyChecks {
+			delete(m, p) // asked again when it returns: its policy may have changed
+		}
 		c.mu.Unlock()
 		if ok {
 			c.log.Info("worker left", "peer", p.String(), "member", name)
@@ -410,6 +418,23 @@ func ServeStatus(h *p2p.Host, name string, status func() Status) error {
 
 // StatusToPB encodes a coordinator's status; with members set it lists
 // every enrolled member and whether it is online.
+// incompatibleToPB maps plan-check verdicts, naming the workers.
+func incompatibleToPB(ws []IncompatibleWorker, fed *p2p.Federation) []*pb.IncompatibleWorker {
+	var out []*pb.IncompatibleWorker
+	for _, iw := range ws {
+		if p, err := peer.Decode(string(iw.Worker)); err == nil {
+			m := &pb.IncompatibleWorker{PeerId: []byte(p), Reasons: iw.Reasons, Warnings: iw.Warnings}
+			if fed != nil {
+				if mm, ok := fed.Lookup(p); ok {
+					m.Name = mm.Name
+				}
+			}
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
 func StatusToPB(name string, st Status, fed *p2p.Federation, members bool) *pb.StatusResponse {
 	resp := &pb.StatusResponse{
 		Name: name, Role: pb.Role_ROLE_COORDINATOR, Round: st.Round, Stage: st.Stage,
@@ -419,19 +444,19 @@ func StatusToPB(name string, st Status, fed *p2p.Federation, members bool) *pb.S
 		StudyState: st.StudyState, EndReason: st.EndReason, RecentFailures: st.RecentFailures,
 		PlannedRounds: uint64(max(0, st.PlannedRounds)), EtaSeconds: st.ETA.Seconds(),
 	}
-	for _, iw := range st.Incompatible {
-		if p, err := peer.Decode(string(iw.Worker)); err == nil {
-			m := &pb.IncompatibleWorker{PeerId: []byte(p), Reasons: iw.Reasons, Warnings: iw.Warnings}
-			if fed != nil {
-				if mm, ok := fed.Lookup(p); ok {
-					m.Name = mm.Name
-				}
-			}
-			resp.Incompatible = append(resp.Incompatible, m)
-		}
-	}
+	resp.Incompatible = incompatibleToPB(st.Incompatible, fed)
 	if !st.LedgerHead.IsZero() {
 		resp.LedgerHead = append([]byte(nil), st.LedgerHead[:]...)
+	}
+	for _, ss := range st.Studies {
+		m := &pb.StudyStatus{Name: ss.Study, State: ss.StudyState, EndReason: ss.EndReason, Model: ss.Model,
+			CommittedRounds: uint64(ss.CommittedRounds), Attempts: uint64(ss.Attempts), PlannedRounds: uint64(max(0, ss.PlannedRounds)),
+			RecentFailures: ss.RecentFailures, Epsilon: ss.Epsilon, Accuracy: ss.Accuracy, EtaSeconds: ss.ETA.Seconds(),
+			LedgerLength: uint64(ss.LedgerLength), Incompatible: incompatibleToPB(ss.Incompatible, fed), Stage: ss.Stage}
+		if !ss.LedgerHead.IsZero() {
+			m.LedgerHead = append([]byte(nil), ss.LedgerHead[:]...)
+		}
+		resp.Studies = append(resp.Studies, m)
 	}
 	online := make(map[WorkerID]bool, len(st.Online))
 	for _, w := range st.Online {
@@ -459,6 +484,8 @@ func StatusToPB(name string, st Status, fed *p2p.Federation, members bool) *pb.S
 				role = pb.Role_ROLE_COORDINATOR
 			case p2p.RoleObserver:
 				role = pb.Role_ROLE_OBSERVER
+			case p2p.RoleOperator:
+				role = pb.Role_ROLE_OPERATOR
 			}
 			resp.Members = append(resp.Members, &pb.MemberStatus{Name: mm.Name, PeerId: []byte(mm.ID), Role: role})
 		}
@@ -505,7 +532,10 @@ func CommittedSurvivors(st *State, round uint64, asker WorkerID) (survivors []Wo
 // announcement (wire.AnnounceDigest). Only workers may ask (they confirm an unmask request with a
 // majority of the replicas before answering it; security review L4), and
 // each learns only the survivors of rounds it was sampled in.
-func ServeSurvivors(h *p2p.Host, state func() State) error {
+//
+// state(round) is the state of the study that round belongs to
+// (FSM.StateOfRound).
+func ServeSurvivors(h *p2p.Host, state func(round uint64) State) error {
 	return h.Handle(p2p.ProtocolSpec{ID: wire.ProtoSurvivors, Roles: []p2p.Role{p2p.RoleWorker}, Timeout: 10 * time.Second, MaxFrame: 64}, func(_ context.Context, s *p2p.Stream) error {
 		var q pb.SurvivorQuery
 		if err := s.ReadMsg(&q); err != nil {
@@ -514,7 +544,7 @@ func ServeSurvivors(h *p2p.Host, state func() State) error {
 		if q.Round == 0 {
 			return s.WriteMsg(&pb.SurvivorAnswer{})
 		}
-		st := state()
+		st := state(q.Round)
 		surv, ok := CommittedSurvivors(&st, q.Round, WorkerID(s.Peer().String()))
 		names := make([]string, len(surv))
 		for i, w := range surv {

@@ -29,7 +29,7 @@ const MaxPlanReasons = 16
 func (d *Driver) Plan(online int) *pb.StudyPlan {
 	st := d.fsm.State()
 	left := max(0, d.cfg.Rounds-st.CommittedRounds())
-	p := &pb.StudyPlan{ModelSpec: d.cfg.Model, NumParams: uint64(d.spec.NumParams()), PlannedRounds: uint64(left), Dp: d.cfg.DP.Noise > 0}
+	p := &pb.StudyPlan{ModelSpec: d.cfg.Model, NumParams: uint64(d.spec.NumParams()), PlannedRounds: uint64(left), Dp: d.cfg.DP.Noise > 0, Study: d.fsm.Name()}
 	n := d.sampleSize(max(online, 1))
 	p.Cohort = uint32(n)
 	if d.cfg.Schema != nil {

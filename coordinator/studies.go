@@ -91,6 +91,15 @@ func (s *StudySpec) Config(name string) (Config, error) {
 	return r.Config("study "+studyLabel(name), "", text)
 }
 
+// StudyLedgerFileName is the ledger export of a created study in a
+// coordinator's data folder (LedgerFileName is the default study's).
+func StudyLedgerFileName(name string) string {
+	if name == DefaultStudy {
+		return LedgerFileName
+	}
+	return "ledger-" + name + ".json"
+}
+
 // StudyCreated adds the study Name with its spec and its initial model
 // (round 0: no participants, no privacy spent), whose bytes travel with
 // the command like a ModelCommitted's.
@@ -245,4 +254,21 @@ func (fed *federation) studiesSnapshot() []studySnapshot {
 		out = append(out, studySnapshot{Name: n, Spec: st.Spec, State: st.State})
 	}
 	return out
+}
+
+// StateOfRound returns a deep copy of the state of the study that round
+// belongs to: the one with it in flight or in its ledger, else the
+// default study.
+func (f *FSM) StateOfRound(round uint64) State {
+	name := DefaultStudy
+	f.fed.mu.RLock()
+	for _, n := range f.fed.names() {
+		st := &f.fed.studies[n].State
+		if st.Current != nil && st.Current.Round == round || slices.ContainsFunc(st.Ledger, func(e LedgerEntry) bool { return e.Round == round }) {
+			name = n
+			break
+		}
+	}
+	f.fed.mu.RUnlock()
+	return f.Study(name).State()
 }

@@ -24,6 +24,7 @@ type cluster struct {
 	dir      string
 	fedFile  string
 	observer string
+	operator string
 	cnames   []string
 	ccfg     []string
 	cdirs    []string
@@ -56,7 +57,7 @@ type clusterOptions struct {
 func newCluster(t testing.TB, o clusterOptions) *cluster {
 	t.Helper()
 	dir := t.TempDir()
-	c := &cluster{t: t, dir: dir, fedFile: filepath.Join(dir, "federation.toml"), observer: filepath.Join(dir, "observer.key")}
+	c := &cluster{t: t, dir: dir, fedFile: filepath.Join(dir, "federation.toml"), observer: filepath.Join(dir, "observer.key"), operator: filepath.Join(dir, "operator.key")}
 	if o.model == "" {
 		o.model = "logreg"
 	}
@@ -75,6 +76,8 @@ func newCluster(t testing.TB, o clusterOptions) *cluster {
 	}
 	obs := keygen(t, c.observer)
 	fmt.Fprintf(&fb, "\n[[member]]\nname = \"observer\"\npeer_id = %q\nrole = \"observer\"\n", obs)
+	op := keygen(t, c.operator)
+	fmt.Fprintf(&fb, "\n[[member]]\nname = \"operator\"\npeer_id = %q\nrole = \"operator\"\n", op)
 	for i := range o.workers {
 		name := fmt.Sprintf("hospital-%d", i)
 		id := keygen(t, filepath.Join(dir, name+".key"))

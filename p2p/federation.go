@@ -23,14 +23,19 @@ const (
 	// RoleObserver may only ask for status (e.g. the identity an operator
 	// runs `sovereign status` with): it takes no part in rounds.
 	RoleObserver Role = "observer"
+	// RoleOperator may ask for status and send study requests (`sovereign
+	// study start|pause|resume|stop`); it takes no part in rounds or Raft.
+	RoleOperator Role = "operator"
 )
 
 // Valid reports whether r is one of the known roles.
 // AllRoles returns every role, for protocols any enrolled member may open
 // (status). A protocol's roles are always spelled out.
-func AllRoles() []Role { return []Role{RoleCoordinator, RoleWorker, RoleObserver} }
+func AllRoles() []Role { return []Role{RoleCoordinator, RoleWorker, RoleObserver, RoleOperator} }
 
-func (r Role) Valid() bool { return r == RoleWorker || r == RoleCoordinator || r == RoleObserver }
+func (r Role) Valid() bool {
+	return r == RoleWorker || r == RoleCoordinator || r == RoleObserver || r == RoleOperator
+}
 
 // Member is one enrolled institution.
 type Member struct {
@@ -143,7 +148,7 @@ func newFederation(src, name string, members []Member, psk pnet.PSK) (*Federatio
 			return nil, fmt.Errorf("%s: peer_id: %s does not embed a public key (want an Ed25519 identity): %v", where, m.ID, err)
 		}
 		if !m.Role.Valid() {
-			return nil, fmt.Errorf("%s: role: %q is not %q, %q or %q", where, m.Role, RoleWorker, RoleCoordinator, RoleObserver)
+			return nil, fmt.Errorf("%s: role: %q is not %q, %q, %q or %q", where, m.Role, RoleWorker, RoleCoordinator, RoleObserver, RoleOperator)
 		}
 		if m.Role == RoleCoordinator {
 			coordinators++

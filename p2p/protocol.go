@@ -25,6 +25,15 @@ const (
 	// ProtoPlanCheck: a worker's verdict on the study plan of a HelloAck:
 	// PlanCheck → Ack. Worker to coordinator.
 	ProtoPlanCheck protocol.ID = "/sovereign/plan-check/1.0.0"
+	// ProtoStudyPlan: a study's plan before it starts (or before a new
+	// leader samples for it): StudyPlan → PlanCheck. Coordinator to worker
+	// (coordinator/netcohort_studies.go, worker/serve.go).
+	ProtoStudyPlan protocol.ID = "/sovereign/study-plan/1.0.0"
+	// ProtoStudy: an operator's study request (start, pause, resume,
+	// stop): JSON of coordinator.StudyRequest in a BytesValue → BytesValue
+	// (JSON answer). Coordinator identity to coordinator; a follower
+	// forwards it to the leader (coordinator/studyproto.go).
+	ProtoStudy protocol.ID = "/sovereign/study/1.0.0"
 	// ProtoRound: a round starts: RoundAnnounce → Ack. Coordinator to worker.
 	ProtoRound protocol.ID = "/sovereign/round/1.0.0"
 	// ProtoSecAggAdvertise: SecAgg+ round 0: AdvertiseKeys → Ack. Worker to coordinator.

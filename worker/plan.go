@@ -16,6 +16,8 @@ type StudyPlan struct {
 	DP             bool
 	Cohort         int
 	SchemaHash     [32]byte
+	// Study names the study ("" = the federation's default).
+	Study string
 }
 
 // CheckPlan checks a study plan against the local data and the policy
@@ -48,6 +50,13 @@ func (n *Node) CheckPlan(p StudyPlan) (reasons, warnings []string) {
 	if p.DP && p.PlannedEpsilon > pol.MaxEpsilon {
 		warnings = append(warnings, fmt.Sprintf("the study plans ε %.3g over %d more rounds, above policy.max_epsilon: this institution will refuse its later rounds", p.PlannedEpsilon, p.PlannedRounds))
 	}
+	if p.DP && finiteTotal(pol) {
+		// The worker's own ε over every study so far, plus this plan's
+		// (RDP composes; adding ε values over-states it, a warning only).
+		if spent, err := ownEpsilon(n.st, pol.Delta, 0, nil); err == nil && spent+p.PlannedEpsilon > pol.MaxEpsilonTotal {
+			warnings = append(warnings, fmt.Sprintf("the study plans ε %.3g, and with the ε already spent in other studies this institution may reach policy.max_epsilon_total before it ends", p.PlannedEpsilon))
+		}
+	}
 	if p.Cohort > 0 && p.Cohort < pol.MinCohort {
 		warnings = append(warnings, fmt.Sprintf("the study samples %d institutions per round today, below policy.min_cohort", p.Cohort))
 	}
@@ -56,7 +65,7 @@ func (n *Node) CheckPlan(p StudyPlan) (reasons, warnings []string) {
 	}
 	switch {
 	case len(reasons) > 0:
-		n.log.Warn("this worker cannot take part in the study", "model", p.ModelSpec, "reasons", strings.Join(reasons, "; "))
+		n.log.Warn("this worker cannot take part in the study", "study", studyName(p.Study), "model", p.ModelSpec, "reasons", strings.Join(reasons, "; "))
 	case len(warnings) > 0:
 		n.log.Warn("study plan accepted with warnings", "model", p.ModelSpec, "warnings", strings.Join(warnings, "; "), "max_epsilon", pol.MaxEpsilon)
 	default:

@@ -125,6 +125,7 @@ func NewServer(h *p2p.Host, node *Node, st *Store, opts ServeOptions) (*Server, 
 		{wire.ProtoConsistency, s.handleConsistency},
 		{wire.ProtoUnmask, s.handleUnmask},
 		{wire.ProtoEvaluate, s.handleEvaluate},
+		{p2p.ProtoStudyPlan, s.handleStudyPlan},
 	}
 	for _, hd := range handlers {
 		spec := p2p.ProtocolSpec{ID: hd.id, Roles: []p2p.Role{p2p.RoleCoordinator}, Timeout: opts.StageTimeout, MaxFrame: opts.MaxFrame}
@@ -138,7 +139,7 @@ func NewServer(h *p2p.Host, node *Node, st *Store, opts ServeOptions) (*Server, 
 
 // Close unregisters the handlers.
 func (s *Server) Close() {
-	for _, id := range []protocol.ID{wire.ProtoAdvertise, wire.ProtoShareKeys, wire.ProtoMasked, wire.ProtoConsistency, wire.ProtoUnmask, wire.ProtoEvaluate} {
+	for _, id := range []protocol.ID{wire.ProtoAdvertise, wire.ProtoShareKeys, wire.ProtoMasked, wire.ProtoConsistency, wire.ProtoUnmask, wire.ProtoEvaluate, p2p.ProtoStudyPlan} {
 		s.h.RemoveHandler(id)
 	}
 	s.h.LibP2P().Network().StopNotify(s.notify)
@@ -243,12 +244,7 @@ func (s *Server) hello(ctx context.Context, c p2p.Member) error {
 		return fmt.Errorf("coordinator %s refused hello: %s", c.Name, ack.Reason)
 	}
 	if p := ack.Plan; p != nil {
-		plan := StudyPlan{ModelSpec: p.ModelSpec, NumParams: int(min(p.NumParams, 1<<40)), PlannedRounds: int(min(p.PlannedRounds, 1<<30)),
-			PlannedEpsilon: p.PlannedEpsilon, DP: p.Dp, Cohort: int(p.Cohort)}
-		if len(p.SchemaSha256) == 32 {
-			copy(plan.SchemaHash[:], p.SchemaSha256)
-		}
-		reasons, warnings := s.node.CheckPlan(plan)
+		reasons, warnings := s.node.CheckPlan(planFromPB(p))
 		var pack pb.Ack
 		// The coordinator counts this worker online once the check
 		// arrives: a failed delivery is a failed Hello (retried).
@@ -260,6 +256,32 @@ func (s *Server) hello(ctx context.Context, c p2p.Member) error {
 		}
 	}
 	return nil
+}
+
+// planFromPB reads a study plan as the worker checks it.
+func planFromPB(p *pb.StudyPlan) StudyPlan {
+	plan := StudyPlan{ModelSpec: p.ModelSpec, NumParams: int(min(p.NumParams, 1<<40)), PlannedRounds: int(min(p.PlannedRounds, 1<<30)),
+		PlannedEpsilon: p.PlannedEpsilon, DP: p.Dp, Cohort: int(p.Cohort), Study: p.Study}
+	if len(p.SchemaSha256) == 32 {
+		copy(plan.SchemaHash[:], p.SchemaSha256)
+	}
+	return plan
+}
+
+// handleStudyPlan answers a coordinator's study plan (before a study
+// starts, or before a new leader samples for it) with this worker's
+// verdict, as at Hello.
+func (s *Server) handleStudyPlan(_ context.Context, st *p2p.Stream) error {
+	var m pb.StudyPlan
+	if err := st.ReadMsg(&m); err != nil {
+		return err
+	}
+	if len(m.Study) > wire.MaxStudyName || len(m.ModelSpec) > 4096 || m.PlannedEpsilon < 0 || m.PlannedEpsilon != m.PlannedEpsilon {
+		s.log.Warn("study plan refused: malformed", "peer", st.Peer().String(), "study", len(m.Study), "model_spec", len(m.ModelSpec))
+		return st.WriteMsg(&pb.PlanCheck{Study: m.Study, Reasons: []string{"the study plan is malformed (study name, model spec or planned ε out of range)"}})
+	}
+	reasons, warnings := s.node.CheckPlan(planFromPB(&m))
+	return st.WriteMsg(&pb.PlanCheck{Study: m.Study, Reasons: reasons, Warnings: warnings})
 }
 
 // ErrNotEnrolled is what hello's error wraps when a coordinator closed the

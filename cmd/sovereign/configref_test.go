@@ -21,7 +21,7 @@ var updateConfigDoc = flag.Bool("update-config-doc", false, "rewrite docs/config
 
 // configFiles are the configuration files of the reference, in its order.
 func configFiles() []confdoc.File {
-	return []confdoc.File{p2p.FederationDoc, coordinatorDoc, worker.ConfigDoc, sim.ConfigDocWithDefaults()}
+	return []confdoc.File{p2p.FederationDoc, coordinatorDoc, studyDoc, worker.ConfigDoc, sim.ConfigDocWithDefaults()}
 }
 
 const configDocPath = "../../docs/config.md"

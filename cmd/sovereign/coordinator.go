@@ -452,7 +452,30 @@ func runCoordinator(ctx context.Context, cfg *coordinatorConfig, logOut io.Write
 		return err
 	}
 	d.Incompatible, d.Warnings = cohort.Incompatible, cohort.Warnings
+	d.LedgerPath = filepath.Join(cfg.Data, coordinator.LedgerFileName)
 	planner.Store(d)
+	// Created studies (sovereign study start): one driver each, built from
+	// the replicated spec on whichever replica leads.
+	build := func(name string, c coordinator.Config) (*coordinator.Driver, error) {
+		sd, err := coordinator.NewDriver(c, fsm.Study(name), mon.Replicator(node), reg, mon.Cohort(cohort), log.With("study", name))
+		if err != nil {
+			return nil, err
+		}
+		sd.LedgerPath = filepath.Join(cfg.Data, coordinator.StudyLedgerFileName(name))
+		sd.Incompatible = func() map[coordinator.WorkerID][]string { return cohort.StudyIncompatible(sd) }
+		sd.Warnings = func() map[coordinator.WorkerID][]string { return cohort.StudyWarnings(sd) }
+		return sd, nil
+	}
+	sched := coordinator.NewScheduler(d, build, log)
+	sched.CheckPlan = cohort.CheckStudyPlan
+	sched.NameOf = func(w coordinator.WorkerID) string {
+		if id, err := peer.Decode(string(w)); err == nil {
+			if m, ok := fed.Lookup(id); ok {
+				return m.Name
+			}
+		}
+		return string(w)
+	}
 	status := func() coordinator.Status {
 		s := d.Status()
 		if !node.IsLeader() || s.Stage == "" {
@@ -461,9 +484,16 @@ func runCoordinator(ctx context.Context, cfg *coordinatorConfig, logOut io.Write
 			// replicated state is in.
 			s.Stage = followerStage(fsm.State(), cfg.Config.Rounds)
 		}
+		s.Studies = sched.Statuses()
+		if len(s.Studies) > 0 {
+			s.Studies[0].Stage = s.Stage
+		}
 		return s
 	}
 	if err := serveStatus(h, cfg.Name, status, node); err != nil {
+		return err
+	}
+	if err := coordinator.ServeStudies(h, sched, node.IsLeader, node.Leader, log); err != nil {
 		return err
 	}
 	if err := serveReplicaStatus(h, node); err != nil {
@@ -471,7 +501,7 @@ func runCoordinator(ctx context.Context, cfg *coordinatorConfig, logOut io.Write
 	}
 	// Workers confirm each survivor set with a majority of the replicas
 	// before they sign or unmask it (security review L4).
-	if err := coordinator.ServeSurvivors(h, fsm.State); err != nil {
+	if err := coordinator.ServeSurvivors(h, fsm.StateOfRound); err != nil {
 		return err
 	}
 	log.Info("listening", "peer", h.ID().String(), "addrs", strings.Join(h.Addrs(), ","))
@@ -494,7 +524,7 @@ func runCoordinator(ctx context.Context, cfg *coordinatorConfig, logOut io.Write
 		defer t.Stop()
 		for {
 			ex.export()
-			if exitWhenDone && finished(fsm.State(), cfg.Config.Rounds) {
+			if exitWhenDone && finished(fsm.State(), cfg.Config.Rounds) && createdStudiesEnded(fsm) {
 				st := fsm.State()
 				log.Info("federation finished", "round", st.Round, "committed", st.CommittedRounds(), "ledger_head", headHash(st))
 				cancel()
@@ -524,15 +554,10 @@ func runCoordinator(ctx context.Context, cfg *coordinatorConfig, logOut io.Write
 			}
 			resume = false
 		}
-		err := d.Run(lctx)
-		if err == nil {
-			st := fsm.State()
-			end, why := "finished", ""
-			if st.Ended != nil {
-				end, why = st.Ended.State, st.Ended.Reason
-			}
-			log.Info("study ended", "state", end, "reason", why, "round", st.Round, "committed", st.CommittedRounds(), "ledger_head", headHash(st))
-		} else if lctx.Err() == nil {
+		// The scheduler drives every study until leadership ends; a
+		// study that ends leaves the coordinator ready for the next.
+		err := sched.Run(lctx)
+		if err != nil && lctx.Err() == nil && !errors.Is(err, coordinator.ErrNotLeader) {
 			log.Error("round driver stopped", "err", err)
 		}
 		return err
@@ -545,6 +570,17 @@ func runCoordinator(ctx context.Context, cfg *coordinatorConfig, logOut io.Write
 	}
 	log.Info("stopping", "reason", context.Cause(ctx))
 	return nil
+}
+
+// createdStudiesEnded reports whether every study created with `sovereign
+// study start` has ended (--exit-when-done waits for them too).
+func createdStudiesEnded(fsm *coordinator.FSM) bool {
+	for _, st := range fsm.Studies() {
+		if st.Name != coordinator.DefaultStudy && st.State.Ended == nil {
+			return false
+		}
+	}
+	return true
 }
 
 // headHash returns the ledger head's hash in hex ("" before any entry).
@@ -632,6 +668,17 @@ func (e *exporter) export() {
 			return
 		}
 		e.ledger, e.ended = len(ledger), end != nil
+	}
+	// Each created study's ledger beside it (ledger-NAME.json).
+	for _, st := range e.fsm.Studies() {
+		if st.Name == coordinator.DefaultStudy {
+			continue
+		}
+		p := filepath.Join(filepath.Dir(e.ledgerPath), coordinator.StudyLedgerFileName(st.Name))
+		if err := coordinator.WriteLedgerFileEnd(p, st.State.Ledger, st.State.Ended); err != nil {
+			e.log.Warn("ledger export", "path", p, "err", err)
+			return
+		}
 	}
 	if err := writeFileAtomic(e.statePath, snap.Bytes()); err != nil {
 		e.log.Warn("state export", "path", e.statePath, "err", err)

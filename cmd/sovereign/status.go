@@ -61,6 +61,8 @@ type statusReport struct {
 	Replicas []replicaReport `json:"replicas"`
 	// ReplicasError says why Replicas is empty.
 	ReplicasError string `json:"replicas_error,omitempty"`
+	// Studies are every study of the federation, the default one first.
+	Studies []studyReport `json:"studies"`
 }
 
 // replicaReport is one replica's Raft figures, as reported by a coordinator.
@@ -216,6 +218,20 @@ func queryStatus(ctx context.Context, h *p2p.Host, fed *p2p.Federation) []status
 		}
 		r.Accuracy, r.AccuracyRound = resp.Accuracy, resp.AccuracyRound
 		r.LedgerHead, r.LedgerLength = hex.EncodeToString(resp.LedgerHead), resp.LedgerLength
+		r.Studies = []studyReport{}
+		for _, ss := range resp.Studies {
+			sr := studyReport{Name: ss.Name, State: ss.State, EndReason: ss.EndReason, Model: ss.Model, CommittedRounds: ss.CommittedRounds,
+				Attempts: ss.Attempts, PlannedRounds: ss.PlannedRounds, RecentFailures: ss.RecentFailures, Epsilon: ss.Epsilon,
+				Accuracy: ss.Accuracy, ETASeconds: ss.EtaSeconds, LedgerHead: hex.EncodeToString(ss.LedgerHead), LedgerLength: ss.LedgerLength}
+			for _, iw := range ss.Incompatible {
+				ir := incompatibleReport{Name: iw.Name, Reasons: iw.Reasons, Warnings: iw.Warnings}
+				if id, err := peer.IDFromBytes(iw.PeerId); err == nil {
+					ir.Peer = id.String()
+				}
+				sr.Incompatible = append(sr.Incompatible, ir)
+			}
+			r.Studies = append(r.Studies, sr)
+		}
 		r.Online, r.Offline = []memberReport{}, []memberReport{}
 		for _, m := range resp.Members {
 			id, err := peer.IDFromBytes(m.PeerId)
@@ -326,6 +342,11 @@ func printStatus(w io.Writer, reports []statusReport) {
 			fmt.Fprintf(w, "  accuracy %.4f (model of round %d)\n", r.Accuracy, r.AccuracyRound)
 		}
 		fmt.Fprintf(w, "  ledger head %s (%d entries)\n", r.LedgerHead, r.LedgerLength)
+		if len(r.Studies) > 1 {
+			for _, s := range r.Studies {
+				fmt.Fprintf(w, "  study %s: %s, %d of %d models committed in %d rounds, ε %.3g\n", s.Name, s.State, s.CommittedRounds, s.PlannedRounds, s.Attempts, s.Epsilon)
+			}
+		}
 		fmt.Fprintf(w, "  online (%d):", len(r.Online))
 		for _, m := range r.Online {
 			fmt.Fprintf(w, " %s", m.Name)

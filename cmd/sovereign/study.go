@@ -22,9 +22,12 @@ func init() { rootCmd.AddCommand(newStudyCmd()) }
 func newStudyCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "study",
-		Short: "Plan a study before it runs (named studies on one federation are not built yet)",
+		Short: "Start, list, pause, resume and stop the federation's studies, and plan one before it runs",
 	}
-	cmd.AddCommand(newStudyPlanCmd())
+	cmd.AddCommand(newStudyPlanCmd(), newStudyStartCmd(), newStudyListCmd(),
+		newStudyOpCmd("pause", "Pause a study: no new round starts (a round in flight finishes)"),
+		newStudyOpCmd("resume", "Resume a paused study, or retry a failed or budget-exhausted one after a config fix"),
+		newStudyOpCmd("stop", "Stop a study for good (once its round in flight ends); its ledger stays"))
 	return cmd
 }
 

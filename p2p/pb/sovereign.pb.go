@@ -39,6 +39,7 @@ const (
 	Role_ROLE_WORKER      Role = 1
 	Role_ROLE_COORDINATOR Role = 2
 	Role_ROLE_OBSERVER    Role = 3
+	Role_ROLE_OPERATOR    Role = 4
 )
 
 // Enum value maps for Role.
@@ -48,12 +49,14 @@ var (
 		1: "ROLE_WORKER",
 		2: "ROLE_COORDINATOR",
 		3: "ROLE_OBSERVER",
+		4: "ROLE_OPERATOR",
 	}
 	Role_value = map[string]int32{
 		"ROLE_UNSPECIFIED": 0,
 		"ROLE_WORKER":      1,
 		"ROLE_COORDINATOR": 2,
 		"ROLE_OBSERVER":    3,
+		"ROLE_OPERATOR":    4,
 	}
 )
 
@@ -477,7 +480,9 @@ type StudyPlan struct {
 	// Institutions sampled per round.
 	Cohort uint32 `protobuf:"varint,6,opt,name=cohort,proto3" json:"cohort,omitempty"`
 	// SHA-256 of the study's data schema file (empty: none).
-	SchemaSha256  []byte `protobuf:"bytes,7,opt,name=schema_sha256,json=schemaSha256,proto3" json:"schema_sha256,omitempty"`
+	SchemaSha256 []byte `protobuf:"bytes,7,opt,name=schema_sha256,json=schemaSha256,proto3" json:"schema_sha256,omitempty"`
+	// The study's name ("" = the federation's default study).
+	Study         string `protobuf:"bytes,8,opt,name=study,proto3" json:"study,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -561,14 +566,23 @@ func (x *StudyPlan) GetSchemaSha256() []byte {
 	return nil
 }
 
+func (x *StudyPlan) GetStudy() string {
+	if x != nil {
+		return x.Study
+	}
+	return ""
+}
+
 // PlanCheck is a worker's verdict on a StudyPlan: the rules of its policy
 // or data the plan breaks (it cannot take part: reasons), and those it will
 // reach on the way (warnings, e.g. its budget ends before the study). The
 // texts name rules, never the private values behind them.
 type PlanCheck struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Reasons       []string               `protobuf:"bytes,1,rep,name=reasons,proto3" json:"reasons,omitempty"`
-	Warnings      []string               `protobuf:"bytes,2,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Reasons  []string               `protobuf:"bytes,1,rep,name=reasons,proto3" json:"reasons,omitempty"`
+	Warnings []string               `protobuf:"bytes,2,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	// The study checked (StudyPlan.study).
+	Study         string `protobuf:"bytes,3,opt,name=study,proto3" json:"study,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -615,6 +629,13 @@ func (x *PlanCheck) GetWarnings() []string {
 		return x.Warnings
 	}
 	return nil
+}
+
+func (x *PlanCheck) GetStudy() string {
+	if x != nil {
+		return x.Study
+	}
+	return ""
 }
 
 // RoundConfig carries the training settings of one round.
@@ -2462,7 +2483,10 @@ type StatusResponse struct {
 	PlannedRounds  uint64   `protobuf:"varint,20,opt,name=planned_rounds,json=plannedRounds,proto3" json:"planned_rounds,omitempty"`
 	EtaSeconds     float64  `protobuf:"fixed64,21,opt,name=eta_seconds,json=etaSeconds,proto3" json:"eta_seconds,omitempty"`
 	// Workers whose plan check said they cannot take part, with the reasons.
-	Incompatible  []*IncompatibleWorker `protobuf:"bytes,22,rep,name=incompatible,proto3" json:"incompatible,omitempty"`
+	Incompatible []*IncompatibleWorker `protobuf:"bytes,22,rep,name=incompatible,proto3" json:"incompatible,omitempty"`
+	// Every study of the federation, the default one first (the fields
+	// above are the default study's).
+	Studies       []*StudyStatus `protobuf:"bytes,23,rep,name=studies,proto3" json:"studies,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2651,6 +2675,174 @@ func (x *StatusResponse) GetIncompatible() []*IncompatibleWorker {
 	return nil
 }
 
+func (x *StatusResponse) GetStudies() []*StudyStatus {
+	if x != nil {
+		return x.Studies
+	}
+	return nil
+}
+
+// StudyStatus is one study in a StatusResponse.
+type StudyStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// "running", "paused", "stopping", or how it ended ("finished",
+	// "failed", "budget-exhausted", "stopped") and why.
+	State     string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	EndReason string `protobuf:"bytes,3,opt,name=end_reason,json=endReason,proto3" json:"end_reason,omitempty"`
+	Model     string `protobuf:"bytes,4,opt,name=model,proto3" json:"model,omitempty"`
+	// Models committed after the initial one, rounds started, models planned.
+	CommittedRounds uint64   `protobuf:"varint,5,opt,name=committed_rounds,json=committedRounds,proto3" json:"committed_rounds,omitempty"`
+	Attempts        uint64   `protobuf:"varint,6,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	PlannedRounds   uint64   `protobuf:"varint,7,opt,name=planned_rounds,json=plannedRounds,proto3" json:"planned_rounds,omitempty"`
+	RecentFailures  []string `protobuf:"bytes,8,rep,name=recent_failures,json=recentFailures,proto3" json:"recent_failures,omitempty"`
+	// ε of the ledger head; latest federated accuracy; time to finish.
+	Epsilon       float64               `protobuf:"fixed64,9,opt,name=epsilon,proto3" json:"epsilon,omitempty"`
+	Accuracy      float64               `protobuf:"fixed64,10,opt,name=accuracy,proto3" json:"accuracy,omitempty"`
+	EtaSeconds    float64               `protobuf:"fixed64,11,opt,name=eta_seconds,json=etaSeconds,proto3" json:"eta_seconds,omitempty"`
+	LedgerHead    []byte                `protobuf:"bytes,12,opt,name=ledger_head,json=ledgerHead,proto3" json:"ledger_head,omitempty"`
+	LedgerLength  uint64                `protobuf:"varint,13,opt,name=ledger_length,json=ledgerLength,proto3" json:"ledger_length,omitempty"`
+	Incompatible  []*IncompatibleWorker `protobuf:"bytes,14,rep,name=incompatible,proto3" json:"incompatible,omitempty"`
+	Stage         string                `protobuf:"bytes,15,opt,name=stage,proto3" json:"stage,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StudyStatus) Reset() {
+	*x = StudyStatus{}
+	mi := &file_sovereign_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StudyStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StudyStatus) ProtoMessage() {}
+
+func (x *StudyStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_sovereign_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StudyStatus.ProtoReflect.Descriptor instead.
+func (*StudyStatus) Descriptor() ([]byte, []int) {
+	return file_sovereign_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *StudyStatus) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *StudyStatus) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *StudyStatus) GetEndReason() string {
+	if x != nil {
+		return x.EndReason
+	}
+	return ""
+}
+
+func (x *StudyStatus) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *StudyStatus) GetCommittedRounds() uint64 {
+	if x != nil {
+		return x.CommittedRounds
+	}
+	return 0
+}
+
+func (x *StudyStatus) GetAttempts() uint64 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *StudyStatus) GetPlannedRounds() uint64 {
+	if x != nil {
+		return x.PlannedRounds
+	}
+	return 0
+}
+
+func (x *StudyStatus) GetRecentFailures() []string {
+	if x != nil {
+		return x.RecentFailures
+	}
+	return nil
+}
+
+func (x *StudyStatus) GetEpsilon() float64 {
+	if x != nil {
+		return x.Epsilon
+	}
+	return 0
+}
+
+func (x *StudyStatus) GetAccuracy() float64 {
+	if x != nil {
+		return x.Accuracy
+	}
+	return 0
+}
+
+func (x *StudyStatus) GetEtaSeconds() float64 {
+	if x != nil {
+		return x.EtaSeconds
+	}
+	return 0
+}
+
+func (x *StudyStatus) GetLedgerHead() []byte {
+	if x != nil {
+		return x.LedgerHead
+	}
+	return nil
+}
+
+func (x *StudyStatus) GetLedgerLength() uint64 {
+	if x != nil {
+		return x.LedgerLength
+	}
+	return 0
+}
+
+func (x *StudyStatus) GetIncompatible() []*IncompatibleWorker {
+	if x != nil {
+		return x.Incompatible
+	}
+	return nil
+}
+
+func (x *StudyStatus) GetStage() string {
+	if x != nil {
+		return x.Stage
+	}
+	return ""
+}
+
 // IncompatibleWorker is a worker that cannot take part in the study.
 type IncompatibleWorker struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -2665,7 +2857,7 @@ type IncompatibleWorker struct {
 
 func (x *IncompatibleWorker) Reset() {
 	*x = IncompatibleWorker{}
-	mi := &file_sovereign_proto_msgTypes[28]
+	mi := &file_sovereign_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2677,7 +2869,7 @@ func (x *IncompatibleWorker) String() string {
 func (*IncompatibleWorker) ProtoMessage() {}
 
 func (x *IncompatibleWorker) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[28]
+	mi := &file_sovereign_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2690,7 +2882,7 @@ func (x *IncompatibleWorker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IncompatibleWorker.ProtoReflect.Descriptor instead.
 func (*IncompatibleWorker) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{28}
+	return file_sovereign_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *IncompatibleWorker) GetPeerId() []byte {
@@ -2738,7 +2930,7 @@ type BlobHeader struct {
 
 func (x *BlobHeader) Reset() {
 	*x = BlobHeader{}
-	mi := &file_sovereign_proto_msgTypes[29]
+	mi := &file_sovereign_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2750,7 +2942,7 @@ func (x *BlobHeader) String() string {
 func (*BlobHeader) ProtoMessage() {}
 
 func (x *BlobHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[29]
+	mi := &file_sovereign_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2763,7 +2955,7 @@ func (x *BlobHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobHeader.ProtoReflect.Descriptor instead.
 func (*BlobHeader) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{29}
+	return file_sovereign_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *BlobHeader) GetKind() BlobKind {
@@ -2818,7 +3010,7 @@ type BlobChunk struct {
 
 func (x *BlobChunk) Reset() {
 	*x = BlobChunk{}
-	mi := &file_sovereign_proto_msgTypes[30]
+	mi := &file_sovereign_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2830,7 +3022,7 @@ func (x *BlobChunk) String() string {
 func (*BlobChunk) ProtoMessage() {}
 
 func (x *BlobChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[30]
+	mi := &file_sovereign_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2843,7 +3035,7 @@ func (x *BlobChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobChunk.ProtoReflect.Descriptor instead.
 func (*BlobChunk) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{30}
+	return file_sovereign_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *BlobChunk) GetData() []byte {
@@ -2863,7 +3055,7 @@ type BlobTrailer struct {
 
 func (x *BlobTrailer) Reset() {
 	*x = BlobTrailer{}
-	mi := &file_sovereign_proto_msgTypes[31]
+	mi := &file_sovereign_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2875,7 +3067,7 @@ func (x *BlobTrailer) String() string {
 func (*BlobTrailer) ProtoMessage() {}
 
 func (x *BlobTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[31]
+	mi := &file_sovereign_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2888,7 +3080,7 @@ func (x *BlobTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobTrailer.ProtoReflect.Descriptor instead.
 func (*BlobTrailer) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{31}
+	return file_sovereign_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *BlobTrailer) GetSha256() []byte {
@@ -2910,7 +3102,7 @@ type BlobReceipt struct {
 
 func (x *BlobReceipt) Reset() {
 	*x = BlobReceipt{}
-	mi := &file_sovereign_proto_msgTypes[32]
+	mi := &file_sovereign_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2922,7 +3114,7 @@ func (x *BlobReceipt) String() string {
 func (*BlobReceipt) ProtoMessage() {}
 
 func (x *BlobReceipt) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[32]
+	mi := &file_sovereign_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2935,7 +3127,7 @@ func (x *BlobReceipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobReceipt.ProtoReflect.Descriptor instead.
 func (*BlobReceipt) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{32}
+	return file_sovereign_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *BlobReceipt) GetAccepted() bool {
@@ -2969,7 +3161,7 @@ type BlobRequest struct {
 
 func (x *BlobRequest) Reset() {
 	*x = BlobRequest{}
-	mi := &file_sovereign_proto_msgTypes[33]
+	mi := &file_sovereign_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2981,7 +3173,7 @@ func (x *BlobRequest) String() string {
 func (*BlobRequest) ProtoMessage() {}
 
 func (x *BlobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[33]
+	mi := &file_sovereign_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2994,7 +3186,7 @@ func (x *BlobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobRequest.ProtoReflect.Descriptor instead.
 func (*BlobRequest) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{33}
+	return file_sovereign_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *BlobRequest) GetSha256() []byte {
@@ -3019,7 +3211,7 @@ type BlobFetchResponse struct {
 
 func (x *BlobFetchResponse) Reset() {
 	*x = BlobFetchResponse{}
-	mi := &file_sovereign_proto_msgTypes[34]
+	mi := &file_sovereign_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3031,7 +3223,7 @@ func (x *BlobFetchResponse) String() string {
 func (*BlobFetchResponse) ProtoMessage() {}
 
 func (x *BlobFetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sovereign_proto_msgTypes[34]
+	mi := &file_sovereign_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3044,7 +3236,7 @@ func (x *BlobFetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobFetchResponse.ProtoReflect.Descriptor instead.
 func (*BlobFetchResponse) Descriptor() ([]byte, []int) {
-	return file_sovereign_proto_rawDescGZIP(), []int{34}
+	return file_sovereign_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *BlobFetchResponse) GetResult() isBlobFetchResponse_Result {
@@ -3114,7 +3306,7 @@ const file_sovereign_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12#\n" +
 	"\rcurrent_round\x18\x03 \x01(\x04R\fcurrentRound\x120\n" +
 	"\x14current_model_sha256\x18\x04 \x01(\fR\x12currentModelSha256\x12/\n" +
-	"\x04plan\x18\x05 \x01(\v2\x1b.sovereign.p2p.v1.StudyPlanR\x04plan\"\xe6\x01\n" +
+	"\x04plan\x18\x05 \x01(\v2\x1b.sovereign.p2p.v1.StudyPlanR\x04plan\"\xfc\x01\n" +
 	"\tStudyPlan\x12\x1d\n" +
 	"\n" +
 	"model_spec\x18\x01 \x01(\tR\tmodelSpec\x12\x1d\n" +
@@ -3124,10 +3316,12 @@ const file_sovereign_proto_rawDesc = "" +
 	"\x0fplanned_epsilon\x18\x04 \x01(\x01R\x0eplannedEpsilon\x12\x0e\n" +
 	"\x02dp\x18\x05 \x01(\bR\x02dp\x12\x16\n" +
 	"\x06cohort\x18\x06 \x01(\rR\x06cohort\x12#\n" +
-	"\rschema_sha256\x18\a \x01(\fR\fschemaSha256\"A\n" +
+	"\rschema_sha256\x18\a \x01(\fR\fschemaSha256\x12\x14\n" +
+	"\x05study\x18\b \x01(\tR\x05study\"W\n" +
 	"\tPlanCheck\x12\x18\n" +
 	"\areasons\x18\x01 \x03(\tR\areasons\x12\x1a\n" +
-	"\bwarnings\x18\x02 \x03(\tR\bwarnings\"\xdf\x02\n" +
+	"\bwarnings\x18\x02 \x03(\tR\bwarnings\x12\x14\n" +
+	"\x05study\x18\x03 \x01(\tR\x05study\"\xdf\x02\n" +
 	"\vRoundConfig\x12\x1c\n" +
 	"\talgorithm\x18\x01 \x01(\tR\talgorithm\x12!\n" +
 	"\flocal_epochs\x18\x02 \x01(\rR\vlocalEpochs\x12\x1d\n" +
@@ -3293,7 +3487,7 @@ const file_sovereign_proto_rawDesc = "" +
 	"\x04role\x18\x03 \x01(\x0e2\x16.sovereign.p2p.v1.RoleR\x04role\x12\x1c\n" +
 	"\tconnected\x18\x04 \x01(\bR\tconnected\x12\x1d\n" +
 	"\n" +
-	"last_round\x18\x05 \x01(\x04R\tlastRound\"\xa9\x06\n" +
+	"last_round\x18\x05 \x01(\x04R\tlastRound\"\xe2\x06\n" +
 	"\x0eStatusResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x16.sovereign.p2p.v1.RoleR\x04role\x12\x14\n" +
@@ -3321,7 +3515,28 @@ const file_sovereign_proto_rawDesc = "" +
 	"\x0eplanned_rounds\x18\x14 \x01(\x04R\rplannedRounds\x12\x1f\n" +
 	"\veta_seconds\x18\x15 \x01(\x01R\n" +
 	"etaSeconds\x12H\n" +
-	"\fincompatible\x18\x16 \x03(\v2$.sovereign.p2p.v1.IncompatibleWorkerR\fincompatible\"w\n" +
+	"\fincompatible\x18\x16 \x03(\v2$.sovereign.p2p.v1.IncompatibleWorkerR\fincompatible\x127\n" +
+	"\astudies\x18\x17 \x03(\v2\x1d.sovereign.p2p.v1.StudyStatusR\astudies\"\x80\x04\n" +
+	"\vStudyStatus\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1d\n" +
+	"\n" +
+	"end_reason\x18\x03 \x01(\tR\tendReason\x12\x14\n" +
+	"\x05model\x18\x04 \x01(\tR\x05model\x12)\n" +
+	"\x10committed_rounds\x18\x05 \x01(\x04R\x0fcommittedRounds\x12\x1a\n" +
+	"\battempts\x18\x06 \x01(\x04R\battempts\x12%\n" +
+	"\x0eplanned_rounds\x18\a \x01(\x04R\rplannedRounds\x12'\n" +
+	"\x0frecent_failures\x18\b \x03(\tR\x0erecentFailures\x12\x18\n" +
+	"\aepsilon\x18\t \x01(\x01R\aepsilon\x12\x1a\n" +
+	"\baccuracy\x18\n" +
+	" \x01(\x01R\baccuracy\x12\x1f\n" +
+	"\veta_seconds\x18\v \x01(\x01R\n" +
+	"etaSeconds\x12\x1f\n" +
+	"\vledger_head\x18\f \x01(\fR\n" +
+	"ledgerHead\x12#\n" +
+	"\rledger_length\x18\r \x01(\x04R\fledgerLength\x12H\n" +
+	"\fincompatible\x18\x0e \x03(\v2$.sovereign.p2p.v1.IncompatibleWorkerR\fincompatible\x12\x14\n" +
+	"\x05stage\x18\x0f \x01(\tR\x05stage\"w\n" +
 	"\x12IncompatibleWorker\x12\x17\n" +
 	"\apeer_id\x18\x01 \x01(\fR\x06peerId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
@@ -3349,12 +3564,13 @@ const file_sovereign_proto_rawDesc = "" +
 	"\x11BlobFetchResponse\x126\n" +
 	"\x06header\x18\x01 \x01(\v2\x1c.sovereign.p2p.v1.BlobHeaderH\x00R\x06header\x125\n" +
 	"\arefusal\x18\x02 \x01(\v2\x19.sovereign.p2p.v1.RefusalH\x00R\arefusalB\b\n" +
-	"\x06result*V\n" +
+	"\x06result*i\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vROLE_WORKER\x10\x01\x12\x14\n" +
 	"\x10ROLE_COORDINATOR\x10\x02\x12\x11\n" +
-	"\rROLE_OBSERVER\x10\x03*_\n" +
+	"\rROLE_OBSERVER\x10\x03\x12\x11\n" +
+	"\rROLE_OPERATOR\x10\x04*_\n" +
 	"\tShareKind\x12\x1a\n" +
 	"\x16SHARE_KIND_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19SHARE_KIND_SELF_MASK_SEED\x10\x01\x12\x17\n" +
@@ -3377,7 +3593,7 @@ func file_sovereign_proto_rawDescGZIP() []byte {
 }
 
 var file_sovereign_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_sovereign_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_sovereign_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_sovereign_proto_goTypes = []any{
 	(Role)(0),                   // 0: sovereign.p2p.v1.Role
 	(ShareKind)(0),              // 1: sovereign.p2p.v1.ShareKind
@@ -3410,13 +3626,14 @@ var file_sovereign_proto_goTypes = []any{
 	(*StatusRequest)(nil),       // 28: sovereign.p2p.v1.StatusRequest
 	(*MemberStatus)(nil),        // 29: sovereign.p2p.v1.MemberStatus
 	(*StatusResponse)(nil),      // 30: sovereign.p2p.v1.StatusResponse
-	(*IncompatibleWorker)(nil),  // 31: sovereign.p2p.v1.IncompatibleWorker
-	(*BlobHeader)(nil),          // 32: sovereign.p2p.v1.BlobHeader
-	(*BlobChunk)(nil),           // 33: sovereign.p2p.v1.BlobChunk
-	(*BlobTrailer)(nil),         // 34: sovereign.p2p.v1.BlobTrailer
-	(*BlobReceipt)(nil),         // 35: sovereign.p2p.v1.BlobReceipt
-	(*BlobRequest)(nil),         // 36: sovereign.p2p.v1.BlobRequest
-	(*BlobFetchResponse)(nil),   // 37: sovereign.p2p.v1.BlobFetchResponse
+	(*StudyStatus)(nil),         // 31: sovereign.p2p.v1.StudyStatus
+	(*IncompatibleWorker)(nil),  // 32: sovereign.p2p.v1.IncompatibleWorker
+	(*BlobHeader)(nil),          // 33: sovereign.p2p.v1.BlobHeader
+	(*BlobChunk)(nil),           // 34: sovereign.p2p.v1.BlobChunk
+	(*BlobTrailer)(nil),         // 35: sovereign.p2p.v1.BlobTrailer
+	(*BlobReceipt)(nil),         // 36: sovereign.p2p.v1.BlobReceipt
+	(*BlobRequest)(nil),         // 37: sovereign.p2p.v1.BlobRequest
+	(*BlobFetchResponse)(nil),   // 38: sovereign.p2p.v1.BlobFetchResponse
 }
 var file_sovereign_proto_depIdxs = []int32{
 	3,  // 0: sovereign.p2p.v1.ModelShape.tensors:type_name -> sovereign.p2p.v1.TensorShape
@@ -3439,15 +3656,17 @@ var file_sovereign_proto_depIdxs = []int32{
 	0,  // 17: sovereign.p2p.v1.MemberStatus.role:type_name -> sovereign.p2p.v1.Role
 	0,  // 18: sovereign.p2p.v1.StatusResponse.role:type_name -> sovereign.p2p.v1.Role
 	29, // 19: sovereign.p2p.v1.StatusResponse.members:type_name -> sovereign.p2p.v1.MemberStatus
-	31, // 20: sovereign.p2p.v1.StatusResponse.incompatible:type_name -> sovereign.p2p.v1.IncompatibleWorker
-	2,  // 21: sovereign.p2p.v1.BlobHeader.kind:type_name -> sovereign.p2p.v1.BlobKind
-	32, // 22: sovereign.p2p.v1.BlobFetchResponse.header:type_name -> sovereign.p2p.v1.BlobHeader
-	24, // 23: sovereign.p2p.v1.BlobFetchResponse.refusal:type_name -> sovereign.p2p.v1.Refusal
-	24, // [24:24] is the sub-list for method output_type
-	24, // [24:24] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	32, // 20: sovereign.p2p.v1.StatusResponse.incompatible:type_name -> sovereign.p2p.v1.IncompatibleWorker
+	31, // 21: sovereign.p2p.v1.StatusResponse.studies:type_name -> sovereign.p2p.v1.StudyStatus
+	32, // 22: sovereign.p2p.v1.StudyStatus.incompatible:type_name -> sovereign.p2p.v1.IncompatibleWorker
+	2,  // 23: sovereign.p2p.v1.BlobHeader.kind:type_name -> sovereign.p2p.v1.BlobKind
+	33, // 24: sovereign.p2p.v1.BlobFetchResponse.header:type_name -> sovereign.p2p.v1.BlobHeader
+	24, // 25: sovereign.p2p.v1.BlobFetchResponse.refusal:type_name -> sovereign.p2p.v1.Refusal
+	26, // [26:26] is the sub-list for method output_type
+	26, // [26:26] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_sovereign_proto_init() }
@@ -3455,7 +3674,7 @@ func file_sovereign_proto_init() {
 	if File_sovereign_proto != nil {
 		return
 	}
-	file_sovereign_proto_msgTypes[34].OneofWrappers = []any{
+	file_sovereign_proto_msgTypes[35].OneofWrappers = []any{
 		(*BlobFetchResponse_Header)(nil),
 		(*BlobFetchResponse_Refusal)(nil),
 	}
@@ -3465,7 +3684,7 @@ func file_sovereign_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sovereign_proto_rawDesc), len(file_sovereign_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   35,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
