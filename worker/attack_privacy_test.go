@@ -16,6 +16,7 @@ import (
 
 	"github.com/sovereign-fl/sovereign/aggregation/dp"
 	"github.com/sovereign-fl/sovereign/aggregation/secagg"
+	"github.com/sovereign-fl/sovereign/wire"
 )
 
 // budgetFor returns a max_epsilon that allows exactly rounds releases of
@@ -132,5 +133,56 @@ func TestAttackUnderReportedSamplingRate(t *testing.T) {
 		if err != nil || own > budget || math.IsNaN(own) {
 			t.Fatalf("worker %d: own ε %v (%v) exceeds budget %v", i, own, err, budget)
 		}
+	}
+}
+
+// TestAttackStudySplittingCappedByTotal: policy.max_epsilon caps each
+// study, so a second study on the same data is accepted after the first
+// spent its budget; but a coordinator that files every round under a new
+// study name cannot escape policy.max_epsilon_total, the cap over all
+// studies together (the data is the same in each: privacy loss composes).
+func TestAttackStudySplittingCappedByTotal(t *testing.T) {
+	const sigma, perStudy, total = 2.0, 2, 3
+	budget, budgetTotal := budgetFor(t, sigma, perStudy), budgetFor(t, sigma, total)
+	cl := newCluster(t, 3, func(i int, c *Config) {
+		c.Policy.MaxEpsilon, c.Policy.MaxEpsilonTotal = budget, budgetTotal
+	})
+	inStudy := func(r uint64, study string) Announce {
+		a := dpAnnounce(cl, r, sigma)
+		a.Study = study
+		return a
+	}
+	// Study a: its two rounds, then a third is refused for the study's cap.
+	cl.runRound(inStudy(1, "a"), hooks{})
+	cl.runRound(inStudy(2, "a"), hooks{})
+	var r *Refusal
+	if _, err := cl.nodes[0].Advertise(inStudy(3, "a")); !errors.As(err, &r) || !strings.Contains(r.Reason, "in this study") {
+		t.Fatalf("a third round of study a: err = %v, want the per-study refusal", err)
+	}
+	// Study b on the same workers: accepted (its own ε is 0) up to the
+	// total cap, which the next round passes.
+	cl.runRound(inStudy(3, "b"), hooks{})
+	for i, n := range cl.nodes {
+		a, err := n.OwnEpsilonStudy("a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := n.OwnEpsilonStudy("b")
+		if err != nil {
+			t.Fatal(err)
+		}
+		all, err := n.OwnEpsilon()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !(b > 0 && b < a && all > a && all <= budgetTotal) {
+			t.Fatalf("worker %d: ε of a %v, of b %v, over all %v (total cap %v)", i, a, b, all, budgetTotal)
+		}
+	}
+	if _, err := cl.nodes[0].Advertise(inStudy(4, "c")); !errors.As(err, &r) || !strings.Contains(r.Reason, "policy.max_epsilon_total") {
+		t.Fatalf("round 4 filed under a fresh study c: err = %v, want the total-cap refusal", err)
+	}
+	if got := wire.RefusalRule(r.Reason); got != "budget" {
+		t.Fatalf("the total-cap refusal is classified %q, want budget (the study then ends budget-exhausted)", got)
 	}
 }
