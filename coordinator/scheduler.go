@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -196,7 +197,8 @@ func truncate(reason string) string {
 // StudyRequest is an operator's request about a study (the study protocol,
 // studyproto.go).
 type StudyRequest struct {
-	// Op is "start", "pause", "resume" or "stop".
+	// Op is "start", "pause", "resume", "stop" or "check" (ask the
+	// online workers about Spec without starting it).
 	Op   string `json:"op"`
 	Name string `json:"name"`
 	// Spec and Init (little-endian float32 parameters, optional) start a
@@ -236,8 +238,11 @@ func (s *Scheduler) Handle(ctx context.Context, req StudyRequest) (string, error
 		return "", ErrNotLeader
 	}
 	key := StudyKey(req.Name)
-	if req.Op == "start" {
+	switch req.Op {
+	case "start":
 		return s.start(ctx, req)
+	case "check":
+		return s.check(ctx, req)
 	}
 	v := s.fsm.Study(key)
 	if !v.Exists() {
@@ -279,6 +284,47 @@ func (s *Scheduler) Handle(ctx context.Context, req StudyRequest) (string, error
 		return fmt.Sprintf("study %s paused", studyLabel(key)), nil
 	}
 	return fmt.Sprintf("study %s resumed", studyLabel(key)), nil
+}
+
+// PlanVerdicts is the answer to a "check" request: the online workers and
+// what each said of the study's plan (no reasons and no warnings: it takes
+// part).
+type PlanVerdicts struct {
+	Online  int                  `json:"online"`
+	Workers []IncompatibleWorker `json:"workers"`
+	// Names are the workers' federation names, by worker ID.
+	Names map[WorkerID]string `json:"names"`
+}
+
+// check asks the online workers about a study without starting it (`sovereign
+// study plan --config study.toml --federation`): the JSON of PlanVerdicts.
+func (s *Scheduler) check(ctx context.Context, req StudyRequest) (string, error) {
+	if err := checkStudyName(req.Name); err != nil {
+		return "", err
+	}
+	if req.Spec == nil {
+		return "", errors.New("study check: no spec")
+	}
+	cfg, err := req.Spec.Config(req.Name)
+	if err != nil {
+		return "", err
+	}
+	cfg.Federation = s.def.cfg.Federation
+	// A view of a study that does not exist yet: the plan of a fresh
+	// study (a later start asks every worker again).
+	d, err := s.build(req.Name, cfg)
+	if err != nil {
+		return "", err
+	}
+	v := PlanVerdicts{Online: len(s.def.cohort.Online()), Workers: []IncompatibleWorker{}, Names: map[WorkerID]string{}}
+	if s.CheckPlan != nil {
+		v.Workers = append(v.Workers, s.CheckPlan(ctx, d)...)
+	}
+	for _, w := range v.Workers {
+		v.Names[w.Worker] = s.names(w.Worker)
+	}
+	b, err := json.Marshal(v)
+	return string(b), err
 }
 
 func (s *Scheduler) start(ctx context.Context, req StudyRequest) (string, error) {

@@ -105,6 +105,11 @@ func TestStudies(t *testing.T) {
 
 	// A study no worker may train: refused at start, each worker named.
 	bad := c.writeStudy("x", "name = \"x\"\n\n[rounds]\nmodel = \"mlp:8\"\ninput = [1, 1, 64]\nclasses = 10\nrounds = 2\nworkers_per_round = 3\nmin_workers = 3\nclip = 2.0\nnoise = 0.5\nmax_weight = 1000\nstage_timeout = \"3s\"\npoll_interval = \"100ms\"\n")
+	// study plan asks the workers about it without starting it.
+	plan, err := run(t, "study", "plan", "--config", bad, "--federation", c.fedFile, "--identity", c.operator)
+	if err != nil || !strings.Contains(plan, `cannot take part: hospital-1: model "mlp:8" is not in policy.accepted_models`) {
+		t.Fatalf("study plan of x does not name the workers that would refuse it (%v):\n%s", err, plan)
+	}
 	out, err := c.studyCmd("start", "--config", bad)
 	if err != nil {
 		out += err.Error()

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pelletier/go-toml/v2"
 	"github.com/spf13/cobra"
 
 	"github.com/sovereign-fl/sovereign/aggregation/dp"
@@ -47,8 +48,10 @@ type studyPlan struct {
 	BudgetRounds int     `json:"budget_rounds"`
 	// Workers are the running federation's plan checks, when asked.
 	Workers []incompatibleReport `json:"workers,omitempty"`
-	// WorkersError says why they could not be asked.
+	// WorkersError says why they could not be asked; Online is how many
+	// workers were online when a study file's plan was checked.
 	WorkersError string `json:"workers_error,omitempty"`
+	Online       int    `json:"online,omitempty"`
 }
 
 func newStudyPlanCmd() *cobra.Command {
@@ -57,24 +60,39 @@ func newStudyPlanCmd() *cobra.Command {
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "plan --config coordinator.toml [--federation FILE --identity FILE] [--json]",
-		Short: "Print the ε every institution would spend over a study's planned rounds, and what the federation's workers said of the running study's plan",
-		Long: "plan reads a coordinator configuration and prints the cumulative (ε, δ) ε an institution\n" +
-			"that takes part in every round would have spent after each planned round, with the RDP\n" +
-			"accountant (Mironov 2017) at q = 1, as the coordinator and each worker charge it, and the\n" +
-			"round at which the study's own max_epsilon would end it. With --federation and --identity\n" +
-			"it also asks the running coordinators which workers said, when they joined, that they\n" +
-			"cannot take part in the running study or will stop before it ends (their plan checks name\n" +
-			"rules, never the institutions' budgets).",
+		Short: "Print the ε every institution would spend over a study's planned rounds, and which workers' policies would refuse it",
+		Long: "plan reads a study file (name and [rounds]) or a coordinator configuration (its default\n" +
+			"study) and prints the cumulative (ε, δ) ε an institution that takes part in every round\n" +
+			"would have spent after each planned round, with the RDP accountant (Mironov 2017) at\n" +
+			"q = 1, as the coordinator and each worker charge it, and the round at which the study's own\n" +
+			"max_epsilon would end it. With --federation and --identity it also asks the running\n" +
+			"federation's workers: for a study file (identity of role \"operator\"), the leader sends\n" +
+			"this plan to every online worker and prints what each answered, without starting the study;\n" +
+			"for a coordinator file, what the workers said of the running default study when they joined.\n" +
+			"Plan checks name rules, never the institutions' budgets.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if path == "" {
 				return errors.New("study plan: --config is required")
 			}
-			cfg, err := loadCoordinatorConfig(path)
+			isStudy, err := isStudyFile(path)
 			if err != nil {
 				return err
 			}
-			p, err := planOf(cfg.Config)
+			var c coordinator.Config
+			var req coordinator.StudyRequest
+			if isStudy {
+				if req, c, err = loadStudyFile(path); err != nil {
+					return err
+				}
+			} else {
+				cfg, err := loadCoordinatorConfig(path)
+				if err != nil {
+					return err
+				}
+				c = cfg.Config
+			}
+			p, err := planOf(c)
 			if err != nil {
 				return fmt.Errorf("study plan: %w", err)
 			}
@@ -82,7 +100,12 @@ func newStudyPlanCmd() *cobra.Command {
 				identity = os.Getenv("SOVEREIGN_IDENTITY")
 			}
 			if fedPath != "" {
-				p.Workers, err = planChecks(cmd.Context(), fedPath, identity, timeout)
+				if isStudy {
+					req.Op = "check"
+					p.Workers, p.Online, err = studyVerdicts(cmd.Context(), operatorFlags{fedPath: fedPath, identity: identity, timeout: 2 * time.Minute}, req)
+				} else {
+					p.Workers, err = planChecks(cmd.Context(), fedPath, identity, timeout)
+				}
 				if err != nil {
 					p.WorkersError = err.Error()
 				}
@@ -96,7 +119,7 @@ func newStudyPlanCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&path, "config", "c", "", "coordinator configuration file (TOML) of the study")
+	cmd.Flags().StringVarP(&path, "config", "c", "", "study file, or coordinator configuration file (TOML)")
 	cmd.Flags().StringVar(&fedPath, "federation", "", "federation file: also ask the running coordinators for their workers' plan checks")
 	cmd.Flags().StringVar(&identity, "identity", "", "an enrolled key for --federation (default $SOVEREIGN_IDENTITY)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Second, "how long to wait for each coordinator")
@@ -185,7 +208,7 @@ func printPlan(w io.Writer, p *studyPlan, asked bool) {
 		return
 	}
 	if len(p.Workers) == 0 && p.WorkersError == "" {
-		fmt.Fprintln(w, "the running federation's workers: every one accepted the running study's plan")
+		fmt.Fprintln(w, "the running federation's workers: every one accepted the plan")
 	}
 	for _, iw := range p.Workers {
 		if len(iw.Reasons) > 0 {
@@ -198,4 +221,37 @@ func printPlan(w io.Writer, p *studyPlan, asked bool) {
 	if p.WorkersError != "" {
 		fmt.Fprintf(w, "the running federation's workers: %s\n", p.WorkersError)
 	}
+}
+
+// isStudyFile reports whether path is a study file (no identity: a
+// coordinator file has one).
+func isStudyFile(path string) (bool, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false, err
+	}
+	var top map[string]any
+	if err := toml.Unmarshal(b, &top); err != nil {
+		return false, fmt.Errorf("%s: %w", path, err)
+	}
+	_, coord := top["identity"]
+	return !coord, nil
+}
+
+// studyVerdicts asks the leader, through the study protocol, what every
+// online worker says of req's plan.
+func studyVerdicts(ctx context.Context, o operatorFlags, req coordinator.StudyRequest) ([]incompatibleReport, int, error) {
+	var buf strings.Builder
+	if err := o.send(ctx, &buf, req); err != nil {
+		return nil, 0, err
+	}
+	var v coordinator.PlanVerdicts
+	if err := json.Unmarshal([]byte(buf.String()), &v); err != nil {
+		return nil, 0, fmt.Errorf("study check: malformed answer: %w", err)
+	}
+	var out []incompatibleReport
+	for _, w := range v.Workers {
+		out = append(out, incompatibleReport{Name: v.Names[w.Worker], Peer: string(w.Worker), Reasons: w.Reasons, Warnings: w.Warnings})
+	}
+	return out, v.Online, nil
 }
