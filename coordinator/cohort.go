@@ -14,69 +14,16 @@ import (
 )
 
 // WorkerID names a worker: the string form of its libp2p peer ID.
-type WorkerID string
+type WorkerID = string
 
-// TrainParams are the local-training settings a round asks workers to use.
-type TrainParams struct {
-	Epochs int     `json:"epochs"`
-	Batch  int     `json:"batch"`
-	LR     float64 `json:"lr"`
-	ProxMu float64 `json:"prox_mu"` // FedProx μ (Li et al. 2020); 0 = FedAvg
-}
-
-// DPParams are the differential-privacy settings of a round. Noise 0 means
-// off. With secure aggregation each worker adds N(0, σ²C²/MinClients)
-// (distributed DP); the fewest clients an unmasked sum may contain is the
-// SecAgg+ threshold.
-type DPParams struct {
-	Clip       float64 `json:"clip"`
-	Noise      float64 `json:"noise"`
-	MinClients int     `json:"min_clients"`
-}
-
-// Announce opens a round for one worker: which model to start from, how to
-// train, and the SecAgg+ configuration shared by the round's cohort.
-type Announce struct {
-	Round        uint64
-	ModelHash    [32]byte // SHA-256 of the global model's bytes (little-endian float32)
-	ModelVersion uint64   // the round that produced the model (0 = initial)
-	ModelSpec    string   // architecture, e.g. "2nn" or "mlp:32"
-	NumParams    int
-	Train        TrainParams
-	DP           DPParams
-	// SecAgg is the round's SecAgg+ configuration. Clients are the sampled
-	// workers' node indices: Sampled[i] has index i+1.
-	SecAgg secagg.Config
-	// Sampled lists the round's workers, sorted.
-	Sampled []WorkerID
-	// Epsilon is the privacy the round will have spent when it commits,
-	// so a worker can refuse a round beyond its budget.
-	Epsilon float64
-	// Purpose is "" for a model round, wire.PurposeStatistics for the
-	// statistics round of a data schema (stats.go).
-	Purpose string
-	// SchemaHash is the SHA-256 of the study's data schema file (zero:
-	// none); Stats the committed federation statistics (JSON of
-	// data.Stats) on model rounds after the statistics round.
-	SchemaHash [32]byte
-	Stats      []byte
-	// StatsMaxRows is the statistics round's public bound on a site's
-	// rows (data.SumScales); 0 on model rounds.
-	StatsMaxRows int
-	// Study names the round's study ("" = the default study).
-	Study string
-}
-
-// NodeIndex returns w's SecAgg+ node index in a (1-based), or 0 if w was not
-// sampled.
-func (a *Announce) NodeIndex(w WorkerID) uint32 {
-	for i, s := range a.Sampled {
-		if s == w {
-			return uint32(i + 1)
-		}
-	}
-	return 0
-}
+// Announce, TrainParams and DPParams are the round announcement and its
+// settings: one type, wire.Announce, for the coordinator, the wire and the
+// worker.
+type (
+	Announce    = wire.Announce
+	TrainParams = wire.TrainParams
+	DPParams    = wire.DPParams
+)
 
 // Metrics is a worker's federated evaluation of a committed model on its
 // local test split.

@@ -227,24 +227,10 @@ func refusal(w WorkerID, round uint64, r *pb.Refusal) error {
 	return &RefusalError{Worker: w, Round: round, Reason: reason}
 }
 
-// WireAnnounce maps a onto its wire form.
-func WireAnnounce(a *Announce) *wire.Announce {
-	sampled := make([]string, len(a.Sampled))
-	for i, s := range a.Sampled {
-		sampled[i] = string(s)
-	}
-	return &wire.Announce{
-		Round: a.Round, ModelHash: a.ModelHash, ModelVersion: a.ModelVersion, ModelSpec: a.ModelSpec, NumParams: a.NumParams,
-		Epochs: a.Train.Epochs, Batch: a.Train.Batch, LR: a.Train.LR, ProxMu: a.Train.ProxMu,
-		Clip: a.DP.Clip, Noise: a.DP.Noise, MinClients: a.DP.MinClients,
-		SecAgg: a.SecAgg, Sampled: sampled, Epsilon: a.Epsilon,
-		Purpose: a.Purpose, SchemaHash: a.SchemaHash, Stats: a.Stats, StatsMaxRows: a.StatsMaxRows, Study: a.Study,
-	}
-}
 
 // Advertise implements Cohort (stage 0).
 func (c *NetCohort) Advertise(ctx context.Context, w WorkerID, a *Announce) (secagg.AdvertiseKeys, error) {
-	req, err := wire.AnnounceToPB(WireAnnounce(a))
+	req, err := wire.AnnounceToPB(a)
 	if err != nil {
 		return secagg.AdvertiseKeys{}, fmt.Errorf("round %d: %w", a.Round, err)
 	}
@@ -557,7 +543,7 @@ func ServeSurvivors(h *p2p.Host, state func(round uint64) State) error {
 			resp = &pb.SurvivorAnswer{Round: q.Round}
 		}
 		if c := st.Current; c != nil && c.Round == q.Round && c.Announce.NodeIndex(WorkerID(s.Peer().String())) != 0 {
-			if d, err := wire.AnnounceDigest(WireAnnounce(&c.Announce)); err == nil {
+			if d, err := wire.AnnounceDigest(&c.Announce); err == nil {
 				resp.AnnounceSha256 = d[:]
 			}
 		}

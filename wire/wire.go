@@ -122,46 +122,6 @@ func Refusal(round uint64, reason string) *pb.Refusal {
 
 // ---- announcement ----
 
-// Announce is the content of a RoundAnnounce in plain types, shared by the
-// coordinator (which maps its coordinator.Announce onto it) and the worker
-// (which maps it onto its worker.Announce).
-type Announce struct {
-	Round        uint64
-	ModelHash    [32]byte
-	ModelVersion uint64
-	ModelSpec    string
-	NumParams    int
-	Epochs       int
-	Batch        int
-	LR           float64
-	ProxMu       float64
-	Clip         float64
-	Noise        float64
-	MinClients   int
-	// SecAgg is the round's complete SecAgg+ configuration (defaults
-	// applied); SecAgg.Clients[i] is the index of Sampled[i].
-	SecAgg secagg.Config
-	// Sampled are the sampled workers' peer IDs (string form), sorted.
-	Sampled []string
-	Epsilon float64
-	// Purpose is "" for a model round and PurposeStatistics for the
-	// federation-statistics round of a data schema.
-	Purpose string
-	// SchemaHash is the SHA-256 of the data schema file (zero: none).
-	SchemaHash [32]byte
-	// Stats is the federation's statistics (JSON of data.Stats) on model
-	// rounds of a study with a schema, once they are committed.
-	Stats []byte
-	// StatsMaxRows is, on the statistics round, the public bound on a
-	// site's rows (data.SumScales).
-	StatsMaxRows int
-	// Study names the study the round belongs to ("" = the default).
-	Study string
-}
-
-// MaxStudyName bounds RoundAnnounce.study and StudyPlan.study.
-const MaxStudyName = 63
-
 // PurposeStatistics marks the round that computes a schema's federation
 // statistics under secure aggregation (see docs/data-schema.md).
 const PurposeStatistics = "statistics"
@@ -185,7 +145,7 @@ func AnnounceToPB(a *Announce) (*pb.RoundAnnounce, error) {
 		sampled[i] = []byte(id)
 	}
 	algo := "fedavg"
-	if a.ProxMu > 0 {
+	if a.Train.ProxMu > 0 {
 		algo = "fedprox"
 	}
 	c := a.SecAgg
@@ -206,14 +166,14 @@ func AnnounceToPB(a *Announce) (*pb.RoundAnnounce, error) {
 		Study:           a.Study,
 		Config: &pb.RoundConfig{
 			Algorithm:       algo,
-			LocalEpochs:     uint32(a.Epochs),
-			BatchSize:       uint32(a.Batch),
-			LearningRate:    a.LR,
-			ProximalMu:      a.ProxMu,
-			ClipNorm:        a.Clip,
-			NoiseMultiplier: a.Noise,
+			LocalEpochs:     uint32(a.Train.Epochs),
+			BatchSize:       uint32(a.Train.Batch),
+			LearningRate:    a.Train.LR,
+			ProximalMu:      a.Train.ProxMu,
+			ClipNorm:        a.DP.Clip,
+			NoiseMultiplier: a.DP.Noise,
 			StageTimeoutMs:  uint64(c.StageTimeout / time.Millisecond),
-			DpMinClients:    uint32(a.MinClients),
+			DpMinClients:    uint32(a.DP.MinClients),
 		},
 		Secagg: &pb.SecAggParams{
 			Threshold:        uint32(c.Threshold),
@@ -291,9 +251,8 @@ func AnnounceFromPB(m *pb.RoundAnnounce) (*Announce, error) {
 	if rc.NoiseMultiplier > 0 && !(rc.ClipNorm > 0) {
 		return nil, invalid(msg, "config.clip_norm", "%v must be > 0 when noise_multiplier is %v", rc.ClipNorm, rc.NoiseMultiplier)
 	}
-	a.Epochs, a.Batch = int(rc.LocalEpochs), int(rc.BatchSize)
-	a.LR, a.ProxMu, a.Clip, a.Noise = rc.LearningRate, rc.ProximalMu, rc.ClipNorm, rc.NoiseMultiplier
-	a.MinClients = int(rc.DpMinClients)
+	a.Train = TrainParams{Epochs: int(rc.LocalEpochs), Batch: int(rc.BatchSize), LR: rc.LearningRate, ProxMu: rc.ProximalMu}
+	a.DP = DPParams{Clip: rc.ClipNorm, Noise: rc.NoiseMultiplier, MinClients: int(rc.DpMinClients)}
 	n := len(m.SampledWorkers)
 	if n < 2 || n > secagg.MaxClients {
 		return nil, invalid(msg, "sampled_workers", "%d entries, need 2..%d", n, secagg.MaxClients)
@@ -322,8 +281,8 @@ func AnnounceFromPB(m *pb.RoundAnnounce) (*Announce, error) {
 		}
 		a.Sampled[i] = s
 	}
-	if a.MinClients < 0 || a.MinClients > n {
-		return nil, invalid(msg, "config.dp_min_clients", "%d out of range 0..%d", a.MinClients, n)
+	if a.DP.MinClients < 0 || a.DP.MinClients > n {
+		return nil, invalid(msg, "config.dp_min_clients", "%d out of range 0..%d", a.DP.MinClients, n)
 	}
 	cfg, err := ConfigFromPB(m.Round, m.Secagg)
 	if err != nil {

@@ -56,8 +56,8 @@ func sampleAnnounce(t testing.TB) *Announce {
 	cfg.GraphSeed[0] = 9
 	a := &Announce{
 		Round: 7, ModelVersion: 6, ModelSpec: "logreg", NumParams: 650,
-		Epochs: 1, Batch: 32, LR: 0.1, ProxMu: 0.01, Clip: 1, Noise: 0.5, MinClients: 3,
-		SecAgg: cfg, Sampled: ids, Epsilon: 1.25,
+		Train: TrainParams{Epochs: 1, Batch: 32, LR: 0.1, ProxMu: 0.01}, DP: DPParams{Clip: 1, Noise: 0.5, MinClients: 3},
+		SecAgg: cfg, Sampled: ids, Epsilon: 1.25, Study: "b",
 	}
 	a.ModelHash[3] = 0xab
 	return a

@@ -29,72 +29,13 @@ import (
 	"github.com/sovereign-fl/sovereign/wire"
 )
 
-// TrainParams are the local-training settings of a round (mirrors
-// coordinator.TrainParams).
-type TrainParams struct {
-	Epochs int     `json:"epochs"`
-	Batch  int     `json:"batch"`
-	LR     float64 `json:"lr"`
-	ProxMu float64 `json:"prox_mu"` // FedProx μ (Li et al. 2020); 0 = FedAvg
-}
-
-// DPParams are the differential-privacy settings of a round (mirrors
-// coordinator.DPParams). Noise 0 means off; otherwise each worker clips its
-// update to Clip and adds N(0, σ²C²/MinClients) (distributed DP).
-type DPParams struct {
-	Clip       float64 `json:"clip"`
-	Noise      float64 `json:"noise"`
-	MinClients int     `json:"min_clients"`
-}
-
-// Announce opens a round for one worker (mirrors coordinator.Announce).
-type Announce struct {
-	// Round is the round number.
-	Round uint64
-	// ModelHash is the SHA-256 of the global model's bytes (little-endian
-	// float32, see ModelHash).
-	ModelHash [32]byte
-	// ModelVersion is the round that produced the model (0 = initial).
-	ModelVersion uint64
-	// ModelSpec is the architecture, e.g. "2nn" or "mlp:32".
-	ModelSpec string
-	// NumParams is the length of the model's parameter vector.
-	NumParams int
-	// Train are the local-training settings.
-	Train TrainParams
-	// DP are the differential-privacy settings.
-	DP DPParams
-	// SecAgg is the round's SecAgg+ configuration; Sampled[i] has index i+1.
-	SecAgg secagg.Config
-	// Sampled lists the round's workers (peer IDs), sorted.
-	Sampled []string
-	// Epsilon is the cumulative ε the federation will have spent when the
-	// round commits.
-	Epsilon float64
-	// Purpose is "" for a model round, wire.PurposeStatistics for the
-	// federation-statistics round of the study's data schema (whose sum
-	// is the sites' scaled sufficient statistics, at most StatsMaxRows
-	// rows each). SchemaHash is the SHA-256 of the schema file, Stats the
-	// federation's committed statistics (JSON of data.Stats); see stats.go.
-	Purpose      string
-	SchemaHash   [32]byte
-	Stats        []byte
-	StatsMaxRows int
-	// Study names the round's study ("" = the federation's default): the
-	// worker's privacy accounting is per study and in total.
-	Study string
-}
-
-// NodeIndex returns id's SecAgg+ node index (1-based), or 0 if id was not
-// sampled.
-func (a *Announce) NodeIndex(id string) uint32 {
-	for i, s := range a.Sampled {
-		if s == id {
-			return uint32(i + 1)
-		}
-	}
-	return 0
-}
+// Announce, TrainParams and DPParams are the round announcement and its
+// settings: one type, wire.Announce, shared with the coordinator.
+type (
+	Announce    = wire.Announce
+	TrainParams = wire.TrainParams
+	DPParams    = wire.DPParams
+)
 
 // Refusal is a worker's reasoned refusal of a round: a policy condition
 // (model, cohort size, privacy budget), a stale round, or a request it must

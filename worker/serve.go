@@ -343,11 +343,10 @@ func answer[Req proto.Message](s *Server, st *p2p.Stream, req Req, do func(Req) 
 
 func (s *Server) handleAdvertise(_ context.Context, st *p2p.Stream) error {
 	return answer(s, st, &pb.RoundAnnounce{}, func(m *pb.RoundAnnounce) (proto.Message, error) {
-		wa, err := wire.AnnounceFromPB(m)
+		a, err := wire.AnnounceFromPB(m)
 		if err != nil {
 			return nil, err
 		}
-		a := fromWire(wa)
 		keys, err := s.node.Advertise(*a)
 		if err != nil {
 			return nil, err
@@ -357,29 +356,6 @@ func (s *Server) handleAdvertise(_ context.Context, st *p2p.Stream) error {
 	}, func(r uint64, rf *pb.Refusal) proto.Message {
 		return &pb.AdvertiseKeys{Round: r, Refusal: rf}
 	}, func(m *pb.RoundAnnounce) uint64 { return m.Round })
-}
-
-// toWire is the inverse of fromWire.
-func toWire(a *Announce) *wire.Announce {
-	return &wire.Announce{
-		Round: a.Round, ModelHash: a.ModelHash, ModelVersion: a.ModelVersion, ModelSpec: a.ModelSpec, NumParams: a.NumParams,
-		Epochs: a.Train.Epochs, Batch: a.Train.Batch, LR: a.Train.LR, ProxMu: a.Train.ProxMu,
-		Clip: a.DP.Clip, Noise: a.DP.Noise, MinClients: a.DP.MinClients,
-		SecAgg: a.SecAgg, Sampled: a.Sampled, Epsilon: a.Epsilon,
-		Purpose: a.Purpose, SchemaHash: a.SchemaHash, Stats: a.Stats, StatsMaxRows: a.StatsMaxRows, Study: a.Study,
-	}
-}
-
-func fromWire(wa *wire.Announce) *Announce {
-	return &Announce{
-		Round: wa.Round, ModelHash: wa.ModelHash, ModelVersion: wa.ModelVersion, ModelSpec: wa.ModelSpec, NumParams: wa.NumParams,
-		Train:   TrainParams{Epochs: wa.Epochs, Batch: wa.Batch, LR: wa.LR, ProxMu: wa.ProxMu},
-		DP:      DPParams{Clip: wa.Clip, Noise: wa.Noise, MinClients: wa.MinClients},
-		SecAgg:  wa.SecAgg,
-		Sampled: wa.Sampled,
-		Epsilon: wa.Epsilon,
-		Purpose: wa.Purpose, SchemaHash: wa.SchemaHash, Stats: wa.Stats, StatsMaxRows: wa.StatsMaxRows, Study: wa.Study,
-	}
 }
 
 func (s *Server) handleShareKeys(_ context.Context, st *p2p.Stream) error {
@@ -572,7 +548,7 @@ func (s *Server) confirmAnnounce(ctx context.Context, asker peer.ID, a *Announce
 	if len(s.h.Federation().Coordinators()) <= 1 {
 		return nil
 	}
-	want, err := wire.AnnounceDigest(toWire(a))
+	want, err := wire.AnnounceDigest(a)
 	if err != nil {
 		return err
 	}
