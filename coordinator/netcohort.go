@@ -227,7 +227,6 @@ func refusal(w WorkerID, round uint64, r *pb.Refusal) error {
 	return &RefusalError{Worker: w, Round: round, Reason: reason}
 }
 
-
 // Advertise implements Cohort (stage 0).
 func (c *NetCohort) Advertise(ctx context.Context, w WorkerID, a *Announce) (secagg.AdvertiseKeys, error) {
 	req, err := wire.AnnounceToPB(a)
