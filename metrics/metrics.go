@@ -132,3 +132,18 @@ func bandwidthCollectors(bw Bandwidth) []prometheus.Collector {
 			Help: "Bytes sent over libp2p streams (all protocols)."}, func() float64 { _, out := bw(); return float64(out) }),
 	}
 }
+
+// ListenLogged is Listen for the configuration key key (metrics_listen,
+// dashboard_listen): its errors name the key, and a listener beyond
+// loopback is logged as readable by anyone who can reach it.
+func ListenLogged(key, addr string, h http.Handler, log *slog.Logger) (*Server, error) {
+	loop, _ := CheckListen(key, addr)
+	srv, err := Listen(addr, h, log)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", key, err)
+	}
+	if !loop {
+		log.Warn(key+" is not a loopback address: anyone who can reach it can read it", "addr", srv.Addr())
+	}
+	return srv, nil
+}

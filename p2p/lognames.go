@@ -3,6 +3,7 @@ package p2p
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"reflect"
 	"strings"
@@ -129,4 +130,19 @@ func (n *namingHandler) nameAttr(a slog.Attr) (slog.Attr, bool) {
 		return slog.Any(a.Key+"_names", names), true
 	}
 	return slog.Attr{}, false
+}
+
+// NewLogger returns the processes' logger: text or JSON lines (format
+// "json") on w from level up, with every enrolled peer ID attribute
+// carrying the member's name (PeerNames; fed nil: none).
+func NewLogger(w io.Writer, level slog.Level, format string, fed *Federation) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
+	if format == "json" {
+		h = slog.NewJSONHandler(w, opts)
+	}
+	if fed != nil {
+		h = PeerNames(h, fed)
+	}
+	return slog.New(h)
 }

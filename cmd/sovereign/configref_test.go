@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sovereign-fl/sovereign/coordinator/service"
 	"github.com/sovereign-fl/sovereign/internal/confdoc"
 	"github.com/sovereign-fl/sovereign/p2p"
 	"github.com/sovereign-fl/sovereign/sim"
@@ -21,7 +22,7 @@ var updateConfigDoc = flag.Bool("update-config-doc", false, "rewrite docs/config
 
 // configFiles are the configuration files of the reference, in its order.
 func configFiles() []confdoc.File {
-	return []confdoc.File{p2p.FederationDoc, coordinatorDoc, studyDoc, worker.ConfigDoc, sim.ConfigDocWithDefaults()}
+	return []confdoc.File{p2p.FederationDoc, service.ConfigDoc, studyDoc, worker.ConfigDoc, sim.ConfigDocWithDefaults()}
 }
 
 const configDocPath = "../../docs/config.md"
@@ -131,16 +132,16 @@ func TestConfigExamplesDecode(t *testing.T) {
 // TestConfigDefaultsAreTheCode: writing a documented default of the
 // coordinator's [rounds] or of the worker file changes nothing.
 func TestConfigDefaultsAreTheCode(t *testing.T) {
-	base, err := parseCoordinatorConfig("coord.toml", []byte(minimalCoordinatorTOML+"[rounds]\n"), t.TempDir())
+	base, err := service.Parse("coord.toml", []byte(minimalCoordinatorTOML+"[rounds]\n"), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := 0
-	for path, d := range coordinatorDoc.Docs {
+	for path, d := range service.ConfigDoc.Docs {
 		if !strings.HasPrefix(path, "rounds.") || d.Default == "" {
 			continue
 		}
-		c, err := parseCoordinatorConfig("coord.toml", []byte(minimalCoordinatorTOML+snippet(coordinatorDoc, path, d.Default)), t.TempDir())
+		c, err := service.Parse("coord.toml", []byte(minimalCoordinatorTOML+snippet(service.ConfigDoc, path, d.Default)), t.TempDir())
 		if err != nil {
 			t.Errorf("%s = %s: %v", path, d.Default, err)
 			continue
@@ -218,7 +219,7 @@ func TestConfigErrorsInWords(t *testing.T) {
 		{"name = 3\n" + minimalCoordinatorTOML[len("name = \"coord-1\"\n"):], []string{"coord.toml:1:", "name: expected a string", "got an integer"}},
 	}
 	for _, c := range cases {
-		_, err := parseCoordinatorConfig("coord.toml", []byte(c.doc), t.TempDir())
+		_, err := service.Parse("coord.toml", []byte(c.doc), t.TempDir())
 		if err == nil {
 			t.Errorf("%q accepted", c.doc)
 			continue

@@ -13,39 +13,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sovereign-fl/sovereign/coordinator"
+	"github.com/sovereign-fl/sovereign/coordinator/service"
 	"github.com/sovereign-fl/sovereign/model"
 	"github.com/sovereign-fl/sovereign/model/modelfile"
 )
 
 func init() { rootCmd.AddCommand(newExportCmd()) }
-
-// modelInfoFileName is the description of the federation's model that a
-// coordinator writes into its data folder when it starts, so that
-// `sovereign export --data DIR` knows the architecture without the
-// coordinator's configuration.
-const modelInfoFileName = "model.json"
-
-// modelInfo is the JSON of modelInfoFileName; `sovereign export` relies on
-// its keys.
-type modelInfo struct {
-	Model      string  `json:"model"`
-	Input      []int   `json:"input"`
-	Classes    int     `json:"classes"`
-	Federation string  `json:"federation"`
-	DP         bool    `json:"dp"`
-	Delta      float64 `json:"delta"`
-}
-
-// writeModelInfo writes DIR/model.json for the coordinator's configuration.
-func writeModelInfo(cfg *coordinatorConfig, federation string) error {
-	c := cfg.Config
-	b, err := json.MarshalIndent(modelInfo{Model: c.Model, Input: []int{c.InC, c.InH, c.InW}, Classes: c.Classes,
-		Federation: federation, DP: c.DP.Noise > 0, Delta: c.Delta}, "", "  ")
-	if err != nil {
-		return err
-	}
-	return writeFileAtomic(filepath.Join(cfg.Data, modelInfoFileName), append(b, '\n'))
-}
 
 func newExportCmd() *cobra.Command {
 	var dataDir, out string
@@ -76,22 +49,22 @@ func newExportCmd() *cobra.Command {
 }
 
 func runExport(dataDir string, round int, roundSet bool, out string, w io.Writer) error {
-	b, err := os.ReadFile(filepath.Join(dataDir, modelInfoFileName))
+	b, err := os.ReadFile(filepath.Join(dataDir, service.ModelInfoFileName))
 	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("--data %s: no %s (is this a coordinator's data folder, and has it started once?)", dataDir, modelInfoFileName)
+		return fmt.Errorf("--data %s: no %s (is this a coordinator's data folder, and has it started once?)", dataDir, service.ModelInfoFileName)
 	}
 	if err != nil {
 		return fmt.Errorf("--data %s: %w", dataDir, err)
 	}
-	var info modelInfo
+	var info service.ModelInfo
 	if err := json.Unmarshal(b, &info); err != nil || len(info.Input) != 3 {
-		return fmt.Errorf("%s: malformed (want model, input [C, H, W], classes): %v", filepath.Join(dataDir, modelInfoFileName), err)
+		return fmt.Errorf("%s: malformed (want model, input [C, H, W], classes): %v", filepath.Join(dataDir, service.ModelInfoFileName), err)
 	}
 	spec, err := model.ParseSpec(info.Model, info.Input[0], info.Input[1], info.Input[2], info.Classes)
 	if err != nil {
-		return fmt.Errorf("%s: %w", filepath.Join(dataDir, modelInfoFileName), err)
+		return fmt.Errorf("%s: %w", filepath.Join(dataDir, service.ModelInfoFileName), err)
 	}
-	statePath := filepath.Join(dataDir, stateFileName)
+	statePath := filepath.Join(dataDir, service.StateFileName)
 	sf, err := os.Open(statePath)
 	if err != nil {
 		return fmt.Errorf("--data %s: %w (has the coordinator committed a model yet?)", dataDir, err)

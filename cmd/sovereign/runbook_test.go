@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/sovereign-fl/sovereign/aggregation/dp"
+	"github.com/sovereign-fl/sovereign/coordinator/service"
 	"github.com/sovereign-fl/sovereign/worker"
 )
 
@@ -45,7 +46,7 @@ func TestRunbookWorkerAndCoordinatorAgree(t *testing.T) {
 	if err != nil {
 		t.Fatalf("section 3's worker.toml: %v", err)
 	}
-	c, err := parseCoordinatorConfig("coordinator.toml", []byte(firstTOML(t, doc, "## 4. ")), t.TempDir())
+	c, err := service.Parse("coordinator.toml", []byte(firstTOML(t, doc, "## 4. ")), t.TempDir())
 	if err != nil {
 		t.Fatalf("section 4's coordinator.toml: %v", err)
 	}

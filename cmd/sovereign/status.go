@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/sovereign-fl/sovereign/coordinator/replica"
 	"github.com/sovereign-fl/sovereign/p2p"
 	"github.com/sovereign-fl/sovereign/p2p/pb"
 )
@@ -259,13 +260,13 @@ func memberName(fed *p2p.Federation, p peer.ID) string {
 }
 
 // queryReplicas asks coordinator c for its view of the Raft group
-// (ProtoReplicaStatus).
+// (replica.StatusProtocolID).
 func queryReplicas(ctx context.Context, h *p2p.Host, fed *p2p.Federation, c peer.ID) ([]replicaReport, error) {
 	var out wrapperspb.BytesValue
-	if err := p2p.NewClient(h).Request(ctx, c, ProtoReplicaStatus, wrapperspb.Bytes(nil), &out); err != nil {
+	if err := p2p.NewClient(h).Request(ctx, c, replica.StatusProtocolID, wrapperspb.Bytes(nil), &out); err != nil {
 		return nil, err
 	}
-	var stats []replicaStat
+	var stats []replica.WireStats
 	if err := json.Unmarshal(out.Value, &stats); err != nil {
 		return nil, fmt.Errorf("replica status from %s: malformed: %w", c, err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sovereign-fl/sovereign/coordinator"
+	"github.com/sovereign-fl/sovereign/coordinator/service"
 	"github.com/sovereign-fl/sovereign/internal/confdoc"
 	"github.com/sovereign-fl/sovereign/p2p"
 )
@@ -32,7 +33,7 @@ var studyDoc = func() confdoc.File {
 	docs := confdoc.Docs{
 		"name": {Text: "The study's name: 1–63 of a-z, 0-9, `-`, `_`, not `default` (the coordinator file's own study). Names are never reused: an ended study's ledger stays.", Note: "required", Example: `"sepsis-2027"`},
 	}
-	for k, d := range coordinatorDoc.Docs {
+	for k, d := range service.ConfigDoc.Docs {
 		if k == "rounds" || strings.HasPrefix(k, "rounds.") {
 			docs[k] = d
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/sovereign-fl/sovereign/aggregation/dp"
 	"github.com/sovereign-fl/sovereign/coordinator"
+	"github.com/sovereign-fl/sovereign/coordinator/service"
 	"github.com/sovereign-fl/sovereign/p2p"
 )
 
@@ -86,7 +87,7 @@ func newStudyPlanCmd() *cobra.Command {
 					return err
 				}
 			} else {
-				cfg, err := loadCoordinatorConfig(path)
+				cfg, err := service.Load(path)
 				if err != nil {
 					return err
 				}

@@ -62,7 +62,7 @@ func runWorker(ctx context.Context, cfg *worker.Config, logOut io.Writer) error 
 	if err != nil {
 		return err
 	}
-	log := withPeerNames(newLogger(logOut, level, cfg.LogFormat), fed)
+	log := p2p.NewLogger(logOut, level, cfg.LogFormat, fed)
 	me, ok := fed.LookupName(cfg.Name)
 	if !ok {
 		return fmt.Errorf("name: %q is not in the federation file %s", cfg.Name, cfg.Federation)
@@ -115,7 +115,7 @@ func runWorker(ctx context.Context, cfg *worker.Config, logOut io.Writer) error 
 	}
 	defer srv.Close()
 	if cfg.MetricsListen != "" {
-		ms, err := listen("metrics_listen", cfg.MetricsListen, mon.Handler(), log)
+		ms, err := metrics.ListenLogged("metrics_listen", cfg.MetricsListen, mon.Handler(), log)
 		if err != nil {
 			return err
 		}

@@ -155,22 +155,6 @@ func (n *Node) PeerStats(ctx context.Context, p peer.ID) (Stats, error) {
 	return *resp.Stats, nil
 }
 
-// ClusterStats asks every server of this replica's Raft configuration for
-// its Stats; a replica that does not answer gets an entry with State
-// "Unreachable" and Err set.
-func (n *Node) ClusterStats(ctx context.Context) []Stats {
-	own := n.Stats()
-	out := make([]Stats, 0, len(own.Servers))
-	for _, sv := range own.Servers {
-		st, err := n.PeerStats(ctx, sv.ID)
-		if err != nil {
-			st = Stats{ID: sv.ID, State: "Unreachable", Err: err.Error()}
-		}
-		out = append(out, st)
-	}
-	return out
-}
-
 // addAddrs records a joining replica's addresses in the host's peerstore.
 func addAddrs(h *p2p.Host, id peer.ID, addrs []string) error {
 	mas := make([]ma.Multiaddr, 0, len(addrs))

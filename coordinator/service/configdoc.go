@@ -1,4 +1,4 @@
-package main
+package service
 
 import (
 	"reflect"
@@ -6,15 +6,15 @@ import (
 	"github.com/sovereign-fl/sovereign/internal/confdoc"
 )
 
-// coordinatorDoc documents every key of coordinatorFile; TestConfigReference
+// ConfigDoc documents every key of File; TestConfigReference
 // fails on a key without an entry and renders docs/config.md from it.
-var coordinatorDoc = confdoc.File{
+var ConfigDoc = confdoc.File{
 	Name:  "coordinator",
 	Title: "Coordinator file (`sovereign coordinator --config`)",
 	Intro: "One file per coordinator replica. Relative paths are resolved against the file's folder. " +
 		"`[rounds]` is the training configuration of the federation's study (today a coordinator runs one; " +
 		"a study file will take the same keys), `[raft]` tunes the replicated log.",
-	Schema: reflect.TypeOf(coordinatorFile{}),
+	Schema: reflect.TypeOf(File{}),
 	Docs: confdoc.Docs{
 		"name":       {Text: "The coordinator's name in the federation file (role `coordinator`).", Note: "required", Example: `"coord-1"`},
 		"identity":   {Text: "Private key file written by `sovereign keygen`; its peer ID must be the one enrolled under `name`.", Note: "required", Example: `"coord-1.key"`},

@@ -1,4 +1,4 @@
-package main
+package service
 
 import (
 	"math"
@@ -25,7 +25,7 @@ func TestCoordinatorConfigInit(t *testing.T) {
 	if err := modelfile.Save(filepath.Join(dir, "other.safetensors"), other, make([]float32, other.NumParams()), modelfile.Provenance{Source: "sim"}); err != nil {
 		t.Fatal(err)
 	}
-	c, err := parseCoordinatorConfig("coord.toml", []byte(strings.Replace(baseCoordinatorTOML, "[rounds]\n", "[rounds]\ninit = \"good.safetensors\"\n", 1)), dir)
+	c, err := Parse("coord.toml", []byte(strings.Replace(baseCoordinatorTOML, "[rounds]\n", "[rounds]\ninit = \"good.safetensors\"\n", 1)), dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +37,7 @@ func TestCoordinatorConfigInit(t *testing.T) {
 			t.Fatalf("InitParams[%d] = %v, want %v", i, c.Config.InitParams[i], v)
 		}
 	}
-	_, err = parseCoordinatorConfig("coord.toml", []byte(strings.Replace(baseCoordinatorTOML, "[rounds]\n", "[rounds]\ninit = \"other.safetensors\"\n", 1)), dir)
+	_, err = Parse("coord.toml", []byte(strings.Replace(baseCoordinatorTOML, "[rounds]\n", "[rounds]\ninit = \"other.safetensors\"\n", 1)), dir)
 	if err == nil || !strings.Contains(err.Error(), "rounds.init") || !strings.Contains(err.Error(), `"0.weight"`) ||
 		!strings.Contains(err.Error(), "[10 32]") || !strings.Contains(err.Error(), "[10 64]") {
 		t.Fatalf("mismatched init: error %v, want rounds.init, tensor 0.weight, shapes [10 32] and [10 64]", err)

@@ -1,4 +1,4 @@
-package main
+package service
 
 import (
 	"fmt"
@@ -28,9 +28,9 @@ workers_per_round = 3
 min_workers = 3
 `
 
-func parseTestConfig(t *testing.T, raft string) (*coordinatorConfig, error) {
+func parseTestConfig(t *testing.T, raft string) (*Config, error) {
 	t.Helper()
-	return parseCoordinatorConfig("coord.toml", []byte(baseCoordinatorTOML+raft), "/etc/sovereign")
+	return Parse("coord.toml", []byte(baseCoordinatorTOML+raft), "/etc/sovereign")
 }
 
 func TestCoordinatorConfigRaftDefaults(t *testing.T) {
@@ -133,8 +133,8 @@ func TestCoordinatorConfigRaftErrors(t *testing.T) {
 }
 
 func TestCoordinatorConfigMonitoringKeys(t *testing.T) {
-	top := func(lines string) (*coordinatorConfig, error) {
-		return parseCoordinatorConfig("coord.toml", []byte(lines+"\n"+baseCoordinatorTOML), "/etc/sovereign")
+	top := func(lines string) (*Config, error) {
+		return Parse("coord.toml", []byte(lines+"\n"+baseCoordinatorTOML), "/etc/sovereign")
 	}
 	c, err := top(`metrics_listen = "127.0.0.1:9464"
 dashboard_listen = "127.0.0.1:8080"
@@ -144,7 +144,7 @@ log_format = "json"`)
 		t.Fatal(err)
 	}
 	if c.MetricsListen != "127.0.0.1:9464" || c.DashboardListen != "127.0.0.1:8080" || c.DashboardToken != "t0ken" || c.LogFormat != "json" {
-		t.Fatalf("parsed %+v", c.coordinatorFile)
+		t.Fatalf("parsed %+v", c.File)
 	}
 	if c, err := top(""); err != nil || c.MetricsListen != "" || c.DashboardListen != "" {
 		t.Fatalf("monitoring must be off by default: %+v, %v", c, err)
@@ -159,11 +159,5 @@ log_format = "json"`)
 			t.Errorf("%s: error %v, want one naming %q", bad.lines, err, bad.want)
 		}
 	}
-	f := "text"
-	if err := setLogFormat(&f, "json"); err != nil || f != "json" {
-		t.Fatalf("--log-format json: %q, %v", f, err)
-	}
-	if err := setLogFormat(&f, "yaml"); err == nil || !strings.Contains(err.Error(), "--log-format") {
-		t.Fatalf("--log-format yaml: %v", err)
-	}
+
 }
