@@ -390,14 +390,21 @@ func (c *NetCohort) Evaluate(ctx context.Context, w WorkerID, round uint64, mode
 
 // ServeStatus answers p2p.ProtoStatus on h from status, for any enrolled
 // member (and for the `sovereign status` command, which runs with a
-// member's identity).
-func ServeStatus(h *p2p.Host, name string, status func() Status) error {
+// member's identity). leader, if set, names the Raft leader this replica
+// knows, so that a client can redirect.
+func ServeStatus(h *p2p.Host, name string, status func() Status, leader func() peer.ID) error {
 	return h.Handle(p2p.ProtocolSpec{ID: p2p.ProtoStatus, Roles: p2p.AllRoles(), Timeout: 10 * time.Second, MaxFrame: 4096}, func(_ context.Context, s *p2p.Stream) error {
 		var req pb.StatusRequest
 		if err := s.ReadMsg(&req); err != nil && !errors.Is(err, io.EOF) {
 			return err
 		}
-		return s.WriteMsg(StatusToPB(name, status(), h.Federation(), req.IncludeMembers))
+		resp := StatusToPB(name, status(), h.Federation(), req.IncludeMembers)
+		if leader != nil {
+			if l := leader(); l != "" {
+				resp.Leader = []byte(l)
+			}
+		}
+		return s.WriteMsg(resp)
 	})
 }
 

@@ -288,7 +288,7 @@ func TestNetCohortRefusal(t *testing.T) {
 	// Status answers any enrolled member.
 	if err := coordinator.ServeStatus(f.coordHost, "coord", func() coordinator.Status {
 		return coordinator.Status{Round: 4, Stage: "idle", Online: f.cohort.Online(), Accuracy: 0.5}
-	}); err != nil {
+	}, nil); err != nil {
 		t.Fatal(err)
 	}
 	var resp pb.StatusResponse

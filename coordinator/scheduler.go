@@ -299,20 +299,9 @@ type PlanVerdicts struct {
 // check asks the online workers about a study without starting it (`sovereign
 // study plan --config study.toml --federation`): the JSON of PlanVerdicts.
 func (s *Scheduler) check(ctx context.Context, req StudyRequest) (string, error) {
-	if err := checkStudyName(req.Name); err != nil {
-		return "", err
-	}
-	if req.Spec == nil {
-		return "", errors.New("study check: no spec")
-	}
-	cfg, err := req.Spec.Config(req.Name)
-	if err != nil {
-		return "", err
-	}
-	cfg.Federation = s.def.cfg.Federation
-	// A view of a study that does not exist yet: the plan of a fresh
+	// A driver of a study that does not exist yet: the plan of a fresh
 	// study (a later start asks every worker again).
-	d, err := s.build(req.Name, cfg)
+	d, _, err := s.prepare(req)
 	if err != nil {
 		return "", err
 	}
@@ -327,22 +316,28 @@ func (s *Scheduler) check(ctx context.Context, req StudyRequest) (string, error)
 	return string(b), err
 }
 
-func (s *Scheduler) start(ctx context.Context, req StudyRequest) (string, error) {
+// prepare checks a start or check request and builds the study's driver.
+func (s *Scheduler) prepare(req StudyRequest) (*Driver, Config, error) {
 	if err := checkStudyName(req.Name); err != nil {
-		return "", err
+		return nil, Config{}, err
 	}
 	if req.Spec == nil {
-		return "", errors.New("study start: no spec")
+		return nil, Config{}, fmt.Errorf("study %s %s: no spec", req.Op, req.Name)
 	}
 	if s.fsm.Study(req.Name).Exists() {
-		return "", fmt.Errorf("study %s already exists (names are never reused: its ledger stays)", req.Name)
+		return nil, Config{}, fmt.Errorf("study %s already exists (names are never reused: its ledger stays)", req.Name)
 	}
 	cfg, err := req.Spec.Config(req.Name)
 	if err != nil {
-		return "", err
+		return nil, Config{}, err
 	}
 	cfg.Federation = s.def.cfg.Federation
 	d, err := s.build(req.Name, cfg)
+	return d, cfg, err
+}
+
+func (s *Scheduler) start(ctx context.Context, req StudyRequest) (string, error) {
+	d, cfg, err := s.prepare(req)
 	if err != nil {
 		return "", err
 	}

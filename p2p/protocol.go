@@ -15,7 +15,9 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// Protocol IDs of the federation, one stream handler each, following the
+// Protocol IDs of the p2p layer and of the roles' joining and status, one
+// stream handler each (the round stages' IDs are in package wire; every ID
+// and the package that serves it is in docs/ARCHITECTURE.md), following the
 // go-libp2p convention "/<app>/<name>/<semver>". A new incompatible version
 // gets a new ID; old IDs are never reused for other messages. The message
 // flow on each stream is given as request → response (messages of package pb).
@@ -31,26 +33,12 @@ const (
 	ProtoStudyPlan protocol.ID = "/sovereign/study-plan/1.0.0"
 	// ProtoStudy: an operator's study request (start, pause, resume,
 	// stop): JSON of coordinator.StudyRequest in a BytesValue → BytesValue
-	// (JSON answer). Coordinator identity to coordinator; a follower
+	// (JSON answer). Operator (role "operator") to coordinator; a follower
 	// forwards it to the leader (coordinator/studyproto.go).
 	ProtoStudy protocol.ID = "/sovereign/study/1.0.0"
-	// ProtoRound: a round starts: RoundAnnounce → Ack. Coordinator to worker.
-	ProtoRound protocol.ID = "/sovereign/round/1.0.0"
-	// ProtoSecAggAdvertise: SecAgg+ round 0: AdvertiseKeys → Ack. Worker to coordinator.
-	ProtoSecAggAdvertise protocol.ID = "/sovereign/secagg-advertise/1.0.0"
-	// ProtoSecAggKeys: neighbours' keys: KeysBroadcast → Ack. Coordinator to worker.
-	ProtoSecAggKeys protocol.ID = "/sovereign/secagg-keys/1.0.0"
-	// ProtoSecAggShares: SecAgg+ round 1: EncryptedShares → Ack. Worker to
-	// coordinator (submission) and coordinator to worker (delivery).
-	ProtoSecAggShares protocol.ID = "/sovereign/secagg-shares/1.0.0"
 	// ProtoSecAggMasked: SecAgg+ round 2: MaskedInputHeader, then a blob
 	// (BlobHeader, BlobChunk..., BlobTrailer) → BlobReceipt. Worker to coordinator.
 	ProtoSecAggMasked protocol.ID = "/sovereign/secagg-masked/1.0.0"
-	// ProtoSecAggUnmask: SecAgg+ round 3: UnmaskRequest → UnmaskResponse.
-	// Coordinator to worker.
-	ProtoSecAggUnmask protocol.ID = "/sovereign/secagg-unmask/1.0.0"
-	// ProtoMetrics: MetricsReport → Ack. Worker to coordinator.
-	ProtoMetrics protocol.ID = "/sovereign/metrics/1.0.0"
 	// ProtoStatus: StatusRequest → StatusResponse. Any member to any member.
 	ProtoStatus protocol.ID = "/sovereign/status/1.0.0"
 	// ProtoBlob: fetch by hash: BlobRequest → BlobFetchResponse, then (when

@@ -215,42 +215,20 @@ func newStudyListCmd() *cobra.Command {
 		Short: "List the federation's studies: state, models committed vs rounds started, ε, last failures, ETA",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if identity == "" {
-				identity = os.Getenv("SOVEREIGN_IDENTITY")
+			if fedPath == "" {
+				return errors.New("study list: --federation is required")
 			}
-			if fedPath == "" || identity == "" {
-				return errors.New("study list: --federation and --identity are required")
-			}
-			fed, err := p2p.LoadFederation(fedPath)
+			r, err := firstStatus(cmd.Context(), fedPath, identity, timeout)
 			if err != nil {
-				return err
+				return fmt.Errorf("study list: %w", err)
 			}
-			sk, err := p2p.LoadIdentity(identity)
-			if err != nil {
-				return fmt.Errorf("identity: %w", err)
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(r.Studies)
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 2*timeout)
-			defer cancel()
-			h, err := p2p.NewHost(ctx, p2p.HostConfig{Identity: sk, Federation: fed, StreamTimeout: timeout, DialTimeout: timeout})
-			if err != nil {
-				return err
-			}
-			defer h.Close()
-			var errs []string
-			for _, r := range queryStatus(ctx, h, fed) {
-				if !r.Reachable {
-					errs = append(errs, r.Coordinator+": "+r.Error)
-					continue
-				}
-				if asJSON {
-					enc := json.NewEncoder(cmd.OutOrStdout())
-					enc.SetIndent("", "  ")
-					return enc.Encode(r.Studies)
-				}
-				printStudies(cmd.OutOrStdout(), r.Studies)
-				return nil
-			}
-			return fmt.Errorf("study list: no coordinator answered (%s)", strings.Join(errs, "; "))
+			printStudies(cmd.OutOrStdout(), r.Studies)
+			return nil
 		},
 	}
 	cmd.Flags().StringVar(&fedPath, "federation", "", "federation file")
@@ -280,4 +258,38 @@ func printStudies(w io.Writer, ss []studyReport) {
 		}
 		fmt.Fprintf(w, "  ledger head %s (%d entries)\n", s.LedgerHead, s.LedgerLength)
 	}
+}
+
+// firstStatus returns the status of the first coordinator of fedPath that
+// answers, asked with identity (default $SOVEREIGN_IDENTITY).
+func firstStatus(ctx context.Context, fedPath, identity string, timeout time.Duration) (statusReport, error) {
+	if identity == "" {
+		identity = os.Getenv("SOVEREIGN_IDENTITY")
+	}
+	if identity == "" {
+		return statusReport{}, errors.New("--identity is required with --federation (a key enrolled in the federation file)")
+	}
+	fed, err := p2p.LoadFederation(fedPath)
+	if err != nil {
+		return statusReport{}, err
+	}
+	sk, err := p2p.LoadIdentity(identity)
+	if err != nil {
+		return statusReport{}, fmt.Errorf("identity: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*timeout)
+	defer cancel()
+	h, err := p2p.NewHost(ctx, p2p.HostConfig{Identity: sk, Federation: fed, StreamTimeout: timeout, DialTimeout: timeout})
+	if err != nil {
+		return statusReport{}, err
+	}
+	defer h.Close()
+	var errs []string
+	for _, r := range queryStatus(ctx, h, fed) {
+		if r.Reachable {
+			return r, nil
+		}
+		errs = append(errs, r.Coordinator+": "+r.Error)
+	}
+	return statusReport{}, fmt.Errorf("no coordinator answered (%s)", strings.Join(errs, "; "))
 }

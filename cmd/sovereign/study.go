@@ -16,7 +16,6 @@ import (
 	"github.com/sovereign-fl/sovereign/aggregation/dp"
 	"github.com/sovereign-fl/sovereign/coordinator"
 	"github.com/sovereign-fl/sovereign/coordinator/service"
-	"github.com/sovereign-fl/sovereign/p2p"
 )
 
 func init() { rootCmd.AddCommand(newStudyCmd()) }
@@ -160,32 +159,11 @@ func planOf(c coordinator.Config) (*studyPlan, error) {
 // planChecks asks the coordinators of fedPath for their workers' verdicts
 // on the running study's plan.
 func planChecks(ctx context.Context, fedPath, identity string, timeout time.Duration) ([]incompatibleReport, error) {
-	if identity == "" {
-		return nil, errors.New("--identity is required with --federation (a key enrolled in the federation file)")
-	}
-	fed, err := p2p.LoadFederation(fedPath)
+	r, err := firstStatus(ctx, fedPath, identity, timeout)
 	if err != nil {
 		return nil, err
 	}
-	sk, err := p2p.LoadIdentity(identity)
-	if err != nil {
-		return nil, fmt.Errorf("identity: %w", err)
-	}
-	ctx, cancel := context.WithTimeout(ctx, 2*timeout)
-	defer cancel()
-	h, err := p2p.NewHost(ctx, p2p.HostConfig{Identity: sk, Federation: fed, StreamTimeout: timeout, DialTimeout: timeout})
-	if err != nil {
-		return nil, err
-	}
-	defer h.Close()
-	var errs []string
-	for _, r := range queryStatus(ctx, h, fed) {
-		if r.Reachable {
-			return r.Incompatible, nil
-		}
-		errs = append(errs, r.Coordinator+": "+r.Error)
-	}
-	return nil, fmt.Errorf("no coordinator answered (%s)", strings.Join(errs, "; "))
+	return r.Incompatible, nil
 }
 
 func printPlan(w io.Writer, p *studyPlan, asked bool) {

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -187,4 +189,121 @@ func RequestJoin(ctx context.Context, h *p2p.Host, fed *p2p.Federation, log *slo
 // to remove target from the Raft group.
 func RequestLeave(ctx context.Context, h *p2p.Host, fed *p2p.Federation, target peer.ID, log *slog.Logger) error {
 	return askReplicas(ctx, h, fed, adminRequest{Op: opLeave, Peer: target.String()}, log)
+}
+
+// Server is one member of the Raft configuration.
+type Server struct {
+	ID    peer.ID `json:"id"`
+	Voter bool    `json:"voter"`
+}
+
+// UnmarshalJSON decodes a Server; an invalid peer ID is reported as the
+// server's id.
+func (s *Server) UnmarshalJSON(b []byte) error {
+	var w struct {
+		ID    string `json:"id"`
+		Voter bool   `json:"voter"`
+	}
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	id, err := peer.Decode(w.ID)
+	if err != nil {
+		return fmt.Errorf("server id: %q is not a peer ID: %w", w.ID, err)
+	}
+	*s = Server{ID: id, Voter: w.Voter}
+	return nil
+}
+
+// Stats is one replica's view of the cluster, what `sovereign status` shows
+// per replica.
+type Stats struct {
+	// ID is the replica; State is "Leader", "Follower", "Candidate" or
+	// "Shutdown".
+	ID    peer.ID `json:"id"`
+	State string  `json:"state"`
+	// Leader is the leader this replica knows ("" when none): followers
+	// answer status queries with it so that clients can redirect.
+	Leader peer.ID `json:"leader"`
+	Term   uint64  `json:"term"`
+	// CommitIndex is the highest log index known committed; AppliedIndex
+	// the highest applied to the FSM; LastIndex the last in the log.
+	CommitIndex       uint64 `json:"commit_index"`
+	AppliedIndex      uint64 `json:"applied_index"`
+	LastIndex         uint64 `json:"last_index"`
+	LastSnapshotIndex uint64 `json:"last_snapshot_index"`
+	// LastContact is when this replica last heard from the leader (zero on
+	// the leader itself and before any contact).
+	LastContact time.Time `json:"last_contact"`
+	// Servers is the Raft configuration as this replica knows it.
+	Servers []Server `json:"servers"`
+	// Err is the storage error that stopped this replica's FSM, if any.
+	Err string `json:"err,omitempty"`
+}
+
+// UnmarshalJSON decodes Stats as encoding/json writes them. The peer IDs are
+// read as strings first: an empty one (no leader known, or an entry for a
+// replica that could not be named) decodes to "", which peer.ID's own
+// UnmarshalJSON refuses; any other string must be a valid peer ID, and an
+// invalid one is reported with its field.
+func (s *Stats) UnmarshalJSON(b []byte) error {
+	// plain has Stats' fields without its methods; the string fields of
+	// the outer struct shadow its peer-ID fields of the same JSON names.
+	type plain Stats
+	var w struct {
+		plain
+		ID     string `json:"id"`
+		Leader string `json:"leader"`
+	}
+	if err := json.Unmarshal(b, &w); err != nil {
+		return fmt.Errorf("replica stats: %w", err)
+	}
+	id, err := decodeOptionalPeer(w.ID)
+	if err != nil {
+		return fmt.Errorf("replica stats: id: %w", err)
+	}
+	leader, err := decodeOptionalPeer(w.Leader)
+	if err != nil {
+		return fmt.Errorf("replica stats of %s: leader: %w", w.ID, err)
+	}
+	*s = Stats(w.plain)
+	s.ID, s.Leader = id, leader
+	return nil
+}
+
+// decodeOptionalPeer decodes a peer ID, "" meaning none.
+func decodeOptionalPeer(s string) (peer.ID, error) {
+	if s == "" {
+		return "", nil
+	}
+	id, err := peer.Decode(s)
+	if err != nil {
+		return "", fmt.Errorf("%q is not a peer ID: %w", s, err)
+	}
+	return id, nil
+}
+
+// Stats reports this replica's view.
+func (n *Node) Stats() Stats {
+	s := Stats{ID: n.id, State: n.raft.State().String(), Leader: n.Leader(), Term: n.raft.CurrentTerm(),
+		CommitIndex: n.raft.CommitIndex(), AppliedIndex: n.raft.AppliedIndex(), LastIndex: n.raft.LastIndex()}
+	if n.raft.State() != raft.Leader {
+		s.LastContact = n.raft.LastContact()
+	}
+	if v, err := strconv.ParseUint(n.raft.Stats()["last_snapshot_index"], 10, 64); err == nil {
+		s.LastSnapshotIndex = v
+	}
+	if f := n.raft.GetConfiguration(); f.Error() == nil {
+		for _, sv := range f.Configuration().Servers {
+			p, err := peer.Decode(string(sv.ID))
+			if err != nil {
+				continue
+			}
+			s.Servers = append(s.Servers, Server{ID: p, Voter: sv.Suffrage == raft.Voter})
+		}
+	}
+	if err := n.fsm.Err(); err != nil {
+		s.Err = err.Error()
+	}
+	return s
 }

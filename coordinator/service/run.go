@@ -142,7 +142,7 @@ func Run(ctx context.Context, cfg *Config, logOut io.Writer, o Options) error {
 		}
 		return s
 	}
-	if err := serveStatus(h, cfg.Name, status, node); err != nil {
+	if err := coordinator.ServeStatus(h, cfg.Name, status, node.Leader); err != nil {
 		return err
 	}
 	if err := coordinator.ServeStudies(h, sched, node.IsLeader, node.Leader, log); err != nil {

@@ -1,32 +1,8 @@
 package service
 
 import (
-	"context"
-	"errors"
-	"io"
-	"time"
-
 	"github.com/sovereign-fl/sovereign/coordinator"
-	"github.com/sovereign-fl/sovereign/coordinator/replica"
-	"github.com/sovereign-fl/sovereign/p2p"
-	"github.com/sovereign-fl/sovereign/p2p/pb"
 )
-
-// serveStatus answers p2p.ProtoStatus like coordinator.ServeStatus, adding
-// the Raft leader this replica knows, so that a client can redirect.
-func serveStatus(h *p2p.Host, name string, status func() coordinator.Status, node *replica.Node) error {
-	return h.Handle(p2p.ProtocolSpec{ID: p2p.ProtoStatus, Roles: p2p.AllRoles(), Timeout: 10 * time.Second, MaxFrame: 4096}, func(_ context.Context, s *p2p.Stream) error {
-		var req pb.StatusRequest
-		if err := s.ReadMsg(&req); err != nil && !errors.Is(err, io.EOF) {
-			return err
-		}
-		resp := coordinator.StatusToPB(name, status(), h.Federation(), req.IncludeMembers)
-		if l := node.Leader(); l != "" {
-			resp.Leader = []byte(l)
-		}
-		return s.WriteMsg(resp)
-	})
-}
 
 // createdStudiesEnded reports whether every study created with `sovereign
 // study start` has ended (--exit-when-done waits for them too).
