@@ -26,6 +26,10 @@ import (
 // than m/S per coordinate (m/S_w for the total weight) for m summed clients;
 // see ErrorBound.
 
+// quantBlock is how many coordinates Quantize rounds per block of random
+// draws (even, so that draw pairs never straddle two blocks).
+const quantBlock = 1024
+
 // Quantizer maps weighted updates into Z_(2^b) and sums back to reals.
 type Quantizer struct {
 	bits    int
@@ -96,6 +100,26 @@ func (q *Quantizer) round(v float64, r uint32) uint32 {
 // stochastic rounding driven by rng. Coordinates are clipped to [-R, R];
 // NaN or infinite coordinates and weights outside [0, W] are refused.
 func (q *Quantizer) Quantize(dst []uint32, x []float32, weight float64, rng *rand.Rand) error {
+	return q.quantize(dst, x, weight, func(rb []uint64) {
+		for k := range rb {
+			rb[k] = rng.Uint64()
+		}
+	})
+}
+
+// quantizeChaCha8 is Quantize with rand.New(src), without the interface
+// call per draw: the same words, the same result.
+func (q *Quantizer) quantizeChaCha8(dst []uint32, x []float32, weight float64, src *rand.ChaCha8) error {
+	return q.quantize(dst, x, weight, func(rb []uint64) {
+		for k := range rb {
+			rb[k] = src.Uint64()
+		}
+	})
+}
+
+// quantize is Quantize drawing its random words through fill, which sets
+// every word of rb to the next draw of the stream.
+func (q *Quantizer) quantize(dst []uint32, x []float32, weight float64, fill func(rb []uint64)) error {
 	if len(dst) != len(x)+1 {
 		return fmt.Errorf("%w: quantize destination has %d words, want %d", ErrInvalidInput, len(dst), len(x)+1)
 	}
@@ -104,24 +128,38 @@ func (q *Quantizer) Quantize(dst []uint32, x []float32, weight float64, rng *ran
 	}
 	ws := weight * q.scale
 	lim := float32(q.clip)
-	var bits uint64
-	for i, v := range x {
-		if v != v || v > math.MaxFloat32 || v < -math.MaxFloat32 {
-			return fmt.Errorf("%w: update[%d] = %v is not finite", ErrInvalidInput, i, v)
+	mask := q.modMask
+	// The random words are drawn a block at a time (one 64-bit draw serves
+	// two coordinates: the low half the even one, the high half the odd
+	// one), so that the rounding loop makes no calls and its iterations
+	// overlap in the CPU; the stream read is the same as one draw per pair.
+	var rb [quantBlock / 2]uint64
+	for base := 0; base < len(x); base += quantBlock {
+		xs := x[base:min(base+quantBlock, len(x))]
+		ds := dst[base : base+len(xs)]
+		fill(rb[:(len(xs)+1)/2])
+		for i, v := range xs {
+			if v != v || v > math.MaxFloat32 || v < -math.MaxFloat32 {
+				return fmt.Errorf("%w: update[%d] = %v is not finite", ErrInvalidInput, base+i, v)
+			}
+			if v > lim {
+				v = lim
+			} else if v < -lim {
+				v = -lim
+			}
+			r := uint32(rb[i>>1] >> (32 * (i & 1)))
+			// Stochastic rounding of w·x·S, as round below.
+			y := float64(v) * ws
+			f := math.Floor(y)
+			up := uint32(0)
+			if uint64(r) < uint64(int64((y-f)*(1<<32))) {
+				up = 1
+			}
+			ds[i] = (uint32(int64(f)) + up) & mask
 		}
-		if v > lim {
-			v = lim
-		} else if v < -lim {
-			v = -lim
-		}
-		if i&1 == 0 { // one 64-bit draw serves two coordinates
-			bits = rng.Uint64()
-		} else {
-			bits >>= 32
-		}
-		dst[i] = q.round(float64(v)*ws, uint32(bits))
 	}
-	dst[len(x)] = q.round(weight*q.scaleW, uint32(rng.Uint64()))
+	fill(rb[:1])
+	dst[len(x)] = q.round(weight*q.scaleW, uint32(rb[0]))
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -115,6 +116,67 @@ func TestQuantizerRefuses(t *testing.T) {
 	}{{7, 1, 1, 2}, {33, 1, 1, 2}, {32, 0, 1, 2}, {32, 1, math.Inf(1), 2}, {8, 1, 1, 200}} {
 		if _, err := NewQuantizer(bad.b, bad.c, bad.w, bad.n); err == nil {
 			t.Fatalf("NewQuantizer%+v accepted", bad)
+		}
+	}
+}
+
+// quantizeRef is the one-draw-per-pair loop Quantize was before it drew its
+// random words a block at a time.
+func quantizeRef(q *Quantizer, dst []uint32, x []float32, weight float64, rng *rand.Rand) {
+	ws := weight * q.scale
+	lim := float32(q.clip)
+	var bits uint64
+	for i, v := range x {
+		if v > lim {
+			v = lim
+		} else if v < -lim {
+			v = -lim
+		}
+		if i&1 == 0 {
+			bits = rng.Uint64()
+		} else {
+			bits >>= 32
+		}
+		dst[i] = q.round(float64(v)*ws, uint32(bits))
+	}
+	dst[len(x)] = q.round(weight*q.scaleW, uint32(rng.Uint64()))
+}
+
+// Quantize and the client's quantizeChaCha8 give exactly the words of the
+// reference loop, for lengths around the block size (odd and even), with
+// clipped, negative and zero coordinates, in 32 and fewer bits.
+func TestQuantizeBlockedMatchesReference(t *testing.T) {
+	r := rand.New(seeded(21))
+	for _, bits := range []int{32, 20} {
+		q, err := NewQuantizer(bits, 1, 10, 50)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range []int{0, 1, 2, 1023, 1024, 1025, 3001} {
+			x := make([]float32, n)
+			for i := range x {
+				x[i] = float32(3*r.Float64() - 1.5)
+				if i%7 == 0 {
+					x[i] = 0
+				}
+			}
+			w := 10 * r.Float64()
+			want := make([]uint32, n+1)
+			quantizeRef(q, want, x, w, rand.New(seeded(uint64(n))))
+			got := make([]uint32, n+1)
+			if err := q.Quantize(got, x, w, rand.New(seeded(uint64(n)))); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("bits=%d n=%d: Quantize differs from the reference loop", bits, n)
+			}
+			clear(got)
+			if err := q.quantizeChaCha8(got, x, w, seeded(uint64(n))); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("bits=%d n=%d: quantizeChaCha8 differs from the reference loop", bits, n)
+			}
 		}
 	}
 }

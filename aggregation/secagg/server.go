@@ -41,9 +41,12 @@ type Server struct {
 	batches map[uint32][]EncryptedShare
 	sum     []uint32
 	pending [][]uint32 // masked inputs accepted but not yet in sum (< maskedBatch)
-	u3      []uint32   // survivors, sorted
-	dropped []uint32   // U2 \ U3, sorted
-	needKey []uint32   // dropped clients with a surviving neighbour, sorted
+	// recycle, when set (by Simulate), gets each masked vector back once
+	// it is in the sum.
+	recycle func([]uint32)
+	u3      []uint32 // survivors, sorted
+	dropped []uint32 // U2 \ U3, sorted
+	needKey []uint32 // dropped clients with a surviving neighbour, sorted
 	resp    map[uint32]bool
 	bShares map[uint32][]heldShare // self-mask seed shares by owner
 	sShares map[uint32][]heldShare // mask key shares by owner
@@ -355,6 +358,11 @@ func (s *Server) flushMasked() {
 		wg.Wait()
 	} else {
 		vsum.AddU32Many(s.sum, s.pending)
+	}
+	if s.recycle != nil {
+		for _, v := range s.pending {
+			s.recycle(v)
+		}
 	}
 	clear(s.pending)
 	s.pending = s.pending[:0]

@@ -2,6 +2,7 @@ package secagg
 
 import (
 	"slices"
+	"sync"
 	"testing"
 
 	"github.com/sovereign-fl/sovereign/aggregation/internal/vsum"
@@ -58,5 +59,39 @@ func TestFlushMaskedEqualsOneAtATime(t *testing.T) {
 	s.flushMasked()
 	if len(s.pending) != 0 || !slices.Equal(s.sum, want) {
 		t.Fatal("batched sum differs from the one-at-a-time sum")
+	}
+}
+
+// A client refusing its update in SimulateInputs is a dropout at stage 2:
+// the same outcome, bit for bit, as Simulate with it vanishing there.
+func TestSimulateInputsRefusalIsStage2Dropout(t *testing.T) {
+	cfg := testConfig(12, 50)
+	up, w := testInputs(cfg, 3)
+	refuser := cfg.Clients[4]
+	want, err := Simulate(cfg, up, w, map[uint32]Stage{refuser: StageMaskedInput}, seeded(4), t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	asked := map[uint32]int{}
+	got, err := SimulateInputs(cfg, func(id uint32) ([]float32, float64, error) {
+		mu.Lock()
+		asked[id]++
+		mu.Unlock()
+		if id == refuser {
+			return nil, 0, nil
+		}
+		return up[id], w[id], nil
+	}, nil, seeded(4), t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got.Sum, want.Sum) || got.TotalWeight != want.TotalWeight || !slices.Equal(got.Survivors, want.Survivors) {
+		t.Fatal("refusal in SimulateInputs differs from a stage-2 dropout in Simulate")
+	}
+	for _, id := range cfg.Clients {
+		if asked[id] != 1 {
+			t.Fatalf("input asked %d times for client %d, want once", asked[id], id)
+		}
 	}
 }
