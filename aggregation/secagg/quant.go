@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"unsafe"
 )
 
 // Fixed-point quantization with stochastic rounding (as used for secure
@@ -138,7 +139,13 @@ func (q *Quantizer) quantize(dst []uint32, x []float32, weight float64, fill fun
 		xs := x[base:min(base+quantBlock, len(x))]
 		ds := dst[base : base+len(xs)]
 		fill(rb[:(len(xs)+1)/2])
-		for i, v := range xs {
+		done := 0
+		if haveQuantAVX512 && littleEndian && len(xs) >= 8 {
+			// rb read as words is the r of each coordinate below.
+			done = quantAVX512(&ds[0], &xs[0], (*uint32)(unsafe.Pointer(&rb[0])), len(xs)&^7, ws, lim, mask)
+		}
+		for i := done; i < len(xs); i++ {
+			v := xs[i]
 			if v != v || v > math.MaxFloat32 || v < -math.MaxFloat32 {
 				return fmt.Errorf("%w: update[%d] = %v is not finite", ErrInvalidInput, base+i, v)
 			}

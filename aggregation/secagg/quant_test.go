@@ -2,9 +2,11 @@ package secagg
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -176,6 +178,56 @@ func TestQuantizeBlockedMatchesReference(t *testing.T) {
 			}
 			if !slices.Equal(got, want) {
 				t.Fatalf("bits=%d n=%d: quantizeChaCha8 differs from the reference loop", bits, n)
+			}
+		}
+	}
+}
+
+// The AVX-512 rounding kernel and the Go loop give the same words, and a
+// NaN or infinity inside a kernel step is still reported at its index.
+func TestQuantizeKernelMatchesGo(t *testing.T) {
+	if !haveQuantAVX512 {
+		t.Skip("CPU without AVX-512 DQ/VL: the kernel is not used")
+	}
+	q, err := NewQuantizer(32, 0.5, 4, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(seeded(31))
+	x := make([]float32, 5000)
+	for i := range x {
+		switch i % 5 {
+		case 0:
+			x[i] = float32(r.NormFloat64() * 1e-3)
+		case 1:
+			x[i] = float32(r.NormFloat64() * 10) // clipped
+		case 2:
+			x[i] = -float32(i%7) / float32(q.scale*3) // near grid points
+		default:
+			x[i] = float32(r.Float64() - 0.5)
+		}
+	}
+	fast := make([]uint32, len(x)+1)
+	if err := q.quantizeChaCha8(fast, x, 3.5, seeded(2)); err != nil {
+		t.Fatal(err)
+	}
+	haveQuantAVX512 = false
+	slow := make([]uint32, len(x)+1)
+	err = q.quantizeChaCha8(slow, x, 3.5, seeded(2))
+	haveQuantAVX512 = true
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(fast, slow) {
+		t.Fatal("AVX-512 quantization differs from the Go loop")
+	}
+	for _, at := range []int{0, 13, 1030, 4999} {
+		for _, bad := range []float32{float32(math.NaN()), float32(math.Inf(-1))} {
+			y := slices.Clone(x)
+			y[at] = bad
+			err := q.quantizeChaCha8(fast, y, 1, seeded(2))
+			if !errors.Is(err, ErrInvalidInput) || !strings.Contains(err.Error(), fmt.Sprintf("update[%d]", at)) {
+				t.Fatalf("%v at %d: err = %v", bad, at, err)
 			}
 		}
 	}
