@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"slices"
 	"sync"
 )
@@ -422,7 +421,7 @@ func (c *Client) maskedInput(shares []EncryptedShare, update []float32, weight f
 		return MaskedInput{}, &InsufficientError{Round: cfg.Round, Stage: StageMaskedInput, Threshold: cfg.Threshold,
 			Missing: missingFrom(c.graph.Neighbours(me), got), Unrecoverable: []uint32{me}}
 	}
-	var qseed [32]byte
+	var qseed [KeySize]byte // seed of the stochastic rounding words (quantizeCTR)
 	if _, err := io.ReadFull(c.rand, qseed[:]); err != nil {
 		return MaskedInput{}, fmt.Errorf("secagg: client %d: reading rounding seed: %w", me, err)
 	}
@@ -430,7 +429,7 @@ func (c *Client) maskedInput(shares []EncryptedShare, update []float32, weight f
 	if len(y) != cfg.Dim+1 {
 		y = make([]uint32, cfg.Dim+1)
 	}
-	if err := c.quant.quantizeChaCha8(y, update, weight, rand.NewChaCha8(qseed)); err != nil {
+	if err := c.quant.quantizeCTR(y, update, weight, &qseed); err != nil {
 		return MaskedInput{}, fmt.Errorf("client %d round %d: %w", me, cfg.Round, err)
 	}
 	if testHookQuantized != nil {

@@ -100,3 +100,55 @@ func ctrApply(rk *[15][16]byte, dst []uint32, first uint64, o op) {
 		}
 	}
 }
+
+// ctrWords is a continuous AES-256-CTR keystream (zero IV) read as
+// little-endian uint64 words: the random words of a client's stochastic
+// rounding, keyed by a seed the client draws from its random source. With
+// VAES it is generated 64 words at a time by ctrVAES, otherwise by
+// crypto/cipher; both give the same words (TestCTRWordsPaths).
+type ctrWords struct {
+	rk     *[15][16]byte
+	stream interface{ XORKeyStream(dst, src []byte) }
+	block  uint64     // next counter block (VAES path)
+	buf    [64]uint32 // keystream generated but not yet read (VAES path)
+	have   int        // words of buf not yet read, at its end
+}
+
+func newCTRWords(seed *[KeySize]byte) *ctrWords {
+	if haveVAES && littleEndian {
+		return &ctrWords{rk: expandKey256(seed)}
+	}
+	return &ctrWords{stream: newPRGStream(seed)}
+}
+
+// fill sets rb to the next len(rb) words of the stream.
+func (c *ctrWords) fill(rb []uint64) {
+	if len(rb) == 0 {
+		return
+	}
+	b := unsafeBytes(rb)
+	if c.stream != nil {
+		clear(b)
+		c.stream.XORKeyStream(b, b)
+		if !littleEndian {
+			for i := range rb {
+				rb[i] = binary.LittleEndian.Uint64(b[8*i:])
+			}
+		}
+		return
+	}
+	w := unsafeWords(rb)
+	n := copy(w, c.buf[64-c.have:])
+	c.have -= n
+	w = w[n:]
+	if g := len(w) &^ 63; g > 0 {
+		ctrApply(c.rk, w[:g], c.block, opSet)
+		c.block += uint64(g / 4)
+		w = w[g:]
+	}
+	if len(w) > 0 {
+		ctrApply(c.rk, c.buf[:], c.block, opSet)
+		c.block += 16
+		c.have = 64 - copy(w, c.buf[:])
+	}
+}

@@ -57,6 +57,16 @@ func words(b []byte, dst []uint32) []uint32 {
 	return dst
 }
 
+// unsafeBytes and unsafeWords view rb's memory as bytes and as uint32
+// words (little-endian machines read the keystream words in place).
+func unsafeBytes(rb []uint64) []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(rb))), 8*len(rb))
+}
+
+func unsafeWords(rb []uint64) []uint32 {
+	return unsafe.Slice((*uint32)(unsafe.Pointer(unsafe.SliceData(rb))), 2*len(rb))
+}
+
 // op selects what Expand/Add/Sub do with each keystream word.
 type op int
 

@@ -166,3 +166,28 @@ func TestCTRVAESMatchesCipher(t *testing.T) {
 		t.Fatal("AddMany differs with and without the vector-AES kernel")
 	}
 }
+
+// ctrWords reads the AES-256-CTR keystream continuously whatever the fill
+// lengths, the same on the vector-AES and the crypto/cipher path.
+func TestCTRWordsPaths(t *testing.T) {
+	var seed [KeySize]byte
+	seed[7] = 3
+	want := naiveExpand(seed, 2*5000)
+	prev := haveVAES
+	defer func() { haveVAES = prev }()
+	for _, vaes := range []bool{prev, false} {
+		haveVAES = vaes
+		c := newCTRWords(&seed)
+		var got []uint32
+		for _, n := range []int{1, 31, 32, 33, 512, 7, 64, 1000, 3} {
+			rb := make([]uint64, n)
+			c.fill(rb)
+			for _, v := range rb {
+				got = append(got, uint32(v), uint32(v>>32))
+			}
+		}
+		if !slices.Equal(got, want[:len(got)]) {
+			t.Fatalf("vaes=%v: ctrWords differs from the keystream", vaes)
+		}
+	}
+}

@@ -144,7 +144,7 @@ func quantizeRef(q *Quantizer, dst []uint32, x []float32, weight float64, rng *r
 	dst[len(x)] = q.round(weight*q.scaleW, uint32(rng.Uint64()))
 }
 
-// Quantize and the client's quantizeChaCha8 give exactly the words of the
+// Quantize and the client's quantizeCTR give exactly the words of the
 // reference loop, for lengths around the block size (odd and even), with
 // clipped, negative and zero coordinates, in 32 and fewer bits.
 func TestQuantizeBlockedMatchesReference(t *testing.T) {
@@ -172,12 +172,16 @@ func TestQuantizeBlockedMatchesReference(t *testing.T) {
 			if !slices.Equal(got, want) {
 				t.Fatalf("bits=%d n=%d: Quantize differs from the reference loop", bits, n)
 			}
+			var seed [KeySize]byte
+			seed[0], seed[5] = byte(n), byte(bits)
+			want = make([]uint32, n+1)
+			quantizeRef(q, want, x, w, rand.New(&keystreamSource{words: naiveExpand(seed, 2*(n+3))}))
 			clear(got)
-			if err := q.quantizeChaCha8(got, x, w, seeded(uint64(n))); err != nil {
+			if err := q.quantizeCTR(got, x, w, &seed); err != nil {
 				t.Fatal(err)
 			}
 			if !slices.Equal(got, want) {
-				t.Fatalf("bits=%d n=%d: quantizeChaCha8 differs from the reference loop", bits, n)
+				t.Fatalf("bits=%d n=%d: quantizeCTR differs from the reference loop over the AES-CTR keystream", bits, n)
 			}
 		}
 	}
@@ -207,13 +211,15 @@ func TestQuantizeKernelMatchesGo(t *testing.T) {
 			x[i] = float32(r.Float64() - 0.5)
 		}
 	}
+	var seed [KeySize]byte
+	seed[3] = 9
 	fast := make([]uint32, len(x)+1)
-	if err := q.quantizeChaCha8(fast, x, 3.5, seeded(2)); err != nil {
+	if err := q.quantizeCTR(fast, x, 3.5, &seed); err != nil {
 		t.Fatal(err)
 	}
 	haveQuantAVX512 = false
 	slow := make([]uint32, len(x)+1)
-	err = q.quantizeChaCha8(slow, x, 3.5, seeded(2))
+	err = q.quantizeCTR(slow, x, 3.5, &seed)
 	haveQuantAVX512 = true
 	if err != nil {
 		t.Fatal(err)
@@ -225,10 +231,23 @@ func TestQuantizeKernelMatchesGo(t *testing.T) {
 		for _, bad := range []float32{float32(math.NaN()), float32(math.Inf(-1))} {
 			y := slices.Clone(x)
 			y[at] = bad
-			err := q.quantizeChaCha8(fast, y, 1, seeded(2))
+			err := q.quantizeCTR(fast, y, 1, &seed)
 			if !errors.Is(err, ErrInvalidInput) || !strings.Contains(err.Error(), fmt.Sprintf("update[%d]", at)) {
 				t.Fatalf("%v at %d: err = %v", bad, at, err)
 			}
 		}
 	}
+}
+
+// keystreamSource is a rand.Source reading uint32 keystream words in
+// pairs as little-endian uint64 (low word first).
+type keystreamSource struct {
+	words []uint32
+	i     int
+}
+
+func (k *keystreamSource) Uint64() uint64 {
+	v := uint64(k.words[k.i]) | uint64(k.words[k.i+1])<<32
+	k.i += 2
+	return v
 }
