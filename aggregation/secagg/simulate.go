@@ -57,6 +57,8 @@ func Simulate(cfg Config, updates map[uint32][]float32, weights map[uint32]float
 // message (AdvertiseKeys, []EncryptedShare, MaskedInput, UnmaskResponse) to
 // observe, when not nil, before the server receives it: what a curious
 // server sees, for tests that check nothing leaves a client unmasked.
+// observe runs on the calling goroutine, in client order, and may keep the
+// messages (their vectors are then not reused).
 func SimulateObserved(cfg Config, updates map[uint32][]float32, weights map[uint32]float64, drop map[uint32]Stage, rng io.Reader, now time.Time, observe func(msg any)) (*Outcome, error) {
 	input := func(id uint32) ([]float32, float64, error) {
 		upd, ok := updates[id]
@@ -82,6 +84,9 @@ func SimulateInputs(cfg Config, input func(id uint32) (update []float32, weight 
 }
 
 func simulate(cfg Config, input func(id uint32) ([]float32, float64, error), drop map[uint32]Stage, rng io.Reader, now time.Time, observe func(msg any)) (*Outcome, error) {
+	// An observer may keep the messages it sees, so their vectors are
+	// recycled only when there is none.
+	recycle := observe == nil
 	if observe == nil {
 		observe = func(any) {}
 	}
@@ -107,10 +112,12 @@ func simulate(cfg Config, input func(id uint32) ([]float32, float64, error), dro
 	// them, so a round touches a few vectors' worth of memory, not n.
 	var freeMu sync.Mutex
 	var free [][]uint32
-	srv.recycle = func(v []uint32) {
-		freeMu.Lock()
-		free = append(free, v)
-		freeMu.Unlock()
+	if recycle {
+		srv.recycle = func(v []uint32) {
+			freeMu.Lock()
+			free = append(free, v)
+			freeMu.Unlock()
+		}
 	}
 	getVector := func() []uint32 {
 		freeMu.Lock()

@@ -95,3 +95,30 @@ func TestSimulateInputsRefusalIsStage2Dropout(t *testing.T) {
 		}
 	}
 }
+
+// An observer may keep the masked inputs it sees: with more clients than
+// one summing batch, each kept vector must still be what its client sent
+// (vectors are recycled only without an observer).
+func TestSimulateObservedKeepsVectors(t *testing.T) {
+	cfg := testConfig(20, 40)
+	up, w := testInputs(cfg, 8)
+	var kept []MaskedInput
+	var copies [][]uint32
+	_, err := SimulateObserved(cfg, up, w, nil, seeded(9), t0, func(m any) {
+		if mi, ok := m.(MaskedInput); ok {
+			kept = append(kept, mi)
+			copies = append(copies, slices.Clone(mi.Vector))
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(kept) != 20 {
+		t.Fatalf("observed %d masked inputs, want 20", len(kept))
+	}
+	for i, mi := range kept {
+		if !slices.Equal(mi.Vector, copies[i]) {
+			t.Fatalf("masked input of client %d changed after the observer saw it", mi.From)
+		}
+	}
+}
