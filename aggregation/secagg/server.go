@@ -831,7 +831,7 @@ func (s *Server) blame(list []heldShare, good []int) {
 		if in[j] {
 			continue
 		}
-		lam := lagrangeAt(xs, uint64(h.holder))
+		lam := s.lag.at(xs, uint64(h.holder))
 		for l := 0; l < secretLimbs; l++ {
 			acc := uint64(0)
 			for i, g := range good {
