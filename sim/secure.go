@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/sovereign-fl/sovereign/aggregation"
@@ -43,6 +44,31 @@ func (f *federation) secureRound(r int, params []float32, updates []aggregation.
 	if len(ids) < 2 {
 		return fmt.Errorf("secure aggregation needs at least 2 valid updates, have %d", len(ids))
 	}
+	sc, std := f.secAggConfig(r, ids, maxW, len(params))
+	if f.acct != nil {
+		for _, id := range ids {
+			rng := newRNG(seedFor(cfg.Seed, seedNoise, uint64(r), uint64(id)))
+			if err := dp.AddGaussian(byID[id], std, rng); err != nil {
+				return fmt.Errorf("client %d: distributed noise: %w", id-1, err)
+			}
+		}
+	}
+	out, err := secagg.Simulate(sc, byID, weights, f.dropStages(r, ids, dropped), rand.NewChaCha8(seedBytes(cfg.Seed, seedSecAgg, uint64(r), 2)), time.Unix(0, 0))
+	if err != nil {
+		var ie *secagg.InsufficientError
+		if errors.As(err, &ie) {
+			return &retryError{err}
+		}
+		return fmt.Errorf("secure aggregation: %w", err)
+	}
+	return f.applySecure(out, params, sampled, res)
+}
+
+// secAggConfig is the round's SecAgg+ configuration among ids, and with
+// differential privacy the standard deviation of each client's share of
+// the noise.
+func (f *federation) secAggConfig(r int, ids []uint32, maxW float64, dim int) (secagg.Config, float64) {
+	cfg := f.cfg
 	sc := secagg.Config{
 		Round:     uint64(r),
 		Clients:   ids,
@@ -50,7 +76,7 @@ func (f *federation) secureRound(r int, params []float32, updates []aggregation.
 		Bits:      secagg.DefaultBits,
 		ClipRange: SecAggClipRange,
 		MaxWeight: maxW,
-		Dim:       len(params),
+		Dim:       dim,
 		// The hardened protocol: consistency check of Bonawitz et al. 2017.
 		ConsistencyCheck: true,
 	}
@@ -59,32 +85,30 @@ func (f *federation) secureRound(r int, params []float32, updates []aggregation.
 	}
 	sc.GraphSeed = seedBytes(cfg.Seed, seedSecAgg, uint64(r), 1)
 	sc = sc.WithDefaults()
+	std := 0.0
 	if f.acct != nil {
-		std := dp.DistributedStd(cfg.DPNoise, cfg.DPClip, sc.Threshold)
+		std = dp.DistributedStd(cfg.DPNoise, cfg.DPClip, sc.Threshold)
 		sc.ClipRange = cfg.DPClip + 6*std
-		for _, id := range ids {
-			rng := newRNG(seedFor(cfg.Seed, seedNoise, uint64(r), uint64(id)))
-			if err := dp.AddGaussian(byID[id], std, rng); err != nil {
-				return fmt.Errorf("client %d: distributed noise: %w", id-1, err)
-			}
-		}
 	}
-	// Dropped clients vanish at a seeded random stage of the protocol.
+	return sc, std
+}
+
+// dropStages draws the seeded random stage at which each dropped client of
+// ids vanishes.
+func (f *federation) dropStages(r int, ids []uint32, dropped map[int]bool) map[uint32]secagg.Stage {
 	drop := map[uint32]secagg.Stage{}
-	dropRNG := newRNG(seedFor(cfg.Seed, seedDrop, uint64(r), 1))
+	dropRNG := newRNG(seedFor(f.cfg.Seed, seedDrop, uint64(r), 1))
 	for _, id := range ids {
 		if dropped[int(id-1)] {
 			drop[id] = secagg.Stage(dropRNG.IntN(4))
 		}
 	}
-	out, err := secagg.Simulate(sc, byID, weights, drop, rand.NewChaCha8(seedBytes(cfg.Seed, seedSecAgg, uint64(r), 2)), time.Unix(0, 0))
-	if err != nil {
-		var ie *secagg.InsufficientError
-		if errors.As(err, &ie) {
-			return &retryError{err}
-		}
-		return fmt.Errorf("secure aggregation: %w", err)
-	}
+	return drop
+}
+
+// applySecure records the outcome of the protocol in res and steps the
+// server optimizer with the survivors' weighted mean.
+func (f *federation) applySecure(out *secagg.Outcome, params []float32, sampled int, res *roundResult) error {
 	res.Dropped = sampled - len(out.Survivors)
 	res.Clients = len(out.Survivors)
 	res.participants = nil
@@ -99,6 +123,109 @@ func (f *federation) secureRound(r int, params []float32, updates []aggregation.
 		mean[j] = float32(v / out.TotalWeight)
 	}
 	return f.strategy.Server.Step(params, mean)
+}
+
+// secureStreamed is the secure round with each client trained only when
+// the protocol asks for its masked input (secagg.SimulateInputs), on the
+// federation's pool of networks: a few updates exist at a time instead of
+// every sampled client's (1,000 × 0.8 MB for the 2NN at n = 1,000). The
+// configuration, the drop stages, the updates (attacked, clipped, noised
+// with the same seeds) and so the result are those of secureRound. A
+// client whose update is invalid refuses it at stage 2 (in secureRound it
+// is left out of the sample before stage 0). Clients that vanish before
+// stage 2 still train afterwards, for the round's training loss.
+func (f *federation) secureStreamed(r int, params []float32, sampled []int, dropped map[int]bool, res *roundResult) error {
+	cfg := f.cfg
+	var ids []uint32
+	maxW := 0.0
+	pos := map[int]int{}
+	for i, id := range sampled {
+		pos[id] = i
+		if n := len(f.clients[id].Train); n > 0 {
+			ids = append(ids, uint32(id)+1) // Shamir points are non-zero
+			w := float64(n)
+			if f.acct != nil {
+				w = 1 // DP-FedAvg weights clients equally (see attempt)
+			}
+			maxW = max(maxW, w)
+		}
+	}
+	if len(ids) < 2 {
+		return fmt.Errorf("secure aggregation needs at least 2 valid updates, have %d", len(ids))
+	}
+	sc, std := f.secAggConfig(r, ids, maxW, len(params))
+	outs := make([]clientOut, len(sampled)) // loss and weight only
+	trained := make([]bool, len(sampled))
+	var mu sync.Mutex
+	rejected := 0
+	train := func(id int) clientOut {
+		net := <-f.pool
+		defer func() { f.pool <- net }()
+		o := f.trainClient(net, r, id, params)
+		mu.Lock()
+		outs[pos[id]], trained[pos[id]] = clientOut{id: id, weight: o.weight, loss: o.loss, err: o.err}, true
+		mu.Unlock()
+		return o
+	}
+	input := func(uid uint32) ([]float32, float64, error) {
+		id := int(uid - 1)
+		o := train(id)
+		if o.err != nil {
+			return nil, 0, fmt.Errorf("client %d: %w", id, o.err)
+		}
+		f.attackUpdate(r, id, o.delta)
+		u := aggregation.Update{Client: clientName(id), Delta: o.delta, Weight: o.weight}
+		if f.acct != nil {
+			dp.ClipL2(u.Delta, cfg.DPClip)
+			u.Weight = 1
+		}
+		if _, rej := aggregation.Validate([]aggregation.Update{u}, len(params)); len(rej) > 0 {
+			mu.Lock()
+			rejected++
+			mu.Unlock()
+			return nil, 0, nil
+		}
+		if f.acct != nil {
+			rng := newRNG(seedFor(cfg.Seed, seedNoise, uint64(r), uint64(uid)))
+			if err := dp.AddGaussian(u.Delta, std, rng); err != nil {
+				return nil, 0, fmt.Errorf("client %d: distributed noise: %w", id, err)
+			}
+		}
+		return u.Delta, u.Weight, nil
+	}
+	out, err := secagg.SimulateInputs(sc, input, f.dropStages(r, ids, dropped), rand.NewChaCha8(seedBytes(cfg.Seed, seedSecAgg, uint64(r), 2)), time.Unix(0, 0))
+	if err != nil {
+		var ie *secagg.InsufficientError
+		if errors.As(err, &ie) {
+			return &retryError{err}
+		}
+		return fmt.Errorf("secure aggregation: %w", err)
+	}
+	// The clients that vanished before stage 2 trained too (their losses
+	// are part of the round's training loss, as in the plain path).
+	var wg sync.WaitGroup
+	for _, uid := range ids {
+		if id := int(uid - 1); !trained[pos[id]] {
+			wg.Go(func() { train(id) })
+		}
+	}
+	wg.Wait()
+	var lossSum, wSum float64
+	for i, o := range outs {
+		if !trained[i] {
+			continue
+		}
+		if o.err != nil {
+			return fmt.Errorf("client %d: %w", o.id, o.err)
+		}
+		lossSum += o.loss * o.weight
+		wSum += o.weight
+	}
+	if wSum > 0 {
+		res.TrainLoss = lossSum / wSum
+	}
+	res.Rejected = rejected
+	return f.applySecure(out, params, len(sampled), res)
 }
 
 // retryError marks a round that secure aggregation could not complete

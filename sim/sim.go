@@ -417,6 +417,16 @@ func (f *federation) attempt(ctx context.Context, r, attempt int, params []float
 		dropped[sampled[i]] = true
 	}
 
+	if cfg.Secure && f.trainers == nil && streamSecure {
+		// In-process training streams into the protocol: each client
+		// trains when SecAgg+ asks for its masked input.
+		res := roundResult{RoundMetrics: RoundMetrics{Round: r, Sampled: m}}
+		if err := f.secureStreamed(r, params, sampled, dropped, &res); err != nil {
+			return res, err
+		}
+		return res, f.accountRound(m)
+	}
+
 	outs := make([]clientOut, len(sampled))
 	var wg sync.WaitGroup
 	for i, id := range sampled {
@@ -471,12 +481,23 @@ func (f *federation) attempt(ctx context.Context, r, attempt int, params []float
 	if err != nil {
 		return res, err
 	}
-	if f.acct != nil {
-		if err := f.acct.Step(float64(m)/float64(cfg.Clients), cfg.DPNoise, 1); err != nil {
-			return res, fmt.Errorf("privacy accounting: %w", err)
-		}
+	return res, f.accountRound(m)
+}
+
+// streamSecure selects secureStreamed for in-process secure rounds (tests
+// turn it off to compare with secureRound, which holds every update).
+var streamSecure = true
+
+// accountRound adds one round with m sampled clients to the privacy
+// accountant (when differential privacy is on).
+func (f *federation) accountRound(m int) error {
+	if f.acct == nil {
+		return nil
 	}
-	return res, nil
+	if err := f.acct.Step(float64(m)/float64(f.cfg.Clients), f.cfg.DPNoise, 1); err != nil {
+		return fmt.Errorf("privacy accounting: %w", err)
+	}
+	return nil
 }
 
 // plainRound aggregates in the clear, adding central DP noise if on.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -341,3 +342,40 @@ func TestReportHTML(t *testing.T) {
 
 // plotTitleHTML is plotTitle as html/template escapes it.
 func plotTitleHTML(c Config) string { return template.HTMLEscapeString(plotTitle(c)) }
+
+// Training streamed into SecAgg+ (secureStreamed) gives the same run, bit
+// for bit, as training every client first (secureRound): with dropouts at
+// every stage, distributed DP noise and attackers, and without DP.
+func TestSecureStreamedMatchesHeld(t *testing.T) {
+	train, test := digits(t)
+	for _, dpOn := range []bool{false, true} {
+		cfg := small()
+		cfg.Rounds = 3
+		cfg.Secure = true
+		cfg.Dropout = 0.2
+		cfg.Attackers = "1:noise:0.01"
+		if dpOn {
+			cfg.DPClip, cfg.DPNoise, cfg.DPDelta = 1, 0.5, 1e-5
+		}
+		run := func(stream bool) *Result {
+			streamSecure = stream
+			defer func() { streamSecure = true }()
+			res, err := RunOn(context.Background(), cfg, train, test, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return res
+		}
+		held, streamed := run(false), run(true)
+		if !slices.Equal(held.Params, streamed.Params) {
+			t.Fatalf("dp %v: streamed and held secure runs end with different parameters", dpOn)
+		}
+		for i, h := range held.Rounds {
+			s := streamed.Rounds[i]
+			h.Seconds, s.Seconds = 0, 0
+			if fmt.Sprintf("%+v", h) != fmt.Sprintf("%+v", s) { // NaN metrics compare unequal
+				t.Fatalf("dp %v round %d: held %+v, streamed %+v", dpOn, h.Round, h, s)
+			}
+		}
+	}
+}

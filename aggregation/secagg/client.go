@@ -6,8 +6,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"slices"
+	"sync"
 )
 
 // sharePlainSize is the plaintext of one encrypted share:
@@ -19,7 +19,11 @@ const CiphertextSize = sharePlainSize + aeadOverhead
 
 // testHookQuantized, when set by a test, sees each client's quantized
 // vector before masking, so tests can check the unmasked sum bit for bit.
-var testHookQuantized func(id uint32, q []uint32)
+// Calls are serialised (Simulate runs clients on several goroutines).
+var (
+	testHookQuantized func(id uint32, q []uint32)
+	testHookMu        sync.Mutex
+)
 
 // released kinds, recorded per peer so a client never reveals both.
 const (
@@ -99,14 +103,35 @@ func (c *Client) SetAuthenticator(a Authenticator) { c.auth = a }
 // read from rand, which must be a cryptographically secure source in
 // production and may be a seeded generator in tests.
 func NewClient(cfg Config, id uint32, rand io.Reader) (*Client, error) {
+	return newClient(cfg, id, rand, nil)
+}
+
+// roundShared is what every client of a round derives identically from the
+// public Config: the neighbour graph and the quantizer (both read-only).
+// Simulate builds them once for its n clients, where each client would
+// otherwise rebuild the same n-node graph.
+type roundShared struct {
+	graph *Graph
+	quant *Quantizer
+}
+
+// newClient is NewClient, taking the graph and quantizer from sh when not
+// nil (sh must come from the same Config).
+func newClient(cfg Config, id uint32, rand io.Reader, sh *roundShared) (*Client, error) {
 	if rand == nil {
 		return nil, fmt.Errorf("secagg: NewClient: nil random source")
 	}
 	cfg = cfg.WithDefaults()
-	cfg.Clients = slices.Clone(cfg.Clients)
+	if sh == nil {
+		cfg.Clients = slices.Clone(cfg.Clients)
+	}
 	c := &Client{rand: rand}
 	c.st = clientState{Version: 1, Cfg: cfg, ID: id, Peers: map[uint32]peerRec{}, Released: map[uint32]uint8{}}
-	if err := c.init(); err != nil {
+	if sh != nil {
+		if err := c.initShared(sh); err != nil {
+			return nil, err
+		}
+	} else if err := c.init(); err != nil {
 		return nil, err
 	}
 	var err error
@@ -143,6 +168,23 @@ func (c *Client) init() error {
 	c.graph, c.quant, c.exp = g, q, new(maskExpander)
 	return nil
 }
+
+// initShared is init with the graph and quantizer of sh.
+func (c *Client) initShared(sh *roundShared) error {
+	cfg := c.st.Cfg
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if !sh.graph.Contains(c.st.ID) {
+		return fmt.Errorf("%w: client %d is not sampled in round %d", ErrUnknownPeer, c.st.ID, cfg.Round)
+	}
+	c.graph, c.quant, c.exp = sh.graph, sh.quant, new(maskExpander)
+	return nil
+}
+
+// forgetMasked drops the cached masked vector once the server has it (for
+// Simulate, which never resends): CachedMaskedInput then has no vector.
+func (c *Client) forgetMasked() { c.st.Masked.Vector = nil }
 
 // ID returns the client's index.
 func (c *Client) ID() uint32 { return c.st.ID }
@@ -320,6 +362,13 @@ func missingFrom(all []uint32, have map[uint32]peerRec) []uint32 {
 // [0, MaxWeight]. It returns y = q(w·x, w) + PRG(b_u) + Σ_v ±PRG(s_uv) over
 // the neighbours v whose shares arrived (+ if u < v, − if u > v).
 func (c *Client) MaskedInput(shares []EncryptedShare, update []float32, weight float64) (MaskedInput, error) {
+	return c.maskedInput(shares, update, weight, nil)
+}
+
+// maskedInput is MaskedInput writing y into buf when it has Dim+1 words
+// (Simulate recycles the vectors the server has summed; every word is
+// overwritten).
+func (c *Client) maskedInput(shares []EncryptedShare, update []float32, weight float64, buf []uint32) (MaskedInput, error) {
 	switch {
 	case c.st.Stage > StageMaskedInput:
 		return c.st.Masked, nil
@@ -372,16 +421,21 @@ func (c *Client) MaskedInput(shares []EncryptedShare, update []float32, weight f
 		return MaskedInput{}, &InsufficientError{Round: cfg.Round, Stage: StageMaskedInput, Threshold: cfg.Threshold,
 			Missing: missingFrom(c.graph.Neighbours(me), got), Unrecoverable: []uint32{me}}
 	}
-	var qseed [32]byte
+	var qseed [KeySize]byte // seed of the stochastic rounding words (quantizeCTR)
 	if _, err := io.ReadFull(c.rand, qseed[:]); err != nil {
 		return MaskedInput{}, fmt.Errorf("secagg: client %d: reading rounding seed: %w", me, err)
 	}
-	y := make([]uint32, cfg.Dim+1)
-	if err := c.quant.Quantize(y, update, weight, rand.New(rand.NewChaCha8(qseed))); err != nil {
+	y := buf
+	if len(y) != cfg.Dim+1 {
+		y = make([]uint32, cfg.Dim+1)
+	}
+	if err := c.quant.quantizeCTR(y, update, weight, &qseed); err != nil {
 		return MaskedInput{}, fmt.Errorf("client %d round %d: %w", me, cfg.Round, err)
 	}
 	if testHookQuantized != nil {
+		testHookMu.Lock()
 		testHookQuantized(me, y)
+		testHookMu.Unlock()
 	}
 	ids := make([]uint32, 0, len(got))
 	for id := range got {
@@ -415,9 +469,15 @@ func (c *Client) MaskedInput(shares []EncryptedShare, update []float32, weight f
 // normalizeIDs sorts a copy of ids and checks they are sampled and distinct.
 func (c *Client) normalizeIDs(ids []uint32, field string) ([]uint32, error) {
 	s := slices.Clone(ids)
-	slices.Sort(s)
+	if !slices.IsSorted(s) {
+		slices.Sort(s)
+	}
+	all, j := c.graph.Clients(), 0 // both sorted: one merge walk
 	for i, v := range s {
-		if !c.graph.Contains(v) {
+		for j < len(all) && all[j] < v {
+			j++
+		}
+		if j == len(all) || all[j] != v {
 			return nil, fmt.Errorf("%w: client %d round %d: %s lists client %d, which is not sampled", ErrUnknownPeer, c.st.ID, c.st.Cfg.Round, field, v)
 		}
 		if i > 0 && s[i-1] == v {
@@ -483,7 +543,13 @@ func (c *Client) confirmed(surv, dropped []uint32, sigs []ConsistencyResponse) e
 	// Signatures are verified lazily, only those of the holders needed to
 	// reach Threshold for each secret this client reveals: a survivor set
 	// of n clients would otherwise cost n verifications per client.
-	sigOf := map[uint32][]byte{}
+	// sigs sorted by sender (the server sends them so; otherwise a sorted
+	// copy): lookups by binary search, not a map of every survivor built
+	// by every client.
+	if !slices.IsSortedFunc(sigs, func(a, b ConsistencyResponse) int { return cmpU32(a.From, b.From) }) {
+		sigs = slices.Clone(sigs)
+		slices.SortStableFunc(sigs, func(a, b ConsistencyResponse) int { return cmpU32(a.From, b.From) })
+	}
 	for i, sg := range sigs {
 		if sg.Round != cfg.Round {
 			return fmt.Errorf("%w: client %d: consistency signature %d from client %d is for round %d, expected %d", ErrStaleRound, me, i, sg.From, sg.Round, cfg.Round)
@@ -491,14 +557,20 @@ func (c *Client) confirmed(surv, dropped []uint32, sigs []ConsistencyResponse) e
 		if _, ok := slices.BinarySearch(surv, sg.From); !ok {
 			return fmt.Errorf("%w: client %d round %d: consistency signature %d from client %d, which is not a survivor", ErrInconsistent, me, cfg.Round, i, sg.From)
 		}
-		if _, dup := sigOf[sg.From]; dup {
+		if i > 0 && sigs[i-1].From == sg.From {
 			return fmt.Errorf("%w: client %d round %d: two consistency signatures from client %d", ErrDuplicate, me, cfg.Round, sg.From)
 		}
-		sigOf[sg.From] = sg.Signature
+	}
+	sigOf := func(h uint32) ([]byte, bool) {
+		i, ok := slices.BinarySearchFunc(sigs, h, func(a ConsistencyResponse, h uint32) int { return cmpU32(a.From, h) })
+		if !ok {
+			return nil, false
+		}
+		return sigs[i].Signature, true
 	}
 	valid := map[uint32]error{}
 	signed := func(h uint32) (bool, error) {
-		sig, ok := sigOf[h]
+		sig, ok := sigOf(h)
 		if !ok {
 			return false, nil
 		}

@@ -29,15 +29,23 @@
 // Degree = n-1 gives classic SecAgg.
 //
 // Both sides are pure state machines: messages and the current time go in,
-// messages to send come out. There is no network, no goroutine, no clock and
-// no global randomness; every random choice comes from an io.Reader given by
-// the caller, so the same code runs in a simulator, over a network and inside
-// a replicated coordinator, and tests are deterministic.
+// messages to send come out. There is no network, no clock and no global
+// randomness; every random choice comes from an io.Reader given by the
+// caller, so the same code runs in a simulator, over a network and inside
+// a replicated coordinator, and tests are deterministic. The only goroutines
+// are internal and end before the call returns: the server splits its sum of
+// masked inputs (eight at a time) over GOMAXPROCS by coordinate range, with
+// bit-identical results. Simulate runs the clients' work on GOMAXPROCS
+// goroutines and feeds the server in client order; SimulateInputs asks for
+// each update only when its client masks it, so a simulated round need not
+// hold every update.
 //
 // Primitives, each in its own file: X25519 + HKDF-SHA256 key agreement
 // (keyagree.go), AES-256-GCM for the encrypted shares (aead.go), Shamir
 // secret sharing over GF(2^61-1) with 32-bit limbs (shamir.go), an
 // AES-256-CTR pseudo-random generator expanding into uint32 words
-// (prg.go), fixed-point quantization with stochastic rounding (quant.go) and
-// the neighbour graph (graph.go).
+// (prg.go; with AVX-512 vector AES in ctr.go and ctr_amd64.s where the CPU
+// has it, crypto/cipher otherwise), fixed-point quantization with
+// stochastic rounding (quant.go, its rounding loop also in AVX-512) and the
+// neighbour graph (graph.go).
 package secagg

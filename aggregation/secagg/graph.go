@@ -16,6 +16,7 @@ type Graph struct {
 	ids  []uint32
 	idx  map[uint32]int
 	nbrs [][]uint32 // sorted neighbour lists, by client position in ids
+	npos [][]int32  // the same lists as positions in ids
 }
 
 // NewGraph builds the degree-k graph over the sorted, distinct client
@@ -42,6 +43,7 @@ func NewGraph(clients []uint32, k int, seed [32]byte) (*Graph, error) {
 			l = append(l, clients[i+1:]...)
 			g.nbrs[i] = l
 		}
+		g.positions()
 		return g, nil
 	}
 	perm := rand.New(rand.NewChaCha8(seed)).Perm(n) // ring position → client position
@@ -53,7 +55,20 @@ func NewGraph(clients []uint32, k int, seed [32]byte) (*Graph, error) {
 		slices.Sort(l)
 		g.nbrs[ci] = l
 	}
+	g.positions()
 	return g, nil
+}
+
+// positions fills npos from nbrs.
+func (g *Graph) positions() {
+	g.npos = make([][]int32, len(g.nbrs))
+	for i, l := range g.nbrs {
+		p := make([]int32, len(l))
+		for j, v := range l {
+			p[j] = int32(g.idx[v])
+		}
+		g.npos[i] = p
+	}
 }
 
 // Clients returns the graph's client indices (sorted). Do not modify.
@@ -83,23 +98,32 @@ func (g *Graph) AreNeighbours(a, b uint32) bool {
 // member first). Security review M6: a survivor set whose induced graph
 // falls apart lets the server unmask each component's sum on its own.
 func (g *Graph) components(set []uint32) [][]uint32 {
-	in := make(map[uint32]bool, len(set))
+	// Per client position: 1 = in set, 2 = reached. Positions instead of
+	// maps: every client of a round checks this over the whole survivor set.
+	mark := make([]uint8, len(g.ids))
 	for _, v := range set {
-		in[v] = true
+		if i, ok := g.idx[v]; ok {
+			mark[i] = 1
+		}
 	}
-	seen := make(map[uint32]bool, len(set))
 	var comps [][]uint32
+	var queue []int
 	for _, s := range set {
-		if seen[s] {
+		si, ok := g.idx[s]
+		if !ok || mark[si] != 1 {
 			continue
 		}
 		comp := []uint32{s}
-		seen[s] = true
-		for i := 0; i < len(comp); i++ {
-			for _, w := range g.Neighbours(comp[i]) {
-				if in[w] && !seen[w] {
-					seen[w] = true
-					comp = append(comp, w)
+		mark[si] = 2
+		queue = append(queue[:0], si)
+		for len(queue) > 0 {
+			ci := queue[len(queue)-1]
+			queue = queue[:len(queue)-1]
+			for _, wi := range g.npos[ci] {
+				if mark[wi] == 1 {
+					mark[wi] = 2
+					comp = append(comp, g.ids[wi])
+					queue = append(queue, int(wi))
 				}
 			}
 		}

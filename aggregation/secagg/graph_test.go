@@ -1,6 +1,7 @@
 package secagg
 
 import (
+	"math/rand/v2"
 	"slices"
 	"testing"
 )
@@ -73,5 +74,56 @@ func TestGraphRefusesBadDegree(t *testing.T) {
 	}
 	if g, _ := NewGraph(ids, 2, [32]byte{}); g.Neighbours(99) != nil || g.AreNeighbours(1, 99) {
 		t.Fatal("unknown client has neighbours")
+	}
+}
+
+// components agrees with a naive fixpoint labelling on random subsets.
+func TestComponentsMatchesNaive(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 9))
+	ids := make([]uint32, 60)
+	for i := range ids {
+		ids[i] = uint32(2*i + 1)
+	}
+	g, err := NewGraph(ids, 4, [32]byte{3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 50 {
+		var set []uint32
+		for _, v := range ids {
+			if r.IntN(3) == 0 {
+				set = append(set, v)
+			}
+		}
+		label := map[uint32]uint32{}
+		for _, v := range set {
+			label[v] = v
+		}
+		for changed := true; changed; {
+			changed = false
+			for _, v := range set {
+				for _, w := range g.Neighbours(v) {
+					if lw, ok := label[w]; ok && lw < label[v] {
+						label[v], changed = lw, true
+					}
+				}
+			}
+		}
+		groups := map[uint32][]uint32{}
+		for _, v := range set {
+			groups[label[v]] = append(groups[label[v]], v)
+		}
+		comps := g.components(set)
+		if len(comps) != len(groups) {
+			t.Fatalf("set %v: %d components, naive %d", set, len(comps), len(groups))
+		}
+		for i, c := range comps {
+			if i > 0 && len(c) > len(comps[i-1]) {
+				t.Fatalf("components not largest first: %v", comps)
+			}
+			if !slices.Equal(c, groups[label[c[0]]]) {
+				t.Fatalf("component %v, naive %v", c, groups[label[c[0]]])
+			}
+		}
 	}
 }

@@ -57,6 +57,16 @@ func words(b []byte, dst []uint32) []uint32 {
 	return dst
 }
 
+// unsafeBytes and unsafeWords view rb's memory as bytes and as uint32
+// words (little-endian machines read the keystream words in place).
+func unsafeBytes(rb []uint64) []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(rb))), 8*len(rb))
+}
+
+func unsafeWords(rb []uint64) []uint32 {
+	return unsafe.Slice((*uint32)(unsafe.Pointer(unsafe.SliceData(rb))), 2*len(rb))
+}
+
 // op selects what Expand/Add/Sub do with each keystream word.
 type op int
 
@@ -67,6 +77,10 @@ const (
 )
 
 func (m *maskExpander) apply(acc []uint32, seed *[KeySize]byte, o op) {
+	if haveVAES && littleEndian {
+		ctrApply(expandKey256(seed), acc, 0, o)
+		return
+	}
 	s := newPRGStream(seed)
 	for len(acc) > 0 {
 		n := min(len(acc), prgChunk/4)
@@ -96,6 +110,25 @@ const maskGroup = 64
 // once per mask; the result equals calling Add/Sub for each seed.
 func (m *maskExpander) AddMany(acc []uint32, seeds [][KeySize]byte, neg []bool) {
 	const blk = prgChunk / 4
+	if haveVAES && littleEndian {
+		// The vector-AES kernel adds the keystream in place: no stream
+		// state but the round keys, so all masks are applied to each block.
+		rks := make([]*[15][16]byte, len(seeds))
+		for i := range seeds {
+			rks[i] = expandKey256(&seeds[i])
+		}
+		for off := 0; off < len(acc); off += blk {
+			d := acc[off:min(off+blk, len(acc))]
+			for i, rk := range rks {
+				o := opAdd
+				if neg[i] {
+					o = opSub
+				}
+				ctrApply(rk, d, uint64(off/4), o)
+			}
+		}
+		return
+	}
 	streams := make([]cipher.Stream, 0, maskGroup)
 	for g := 0; g < len(seeds); g += maskGroup {
 		end := min(g+maskGroup, len(seeds))

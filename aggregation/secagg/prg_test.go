@@ -4,6 +4,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"encoding/binary"
+	"slices"
 	"testing"
 )
 
@@ -20,7 +21,18 @@ func naiveExpand(seed [KeySize]byte, n int) []uint32 {
 	return out
 }
 
+// Both paths: the vector-AES kernel (where the CPU has it) and
+// crypto/cipher's CTR.
 func TestPRGMatchesDefinition(t *testing.T) {
+	prev := haveVAES
+	defer func() { haveVAES = prev }()
+	for _, vaes := range []bool{prev, false} {
+		haveVAES = vaes
+		testPRGMatchesDefinition(t)
+	}
+}
+
+func testPRGMatchesDefinition(t *testing.T) {
 	var m maskExpander
 	for _, n := range []int{1, 7, prgChunk / 4, prgChunk/4 + 3, 3*prgChunk/4 + 1} {
 		var seed [KeySize]byte
@@ -98,6 +110,84 @@ func TestAddManyMatchesAddSub(t *testing.T) {
 	for i := range a {
 		if a[i] != b[i] {
 			t.Fatalf("word %d: AddMany %d, Add/Sub %d", i, a[i], b[i])
+		}
+	}
+}
+
+// The vector-AES kernel equals crypto/cipher's AES-256-CTR for every mode,
+// for lengths around its 64-word groups and from any start block; and the
+// mask expander gives the same words with it and without it.
+func TestCTRVAESMatchesCipher(t *testing.T) {
+	if !haveVAES {
+		t.Skip("CPU without AVX-512 VAES: the kernel is not used")
+	}
+	r := seeded(77)
+	for _, n := range []int{1, 3, 4, 63, 64, 65, 127, 1000, 4096 + 7} {
+		var seed [KeySize]byte
+		r.Read(seed[:])
+		first := uint64(r.Uint64() % 1000)
+		want := naiveExpand(seed, n+4*int(first))[4*first:]
+		rk := expandKey256(&seed)
+		got := make([]uint32, n)
+		ctrApply(rk, got, first, opSet)
+		base := make([]uint32, n)
+		for i := range base {
+			base[i] = uint32(r.Uint64())
+		}
+		add := slices.Clone(base)
+		ctrApply(rk, add, first, opAdd)
+		sub := slices.Clone(base)
+		ctrApply(rk, sub, first, opSub)
+		for i := range n {
+			if got[i] != want[i] || add[i] != base[i]+want[i] || sub[i] != base[i]-want[i] {
+				t.Fatalf("n=%d first=%d word %d: set %d add %d sub %d, want keystream %d", n, first, i, got[i], add[i]-base[i], base[i]-sub[i], want[i])
+			}
+		}
+	}
+	// AddMany with and without the kernel.
+	seeds := make([][KeySize]byte, 70)
+	neg := make([]bool, len(seeds))
+	for i := range seeds {
+		r.Read(seeds[i][:])
+		neg[i] = i%3 == 0
+	}
+	acc := make([]uint32, 3*prgChunk/4+5)
+	for i := range acc {
+		acc[i] = uint32(i)
+	}
+	fast := slices.Clone(acc)
+	var m maskExpander
+	m.AddMany(fast, seeds, neg)
+	haveVAES = false
+	defer func() { haveVAES = true }()
+	slow := slices.Clone(acc)
+	m.AddMany(slow, seeds, neg)
+	if !slices.Equal(fast, slow) {
+		t.Fatal("AddMany differs with and without the vector-AES kernel")
+	}
+}
+
+// ctrWords reads the AES-256-CTR keystream continuously whatever the fill
+// lengths, the same on the vector-AES and the crypto/cipher path.
+func TestCTRWordsPaths(t *testing.T) {
+	var seed [KeySize]byte
+	seed[7] = 3
+	want := naiveExpand(seed, 2*5000)
+	prev := haveVAES
+	defer func() { haveVAES = prev }()
+	for _, vaes := range []bool{prev, false} {
+		haveVAES = vaes
+		c := newCTRWords(&seed)
+		var got []uint32
+		for _, n := range []int{1, 31, 32, 33, 512, 7, 64, 1000, 3} {
+			rb := make([]uint64, n)
+			c.fill(rb)
+			for _, v := range rb {
+				got = append(got, uint32(v), uint32(v>>32))
+			}
+		}
+		if !slices.Equal(got, want[:len(got)]) {
+			t.Fatalf("vaes=%v: ctrWords differs from the keystream", vaes)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"unsafe"
 )
 
 // Fixed-point quantization with stochastic rounding (as used for secure
@@ -25,6 +26,10 @@ import (
 // rounding errs by less than one unit, so the dequantized sum errs by less
 // than m/S per coordinate (m/S_w for the total weight) for m summed clients;
 // see ErrorBound.
+
+// quantBlock is how many coordinates Quantize rounds per block of random
+// draws (even, so that draw pairs never straddle two blocks).
+const quantBlock = 1024
 
 // Quantizer maps weighted updates into Z_(2^b) and sums back to reals.
 type Quantizer struct {
@@ -96,6 +101,24 @@ func (q *Quantizer) round(v float64, r uint32) uint32 {
 // stochastic rounding driven by rng. Coordinates are clipped to [-R, R];
 // NaN or infinite coordinates and weights outside [0, W] are refused.
 func (q *Quantizer) Quantize(dst []uint32, x []float32, weight float64, rng *rand.Rand) error {
+	return q.quantize(dst, x, weight, func(rb []uint64) {
+		for k := range rb {
+			rb[k] = rng.Uint64()
+		}
+	})
+}
+
+// quantizeCTR is the client's Quantize: its rounding words are the
+// AES-256-CTR keystream of seed (ctrWords), with AVX-512 vector AES about
+// ten times the speed of a ChaCha8 generator, which at d = 200k words cost
+// as much as all of a client's masks together.
+func (q *Quantizer) quantizeCTR(dst []uint32, x []float32, weight float64, seed *[KeySize]byte) error {
+	return q.quantize(dst, x, weight, newCTRWords(seed).fill)
+}
+
+// quantize is Quantize drawing its random words through fill, which sets
+// every word of rb to the next draw of the stream.
+func (q *Quantizer) quantize(dst []uint32, x []float32, weight float64, fill func(rb []uint64)) error {
 	if len(dst) != len(x)+1 {
 		return fmt.Errorf("%w: quantize destination has %d words, want %d", ErrInvalidInput, len(dst), len(x)+1)
 	}
@@ -104,24 +127,44 @@ func (q *Quantizer) Quantize(dst []uint32, x []float32, weight float64, rng *ran
 	}
 	ws := weight * q.scale
 	lim := float32(q.clip)
-	var bits uint64
-	for i, v := range x {
-		if v != v || v > math.MaxFloat32 || v < -math.MaxFloat32 {
-			return fmt.Errorf("%w: update[%d] = %v is not finite", ErrInvalidInput, i, v)
+	mask := q.modMask
+	// The random words are drawn a block at a time (one 64-bit draw serves
+	// two coordinates: the low half the even one, the high half the odd
+	// one), so that the rounding loop makes no calls and its iterations
+	// overlap in the CPU; the stream read is the same as one draw per pair.
+	var rb [quantBlock / 2]uint64
+	for base := 0; base < len(x); base += quantBlock {
+		xs := x[base:min(base+quantBlock, len(x))]
+		ds := dst[base : base+len(xs)]
+		fill(rb[:(len(xs)+1)/2])
+		done := 0
+		if haveQuantAVX512 && littleEndian && len(xs) >= 8 {
+			// rb read as words is the r of each coordinate below.
+			done = quantAVX512(&ds[0], &xs[0], (*uint32)(unsafe.Pointer(&rb[0])), len(xs)&^7, ws, lim, mask)
 		}
-		if v > lim {
-			v = lim
-		} else if v < -lim {
-			v = -lim
+		for i := done; i < len(xs); i++ {
+			v := xs[i]
+			if v != v || v > math.MaxFloat32 || v < -math.MaxFloat32 {
+				return fmt.Errorf("%w: update[%d] = %v is not finite", ErrInvalidInput, base+i, v)
+			}
+			if v > lim {
+				v = lim
+			} else if v < -lim {
+				v = -lim
+			}
+			r := uint32(rb[i>>1] >> (32 * (i & 1)))
+			// Stochastic rounding of w·x·S, as round below.
+			y := float64(v) * ws
+			f := math.Floor(y)
+			up := uint32(0)
+			if uint64(r) < uint64(int64((y-f)*(1<<32))) {
+				up = 1
+			}
+			ds[i] = (uint32(int64(f)) + up) & mask
 		}
-		if i&1 == 0 { // one 64-bit draw serves two coordinates
-			bits = rng.Uint64()
-		} else {
-			bits >>= 32
-		}
-		dst[i] = q.round(float64(v)*ws, uint32(bits))
 	}
-	dst[len(x)] = q.round(weight*q.scaleW, uint32(rng.Uint64()))
+	fill(rb[:1])
+	dst[len(x)] = q.round(weight*q.scaleW, uint32(rb[0]))
 	return nil
 }
 

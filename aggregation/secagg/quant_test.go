@@ -2,8 +2,11 @@ package secagg
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -117,4 +120,134 @@ func TestQuantizerRefuses(t *testing.T) {
 			t.Fatalf("NewQuantizer%+v accepted", bad)
 		}
 	}
+}
+
+// quantizeRef is the one-draw-per-pair loop Quantize was before it drew its
+// random words a block at a time.
+func quantizeRef(q *Quantizer, dst []uint32, x []float32, weight float64, rng *rand.Rand) {
+	ws := weight * q.scale
+	lim := float32(q.clip)
+	var bits uint64
+	for i, v := range x {
+		if v > lim {
+			v = lim
+		} else if v < -lim {
+			v = -lim
+		}
+		if i&1 == 0 {
+			bits = rng.Uint64()
+		} else {
+			bits >>= 32
+		}
+		dst[i] = q.round(float64(v)*ws, uint32(bits))
+	}
+	dst[len(x)] = q.round(weight*q.scaleW, uint32(rng.Uint64()))
+}
+
+// Quantize and the client's quantizeCTR give exactly the words of the
+// reference loop, for lengths around the block size (odd and even), with
+// clipped, negative and zero coordinates, in 32 and fewer bits.
+func TestQuantizeBlockedMatchesReference(t *testing.T) {
+	r := rand.New(seeded(21))
+	for _, bits := range []int{32, 20} {
+		q, err := NewQuantizer(bits, 1, 10, 50)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range []int{0, 1, 2, 1023, 1024, 1025, 3001} {
+			x := make([]float32, n)
+			for i := range x {
+				x[i] = float32(3*r.Float64() - 1.5)
+				if i%7 == 0 {
+					x[i] = 0
+				}
+			}
+			w := 10 * r.Float64()
+			want := make([]uint32, n+1)
+			quantizeRef(q, want, x, w, rand.New(seeded(uint64(n))))
+			got := make([]uint32, n+1)
+			if err := q.Quantize(got, x, w, rand.New(seeded(uint64(n)))); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("bits=%d n=%d: Quantize differs from the reference loop", bits, n)
+			}
+			var seed [KeySize]byte
+			seed[0], seed[5] = byte(n), byte(bits)
+			want = make([]uint32, n+1)
+			quantizeRef(q, want, x, w, rand.New(&keystreamSource{words: naiveExpand(seed, 2*(n+3))}))
+			clear(got)
+			if err := q.quantizeCTR(got, x, w, &seed); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("bits=%d n=%d: quantizeCTR differs from the reference loop over the AES-CTR keystream", bits, n)
+			}
+		}
+	}
+}
+
+// The AVX-512 rounding kernel and the Go loop give the same words, and a
+// NaN or infinity inside a kernel step is still reported at its index.
+func TestQuantizeKernelMatchesGo(t *testing.T) {
+	if !haveQuantAVX512 {
+		t.Skip("CPU without AVX-512 DQ/VL: the kernel is not used")
+	}
+	q, err := NewQuantizer(32, 0.5, 4, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(seeded(31))
+	x := make([]float32, 5000)
+	for i := range x {
+		switch i % 5 {
+		case 0:
+			x[i] = float32(r.NormFloat64() * 1e-3)
+		case 1:
+			x[i] = float32(r.NormFloat64() * 10) // clipped
+		case 2:
+			x[i] = -float32(i%7) / float32(q.scale*3) // near grid points
+		default:
+			x[i] = float32(r.Float64() - 0.5)
+		}
+	}
+	var seed [KeySize]byte
+	seed[3] = 9
+	fast := make([]uint32, len(x)+1)
+	if err := q.quantizeCTR(fast, x, 3.5, &seed); err != nil {
+		t.Fatal(err)
+	}
+	haveQuantAVX512 = false
+	slow := make([]uint32, len(x)+1)
+	err = q.quantizeCTR(slow, x, 3.5, &seed)
+	haveQuantAVX512 = true
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(fast, slow) {
+		t.Fatal("AVX-512 quantization differs from the Go loop")
+	}
+	for _, at := range []int{0, 13, 1030, 4999} {
+		for _, bad := range []float32{float32(math.NaN()), float32(math.Inf(-1))} {
+			y := slices.Clone(x)
+			y[at] = bad
+			err := q.quantizeCTR(fast, y, 1, &seed)
+			if !errors.Is(err, ErrInvalidInput) || !strings.Contains(err.Error(), fmt.Sprintf("update[%d]", at)) {
+				t.Fatalf("%v at %d: err = %v", bad, at, err)
+			}
+		}
+	}
+}
+
+// keystreamSource is a rand.Source reading uint32 keystream words in
+// pairs as little-endian uint64 (low word first).
+type keystreamSource struct {
+	words []uint32
+	i     int
+}
+
+func (k *keystreamSource) Uint64() uint64 {
+	v := uint64(k.words[k.i]) | uint64(k.words[k.i+1])<<32
+	k.i += 2
+	return v
 }

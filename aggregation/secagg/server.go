@@ -5,7 +5,9 @@ import (
 	"crypto/ecdh"
 	"encoding/binary"
 	"fmt"
+	"runtime"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/sovereign-fl/sovereign/aggregation/internal/vsum"
@@ -19,7 +21,7 @@ import (
 // 0 and each stage's deadline is StageTimeout after the time it opened.
 //
 // The server never holds an individual unmasked update: masked inputs are
-// added into one running sum as they arrive, and a client's self-mask seed is
+// added into one running sum, maskedBatch at a time as they arrive, and a client's self-mask seed is
 // only rebuilt when it is listed as a survivor, while its mask key is only
 // rebuilt when it is listed as dropped. Not safe for concurrent use.
 type Server struct {
@@ -38,6 +40,10 @@ type Server struct {
 	u1, u2  map[uint32]bool
 	batches map[uint32][]EncryptedShare
 	sum     []uint32
+	pending [][]uint32 // masked inputs accepted but not yet in sum (< maskedBatch)
+	// recycle, when set (by Simulate), gets each masked vector back once
+	// it is in the sum.
+	recycle func([]uint32)
 	u3      []uint32 // survivors, sorted
 	dropped []uint32 // U2 \ U3, sorted
 	needKey []uint32 // dropped clients with a surviving neighbour, sorted
@@ -170,6 +176,10 @@ func (s *Server) open(now time.Time) {
 // accepted too. It refuses, with an error naming the round, the client and
 // the field, messages for another round or stage, from unknown or inactive
 // clients, duplicates and wrong sizes; a refused message changes nothing.
+//
+// An accepted MaskedInput's Vector is kept and read until the masked-input
+// stage closes (at most maskedBatch-1 of them at a time): the caller must
+// not modify it after Receive returns nil. Nothing else is retained.
 func (s *Server) Receive(msg any, now time.Time) error {
 	s.open(now)
 	switch m := msg.(type) {
@@ -300,13 +310,62 @@ func (s *Server) recvMasked(m MaskedInput) error {
 			return fmt.Errorf("%w: round %d: masked input of client %d complains about client %d, which sent it no share", ErrNotNeighbour, s.cfg.Round, m.From, v)
 		}
 	}
-	// sum += y_u mod 2^32, AVX-512 where the CPU has it (BenchmarkMaskedSum1M).
-	vsum.AddU32(s.sum[:len(m.Vector)], m.Vector)
+	// sum += y_u mod 2^32, maskedBatch inputs per pass over sum (AVX-512
+	// where the CPU has it, BenchmarkMaskedSum1M).
+	s.pending = append(s.pending, m.Vector)
+	if len(s.pending) == maskedBatch {
+		s.flushMasked()
+	}
 	if len(m.Complaints) > 0 {
 		s.complaints[m.From] = slices.Clone(m.Complaints)
 	}
 	s.got[m.From] = true
 	return nil
+}
+
+// maskedBatch is how many masked inputs are summed in one pass over the
+// running sum. One input at a time moves the 4·(Dim+1)-byte sum through
+// the memory bus (a read and a write) for every input; eight at a time
+// reads each input once and the sum once per eight, within about 0.8 of a
+// plain read of the inputs' bytes (docs/bench-aggregation.md). It bounds
+// the inputs held: eight vectors of Dim+1 words.
+const maskedBatch = 8
+
+// parallelSumWords is the smallest running sum split across goroutines.
+const parallelSumWords = 1 << 16
+
+// flushMasked adds the pending masked inputs into the running sum, split
+// over GOMAXPROCS goroutines by coordinate range when the sum is large
+// (each range is summed as on one goroutine, so the bits do not change).
+func (s *Server) flushMasked() {
+	if len(s.pending) == 0 {
+		return
+	}
+	p := runtime.GOMAXPROCS(0)
+	if n := len(s.sum); p > 1 && n >= parallelSumWords {
+		var wg sync.WaitGroup
+		for w := range p {
+			lo, hi := n*w/p&^127, n*(w+1)/p&^127
+			if w == p-1 {
+				hi = n
+			}
+			part := make([][]uint32, len(s.pending))
+			for i, v := range s.pending {
+				part[i] = v[lo:hi]
+			}
+			wg.Go(func() { vsum.AddU32Many(s.sum[lo:hi], part) })
+		}
+		wg.Wait()
+	} else {
+		vsum.AddU32Many(s.sum, s.pending)
+	}
+	if s.recycle != nil {
+		for _, v := range s.pending {
+			s.recycle(v)
+		}
+	}
+	clear(s.pending)
+	s.pending = s.pending[:0]
 }
 
 func (s *Server) recvConsistency(m ConsistencyResponse) error {
@@ -527,6 +586,8 @@ func (s *Server) closeShareKeys() ([]Outbound, error) {
 }
 
 func (s *Server) closeMaskedInput() ([]Outbound, error) {
+	s.flushMasked()
+	s.pending = nil
 	s.u3, s.dropped, s.needKey = nil, nil, nil
 	for _, u := range s.cfg.Clients {
 		switch {
@@ -770,7 +831,7 @@ func (s *Server) blame(list []heldShare, good []int) {
 		if in[j] {
 			continue
 		}
-		lam := lagrangeAt(xs, uint64(h.holder))
+		lam := s.lag.at(xs, uint64(h.holder))
 		for l := 0; l < secretLimbs; l++ {
 			acc := uint64(0)
 			for i, g := range good {

@@ -167,13 +167,30 @@ func lagrangeAt(xs []uint32, x uint64) []uint64 {
 // SecAgg every secret is rebuilt from the same holders.
 type lagrangeCache map[string][]uint64
 
-func (c lagrangeCache) get(xs []uint32) ([]uint64, error) {
+func lagrangeKey(xs []uint32) string {
 	var sb strings.Builder
 	for _, x := range xs {
 		sb.WriteString(strconv.FormatUint(uint64(x), 36))
 		sb.WriteByte(',')
 	}
-	key := sb.String()
+	return sb.String()
+}
+
+// at is lagrangeAt(xs, x), memoised too: in classic SecAgg the server
+// checks the same spare holders against the same verified holder set for
+// every secret (Server.blame).
+func (c lagrangeCache) at(xs []uint32, x uint64) []uint64 {
+	key := lagrangeKey(xs) + "@" + strconv.FormatUint(x, 36)
+	if l, ok := c[key]; ok {
+		return l
+	}
+	l := lagrangeAt(xs, x)
+	c[key] = l
+	return l
+}
+
+func (c lagrangeCache) get(xs []uint32) ([]uint64, error) {
+	key := lagrangeKey(xs)
 	if l, ok := c[key]; ok {
 		return l, nil
 	}

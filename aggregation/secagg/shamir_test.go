@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"math/big"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -116,5 +117,24 @@ func TestShamirErrors(t *testing.T) {
 	}
 	if _, err := combineShares([]uint32{1, 2}, [][]byte{make([]byte, ShareSize), make([]byte, 3)}, nil); err == nil {
 		t.Fatal("short share accepted")
+	}
+}
+
+// The memoised coefficients at a point are lagrangeAt's, for repeated and
+// distinct holder sets, and distinct points do not share an entry.
+func TestLagrangeCacheAt(t *testing.T) {
+	c := lagrangeCache{}
+	for _, xs := range [][]uint32{{1, 2, 3}, {1, 2, 3}, {2, 5, 9, 11}, {1, 2}} {
+		for _, x := range []uint64{0, 4, 7, 4} {
+			if got, want := c.at(xs, x), lagrangeAt(xs, x); !slices.Equal(got, want) {
+				t.Fatalf("at(%v, %d) = %v, want %v", xs, x, got, want)
+			}
+		}
+	}
+	if _, err := c.get([]uint32{1, 2, 3}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := c.at([]uint32{1, 2, 3}, 0), lagrangeAt([]uint32{1, 2, 3}, 0); !slices.Equal(got, want) {
+		t.Fatal("at(xs, 0) after get(xs) differs")
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"runtime"
+	"sync"
 	"time"
 )
 
@@ -55,7 +57,36 @@ func Simulate(cfg Config, updates map[uint32][]float32, weights map[uint32]float
 // message (AdvertiseKeys, []EncryptedShare, MaskedInput, UnmaskResponse) to
 // observe, when not nil, before the server receives it: what a curious
 // server sees, for tests that check nothing leaves a client unmasked.
+// observe runs on the calling goroutine, in client order, and may keep the
+// messages (their vectors are then not reused).
 func SimulateObserved(cfg Config, updates map[uint32][]float32, weights map[uint32]float64, drop map[uint32]Stage, rng io.Reader, now time.Time, observe func(msg any)) (*Outcome, error) {
+	input := func(id uint32) ([]float32, float64, error) {
+		upd, ok := updates[id]
+		if !ok {
+			return nil, 0, fmt.Errorf("%w: Simulate: no update for client %d", ErrInvalidInput, id)
+		}
+		return upd, weights[id], nil
+	}
+	return simulate(cfg, input, drop, rng, now, observe)
+}
+
+// SimulateInputs is Simulate with each client's update and weight asked of
+// input when the client computes its masked input (stage 2), so that a
+// caller can produce updates on demand and never hold all n of them. input
+// is called once per client reaching stage 2, from up to GOMAXPROCS
+// goroutines at once; the update is not used after the masked input is
+// computed. A nil update with a nil error means the client refuses to
+// contribute (as a worker refusing its own update): it vanishes at stage 2
+// and the protocol removes its masks like any dropout's. An error ends the
+// round with that error.
+func SimulateInputs(cfg Config, input func(id uint32) (update []float32, weight float64, err error), drop map[uint32]Stage, rng io.Reader, now time.Time) (*Outcome, error) {
+	return simulate(cfg, input, drop, rng, now, nil)
+}
+
+func simulate(cfg Config, input func(id uint32) ([]float32, float64, error), drop map[uint32]Stage, rng io.Reader, now time.Time, observe func(msg any)) (*Outcome, error) {
+	// An observer may keep the messages it sees, so their vectors are
+	// recycled only when there is none.
+	recycle := observe == nil
 	if observe == nil {
 		observe = func(any) {}
 	}
@@ -64,19 +95,59 @@ func SimulateObserved(cfg Config, updates map[uint32][]float32, weights map[uint
 		return nil, err
 	}
 	cfg = srv.Config()
-	clients := make(map[uint32]*Client, len(cfg.Clients))
-	out := &Outcome{ClientBytes: map[uint32]int{}, PlainBytes: 4 * cfg.Dim}
-	for _, id := range cfg.Clients {
-		var seed [32]byte
-		if _, err := io.ReadFull(rng, seed[:]); err != nil {
+	// The clients' work runs on up to GOMAXPROCS goroutines, each client on
+	// its own state and random stream; the server receives the replies one
+	// at a time in client order, so the outcome does not depend on timing.
+	procs := runtime.GOMAXPROCS(0)
+	g, err := NewGraph(cfg.Clients, cfg.Degree, cfg.GraphSeed)
+	if err != nil {
+		return nil, err
+	}
+	q, err := NewQuantizer(cfg.Bits, cfg.ClipRange, cfg.MaxWeight, len(cfg.Clients))
+	if err != nil {
+		return nil, err
+	}
+	sh := &roundShared{graph: g, quant: q}
+	// Masked vectors go back to a free list once the server has summed
+	// them, so a round touches a few vectors' worth of memory, not n.
+	var freeMu sync.Mutex
+	var free [][]uint32
+	if recycle {
+		srv.recycle = func(v []uint32) {
+			freeMu.Lock()
+			free = append(free, v)
+			freeMu.Unlock()
+		}
+	}
+	getVector := func() []uint32 {
+		freeMu.Lock()
+		defer freeMu.Unlock()
+		if len(free) == 0 {
+			return nil
+		}
+		v := free[len(free)-1]
+		free = free[:len(free)-1]
+		return v
+	}
+	seeds := make([][32]byte, len(cfg.Clients))
+	for i, id := range cfg.Clients {
+		if _, err := io.ReadFull(rng, seeds[i][:]); err != nil {
 			return nil, fmt.Errorf("secagg: Simulate: reading seed of client %d: %w", id, err)
 		}
-		c, err := NewClient(cfg, id, rand.NewChaCha8(seed))
-		if err != nil {
-			return nil, err
-		}
-		clients[id] = c
 	}
+	clients := make(map[uint32]*Client, len(cfg.Clients))
+	list := make([]*Client, len(cfg.Clients))
+	errs := make([]error, len(cfg.Clients))
+	err = pipeline(len(cfg.Clients), procs, func(i int) {
+		list[i], errs[i] = newClient(cfg, cfg.Clients[i], rand.NewChaCha8(seeds[i]), sh)
+	}, func(i int) error {
+		clients[cfg.Clients[i]] = list[i]
+		return errs[i]
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := &Outcome{ClientBytes: map[uint32]int{}, PlainBytes: 4 * cfg.Dim}
 	// The consistency check sits between masked input and unmask: a client
 	// that vanishes at StageUnmask still signs, one that vanishes at
 	// StageConsistency neither signs nor unmasks.
@@ -103,19 +174,43 @@ func SimulateObserved(cfg Config, updates map[uint32][]float32, weights map[uint
 		now = srv.Deadline()
 		return srv.Advance(now)
 	}
-	for _, id := range cfg.Clients {
+	// deliver hands one reply to the server; masked vectors are dropped by
+	// the client once the server has them (it never resends here), so only
+	// the few in flight are held.
+	type reply struct {
+		msg   any
+		bytes int
+		err   error
+	}
+	deliver := func(to uint32, r *reply) error {
+		if r.err != nil {
+			return r.err
+		}
+		if r.msg == nil {
+			return nil
+		}
+		out.ClientBytes[to] += r.bytes
+		observe(r.msg)
+		if err := srv.Receive(r.msg, now); err != nil {
+			return err
+		}
+		if _, ok := r.msg.(MaskedInput); ok {
+			clients[to].forgetMasked()
+		}
+		*r = reply{}
+		return nil
+	}
+	replies := make([]reply, len(cfg.Clients))
+	err = pipeline(len(cfg.Clients), procs, func(i int) {
+		id := cfg.Clients[i]
 		if !alive(id, StageAdvertise) {
-			continue
+			return
 		}
-		ad, err := clients[id].Advertise()
-		if err != nil {
-			return nil, err
-		}
-		out.ClientBytes[id] += ad.WireSize()
-		observe(ad)
-		if err := srv.Receive(ad, now); err != nil {
-			return nil, err
-		}
+		ad, err := list[i].Advertise()
+		replies[i] = reply{ad, ad.WireSize(), err}
+	}, func(i int) error { return deliver(cfg.Clients[i], &replies[i]) })
+	if err != nil {
+		return nil, err
 	}
 	for {
 		msgs, done, err := advance()
@@ -125,63 +220,55 @@ func SimulateObserved(cfg Config, updates map[uint32][]float32, weights map[uint
 		if done {
 			break
 		}
-		for _, m := range msgs {
+		replies := make([]reply, len(msgs))
+		work := func(i int) {
+			m := msgs[i]
 			c := clients[m.To]
-			var reply any
+			r := &replies[i]
 			switch msg := m.Msg.(type) {
 			case KeyBroadcast:
 				if !alive(m.To, StageShareKeys) {
-					continue
+					return
 				}
-				sh, err := c.ShareKeys(msg.Keys)
-				if err != nil {
-					return nil, err
+				batch, err := c.ShareKeys(msg.Keys)
+				n := 0
+				for _, e := range batch {
+					n += e.WireSize()
 				}
-				for _, e := range sh {
-					out.ClientBytes[m.To] += e.WireSize()
-				}
-				reply = sh
+				*r = reply{batch, n, err}
 			case ShareBundle:
 				if !alive(m.To, StageMaskedInput) {
-					continue
+					return
 				}
-				upd, ok := updates[m.To]
-				if !ok {
-					return nil, fmt.Errorf("%w: Simulate: no update for client %d", ErrInvalidInput, m.To)
+				upd, w, err := input(m.To)
+				if err != nil || upd == nil {
+					r.err = err
+					return
 				}
-				mi, err := c.MaskedInput(msg.Shares, upd, weights[m.To])
-				if err != nil {
-					return nil, err
-				}
-				out.ClientBytes[m.To] += mi.WireSize()
-				reply = mi
+				mi, err := c.maskedInput(msg.Shares, upd, w, getVector())
+				*r = reply{mi, mi.WireSize(), err}
 			case ConsistencyRequest:
 				if !alive(m.To, StageConsistency) {
-					continue
+					return
 				}
-				r, err := c.ConsistencyCheck(msg)
-				if err != nil {
-					return nil, err
-				}
-				out.ClientBytes[m.To] += r.WireSize()
-				reply = r
+				cr, err := c.ConsistencyCheck(msg)
+				*r = reply{cr, cr.WireSize(), err}
 			case UnmaskRequest:
 				if !alive(m.To, StageUnmask) {
-					continue
+					return
 				}
-				r, err := c.Unmask(msg)
-				if err != nil {
-					return nil, err
-				}
-				out.ClientBytes[m.To] += r.WireSize()
-				reply = r
+				ur, err := c.Unmask(msg)
+				*r = reply{ur, ur.WireSize(), err}
 			default:
-				return nil, fmt.Errorf("secagg: Simulate: unexpected outbound %T", m.Msg)
+				r.err = fmt.Errorf("secagg: Simulate: unexpected outbound %T", m.Msg)
 			}
-			observe(reply)
-			if err := srv.Receive(reply, now); err != nil {
-				return nil, err
+			if r.err != nil {
+				r.msg = nil
 			}
+		}
+		err = pipeline(len(msgs), procs, work, func(i int) error { return deliver(msgs[i].To, &replies[i]) })
+		if err != nil {
+			return nil, err
 		}
 	}
 	sum, tw, surv, err := srv.Result()
@@ -190,4 +277,58 @@ func SimulateObserved(cfg Config, updates map[uint32][]float32, weights map[uint
 	}
 	out.Sum, out.TotalWeight, out.Survivors, out.End = sum, tw, surv, now
 	return out, nil
+}
+
+// pipeline runs work(i) for every i < n on up to p goroutines and
+// deliver(i) on the calling goroutine in increasing i, each once work(i)
+// is done; at most 2p results wait for delivery, which bounds what is held.
+// It stops at the first error of deliver and returns it, after the
+// goroutines it started have ended.
+func pipeline(n, p int, work func(i int), deliver func(i int) error) error {
+	if n == 0 {
+		return nil
+	}
+	p = max(1, min(p, n))
+	ready := make([]chan struct{}, n)
+	for i := range ready {
+		ready[i] = make(chan struct{})
+	}
+	next := make(chan int)
+	stop := make(chan struct{})
+	slots := make(chan struct{}, 2*p)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		defer close(next)
+		for i := range n {
+			select {
+			case slots <- struct{}{}:
+			case <-stop:
+				return
+			}
+			select {
+			case next <- i:
+			case <-stop:
+				return
+			}
+		}
+	})
+	for range p {
+		wg.Go(func() {
+			for i := range next {
+				work(i)
+				close(ready[i])
+			}
+		})
+	}
+	var err error
+	for i := range n {
+		<-ready[i]
+		<-slots
+		if err = deliver(i); err != nil {
+			break
+		}
+	}
+	close(stop)
+	wg.Wait()
+	return err
 }

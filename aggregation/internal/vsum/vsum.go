@@ -11,6 +11,8 @@
 // which replicas on other architectures rely on.
 package vsum
 
+import "strconv"
+
 // Accumulate4 sets acc[j] += ((w0·r0[j] + w1·r1[j]) + w2·r2[j]) + w3·r3[j]
 // in float64, each product and sum rounded separately. Every r has at
 // least len(acc) values.
@@ -48,6 +50,43 @@ func AddU32(dst, src []uint32) {
 		addU32AVX512(&dst[0], &src[0], done)
 	}
 	addU32Go(dst[done:], src[done:])
+}
+
+// AddU32Many sets dst[j] += Σ_k srcs[k][j] modulo 2^32: the sum of several
+// inputs in one pass, dst read and written once for all of them (a blocked
+// sum across inputs, where AddU32 per input moves dst through the memory
+// bus once per input). Every src has at least len(dst) values. The result
+// equals AddU32 of each src in turn, bit for bit (addition mod 2^32 is
+// associative and commutative).
+func AddU32Many(dst []uint32, srcs [][]uint32) {
+	n := len(dst)
+	if n == 0 || len(srcs) == 0 {
+		return
+	}
+	for k, src := range srcs {
+		if len(src) < n {
+			panic("vsum: AddU32Many: source " + strconv.Itoa(k) + " shorter than dst")
+		}
+	}
+	done := 0
+	if haveAVX512 && n >= 128 {
+		done = n &^ 127
+		addU32ManyAVX512(&dst[0], &srcs[0], len(srcs), 0, done)
+	}
+	if done < n {
+		for _, src := range srcs {
+			addU32Go(dst[done:], src[done:n])
+		}
+	}
+}
+
+// ForceGo makes every kernel run its plain Go loop and returns a function restoring the
+// previous choice. For tests of the portable path on an AVX-512 machine;
+// not safe while kernels run.
+func ForceGo() (restore func()) {
+	prev := haveAVX512
+	haveAVX512 = false
+	return func() { haveAVX512 = prev }
 }
 
 // SubU32 sets dst[j] -= src[j] modulo 2^32. src has at least len(dst)

@@ -22,3 +22,6 @@ func readSumAVX512(p *uint32, n int) uint32
 
 //go:noescape
 func subU32AVX512(dst, src *uint32, n int)
+
+//go:noescape
+func addU32ManyAVX512(dst *uint32, srcs *[]uint32, nsrc, off, n int)

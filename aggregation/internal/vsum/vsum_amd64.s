@@ -188,3 +188,66 @@ read_loop:
 	MOVL AX, ret+16(FP)
 	VZEROUPPER
 	RET
+
+// func addU32ManyAVX512(dst *uint32, srcs *[]uint32, nsrc int, off int, n int)
+// dst[j] += Σ_k srcs[k][off+j] mod 2^32 for j < n (n a multiple of 128):
+// 128 words of dst (eight zmm) are held in registers while every source
+// adds its 512 bytes, so dst is read and written once for nsrc sources.
+// Each source's next lines are prefetched 1 KiB ahead (all eight lines of
+// the step): with several sources interleaved the hardware prefetcher alone
+// reaches only about 0.65 of a plain read (BenchmarkMaskedSum1M).
+TEXT ·addU32ManyAVX512(SB), NOSPLIT, $0-40
+	MOVQ dst+0(FP), DI
+	MOVQ srcs+8(FP), BX
+	MOVQ nsrc+16(FP), R8
+	MOVQ off+24(FP), DX
+	MOVQ n+32(FP), CX
+	SHLQ $2, DX         // byte offset into each source
+	SHRQ $7, CX         // steps of 128 words
+many_loop:
+	VMOVDQU32 (DI), Z0
+	VMOVDQU32 64(DI), Z1
+	VMOVDQU32 128(DI), Z2
+	VMOVDQU32 192(DI), Z3
+	VMOVDQU32 256(DI), Z4
+	VMOVDQU32 320(DI), Z5
+	VMOVDQU32 384(DI), Z6
+	VMOVDQU32 448(DI), Z7
+	MOVQ BX, R9
+	MOVQ R8, R11
+many_src:
+	MOVQ (R9), R10
+	ADDQ DX, R10
+	PREFETCHT0 1024(R10)
+	PREFETCHT0 1088(R10)
+	PREFETCHT0 1152(R10)
+	PREFETCHT0 1216(R10)
+	PREFETCHT0 1280(R10)
+	PREFETCHT0 1344(R10)
+	PREFETCHT0 1408(R10)
+	PREFETCHT0 1472(R10)
+	VPADDD (R10), Z0, Z0
+	VPADDD 64(R10), Z1, Z1
+	VPADDD 128(R10), Z2, Z2
+	VPADDD 192(R10), Z3, Z3
+	VPADDD 256(R10), Z4, Z4
+	VPADDD 320(R10), Z5, Z5
+	VPADDD 384(R10), Z6, Z6
+	VPADDD 448(R10), Z7, Z7
+	ADDQ $24, R9
+	DECQ R11
+	JNZ many_src
+	VMOVDQU32 Z0, (DI)
+	VMOVDQU32 Z1, 64(DI)
+	VMOVDQU32 Z2, 128(DI)
+	VMOVDQU32 Z3, 192(DI)
+	VMOVDQU32 Z4, 256(DI)
+	VMOVDQU32 Z5, 320(DI)
+	VMOVDQU32 Z6, 384(DI)
+	VMOVDQU32 Z7, 448(DI)
+	ADDQ $512, DI
+	ADDQ $512, DX
+	DECQ CX
+	JNZ many_loop
+	VZEROUPPER
+	RET

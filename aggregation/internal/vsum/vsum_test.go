@@ -69,3 +69,61 @@ func TestKernelsMatchGoLoops(t *testing.T) {
 		}
 	}
 }
+
+// AddU32Many equals AddU32 of each source in turn, for every length (the
+// 128-word steps and the tail), source count and misaligned start, on the
+// assembly path and on the forced Go path.
+func TestAddU32ManyMatchesAddU32(t *testing.T) {
+	for _, forced := range []bool{false, true} {
+		if forced {
+			defer ForceGo()()
+		}
+		rng := rand.New(rand.NewPCG(3, 4))
+		for _, n := range []int{0, 1, 63, 127, 128, 129, 255, 256, 1000, 4099} {
+			for _, k := range []int{1, 2, 3, 8, 17} {
+				off := rng.IntN(3)
+				dst := make([]uint32, n+off)[off:]
+				for i := range dst {
+					dst[i] = rng.Uint32()
+				}
+				srcs := make([][]uint32, k)
+				for i := range srcs {
+					srcs[i] = make([]uint32, n+rng.IntN(5))[rng.IntN(1):]
+					for j := range srcs[i] {
+						srcs[i][j] = rng.Uint32()
+					}
+				}
+				srcs[0] = srcs[0][:n]
+				want := slices.Clone(dst)
+				for _, s := range srcs {
+					addU32Go(want, s[:n])
+				}
+				AddU32Many(dst, srcs)
+				if !slices.Equal(dst, want) {
+					t.Fatalf("forced Go %v: AddU32Many n=%d k=%d differs from one AddU32 per source", forced, n, k)
+				}
+			}
+		}
+	}
+}
+
+// The forced Go path gives the same results as the assembly.
+func TestForceGoMatches(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	a := make([]uint32, 1000)
+	b := make([]uint32, 1000)
+	for i := range a {
+		a[i], b[i] = rng.Uint32(), rng.Uint32()
+	}
+	fast := slices.Clone(a)
+	AddU32(fast, b)
+	s1 := ReadSum(fast)
+	restore := ForceGo()
+	slow := slices.Clone(a)
+	AddU32(slow, b)
+	s2 := ReadSum(slow)
+	restore()
+	if !slices.Equal(fast, slow) || s1 != s2 {
+		t.Fatal("forced Go path differs from the assembly")
+	}
+}

@@ -1,0 +1,154 @@
+package secagg
+
+import "encoding/binary"
+
+// AES-256-CTR keystream with the AVX-512 vector-AES instructions (VAES),
+// added to or subtracted from the mask words directly, without a keystream
+// buffer: the same PRG as newPRGStream (AES-256, zero IV, 128-bit
+// big-endian block counter, keystream read as little-endian words), four
+// to eight times the speed of crypto/cipher's CTR on CPUs that have VAES
+// (BenchmarkPRG). The round keys are expanded here (FIPS-197 §5.2) because
+// crypto/aes does not expose them; TestCTRVAESMatchesCipher checks the
+// kernel against crypto/cipher for every mode, length and start block.
+
+// aesSbox is the AES S-box (FIPS-197 §5.1.1), computed at start-up.
+var aesSbox = func() (s [256]byte) {
+	mul := func(a, b byte) byte { // GF(2^8) modulo x^8+x^4+x^3+x+1
+		var p byte
+		for b != 0 {
+			if b&1 != 0 {
+				p ^= a
+			}
+			hi := a & 0x80
+			a <<= 1
+			if hi != 0 {
+				a ^= 0x1b
+			}
+			b >>= 1
+		}
+		return p
+	}
+	rotl := func(x byte, k uint) byte { return x<<k | x>>(8-k) }
+	for x := range 256 {
+		inv := byte(0)
+		if x != 0 { // x^254 = x^-1
+			inv = 1
+			for range 254 {
+				inv = mul(inv, byte(x))
+			}
+		}
+		s[x] = inv ^ rotl(inv, 1) ^ rotl(inv, 2) ^ rotl(inv, 3) ^ rotl(inv, 4) ^ 0x63
+	}
+	return s
+}()
+
+// expandKey256 returns the 15 round keys of AES-256 for key, each in the
+// byte order AESENC takes.
+func expandKey256(key *[KeySize]byte) *[15][16]byte {
+	var w [60]uint32
+	for i := range 8 {
+		w[i] = binary.BigEndian.Uint32(key[4*i:])
+	}
+	sub := func(t uint32) uint32 {
+		return uint32(aesSbox[t>>24])<<24 | uint32(aesSbox[t>>16&0xff])<<16 | uint32(aesSbox[t>>8&0xff])<<8 | uint32(aesSbox[t&0xff])
+	}
+	rcon := uint32(1)
+	for i := 8; i < 60; i++ {
+		t := w[i-1]
+		switch i % 8 {
+		case 0:
+			t = sub(t<<8|t>>24) ^ rcon<<24
+			rcon <<= 1
+		case 4:
+			t = sub(t)
+		}
+		w[i] = w[i-8] ^ t
+	}
+	rk := new([15][16]byte)
+	for r := range 15 {
+		for c := range 4 {
+			binary.BigEndian.PutUint32(rk[r][4*c:], w[4*r+c])
+		}
+	}
+	return rk
+}
+
+// ctrApply applies the keystream of rk from counter block first on (four
+// words per block) to dst: op opSet stores it, opAdd adds it, opSub
+// subtracts it. Only with haveVAES.
+func ctrApply(rk *[15][16]byte, dst []uint32, first uint64, o op) {
+	groups := len(dst) / 64
+	if groups > 0 {
+		ctrVAES(rk, &dst[0], groups, first, int(o))
+	}
+	tail := dst[64*groups:]
+	if len(tail) == 0 {
+		return
+	}
+	var ks [64]uint32
+	ctrVAES(rk, &ks[0], 1, first+16*uint64(groups), int(opSet))
+	switch o {
+	case opSet:
+		copy(tail, ks[:])
+	case opAdd:
+		for i := range tail {
+			tail[i] += ks[i]
+		}
+	case opSub:
+		for i := range tail {
+			tail[i] -= ks[i]
+		}
+	}
+}
+
+// ctrWords is a continuous AES-256-CTR keystream (zero IV) read as
+// little-endian uint64 words: the random words of a client's stochastic
+// rounding, keyed by a seed the client draws from its random source. With
+// VAES it is generated 64 words at a time by ctrVAES, otherwise by
+// crypto/cipher; both give the same words (TestCTRWordsPaths).
+type ctrWords struct {
+	rk     *[15][16]byte
+	stream interface{ XORKeyStream(dst, src []byte) }
+	block  uint64     // next counter block (VAES path)
+	buf    [64]uint32 // keystream generated but not yet read (VAES path)
+	have   int        // words of buf not yet read, at its end
+}
+
+func newCTRWords(seed *[KeySize]byte) *ctrWords {
+	if haveVAES && littleEndian {
+		return &ctrWords{rk: expandKey256(seed)}
+	}
+	return &ctrWords{stream: newPRGStream(seed)}
+}
+
+// fill sets rb to the next len(rb) words of the stream.
+func (c *ctrWords) fill(rb []uint64) {
+	if len(rb) == 0 {
+		return
+	}
+	b := unsafeBytes(rb)
+	if c.stream != nil {
+		clear(b)
+		c.stream.XORKeyStream(b, b)
+		if !littleEndian {
+			for i := range rb {
+				rb[i] = binary.LittleEndian.Uint64(b[8*i:])
+			}
+		}
+		return
+	}
+	w := unsafeWords(rb)
+	n := copy(w, c.buf[64-c.have:])
+	c.have -= n
+	w = w[n:]
+	if g := len(w) &^ 63; g > 0 {
+		ctrApply(c.rk, w[:g], c.block, opSet)
+		c.block += uint64(g / 4)
+		w = w[g:]
+	}
+	if len(w) > 0 {
+		ctrApply(c.rk, c.buf[:], c.block, opSet)
+		c.block += 16
+		c.have = 64 - copy(w, c.buf[:])
+	}
+}
