@@ -54,9 +54,147 @@ type kernel struct {
 	// dot, if set, holds the 1-, 2- and 3-row dot-product kernels used for
 	// C += A·Bᵀ with thin A (dotNT).
 	dot [3]dotFn
+	// direct, if set, holds the unpacked 12×32 kernels for Aᵀ read in place
+	// (or a packed 12-row panel) and for untransposed A read in place (see
+	// direct).
+	direct [2]directFn
 }
 
 type dotFn func(k16 int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int, mask uint16)
+
+type directFn func(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int, rows int, m0, m1 uint16, alpha float32, acc int)
+
+// Tile of the direct kernels.
+const directMR, directNR = 12, 32
+
+// useDirect reports whether C = alpha·op(A)·op(B) goes through direct, with
+// neither operand packed. Packing op(A) pays only when its panel serves
+// several column panels of B (n > 32), and packing both pays only when each
+// tile has enough k steps to amortise the copies (k > 16); the CNN's first
+// convolution (n = 25 or 32, k = 25 or 32, or k = 7840 with n = 25) and the
+// dense layers' dW (k = 10) are below one bound or the other.
+func useDirect(k *kernel, n, kk int) bool {
+	return k.direct[0] != nil && forceDirect != 0 && (n <= directNR || kk <= 16)
+}
+
+// direct computes C[i0:i1, j0:j1] = alpha·op(A)[i0:i1, p0:p1]·op(B)[p0:p1,
+// j0:j1] + C (C's old value is dropped in the first k block if overwrite) in
+// 12×32 tiles, B's column panel outer so that it stays in L1 while op(A)
+// streams past it. An untransposed B is read in place (column tail under
+// opmasks), a transposed one is packed (it is small: n ≤ 32 or k ≤ 16);
+// op(A) is read in place but for its last rows (fewer than 12), which are
+// packed into a zero-padded panel.
+func direct(k *kernel, ws *workspace, tA, tB blas.Transpose, alpha float32, a, b, c blas32.General, i0, i1, j0, j1, p0, p1 int, overwrite bool) {
+	const mr, nr = directMR, directNR
+	full := i0 + (i1-i0)/mr*mr
+	for pc := p0; pc < p1; pc += kc {
+		kb := min(kc, p1-pc)
+		acc := 1
+		if overwrite && pc == p0 {
+			acc = 0
+		}
+		if tB == blas.Trans {
+			ws.b = grow(ws.b, roundUp(j1-j0, nr)*kb)
+			packB(ws.b, b, tB, pc, kb, j0, j1-j0, nr)
+		}
+		if full < i1 {
+			ws.a = grow(ws.a, mr*kb)
+			packA(ws.a, a, tA, full, i1-full, pc, kb, mr, 1)
+		}
+		for jr := j0; jr < j1; jr += nr {
+			cols := min(nr, j1-jr)
+			m0, m1 := colMasks(cols)
+			bp, ldb := (*float32)(nil), nr
+			if tB == blas.NoTrans {
+				boff := pc*b.Stride + jr
+				_ = b.Data[boff+(kb-1)*b.Stride+cols-1]
+				bp, ldb = &b.Data[boff], b.Stride
+			} else {
+				bp = &ws.b[(jr-j0)/nr*nr*kb]
+			}
+			for ir := i0; ir < full; ir += mr {
+				coff := ir*c.Stride + jr
+				_ = c.Data[coff+(mr-1)*c.Stride+cols-1]
+				if tA == blas.Trans {
+					aoff := pc*a.Stride + ir
+					_ = a.Data[aoff+(kb-1)*a.Stride+mr-1]
+					k.direct[0](kb, &a.Data[aoff], a.Stride, bp, ldb, &c.Data[coff], c.Stride, mr, m0, m1, alpha, acc)
+				} else {
+					aoff := ir*a.Stride + pc
+					_ = a.Data[aoff+(mr-1)*a.Stride+kb-1]
+					k.direct[1](kb, &a.Data[aoff], a.Stride, bp, ldb, &c.Data[coff], c.Stride, mr, m0, m1, alpha, acc)
+				}
+			}
+			if full < i1 {
+				coff := full*c.Stride + jr
+				_ = c.Data[coff+(i1-full-1)*c.Stride+cols-1]
+				k.direct[0](kb, &ws.a[0], mr, bp, ldb, &c.Data[coff], c.Stride, i1-full, m0, m1, alpha, acc)
+			}
+		}
+	}
+}
+
+// parallelDirect splits direct over workers: by 12-row panels when there are
+// at least two per worker, else by 32-column panels when there is one per
+// worker, else along k, each worker but the first summing into a scratch C
+// that is added to C at the end (the conv1 dW product, 32×25 with k = 7840).
+func parallelDirect(k *kernel, workers int, tA, tB blas.Transpose, alpha float32, a, b, c blas32.General, m, n, kk int, overwrite bool) {
+	rowPanels := (m + directMR - 1) / directMR
+	colPanels := (n + directNR - 1) / directNR
+	wss := make([]*workspace, workers)
+	for w := range wss {
+		wss[w] = getWS()
+	}
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			ws := wss[w]
+			switch {
+			case rowPanels >= 2*workers:
+				lo := rowPanels * w / workers * directMR
+				hi := min(m, rowPanels*(w+1)/workers*directMR)
+				direct(k, ws, tA, tB, alpha, a, b, c, lo, hi, 0, n, 0, kk, overwrite)
+			case colPanels >= workers:
+				lo := colPanels * w / workers * directNR
+				hi := min(n, colPanels*(w+1)/workers*directNR)
+				if lo < hi {
+					direct(k, ws, tA, tB, alpha, a, b, c, 0, m, lo, hi, 0, kk, overwrite)
+				}
+			default:
+				lo, hi := kk*w/workers, kk*(w+1)/workers
+				if lo >= hi {
+					if w > 0 {
+						ws.c = ws.c[:0]
+					}
+					return
+				}
+				if w == 0 {
+					direct(k, ws, tA, tB, alpha, a, b, c, 0, m, 0, n, lo, hi, overwrite)
+					return
+				}
+				ws.c = grow(ws.c, m*n)
+				scratch := blas32.General{Rows: m, Cols: n, Stride: n, Data: ws.c}
+				direct(k, ws, tA, tB, alpha, a, b, scratch, 0, m, 0, n, lo, hi, true)
+			}
+		}(w)
+	}
+	wg.Wait()
+	if rowPanels < 2*workers && colPanels < workers {
+		for _, ws := range wss[1:] {
+			if len(ws.c) == 0 {
+				continue
+			}
+			for i := 0; i < m; i++ {
+				Add(c.Data[i*c.Stride:i*c.Stride+n], ws.c[i*n:i*n+n])
+			}
+		}
+	}
+	for _, ws := range wss {
+		putWS(ws)
+	}
+}
 
 // dotNT computes C += A·Bᵀ for thin C (the minibatch rows times a weight
 // matrix's transpose) without packing: packing Bᵀ would cost as much as the
@@ -157,6 +295,8 @@ func Path() string {
 // sync.Pool, which the collector may empty) keeps calls allocation-free.
 type workspace struct {
 	a, b, tile []float32
+	// c is a worker's scratch C when parallelDirect splits k.
+	c []float32
 }
 
 var (
@@ -219,9 +359,10 @@ func Gemm(tA, tB blas.Transpose, alpha float32, a, b blas32.General, beta float3
 		return
 	}
 	dot := tA == blas.NoTrans && tB == blas.Trans && k.dot[0] != nil && forceDot != 0 && alpha == 1 && m <= 16 && n >= 4
+	dir := !dot && useDirect(k, n, kk)
 	// With beta = 0 the first k block stores its tiles over C (see macro)
 	// instead of C being cleared, then read back, in a pass of its own.
-	overwrite := beta == 0 && k.store != nil && forceStore != 0 && kk > 0 && alpha != 0 && !dot
+	overwrite := beta == 0 && (k.store != nil || dir) && forceStore != 0 && kk > 0 && alpha != 0 && !dot
 	if beta != 1 && !overwrite {
 		for i := 0; i < m; i++ {
 			row := c.Data[i*c.Stride : i*c.Stride+n]
@@ -242,7 +383,18 @@ func Gemm(tA, tB blas.Transpose, alpha float32, a, b blas32.General, beta float3
 		return
 	}
 	workers := runtime.GOMAXPROCS(0)
-	if workers > 1 && float64(m)*float64(n)*float64(kk) >= parallelFlops {
+	big := workers > 1 && float64(m)*float64(n)*float64(kk) >= parallelFlops
+	if dir {
+		if big {
+			parallelDirect(k, workers, tA, tB, alpha, a, b, c, m, n, kk, overwrite)
+			return
+		}
+		ws := getWS()
+		direct(k, ws, tA, tB, alpha, a, b, c, 0, m, 0, n, 0, kk, overwrite)
+		putWS(ws)
+		return
+	}
+	if big {
 		parallel(k, workers, tA, tB, alpha, a, b, c, m, n, kk, overwrite)
 		return
 	}
@@ -549,7 +701,8 @@ func clearTile(c blas32.General, off, rows, cols int) {
 	}
 }
 
-// forceInPlace, forceEdge, forceDot and forceStore let the tests switch the
-// in-place path, the masked edge kernel, the dot-product path and the
-// beta = 0 store kernel off (0) to compare.
-var forceInPlace, forceEdge, forceDot, forceStore = 1, 1, 1, 1
+// forceInPlace, forceEdge, forceDot, forceStore and forceDirect let the
+// tests switch the in-place path, the masked edge kernel, the dot-product
+// path, the beta = 0 store kernel and the unpacked direct path off (0) to
+// compare.
+var forceInPlace, forceEdge, forceDot, forceStore, forceDirect = 1, 1, 1, 1, 1

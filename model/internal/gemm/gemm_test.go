@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -91,11 +92,50 @@ func checkAgainstGonum(t *testing.T, rng *rand.Rand, path string, tA, tB blas.Tr
 // several alpha/beta, and compares with gonum's blas32.Gemm.
 func TestGemmPathsAgreeWithGonum(t *testing.T) {
 	defer func() { _ = Select(os.Getenv(EnvVar)) }()
-	defer func() { forceInPlace, forceEdge, forceDot, forceStore = 1, 1, 1, 1 }()
+	defer func() { forceInPlace, forceEdge, forceDot, forceStore, forceDirect = 1, 1, 1, 1, 1 }()
 	for _, path := range Paths() {
-		for _, variant := range [][4]int{{1, 1, 1, 1}, {0, 1, 1, 1}, {1, 0, 1, 1}, {1, 1, 0, 1}, {1, 1, 1, 0}, {0, 0, 1, 1}} {
-			forceInPlace, forceEdge, forceDot, forceStore = variant[0], variant[1], variant[2], variant[3]
+		for _, variant := range [][5]int{{1, 1, 1, 1, 1}, {0, 1, 1, 1, 1}, {1, 0, 1, 1, 1}, {1, 1, 0, 1, 1}, {1, 1, 1, 0, 1}, {0, 0, 1, 1, 1}, {1, 1, 1, 1, 0}, {1, 1, 1, 0, 0}} {
+			forceInPlace, forceEdge, forceDot, forceStore, forceDirect = variant[0], variant[1], variant[2], variant[3], variant[4]
 			checkAllShapes(t, path)
+		}
+	}
+}
+
+// TestDirectPathSplits checks the unpacked direct path (n ≤ 32 or k ≤ 16)
+// against gonum above the parallel threshold, with 2 and 3 workers, so that
+// each of parallelDirect's splits runs: by row panels (the CNN's conv1 dcol
+// and forward products), by column panels (k ≤ 16, few rows, wide C) and
+// along k with scratch sums (conv1 dW, 32×25 with k = 7840), in all
+// transposes, with strided operands and several alpha and beta.
+func TestDirectPathSplits(t *testing.T) {
+	defer func() { _ = Select(os.Getenv(EnvVar)) }()
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	if err := Select(Paths()[0]); err != nil {
+		t.Fatal(err)
+	}
+	k := active.Load()
+	if k == nil || k.direct[0] == nil {
+		t.Skipf("path %s has no direct kernels", Path())
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	trans := []blas.Transpose{blas.NoTrans, blas.Trans}
+	for _, workers := range []int{2, 3} {
+		runtime.GOMAXPROCS(workers)
+		for _, s := range []shape{
+			{7840, 25, 32}, {7840, 32, 25}, {1000, 31, 200}, // by row panels
+			{40, 7000, 16}, {23, 20000, 10}, // by column panels
+			{32, 25, 7840}, {36, 32, 3700}, {30, 17, 9000}, // along k
+		} {
+			if !useDirect(k, s.n, s.k) || float64(s.m)*float64(s.n)*float64(s.k) < parallelFlops {
+				t.Fatalf("%v does not take the parallel direct path", s)
+			}
+			for _, tA := range trans {
+				for _, tB := range trans {
+					alpha := []float32{1, -0.5, 2}[rng.IntN(3)]
+					beta := []float32{0, 1, 0.25}[rng.IntN(3)]
+					checkAgainstGonum(t, rng, Path(), tA, tB, s, alpha, beta)
+				}
+			}
 		}
 	}
 }
