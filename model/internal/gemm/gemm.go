@@ -58,6 +58,9 @@ type kernel struct {
 	// (or a packed 12-row panel) and for untransposed A read in place (see
 	// direct).
 	direct [2]directFn
+	// directTail, if set, holds 4×32 and 8×32 versions of direct[0] for
+	// op(A)'s last rows.
+	directTail [2]directFn
 }
 
 type dotFn func(k16 int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int, mask uint16)
@@ -97,40 +100,106 @@ func direct(k *kernel, ws *workspace, tA, tB blas.Transpose, alpha float32, a, b
 			ws.b = grow(ws.b, roundUp(j1-j0, nr)*kb)
 			packB(ws.b, b, tB, pc, kb, j0, j1-j0, nr)
 		}
+		var t directTail
 		if full < i1 {
-			ws.a = grow(ws.a, mr*kb)
-			packA(ws.a, a, tA, full, i1-full, pc, kb, mr, 1)
-		}
-		for jr := j0; jr < j1; jr += nr {
-			cols := min(nr, j1-jr)
-			m0, m1 := colMasks(cols)
-			bp, ldb := (*float32)(nil), nr
-			if tB == blas.NoTrans {
-				boff := pc*b.Stride + jr
-				_ = b.Data[boff+(kb-1)*b.Stride+cols-1]
-				bp, ldb = &b.Data[boff], b.Stride
-			} else {
-				bp = &ws.b[(jr-j0)/nr*nr*kb]
+			t = tailOf(k, tA, a, i1-full, full, pc, kb)
+			if t.inPlace < kb {
+				ws.a = grow(ws.a, mr*(kb-t.inPlace))
+				packA(ws.a, a, tA, full, i1-full, pc+t.inPlace, kb-t.inPlace, mr, 1)
 			}
-			for ir := i0; ir < full; ir += mr {
-				coff := ir*c.Stride + jr
-				_ = c.Data[coff+(mr-1)*c.Stride+cols-1]
-				if tA == blas.Trans {
-					aoff := pc*a.Stride + ir
-					_ = a.Data[aoff+(kb-1)*a.Stride+mr-1]
-					k.direct[0](kb, &a.Data[aoff], a.Stride, bp, ldb, &c.Data[coff], c.Stride, mr, m0, m1, alpha, acc)
-				} else {
-					aoff := ir*a.Stride + pc
-					_ = a.Data[aoff+(mr-1)*a.Stride+kb-1]
-					k.direct[1](kb, &a.Data[aoff], a.Stride, bp, ldb, &c.Data[coff], c.Stride, mr, m0, m1, alpha, acc)
+		}
+		// With B's block small enough to stay in L1 (k ≤ 16: the dense
+		// layers' dW), C is written a row panel at a time, which keeps the
+		// stores to a large C in few pages; otherwise B's column panel is the
+		// outer loop and stays in L1 while op(A) streams past it.
+		if kb*(j1-j0) <= 8192 {
+			for ir := i0; ir < i1; ir += mr {
+				for jr := j0; jr < j1; jr += nr {
+					directTile(k, ws, tA, tB, alpha, a, b, c, ir, min(mr, i1-ir), full, jr, min(nr, j1-jr), j0, pc, kb, acc, t)
 				}
 			}
-			if full < i1 {
-				coff := full*c.Stride + jr
-				_ = c.Data[coff+(i1-full-1)*c.Stride+cols-1]
-				k.direct[0](kb, &ws.a[0], mr, bp, ldb, &c.Data[coff], c.Stride, i1-full, m0, m1, alpha, acc)
+			continue
+		}
+		for jr := j0; jr < j1; jr += nr {
+			for ir := i0; ir < i1; ir += mr {
+				directTile(k, ws, tA, tB, alpha, a, b, c, ir, min(mr, i1-ir), full, jr, min(nr, j1-jr), j0, pc, kb, acc, t)
 			}
 		}
+	}
+}
+
+// directTail is how direct runs op(A)'s last rows (fewer than 12): fn
+// reads mr values per k step; the first inPlace steps of the k block are
+// read in place from Aᵀ, the others from a zero-padded 12-row panel.
+type directTail struct {
+	fn          directFn
+	mr, inPlace int
+}
+
+// tailOf chooses the kernel for the rows rows from row full of op(A) and
+// the k steps pc..pc+kb it may read in place: with A transposed, step p
+// reads mr values from A[p][full], which may run past A's row (rows < mr)
+// into the next one, and is in place only while that stays inside A.Data.
+func tailOf(k *kernel, tA blas.Transpose, a blas32.General, rows, full, pc, kb int) directTail {
+	t := directTail{fn: k.direct[0], mr: directMR}
+	switch {
+	case k.directTail[0] == nil:
+	case rows <= 4:
+		t.fn, t.mr = k.directTail[0], 4
+	case rows <= 8:
+		t.fn, t.mr = k.directTail[1], 8
+	}
+	if tA == blas.Trans {
+		if last := len(a.Data) - full - t.mr; last >= 0 {
+			t.inPlace = min(kb, max(0, last/a.Stride+1-pc))
+		}
+	}
+	return t
+}
+
+// directTile runs one direct kernel call: the rows×cols tile of C at (ir,
+// jr) over k steps pc..pc+kb. Rows from full on go through t; a transposed
+// B comes from the panels in ws.b (from column j0).
+func directTile(k *kernel, ws *workspace, tA, tB blas.Transpose, alpha float32, a, b, c blas32.General, ir, rows, full, jr, cols, j0, pc, kb, acc int, t directTail) {
+	const mr, nr = directMR, directNR
+	m0, m1 := colMasks(cols)
+	bp, ldb := (*float32)(nil), nr
+	var bRest *float32 // B's row pc + t.inPlace, for the packed tail steps
+	if tB == blas.NoTrans {
+		boff := pc*b.Stride + jr
+		_ = b.Data[boff+(kb-1)*b.Stride+cols-1]
+		bp, ldb = &b.Data[boff], b.Stride
+		if ir >= full && t.inPlace < kb {
+			bRest = &b.Data[boff+t.inPlace*b.Stride]
+		}
+	} else {
+		boff := (jr - j0) / nr * nr * kb
+		bp = &ws.b[boff]
+		if ir >= full && t.inPlace < kb {
+			bRest = &ws.b[boff+t.inPlace*nr]
+		}
+	}
+	coff := ir*c.Stride + jr
+	_ = c.Data[coff+(rows-1)*c.Stride+cols-1]
+	switch {
+	case ir >= full:
+		if t.inPlace > 0 {
+			aoff := pc*a.Stride + ir
+			_ = a.Data[aoff+(t.inPlace-1)*a.Stride+t.mr-1]
+			t.fn(t.inPlace, &a.Data[aoff], a.Stride, bp, ldb, &c.Data[coff], c.Stride, rows, m0, m1, alpha, acc)
+			acc = 1
+		}
+		if t.inPlace < kb {
+			t.fn(kb-t.inPlace, &ws.a[0], mr, bRest, ldb, &c.Data[coff], c.Stride, rows, m0, m1, alpha, acc)
+		}
+	case tA == blas.Trans:
+		aoff := pc*a.Stride + ir
+		_ = a.Data[aoff+(kb-1)*a.Stride+mr-1]
+		k.direct[0](kb, &a.Data[aoff], a.Stride, bp, ldb, &c.Data[coff], c.Stride, mr, m0, m1, alpha, acc)
+	default:
+		aoff := ir*a.Stride + pc
+		_ = a.Data[aoff+(mr-1)*a.Stride+kb-1]
+		k.direct[1](kb, &a.Data[aoff], a.Stride, bp, ldb, &c.Data[coff], c.Stride, mr, m0, m1, alpha, acc)
 	}
 }
 

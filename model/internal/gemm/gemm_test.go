@@ -254,3 +254,27 @@ func TestAddMatchesLoop(t *testing.T) {
 		}
 	}
 }
+
+// TestDirectTails sweeps the direct path's row tails (op(A)'s last 1..11
+// rows: the 4- and 8-row kernels, reading Aᵀ in place until the reads would
+// pass the end of A.Data, then a packed panel) and column tails (opmasks),
+// for every transpose, k from 1 step to past one k block, strided or not.
+func TestDirectTails(t *testing.T) {
+	defer func() { _ = Select(os.Getenv(EnvVar)) }()
+	rng := rand.New(rand.NewPCG(7, 8))
+	trans := []blas.Transpose{blas.NoTrans, blas.Trans}
+	for _, path := range Paths() {
+		if err := Select(path); err != nil {
+			t.Fatal(err)
+		}
+		for m := 1; m <= 26; m++ {
+			for _, n := range []int{1, 7, 16, 25, 32, 40} {
+				for _, k := range []int{1, 3, 10, 16, 300} {
+					alpha := []float32{1, -0.5}[rng.IntN(2)]
+					beta := []float32{0, 1, 0.25}[rng.IntN(3)]
+					checkAgainstGonum(t, rng, path, trans[rng.IntN(2)], trans[rng.IntN(2)], shape{m, n, k}, alpha, beta)
+				}
+			}
+		}
+	}
+}

@@ -123,7 +123,7 @@ for R in (1,2,3):
     out += dot(R) + "\n"
 open("kernel_amd64.s","w").write(out)
 
-def direct(name, mode, U=4):
+def direct(name, mode, MR=12, U=4):
     # mode "T": A's step p holds the 12 values of the tile's rows contiguously
     # at a + p·lda (op(A) = Aᵀ read in place, or a packed panel with lda = 12);
     # mode "N": row r of the tile at a + r·lda, its k values contiguous
@@ -139,11 +139,11 @@ def direct(name, mode, U=4):
         L.append("\tLEAQ (SI)(R8*2), R11\n\tADDQ R8, R11\n\tLEAQ (R11)(R8*2), R12\n\tADDQ R8, R12\n\tLEAQ (R12)(R8*2), R13\n\tADDQ R8, R13")
         rowaddr = {0:"(SI)",1:"(SI)(R8*1)",2:"(SI)(R8*2)",3:"(R11)",4:"(SI)(R8*4)",5:"(R11)(R8*2)",
                    6:"(R12)",7:"(R11)(R8*4)",8:"(SI)(R8*8)",9:"(R13)",10:"(R12)(R8*4)",11:"(R11)(R8*8)"}
-    for i in range(24):
+    for i in range(2*MR):
         L.append(f"\tVXORPS Z{i}, Z{i}, Z{i}")
     def step(u):
         L.append("\tVMOVUPS.Z (DI), K1, Z24\n\tVMOVUPS.Z 64(DI), K2, Z25")
-        for r in range(12):
+        for r in range(MR):
             br = f"Z{26+r%2}"
             if mode == "T":
                 L.append(f"\tVBROADCASTSS {4*r}(SI), {br}")
@@ -173,22 +173,22 @@ def direct(name, mode, U=4):
     L.append(f"\tDECQ CX\n\tJNZ {name}_one")
     L.append(name+"_store:")
     L.append("\tMOVQ rows+56(FP), R14\n\tVBROADCASTSS alpha+68(FP), Z28\n\tMOVQ acc+72(FP), AX\n\tTESTQ AX, AX\n\tJZ "+name+"_over")
-    for r in range(12):
+    for r in range(MR):
         for h in range(2):
             K = "K1" if h == 0 else "K2"
             L.append(f"\tVMOVUPS.Z {64*h}(DX), {K}, Z{30+h}")
             L.append(f"\tVFMADD231PS Z28, Z{2*r+h}, Z{30+h}")
             L.append(f"\tVMOVUPS Z{30+h}, {K}, {64*h}(DX)")
-        if r < 11:
+        if r < MR-1:
             L.append("\tDECQ R14\n\tJZ " + name + "_done\n\tADDQ R10, DX")
     L.append("\tJMP "+name+"_done")
     L.append(name+"_over:")
-    for r in range(12):
+    for r in range(MR):
         for h in range(2):
             K = "K1" if h == 0 else "K2"
             L.append(f"\tVMULPS Z28, Z{2*r+h}, Z{2*r+h}")
             L.append(f"\tVMOVUPS Z{2*r+h}, {K}, {64*h}(DX)")
-        if r < 11:
+        if r < MR-1:
             L.append("\tDECQ R14\n\tJZ " + name + "_done\n\tADDQ R10, DX")
     L.append(name+"_done:\n\tVZEROUPPER\n\tRET\n")
     return "\n".join(L)
@@ -201,6 +201,9 @@ out += ("\n// Direct kernels: a 12×32 tile of C = alpha·op(A)·op(B) (+ C if a
         "// which also mask the stores; only the first rows rows of C are written.\n"
         "// kernelAVX512DT reads A's k steps as 12 contiguous values at stride lda\n"
         "// (Aᵀ in place, or a packed panel with lda = 12); kernelAVX512DN reads\n"
-        "// twelve rows of an untransposed A at stride lda from four base registers.\n\n")
+        "// twelve rows of an untransposed A at stride lda from four base registers.\n"
+        "// kernelAVX512DT8 and kernelAVX512DT4 are kernelAVX512DT for 8×32 and 4×32\n"
+        "// tiles (op(A)'s last rows), reading 8 or 4 values per k step.\n\n")
 out += direct("kernelAVX512DT","T") + "\n" + direct("kernelAVX512DN","N") + "\n"
+out += direct("kernelAVX512DT8","T",8) + "\n" + direct("kernelAVX512DT4","T",4) + "\n"
 open("kernel_amd64.s","w").write(out)
