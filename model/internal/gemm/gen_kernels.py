@@ -172,24 +172,32 @@ def direct(name, mode, MR=12, U=4):
         advanceN(4)
     L.append(f"\tDECQ CX\n\tJNZ {name}_one")
     L.append(name+"_store:")
-    L.append("\tMOVQ rows+56(FP), R14\n\tVBROADCASTSS alpha+68(FP), Z28\n\tMOVQ acc+72(FP), AX\n\tTESTQ AX, AX\n\tJZ "+name+"_over")
-    for r in range(MR):
-        for h in range(2):
-            K = "K1" if h == 0 else "K2"
-            L.append(f"\tVMOVUPS.Z {64*h}(DX), {K}, Z{30+h}")
-            L.append(f"\tVFMADD231PS Z28, Z{2*r+h}, Z{30+h}")
-            L.append(f"\tVMOVUPS Z{30+h}, {K}, {64*h}(DX)")
-        if r < MR-1:
-            L.append("\tDECQ R14\n\tJZ " + name + "_done\n\tADDQ R10, DX")
-    L.append("\tJMP "+name+"_done")
-    L.append(name+"_over:")
-    for r in range(MR):
-        for h in range(2):
-            K = "K1" if h == 0 else "K2"
-            L.append(f"\tVMULPS Z28, Z{2*r+h}, Z{2*r+h}")
-            L.append(f"\tVMOVUPS Z{2*r+h}, {K}, {64*h}(DX)")
-        if r < MR-1:
-            L.append("\tDECQ R14\n\tJZ " + name + "_done\n\tADDQ R10, DX")
+    # Four stores: adding to C or over it, each with the column opmasks or,
+    # for a full 32-column tile, plain stores (masked stores are slower).
+    L.append("\tMOVQ rows+56(FP), R14\n\tVBROADCASTSS alpha+68(FP), Z28")
+    L.append("\tMOVWLZX m0+64(FP), BX\n\tMOVWLZX m1+66(FP), AX\n\tANDL AX, BX\n\tCMPL BX, $0xFFFF\n\tJEQ "+name+"_full")
+    def stores(label, acc, masked):
+        L.append(name+label+":")
+        for r in range(MR):
+            for h in range(2):
+                K = ("K1, " if h == 0 else "K2, ") if masked else ""
+                if acc:
+                    L.append(f"\tVMOVUPS.Z {64*h}(DX), K{1+h}, Z{30+h}" if masked else f"\tVMOVUPS {64*h}(DX), Z{30+h}")
+                    L.append(f"\tVFMADD231PS Z28, Z{2*r+h}, Z{30+h}")
+                    L.append(f"\tVMOVUPS Z{30+h}, {K}{64*h}(DX)")
+                else:
+                    L.append(f"\tVMULPS Z28, Z{2*r+h}, Z{2*r+h}")
+                    L.append(f"\tVMOVUPS Z{2*r+h}, {K}{64*h}(DX)")
+            if r < MR-1:
+                L.append("\tDECQ R14\n\tJZ " + name + "_done\n\tADDQ R10, DX")
+        L.append("\tJMP "+name+"_done")
+    L.append("\tMOVQ acc+72(FP), AX\n\tTESTQ AX, AX\n\tJZ "+name+"_over")
+    stores("_add", True, True)
+    stores("_over", False, True)
+    L.append(name+"_full:")
+    L.append("\tMOVQ acc+72(FP), AX\n\tTESTQ AX, AX\n\tJZ "+name+"_fullover")
+    stores("_fulladd", True, False)
+    stores("_fullover", False, False)
     L.append(name+"_done:\n\tVZEROUPPER\n\tRET\n")
     return "\n".join(L)
 
