@@ -205,52 +205,75 @@ func directTile(k *kernel, ws *workspace, tA, tB blas.Transpose, alpha float32, 
 
 // parallelDirect splits direct over workers: by 12-row panels when there are
 // at least two per worker, else by 32-column panels when there is one per
-// worker, else along k, each worker but the first summing into a scratch C
+// worker, else along k, each worker but the caller summing into a scratch C
 // that is added to C at the end (the conv1 dW product, 32×25 with k = 7840).
+// These products take tens of microseconds, about as long as it takes the
+// scheduler to start a goroutine on the other core, so the split is into up
+// to 8 chunks per worker taken from a shared counter: the calling goroutine
+// starts at once (chunk 0 is its own) and a helper that starts late takes
+// fewer chunks instead of being waited for.
 func parallelDirect(k *kernel, workers int, tA, tB blas.Transpose, alpha float32, a, b, c blas32.General, m, n, kk int, overwrite bool) {
 	rowPanels := (m + directMR - 1) / directMR
 	colPanels := (n + directNR - 1) / directNR
+	byRows, byCols := rowPanels >= 2*workers, rowPanels < 2*workers && colPanels >= workers
+	chunks := 8 * workers
+	switch {
+	case byRows:
+		chunks = min(chunks, rowPanels)
+	case byCols:
+		chunks = min(chunks, colPanels)
+	default:
+		chunks = min(chunks, kk)
+	}
 	wss := make([]*workspace, workers)
 	for w := range wss {
 		wss[w] = getWS()
 	}
+	var next atomic.Int64
+	next.Store(1)
+	run := func(w int) {
+		ws := wss[w]
+		ws.c = ws.c[:0]
+		first := true
+		for idx := 0; idx < chunks; idx = int(next.Add(1) - 1) {
+			if w > 0 && first && idx == 0 {
+				continue // chunk 0 is the caller's
+			}
+			switch {
+			case byRows:
+				lo := rowPanels * idx / chunks * directMR
+				hi := min(m, rowPanels*(idx+1)/chunks*directMR)
+				direct(k, ws, tA, tB, alpha, a, b, c, lo, hi, 0, n, 0, kk, overwrite)
+			case byCols:
+				lo := colPanels * idx / chunks * directNR
+				hi := min(n, colPanels*(idx+1)/chunks*directNR)
+				direct(k, ws, tA, tB, alpha, a, b, c, 0, m, lo, hi, 0, kk, overwrite)
+			default:
+				lo, hi := kk*idx/chunks, kk*(idx+1)/chunks
+				if w == 0 {
+					direct(k, ws, tA, tB, alpha, a, b, c, 0, m, 0, n, lo, hi, overwrite && first)
+				} else {
+					if first {
+						ws.c = grow(ws.c, m*n)
+					}
+					scratch := blas32.General{Rows: m, Cols: n, Stride: n, Data: ws.c}
+					direct(k, ws, tA, tB, alpha, a, b, scratch, 0, m, 0, n, lo, hi, first)
+				}
+			}
+			first = false
+		}
+	}
 	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
+	for w := 1; w < workers; w++ {
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
-			ws := wss[w]
-			switch {
-			case rowPanels >= 2*workers:
-				lo := rowPanels * w / workers * directMR
-				hi := min(m, rowPanels*(w+1)/workers*directMR)
-				direct(k, ws, tA, tB, alpha, a, b, c, lo, hi, 0, n, 0, kk, overwrite)
-			case colPanels >= workers:
-				lo := colPanels * w / workers * directNR
-				hi := min(n, colPanels*(w+1)/workers*directNR)
-				if lo < hi {
-					direct(k, ws, tA, tB, alpha, a, b, c, 0, m, lo, hi, 0, kk, overwrite)
-				}
-			default:
-				lo, hi := kk*w/workers, kk*(w+1)/workers
-				if lo >= hi {
-					if w > 0 {
-						ws.c = ws.c[:0]
-					}
-					return
-				}
-				if w == 0 {
-					direct(k, ws, tA, tB, alpha, a, b, c, 0, m, 0, n, lo, hi, overwrite)
-					return
-				}
-				ws.c = grow(ws.c, m*n)
-				scratch := blas32.General{Rows: m, Cols: n, Stride: n, Data: ws.c}
-				direct(k, ws, tA, tB, alpha, a, b, scratch, 0, m, 0, n, lo, hi, true)
-			}
+			run(w)
 		}(w)
 	}
+	run(0)
 	wg.Wait()
-	if rowPanels < 2*workers && colPanels < workers {
+	if !byRows && !byCols {
 		for _, ws := range wss[1:] {
 			if len(ws.c) == 0 {
 				continue
