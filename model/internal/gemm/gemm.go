@@ -331,6 +331,14 @@ const (
 	parallelFlops = 1 << 22
 )
 
+// parallelDirectFlops is the m·n·k above which the direct path is split
+// over GOMAXPROCS goroutines. It is higher than parallelFlops because the
+// direct products just above that (the CNN's conv1, 6.3M) take 30–60 µs
+// on one core, and on this 2-core machine two goroutines ran them at
+// 0.6–1.05× the speed of one (goroutine start-up and the other core's
+// load). A variable so that the tests can lower it.
+var parallelDirectFlops = float64(1 << 24)
+
 var active atomic.Pointer[kernel]
 
 func init() {
@@ -477,7 +485,7 @@ func Gemm(tA, tB blas.Transpose, alpha float32, a, b blas32.General, beta float3
 	workers := runtime.GOMAXPROCS(0)
 	big := workers > 1 && float64(m)*float64(n)*float64(kk) >= parallelFlops
 	if dir {
-		if big {
+		if workers > 1 && float64(m)*float64(n)*float64(kk) >= parallelDirectFlops {
 			parallelDirect(k, workers, tA, tB, alpha, a, b, c, m, n, kk, overwrite)
 			return
 		}

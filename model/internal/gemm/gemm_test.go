@@ -102,7 +102,9 @@ func TestGemmPathsAgreeWithGonum(t *testing.T) {
 }
 
 // TestDirectPathSplits checks the unpacked direct path (n ≤ 32 or k ≤ 16)
-// against gonum above the parallel threshold, with 2 and 3 workers, so that
+// against gonum above the parallel threshold (lowered to parallelFlops, so
+// that k stays small enough for the tolerance to see a lost chunk), with 2
+// and 3 workers, so that
 // each of parallelDirect's splits runs: by row panels (the CNN's conv1 dcol
 // and forward products), by column panels (k ≤ 16, few rows, wide C) and
 // along k with scratch sums (conv1 dW, 32×25 with k = 7840), in all
@@ -110,6 +112,8 @@ func TestGemmPathsAgreeWithGonum(t *testing.T) {
 func TestDirectPathSplits(t *testing.T) {
 	defer func() { _ = Select(os.Getenv(EnvVar)) }()
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	defer func(f float64) { parallelDirectFlops = f }(parallelDirectFlops)
+	parallelDirectFlops = parallelFlops
 	if err := Select(Paths()[0]); err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +130,7 @@ func TestDirectPathSplits(t *testing.T) {
 			{40, 7000, 16}, {23, 20000, 10}, // by column panels
 			{32, 25, 7840}, {36, 32, 3700}, {30, 17, 9000}, // along k
 		} {
-			if !useDirect(k, s.n, s.k) || float64(s.m)*float64(s.n)*float64(s.k) < parallelFlops {
+			if !useDirect(k, s.n, s.k) || float64(s.m)*float64(s.n)*float64(s.k) < parallelDirectFlops {
 				t.Fatalf("%v does not take the parallel direct path", s)
 			}
 			for _, tA := range trans {
