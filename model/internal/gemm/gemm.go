@@ -14,7 +14,9 @@
 // accumulators). For thin C (the minibatch rows) an untransposed B is read in
 // place instead of packed, and C += A·Bᵀ runs on AVX-512 dot-product kernels
 // that read both operands along k, so the weight matrix is never repacked.
-// The kernel is chosen once at start-up from the CPU's
+// Products with one column panel of C (n ≤ 32) or k ≤ 16, where packing
+// costs as much as the multiply-adds, run on AVX-512 kernels that read both
+// operands where they are (see direct). The kernel is chosen once at start-up from the CPU's
 // features (golang.org/x/sys/cpu); on other CPUs and architectures gonum's
 // pure-Go blas32.Gemm runs instead.
 //
@@ -335,7 +337,7 @@ const (
 // over GOMAXPROCS goroutines. It is higher than parallelFlops because the
 // direct products just above that (the CNN's conv1, 6.3M) take 30–60 µs
 // on one core, and on this 2-core machine two goroutines ran them at
-// 0.6–1.05× the speed of one (goroutine start-up and the other core's
+// 0.7–1.1× the speed of one (goroutine start-up and the other core's
 // load). A variable so that the tests can lower it.
 var parallelDirectFlops = float64(1 << 24)
 
