@@ -74,22 +74,22 @@ const directMR, directNR = 12, 32
 
 // useDirect reports whether C = alpha·op(A)·op(B) goes through direct, with
 // neither operand packed. Packing op(A) pays only when its panel serves
-// several column panels of B (n > 32), and packing both pays only when each
-// tile has enough k steps to amortise the copies (k > 16); the CNN's first
-// convolution (n = 25 or 32, k = 25 or 32, or k = 7840 with n = 25) and the
+// several column panels of B (n > 64: with two panels the 12-row strip of A
+// read in place is still in L1 for the second), and packing both pays only
+// when each tile has enough k steps to amortise the copies (k > 16); the
+// CNN's convolutions (n = 25, 32 or 64 except conv2's dW and dcol) and the
 // dense layers' dW (k = 10) are below one bound or the other.
 func useDirect(k *kernel, n, kk int) bool {
-	return k.direct[0] != nil && forceDirect != 0 && (n <= directNR || kk <= 16)
+	return k.direct[0] != nil && forceDirect != 0 && (n <= 2*directNR || kk <= 16)
 }
 
 // direct computes C[i0:i1, j0:j1] = alpha·op(A)[i0:i1, p0:p1]·op(B)[p0:p1,
 // j0:j1] + C (C's old value is dropped in the first k block if overwrite) in
-// 12×32 tiles, B's column panel outer so that it stays in L1 while op(A)
-// streams past it. An untransposed B is read in place (column tail under
-// opmasks), a transposed one is packed (it is small: n ≤ 32 or k ≤ 16);
-// op(A) is read in place but for its last rows (fewer than 12), which are
-// packed into a zero-padded panel.
-func direct(k *kernel, ws *workspace, tA, tB blas.Transpose, alpha float32, a, b, c blas32.General, i0, i1, j0, j1, p0, p1 int, overwrite bool) {
+// 12×32 tiles. An untransposed B is read in place (column tail under
+// opmasks), a transposed one from pb, packed once by packBAll (it is small:
+// n ≤ 64 or k ≤ 16); op(A) is read in place but for its last rows (fewer
+// than 12, see tailOf).
+func direct(k *kernel, ws *workspace, pb []float32, tA, tB blas.Transpose, alpha float32, a, b, c blas32.General, i0, i1, j0, j1, p0, p1 int, overwrite bool) {
 	const mr, nr = directMR, directNR
 	full := i0 + (i1-i0)/mr*mr
 	for pc := p0; pc < p1; pc += kc {
@@ -97,10 +97,6 @@ func direct(k *kernel, ws *workspace, tA, tB blas.Transpose, alpha float32, a, b
 		acc := 1
 		if overwrite && pc == p0 {
 			acc = 0
-		}
-		if tB == blas.Trans {
-			ws.b = grow(ws.b, roundUp(j1-j0, nr)*kb)
-			packB(ws.b, b, tB, pc, kb, j0, j1-j0, nr)
 		}
 		var t directTail
 		if full < i1 {
@@ -110,24 +106,38 @@ func direct(k *kernel, ws *workspace, tA, tB blas.Transpose, alpha float32, a, b
 				packA(ws.a, a, tA, full, i1-full, pc+t.inPlace, kb-t.inPlace, mr, 1)
 			}
 		}
-		// With B's block small enough to stay in L1 (k ≤ 16: the dense
-		// layers' dW), C is written a row panel at a time, which keeps the
-		// stores to a large C in few pages; otherwise B's column panel is the
+		// With B's block small enough to stay in L1 or L2 (k ≤ 16: the dense
+		// layers' dW; n ≤ 64), C is written a row panel at a time, which
+		// keeps the stores to a large C in few pages and op(A)'s 12-row strip
+		// in L1 for both column panels; otherwise B's column panel is the
 		// outer loop and stays in L1 while op(A) streams past it.
-		if kb*(j1-j0) <= 8192 {
+		if kb*(j1-j0) <= 16384 {
 			for ir := i0; ir < i1; ir += mr {
 				for jr := j0; jr < j1; jr += nr {
-					directTile(k, ws, tA, tB, alpha, a, b, c, ir, min(mr, i1-ir), full, jr, min(nr, j1-jr), j0, pc, kb, acc, t)
+					directTile(k, ws, pb, tA, tB, alpha, a, b, c, ir, min(mr, i1-ir), full, jr, min(nr, j1-jr), pc, kb, acc, t)
 				}
 			}
 			continue
 		}
 		for jr := j0; jr < j1; jr += nr {
 			for ir := i0; ir < i1; ir += mr {
-				directTile(k, ws, tA, tB, alpha, a, b, c, ir, min(mr, i1-ir), full, jr, min(nr, j1-jr), j0, pc, kb, acc, t)
+				directTile(k, ws, pb, tA, tB, alpha, a, b, c, ir, min(mr, i1-ir), full, jr, min(nr, j1-jr), pc, kb, acc, t)
 			}
 		}
 	}
+}
+
+// packBAll packs all of a transposed op(B) (n ≤ 64 or k ≤ 16 in the direct
+// path, so it is small) as 32-wide panels over all kk steps: element (p, j)
+// of panel q at q·32·kk + p·32 + j, columns past n zero. An untransposed B
+// is read in place and nothing is packed.
+func packBAll(dst []float32, b blas32.General, tB blas.Transpose, n, kk int) []float32 {
+	if tB != blas.Trans {
+		return dst
+	}
+	dst = grow(dst, roundUp(n, directNR)*kk)
+	packB(dst, b, tB, 0, kk, 0, n, directNR)
+	return dst
 }
 
 // directTail is how direct runs op(A)'s last rows (fewer than 12): fn
@@ -161,8 +171,8 @@ func tailOf(k *kernel, tA blas.Transpose, a blas32.General, rows, full, pc, kb i
 
 // directTile runs one direct kernel call: the rows×cols tile of C at (ir,
 // jr) over k steps pc..pc+kb. Rows from full on go through t; a transposed
-// B comes from the panels in ws.b (from column j0).
-func directTile(k *kernel, ws *workspace, tA, tB blas.Transpose, alpha float32, a, b, c blas32.General, ir, rows, full, jr, cols, j0, pc, kb, acc int, t directTail) {
+// B comes from pb (see packBAll).
+func directTile(k *kernel, ws *workspace, pb []float32, tA, tB blas.Transpose, alpha float32, a, b, c blas32.General, ir, rows, full, jr, cols, pc, kb, acc int, t directTail) {
 	const mr, nr = directMR, directNR
 	m0, m1 := colMasks(cols)
 	bp, ldb := (*float32)(nil), nr
@@ -175,10 +185,11 @@ func directTile(k *kernel, ws *workspace, tA, tB blas.Transpose, alpha float32, 
 			bRest = &b.Data[boff+t.inPlace*b.Stride]
 		}
 	} else {
-		boff := (jr - j0) / nr * nr * kb
-		bp = &ws.b[boff]
+		boff := jr/nr*nr*b.Cols + pc*nr // op(B) = Bᵀ has b.Cols rows
+		_ = pb[boff+kb*nr-1]
+		bp = &pb[boff]
 		if ir >= full && t.inPlace < kb {
-			bRest = &ws.b[boff+t.inPlace*nr]
+			bRest = &pb[boff+t.inPlace*nr]
 		}
 	}
 	coff := ir*c.Stride + jr
@@ -231,6 +242,9 @@ func parallelDirect(k *kernel, workers int, tA, tB blas.Transpose, alpha float32
 	for w := range wss {
 		wss[w] = getWS()
 	}
+	// A transposed B is packed once, all of it, and shared read-only.
+	wss[0].b = packBAll(wss[0].b, b, tB, n, kk)
+	pb := wss[0].b
 	var next atomic.Int64
 	next.Store(1)
 	run := func(w int) {
@@ -245,21 +259,21 @@ func parallelDirect(k *kernel, workers int, tA, tB blas.Transpose, alpha float32
 			case byRows:
 				lo := rowPanels * idx / chunks * directMR
 				hi := min(m, rowPanels*(idx+1)/chunks*directMR)
-				direct(k, ws, tA, tB, alpha, a, b, c, lo, hi, 0, n, 0, kk, overwrite)
+				direct(k, ws, pb, tA, tB, alpha, a, b, c, lo, hi, 0, n, 0, kk, overwrite)
 			case byCols:
 				lo := colPanels * idx / chunks * directNR
 				hi := min(n, colPanels*(idx+1)/chunks*directNR)
-				direct(k, ws, tA, tB, alpha, a, b, c, 0, m, lo, hi, 0, kk, overwrite)
+				direct(k, ws, pb, tA, tB, alpha, a, b, c, 0, m, lo, hi, 0, kk, overwrite)
 			default:
 				lo, hi := kk*idx/chunks, kk*(idx+1)/chunks
 				if w == 0 {
-					direct(k, ws, tA, tB, alpha, a, b, c, 0, m, 0, n, lo, hi, overwrite && first)
+					direct(k, ws, pb, tA, tB, alpha, a, b, c, 0, m, 0, n, lo, hi, overwrite && first)
 				} else {
 					if first {
 						ws.c = grow(ws.c, m*n)
 					}
 					scratch := blas32.General{Rows: m, Cols: n, Stride: n, Data: ws.c}
-					direct(k, ws, tA, tB, alpha, a, b, scratch, 0, m, 0, n, lo, hi, first)
+					direct(k, ws, pb, tA, tB, alpha, a, b, scratch, 0, m, 0, n, lo, hi, first)
 				}
 			}
 			first = false
@@ -492,7 +506,8 @@ func Gemm(tA, tB blas.Transpose, alpha float32, a, b blas32.General, beta float3
 			return
 		}
 		ws := getWS()
-		direct(k, ws, tA, tB, alpha, a, b, c, 0, m, 0, n, 0, kk, overwrite)
+		ws.b = packBAll(ws.b, b, tB, n, kk)
+		direct(k, ws, ws.b, tA, tB, alpha, a, b, c, 0, m, 0, n, 0, kk, overwrite)
 		putWS(ws)
 		return
 	}

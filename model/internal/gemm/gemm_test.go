@@ -101,7 +101,7 @@ func TestGemmPathsAgreeWithGonum(t *testing.T) {
 	}
 }
 
-// TestDirectPathSplits checks the unpacked direct path (n ≤ 32 or k ≤ 16)
+// TestDirectPathSplits checks the unpacked direct path (n ≤ 64 or k ≤ 16)
 // against gonum above the parallel threshold (lowered to parallelFlops, so
 // that k stays small enough for the tolerance to see a lost chunk), with 2
 // and 3 workers, so that
@@ -126,7 +126,7 @@ func TestDirectPathSplits(t *testing.T) {
 	for _, workers := range []int{2, 3} {
 		runtime.GOMAXPROCS(workers)
 		for _, s := range []shape{
-			{7840, 25, 32}, {7840, 32, 25}, {1000, 31, 200}, // by row panels
+			{7840, 25, 32}, {7840, 32, 25}, {1000, 31, 200}, {1960, 64, 100}, // by row panels
 			{40, 7000, 16}, {23, 20000, 10}, // by column panels
 			{32, 25, 7840}, {36, 32, 3700}, {30, 17, 9000}, // along k
 		} {
@@ -272,7 +272,7 @@ func TestDirectTails(t *testing.T) {
 			t.Fatal(err)
 		}
 		for m := 1; m <= 26; m++ {
-			for _, n := range []int{1, 7, 16, 25, 32, 40} {
+			for _, n := range []int{1, 7, 16, 25, 32, 40, 64, 65} {
 				for _, k := range []int{1, 3, 10, 16, 300} {
 					alpha := []float32{1, -0.5}[rng.IntN(2)]
 					beta := []float32{0, 1, 0.25}[rng.IntN(3)]
