@@ -220,11 +220,11 @@ func directTile(k *kernel, ws *workspace, pb []float32, tA, tB blas.Transpose, a
 // at least two per worker, else by 32-column panels when there is one per
 // worker, else along k, each worker but the caller summing into a scratch C
 // that is added to C at the end (the conv1 dW product, 32×25 with k = 7840).
-// These products take tens of microseconds, about as long as it takes the
-// scheduler to start a goroutine on the other core, so the split is into up
-// to 8 chunks per worker taken from a shared counter: the calling goroutine
-// starts at once (chunk 0 is its own) and a helper that starts late takes
-// fewer chunks instead of being waited for.
+// Starting a goroutine on the other core can take a sizeable part of these
+// products' fraction of a millisecond, and the other core may be busy, so
+// the split is into up to 8 chunks per worker taken from a shared counter:
+// the calling goroutine starts at once (chunk 0 is its own) and a helper
+// that starts late takes fewer chunks instead of being waited for.
 func parallelDirect(k *kernel, workers int, tA, tB blas.Transpose, alpha float32, a, b, c blas32.General, m, n, kk int, overwrite bool) {
 	rowPanels := (m + directMR - 1) / directMR
 	colPanels := (n + directNR - 1) / directNR
