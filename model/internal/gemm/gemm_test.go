@@ -104,11 +104,11 @@ func TestGemmPathsAgreeWithGonum(t *testing.T) {
 // TestDirectPathSplits checks the unpacked direct path (n ≤ 64 or k ≤ 16)
 // against gonum above the parallel threshold (lowered to parallelFlops, so
 // that k stays small enough for the tolerance to see a lost chunk), with 2
-// and 3 workers, so that
-// each of parallelDirect's splits runs: by row panels (the CNN's conv1 dcol
-// and forward products), by column panels (k ≤ 16, few rows, wide C) and
-// along k with scratch sums (conv1 dW, 32×25 with k = 7840), in all
-// transposes, with strided operands and several alpha and beta.
+// and 3 workers, so that each of parallelDirect's splits runs: by row panels
+// (the CNN's conv1 dcol and forward products), by column panels (k ≤ 16, few
+// rows, wide C) and along k with scratch sums (conv1 dW, 32×25 with
+// k = 7840), in all transposes, with strided operands and several alpha and
+// beta.
 func TestDirectPathSplits(t *testing.T) {
 	defer func() { _ = Select(os.Getenv(EnvVar)) }()
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
