@@ -14,7 +14,9 @@
 // accumulators). For thin C (the minibatch rows) an untransposed B is read in
 // place instead of packed, and C += A·Bᵀ runs on AVX-512 dot-product kernels
 // that read both operands along k, so the weight matrix is never repacked.
-// The kernel is chosen once at start-up from the CPU's
+// Products with one column panel of C (n ≤ 32) or k ≤ 16, where packing
+// costs as much as the multiply-adds, run on AVX-512 kernels that read both
+// operands where they are (see direct). The kernel is chosen once at start-up from the CPU's
 // features (golang.org/x/sys/cpu); on other CPUs and architectures gonum's
 // pure-Go blas32.Gemm runs instead.
 //
@@ -54,9 +56,253 @@ type kernel struct {
 	// dot, if set, holds the 1-, 2- and 3-row dot-product kernels used for
 	// C += A·Bᵀ with thin A (dotNT).
 	dot [3]dotFn
+	// direct, if set, holds the unpacked 12×32 kernels for Aᵀ read in place
+	// (or a packed 12-row panel) and for untransposed A read in place (see
+	// direct).
+	direct [2]directFn
+	// directTail, if set, holds 4×32 and 8×32 versions of direct[0] for
+	// op(A)'s last rows.
+	directTail [2]directFn
 }
 
 type dotFn func(k16 int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int, mask uint16)
+
+type directFn func(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int, rows int, m0, m1 uint16, alpha float32, acc int)
+
+// Tile of the direct kernels.
+const directMR, directNR = 12, 32
+
+// useDirect reports whether C = alpha·op(A)·op(B) goes through direct, with
+// neither operand packed. Packing op(A) pays only when its panel serves
+// several column panels of B (n > 64: with two panels the 12-row strip of A
+// read in place is still in L1 for the second), and packing both pays only
+// when each tile has enough k steps to amortise the copies (k > 16); the
+// CNN's convolutions (n = 25, 32 or 64 except conv2's dW and dcol) and the
+// dense layers' dW (k = 10) are below one bound or the other.
+func useDirect(k *kernel, n, kk int) bool {
+	return k.direct[0] != nil && forceDirect != 0 && (n <= 2*directNR || kk <= 16)
+}
+
+// direct computes C[i0:i1, j0:j1] = alpha·op(A)[i0:i1, p0:p1]·op(B)[p0:p1,
+// j0:j1] + C (C's old value is dropped in the first k block if overwrite) in
+// 12×32 tiles. An untransposed B is read in place (column tail under
+// opmasks), a transposed one from pb, packed once by packBAll (it is small:
+// n ≤ 64 or k ≤ 16); op(A) is read in place but for its last rows (fewer
+// than 12, see tailOf).
+func direct(k *kernel, ws *workspace, pb []float32, tA, tB blas.Transpose, alpha float32, a, b, c blas32.General, i0, i1, j0, j1, p0, p1 int, overwrite bool) {
+	const mr, nr = directMR, directNR
+	full := i0 + (i1-i0)/mr*mr
+	for pc := p0; pc < p1; pc += kc {
+		kb := min(kc, p1-pc)
+		acc := 1
+		if overwrite && pc == p0 {
+			acc = 0
+		}
+		var t directTail
+		if full < i1 {
+			t = tailOf(k, tA, a, i1-full, full, pc, kb)
+			if t.inPlace < kb {
+				ws.a = grow(ws.a, mr*(kb-t.inPlace))
+				packA(ws.a, a, tA, full, i1-full, pc+t.inPlace, kb-t.inPlace, mr, 1)
+			}
+		}
+		// With B's block small enough to stay in L1 or L2 (k ≤ 16: the dense
+		// layers' dW; n ≤ 64), C is written a row panel at a time, which
+		// keeps the stores to a large C in few pages and op(A)'s 12-row strip
+		// in L1 for both column panels; otherwise B's column panel is the
+		// outer loop and stays in L1 while op(A) streams past it.
+		if kb*(j1-j0) <= 16384 {
+			for ir := i0; ir < i1; ir += mr {
+				for jr := j0; jr < j1; jr += nr {
+					directTile(k, ws, pb, tA, tB, alpha, a, b, c, ir, min(mr, i1-ir), full, jr, min(nr, j1-jr), pc, kb, acc, t)
+				}
+			}
+			continue
+		}
+		for jr := j0; jr < j1; jr += nr {
+			for ir := i0; ir < i1; ir += mr {
+				directTile(k, ws, pb, tA, tB, alpha, a, b, c, ir, min(mr, i1-ir), full, jr, min(nr, j1-jr), pc, kb, acc, t)
+			}
+		}
+	}
+}
+
+// packBAll packs all of a transposed op(B) (n ≤ 64 or k ≤ 16 in the direct
+// path, so it is small) as 32-wide panels over all kk steps: element (p, j)
+// of panel q at q·32·kk + p·32 + j, columns past n zero. An untransposed B
+// is read in place and nothing is packed.
+func packBAll(dst []float32, b blas32.General, tB blas.Transpose, n, kk int) []float32 {
+	if tB != blas.Trans {
+		return dst
+	}
+	dst = grow(dst, roundUp(n, directNR)*kk)
+	packB(dst, b, tB, 0, kk, 0, n, directNR)
+	return dst
+}
+
+// directTail is how direct runs op(A)'s last rows (fewer than 12): fn
+// reads mr values per k step; the first inPlace steps of the k block are
+// read in place from Aᵀ, the others from a zero-padded 12-row panel.
+type directTail struct {
+	fn          directFn
+	mr, inPlace int
+}
+
+// tailOf chooses the kernel for the rows rows from row full of op(A) and
+// the k steps pc..pc+kb it may read in place: with A transposed, step p
+// reads mr values from A[p][full], which may run past A's row (rows < mr)
+// into the next one, and is in place only while that stays inside A.Data.
+func tailOf(k *kernel, tA blas.Transpose, a blas32.General, rows, full, pc, kb int) directTail {
+	t := directTail{fn: k.direct[0], mr: directMR}
+	switch {
+	case k.directTail[0] == nil:
+	case rows <= 4:
+		t.fn, t.mr = k.directTail[0], 4
+	case rows <= 8:
+		t.fn, t.mr = k.directTail[1], 8
+	}
+	if tA == blas.Trans {
+		if last := len(a.Data) - full - t.mr; last >= 0 {
+			t.inPlace = min(kb, max(0, last/a.Stride+1-pc))
+		}
+	}
+	return t
+}
+
+// directTile runs one direct kernel call: the rows×cols tile of C at (ir,
+// jr) over k steps pc..pc+kb. Rows from full on go through t; a transposed
+// B comes from pb (see packBAll).
+func directTile(k *kernel, ws *workspace, pb []float32, tA, tB blas.Transpose, alpha float32, a, b, c blas32.General, ir, rows, full, jr, cols, pc, kb, acc int, t directTail) {
+	const mr, nr = directMR, directNR
+	m0, m1 := colMasks(cols)
+	bp, ldb := (*float32)(nil), nr
+	var bRest *float32 // B's row pc + t.inPlace, for the packed tail steps
+	if tB == blas.NoTrans {
+		boff := pc*b.Stride + jr
+		_ = b.Data[boff+(kb-1)*b.Stride+cols-1]
+		bp, ldb = &b.Data[boff], b.Stride
+		if ir >= full && t.inPlace < kb {
+			bRest = &b.Data[boff+t.inPlace*b.Stride]
+		}
+	} else {
+		boff := jr/nr*nr*b.Cols + pc*nr // op(B) = Bᵀ has b.Cols rows
+		_ = pb[boff+kb*nr-1]
+		bp = &pb[boff]
+		if ir >= full && t.inPlace < kb {
+			bRest = &pb[boff+t.inPlace*nr]
+		}
+	}
+	coff := ir*c.Stride + jr
+	_ = c.Data[coff+(rows-1)*c.Stride+cols-1]
+	switch {
+	case ir >= full:
+		if t.inPlace > 0 {
+			aoff := pc*a.Stride + ir
+			_ = a.Data[aoff+(t.inPlace-1)*a.Stride+t.mr-1]
+			t.fn(t.inPlace, &a.Data[aoff], a.Stride, bp, ldb, &c.Data[coff], c.Stride, rows, m0, m1, alpha, acc)
+			acc = 1
+		}
+		if t.inPlace < kb {
+			t.fn(kb-t.inPlace, &ws.a[0], mr, bRest, ldb, &c.Data[coff], c.Stride, rows, m0, m1, alpha, acc)
+		}
+	case tA == blas.Trans:
+		aoff := pc*a.Stride + ir
+		_ = a.Data[aoff+(kb-1)*a.Stride+mr-1]
+		k.direct[0](kb, &a.Data[aoff], a.Stride, bp, ldb, &c.Data[coff], c.Stride, mr, m0, m1, alpha, acc)
+	default:
+		aoff := ir*a.Stride + pc
+		_ = a.Data[aoff+(mr-1)*a.Stride+kb-1]
+		k.direct[1](kb, &a.Data[aoff], a.Stride, bp, ldb, &c.Data[coff], c.Stride, mr, m0, m1, alpha, acc)
+	}
+}
+
+// parallelDirect splits direct over workers: by 12-row panels when there are
+// at least two per worker, else by 32-column panels when there is one per
+// worker, else along k, each worker but the caller summing into a scratch C
+// that is added to C at the end (the conv1 dW product, 32×25 with k = 7840).
+// Starting a goroutine on the other core can take a sizeable part of these
+// products' fraction of a millisecond, and the other core may be busy, so
+// the split is into up to 8 chunks per worker taken from a shared counter:
+// the calling goroutine starts at once (chunk 0 is its own) and a helper
+// that starts late takes fewer chunks instead of being waited for.
+func parallelDirect(k *kernel, workers int, tA, tB blas.Transpose, alpha float32, a, b, c blas32.General, m, n, kk int, overwrite bool) {
+	rowPanels := (m + directMR - 1) / directMR
+	colPanels := (n + directNR - 1) / directNR
+	byRows, byCols := rowPanels >= 2*workers, rowPanels < 2*workers && colPanels >= workers
+	chunks := 8 * workers
+	switch {
+	case byRows:
+		chunks = min(chunks, rowPanels)
+	case byCols:
+		chunks = min(chunks, colPanels)
+	default:
+		chunks = min(chunks, kk)
+	}
+	wss := make([]*workspace, workers)
+	for w := range wss {
+		wss[w] = getWS()
+	}
+	// A transposed B is packed once, all of it, and shared read-only.
+	wss[0].b = packBAll(wss[0].b, b, tB, n, kk)
+	pb := wss[0].b
+	var next atomic.Int64
+	next.Store(1)
+	run := func(w int) {
+		ws := wss[w]
+		ws.c = ws.c[:0]
+		first := true
+		for idx := 0; idx < chunks; idx = int(next.Add(1) - 1) {
+			if w > 0 && first && idx == 0 {
+				continue // chunk 0 is the caller's
+			}
+			switch {
+			case byRows:
+				lo := rowPanels * idx / chunks * directMR
+				hi := min(m, rowPanels*(idx+1)/chunks*directMR)
+				direct(k, ws, pb, tA, tB, alpha, a, b, c, lo, hi, 0, n, 0, kk, overwrite)
+			case byCols:
+				lo := colPanels * idx / chunks * directNR
+				hi := min(n, colPanels*(idx+1)/chunks*directNR)
+				direct(k, ws, pb, tA, tB, alpha, a, b, c, 0, m, lo, hi, 0, kk, overwrite)
+			default:
+				lo, hi := kk*idx/chunks, kk*(idx+1)/chunks
+				if w == 0 {
+					direct(k, ws, pb, tA, tB, alpha, a, b, c, 0, m, 0, n, lo, hi, overwrite && first)
+				} else {
+					if first {
+						ws.c = grow(ws.c, m*n)
+					}
+					scratch := blas32.General{Rows: m, Cols: n, Stride: n, Data: ws.c}
+					direct(k, ws, pb, tA, tB, alpha, a, b, scratch, 0, m, 0, n, lo, hi, first)
+				}
+			}
+			first = false
+		}
+	}
+	var wg sync.WaitGroup
+	for w := 1; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			run(w)
+		}(w)
+	}
+	run(0)
+	wg.Wait()
+	if !byRows && !byCols {
+		for _, ws := range wss[1:] {
+			if len(ws.c) == 0 {
+				continue
+			}
+			for i := 0; i < m; i++ {
+				Add(c.Data[i*c.Stride:i*c.Stride+n], ws.c[i*n:i*n+n])
+			}
+		}
+	}
+	for _, ws := range wss {
+		putWS(ws)
+	}
+}
 
 // dotNT computes C += A·Bᵀ for thin C (the minibatch rows times a weight
 // matrix's transpose) without packing: packing Bᵀ would cost as much as the
@@ -100,6 +346,14 @@ const (
 	// goroutine and allocates nothing.
 	parallelFlops = 1 << 22
 )
+
+// parallelDirectFlops is the m·n·k above which the direct path is split
+// over GOMAXPROCS goroutines. It is higher than parallelFlops because the
+// direct products just above that (the CNN's conv1, 6.3M) take 30–60 µs
+// on one core, and on this 2-core machine two goroutines ran them at
+// 0.7–1.1× the speed of one (goroutine start-up and the other core's
+// load). A variable so that the tests can lower it.
+var parallelDirectFlops = float64(1 << 24)
 
 var active atomic.Pointer[kernel]
 
@@ -157,6 +411,8 @@ func Path() string {
 // sync.Pool, which the collector may empty) keeps calls allocation-free.
 type workspace struct {
 	a, b, tile []float32
+	// c is a worker's scratch C when parallelDirect splits k.
+	c []float32
 }
 
 var (
@@ -219,9 +475,10 @@ func Gemm(tA, tB blas.Transpose, alpha float32, a, b blas32.General, beta float3
 		return
 	}
 	dot := tA == blas.NoTrans && tB == blas.Trans && k.dot[0] != nil && forceDot != 0 && alpha == 1 && m <= 16 && n >= 4
+	dir := !dot && useDirect(k, n, kk)
 	// With beta = 0 the first k block stores its tiles over C (see macro)
 	// instead of C being cleared, then read back, in a pass of its own.
-	overwrite := beta == 0 && k.store != nil && forceStore != 0 && kk > 0 && alpha != 0 && !dot
+	overwrite := beta == 0 && (k.store != nil || dir) && forceStore != 0 && kk > 0 && alpha != 0 && !dot
 	if beta != 1 && !overwrite {
 		for i := 0; i < m; i++ {
 			row := c.Data[i*c.Stride : i*c.Stride+n]
@@ -242,7 +499,19 @@ func Gemm(tA, tB blas.Transpose, alpha float32, a, b blas32.General, beta float3
 		return
 	}
 	workers := runtime.GOMAXPROCS(0)
-	if workers > 1 && float64(m)*float64(n)*float64(kk) >= parallelFlops {
+	big := workers > 1 && float64(m)*float64(n)*float64(kk) >= parallelFlops
+	if dir {
+		if workers > 1 && float64(m)*float64(n)*float64(kk) >= parallelDirectFlops {
+			parallelDirect(k, workers, tA, tB, alpha, a, b, c, m, n, kk, overwrite)
+			return
+		}
+		ws := getWS()
+		ws.b = packBAll(ws.b, b, tB, n, kk)
+		direct(k, ws, ws.b, tA, tB, alpha, a, b, c, 0, m, 0, n, 0, kk, overwrite)
+		putWS(ws)
+		return
+	}
+	if big {
 		parallel(k, workers, tA, tB, alpha, a, b, c, m, n, kk, overwrite)
 		return
 	}
@@ -549,7 +818,8 @@ func clearTile(c blas32.General, off, rows, cols int) {
 	}
 }
 
-// forceInPlace, forceEdge, forceDot and forceStore let the tests switch the
-// in-place path, the masked edge kernel, the dot-product path and the
-// beta = 0 store kernel off (0) to compare.
-var forceInPlace, forceEdge, forceDot, forceStore = 1, 1, 1, 1
+// forceInPlace, forceEdge, forceDot, forceStore and forceDirect let the
+// tests switch the in-place path, the masked edge kernel, the dot-product
+// path, the beta = 0 store kernel and the unpacked direct path off (0) to
+// compare.
+var forceInPlace, forceEdge, forceDot, forceStore, forceDirect = 1, 1, 1, 1, 1

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -91,11 +92,54 @@ func checkAgainstGonum(t *testing.T, rng *rand.Rand, path string, tA, tB blas.Tr
 // several alpha/beta, and compares with gonum's blas32.Gemm.
 func TestGemmPathsAgreeWithGonum(t *testing.T) {
 	defer func() { _ = Select(os.Getenv(EnvVar)) }()
-	defer func() { forceInPlace, forceEdge, forceDot, forceStore = 1, 1, 1, 1 }()
+	defer func() { forceInPlace, forceEdge, forceDot, forceStore, forceDirect = 1, 1, 1, 1, 1 }()
 	for _, path := range Paths() {
-		for _, variant := range [][4]int{{1, 1, 1, 1}, {0, 1, 1, 1}, {1, 0, 1, 1}, {1, 1, 0, 1}, {1, 1, 1, 0}, {0, 0, 1, 1}} {
-			forceInPlace, forceEdge, forceDot, forceStore = variant[0], variant[1], variant[2], variant[3]
+		for _, variant := range [][5]int{{1, 1, 1, 1, 1}, {0, 1, 1, 1, 1}, {1, 0, 1, 1, 1}, {1, 1, 0, 1, 1}, {1, 1, 1, 0, 1}, {0, 0, 1, 1, 1}, {1, 1, 1, 1, 0}, {1, 1, 1, 0, 0}} {
+			forceInPlace, forceEdge, forceDot, forceStore, forceDirect = variant[0], variant[1], variant[2], variant[3], variant[4]
 			checkAllShapes(t, path)
+		}
+	}
+}
+
+// TestDirectPathSplits checks the unpacked direct path (n ≤ 64 or k ≤ 16)
+// against gonum above the parallel threshold (lowered to parallelFlops, so
+// that k stays small enough for the tolerance to see a lost chunk), with 2
+// and 3 workers, so that each of parallelDirect's splits runs: by row panels
+// (the CNN's conv1 dcol and forward products), by column panels (k ≤ 16, few
+// rows, wide C) and along k with scratch sums (conv1 dW, 32×25 with
+// k = 7840), in all transposes, with strided operands and several alpha and
+// beta.
+func TestDirectPathSplits(t *testing.T) {
+	defer func() { _ = Select(os.Getenv(EnvVar)) }()
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	defer func(f float64) { parallelDirectFlops = f }(parallelDirectFlops)
+	parallelDirectFlops = parallelFlops
+	if err := Select(Paths()[0]); err != nil {
+		t.Fatal(err)
+	}
+	k := active.Load()
+	if k == nil || k.direct[0] == nil {
+		t.Skipf("path %s has no direct kernels", Path())
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	trans := []blas.Transpose{blas.NoTrans, blas.Trans}
+	for _, workers := range []int{2, 3} {
+		runtime.GOMAXPROCS(workers)
+		for _, s := range []shape{
+			{7840, 25, 32}, {7840, 32, 25}, {1000, 31, 200}, {1960, 64, 100}, // by row panels
+			{40, 7000, 16}, {23, 20000, 10}, // by column panels
+			{32, 25, 7840}, {36, 32, 3700}, {30, 17, 9000}, // along k
+		} {
+			if !useDirect(k, s.n, s.k) || float64(s.m)*float64(s.n)*float64(s.k) < parallelDirectFlops {
+				t.Fatalf("%v does not take the parallel direct path", s)
+			}
+			for _, tA := range trans {
+				for _, tB := range trans {
+					alpha := []float32{1, -0.5, 2}[rng.IntN(3)]
+					beta := []float32{0, 1, 0.25}[rng.IntN(3)]
+					checkAgainstGonum(t, rng, Path(), tA, tB, s, alpha, beta)
+				}
+			}
 		}
 	}
 }
@@ -210,6 +254,30 @@ func TestAddMatchesLoop(t *testing.T) {
 			}
 			if dst[:n+1][n] != guard {
 				t.Fatalf("%s n=%d: Add wrote past len(dst)", path, n)
+			}
+		}
+	}
+}
+
+// TestDirectTails sweeps the direct path's row tails (op(A)'s last 1..11
+// rows: the 4- and 8-row kernels, reading Aᵀ in place until the reads would
+// pass the end of A.Data, then a packed panel) and column tails (opmasks),
+// for every transpose, k from 1 step to past one k block, strided or not.
+func TestDirectTails(t *testing.T) {
+	defer func() { _ = Select(os.Getenv(EnvVar)) }()
+	rng := rand.New(rand.NewPCG(7, 8))
+	trans := []blas.Transpose{blas.NoTrans, blas.Trans}
+	for _, path := range Paths() {
+		if err := Select(path); err != nil {
+			t.Fatal(err)
+		}
+		for m := 1; m <= 26; m++ {
+			for _, n := range []int{1, 7, 16, 25, 32, 40, 64, 65} {
+				for _, k := range []int{1, 3, 10, 16, 300} {
+					alpha := []float32{1, -0.5}[rng.IntN(2)]
+					beta := []float32{0, 1, 0.25}[rng.IntN(3)]
+					checkAgainstGonum(t, rng, path, trans[rng.IntN(2)], trans[rng.IntN(2)], shape{m, n, k}, alpha, beta)
+				}
 			}
 		}
 	}

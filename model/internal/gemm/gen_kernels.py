@@ -122,3 +122,96 @@ out += "\n// Dot-product kernels for C += A·Bᵀ with thin A (R = 1..3 rows) an
 for R in (1,2,3):
     out += dot(R) + "\n"
 open("kernel_amd64.s","w").write(out)
+
+def direct(name, mode, MR=12, U=4):
+    # mode "T": A's step p holds the 12 values of the tile's rows contiguously
+    # at a + p·lda (op(A) = Aᵀ read in place, or a packed panel with lda = 12);
+    # mode "N": row r of the tile at a + r·lda, its k values contiguous
+    # (untransposed A read in place).
+    L=[f"// func {name}(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int, rows int, m0, m1 uint16, alpha float32, acc int)",
+       f"TEXT ·{name}(SB), NOSPLIT, $0-80",
+       "\tMOVQ k+0(FP), CX\n\tMOVQ a+8(FP), SI\n\tMOVQ lda+16(FP), R8\n\tSHLQ $2, R8",
+       "\tMOVQ b+24(FP), DI\n\tMOVQ ldb+32(FP), R9\n\tSHLQ $2, R9\n\tMOVQ c+40(FP), DX\n\tMOVQ ldc+48(FP), R10\n\tSHLQ $2, R10",
+       "\tMOVWLZX m0+64(FP), AX\n\tKMOVW AX, K1\n\tMOVWLZX m1+66(FP), AX\n\tKMOVW AX, K2"]
+    if mode == "N":
+        # Row bases: SI rows 0,1,2,4,8; R11 = SI+3·lda rows 3,5,7,11;
+        # R12 = SI+6·lda rows 6,10; R13 = SI+9·lda row 9.
+        L.append("\tLEAQ (SI)(R8*2), R11\n\tADDQ R8, R11\n\tLEAQ (R11)(R8*2), R12\n\tADDQ R8, R12\n\tLEAQ (R12)(R8*2), R13\n\tADDQ R8, R13")
+        rowaddr = {0:"(SI)",1:"(SI)(R8*1)",2:"(SI)(R8*2)",3:"(R11)",4:"(SI)(R8*4)",5:"(R11)(R8*2)",
+                   6:"(R12)",7:"(R11)(R8*4)",8:"(SI)(R8*8)",9:"(R13)",10:"(R12)(R8*4)",11:"(R11)(R8*8)"}
+    for i in range(2*MR):
+        L.append(f"\tVXORPS Z{i}, Z{i}, Z{i}")
+    def step(u):
+        L.append("\tVMOVUPS.Z (DI), K1, Z24\n\tVMOVUPS.Z 64(DI), K2, Z25")
+        for r in range(MR):
+            br = f"Z{26+r%2}"
+            if mode == "T":
+                L.append(f"\tVBROADCASTSS {4*r}(SI), {br}")
+            else:
+                L.append(f"\tVBROADCASTSS {4*u}{rowaddr[r]}, {br}")
+            L.append(f"\tVFMADD231PS Z24, {br}, Z{2*r}")
+            L.append(f"\tVFMADD231PS Z25, {br}, Z{2*r+1}")
+        L.append("\tADDQ R9, DI")
+        if mode == "T":
+            L.append("\tADDQ R8, SI")
+    def advanceN(nbytes):
+        for r in ("SI","R11","R12","R13"):
+            L.append(f"\tADDQ ${nbytes}, {r}")
+    L.append(f"\tCMPQ CX, ${U}\n\tJLT {name}_tail")
+    L.append(name+"_loop:")
+    for u in range(U):
+        step(u)
+    if mode == "N":
+        advanceN(4*U)
+    L.append(f"\tSUBQ ${U}, CX\n\tCMPQ CX, ${U}\n\tJGE {name}_loop")
+    L.append(name+"_tail:")
+    L.append(f"\tTESTQ CX, CX\n\tJE {name}_store")
+    L.append(name+"_one:")
+    step(0)
+    if mode == "N":
+        advanceN(4)
+    L.append(f"\tDECQ CX\n\tJNZ {name}_one")
+    L.append(name+"_store:")
+    # Four stores: adding to C or over it, each with the column opmasks or,
+    # for a full 32-column tile, plain stores (masked stores are slower).
+    L.append("\tMOVQ rows+56(FP), R14\n\tVBROADCASTSS alpha+68(FP), Z28")
+    L.append("\tMOVWLZX m0+64(FP), BX\n\tMOVWLZX m1+66(FP), AX\n\tANDL AX, BX\n\tCMPL BX, $0xFFFF\n\tJEQ "+name+"_full")
+    def stores(label, acc, masked):
+        L.append(name+label+":")
+        for r in range(MR):
+            for h in range(2):
+                K = ("K1, " if h == 0 else "K2, ") if masked else ""
+                if acc:
+                    L.append(f"\tVMOVUPS.Z {64*h}(DX), K{1+h}, Z{30+h}" if masked else f"\tVMOVUPS {64*h}(DX), Z{30+h}")
+                    L.append(f"\tVFMADD231PS Z28, Z{2*r+h}, Z{30+h}")
+                    L.append(f"\tVMOVUPS Z{30+h}, {K}{64*h}(DX)")
+                else:
+                    L.append(f"\tVMULPS Z28, Z{2*r+h}, Z{2*r+h}")
+                    L.append(f"\tVMOVUPS Z{2*r+h}, {K}{64*h}(DX)")
+            if r < MR-1:
+                L.append("\tDECQ R14\n\tJZ " + name + "_done\n\tADDQ R10, DX")
+        L.append("\tJMP "+name+"_done")
+    L.append("\tMOVQ acc+72(FP), AX\n\tTESTQ AX, AX\n\tJZ "+name+"_over")
+    stores("_add", True, True)
+    stores("_over", False, True)
+    L.append(name+"_full:")
+    L.append("\tMOVQ acc+72(FP), AX\n\tTESTQ AX, AX\n\tJZ "+name+"_fullover")
+    stores("_fulladd", True, False)
+    stores("_fullover", False, False)
+    L.append(name+"_done:\n\tVZEROUPPER\n\tRET\n")
+    return "\n".join(L)
+
+out = open("kernel_amd64.s").read()
+out += ("\n// Direct kernels: a 12×32 tile of C = alpha·op(A)·op(B) (+ C if acc) with\n"
+        "// neither operand packed, for products where packing would cost as much\n"
+        "// as the multiply-adds (one column panel, or k ≤ 16). B's rows are read at\n"
+        "// stride ldb under the column opmasks m0 (columns 0..15) and m1 (16..31),\n"
+        "// which also mask the stores; only the first rows rows of C are written.\n"
+        "// kernelAVX512DT reads A's k steps as 12 contiguous values at stride lda\n"
+        "// (Aᵀ in place, or a packed panel with lda = 12); kernelAVX512DN reads\n"
+        "// twelve rows of an untransposed A at stride lda from four base registers.\n"
+        "// kernelAVX512DT8 and kernelAVX512DT4 are kernelAVX512DT for 8×32 and 4×32\n"
+        "// tiles (op(A)'s last rows), reading 8 or 4 values per k step.\n\n")
+out += direct("kernelAVX512DT","T") + "\n" + direct("kernelAVX512DN","N") + "\n"
+out += direct("kernelAVX512DT8","T",8) + "\n" + direct("kernelAVX512DT4","T",4) + "\n"
+open("kernel_amd64.s","w").write(out)
