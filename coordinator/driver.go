@@ -301,8 +301,10 @@ type Driver struct {
 	// cohort's own Incompatible method is used, if it has one.
 	Incompatible func() map[WorkerID][]string
 	// Warnings, if set, gives the plan checks' warnings per worker, shown
-	// in Status.
+	// in Status; Verdicts, if set, the reasons Status shows, without
+	// asking any worker (default: Incompatible).
 	Warnings func() map[WorkerID][]string
+	Verdicts func() map[WorkerID][]string
 	// sampled is the cohort size of each round this driver ran; commits
 	// the times of its model commits (the ETA's pace).
 	sampled map[uint64]int

@@ -60,11 +60,15 @@ func (c *NetCohort) askStudyPlan(ctx context.Context, d *Driver, all bool) {
 			cctx, cancel := context.WithTimeout(ctx, studyPlanTimeout)
 			defer cancel()
 			var resp pb.PlanCheck
+			ch := &pb.PlanCheck{Study: study}
 			if err := c.request(cctx, w, p2p.ProtoStudyPlan, plan, &resp); err != nil {
+				// Not asked again before it reconnects: a worker that
+				// does not answer must not delay every round (or status)
+				// by the timeout; its round-stage checks still apply.
 				c.log.Warn("study plan not answered", "study", studyLabel(study), "peer", string(w), "err", err)
-				return
+			} else {
+				ch = checkPlanAnswer(&resp, study)
 			}
-			ch := checkPlanAnswer(&resp, study)
 			p, _ := peer.Decode(string(w))
 			c.mu.Lock()
 			if c.studyChecks[study] == nil {
@@ -123,6 +127,18 @@ func (c *NetCohort) studyVerdicts(study string, ws []WorkerID) []IncompatibleWor
 // Driver.Incompatible).
 func (c *NetCohort) StudyIncompatible(d *Driver) map[WorkerID][]string {
 	c.askStudyPlan(context.Background(), d, false)
+	out := map[WorkerID][]string{}
+	for _, iw := range c.studyVerdicts(d.fsm.Name(), c.Online()) {
+		if len(iw.Reasons) > 0 {
+			out[iw.Worker] = iw.Reasons
+		}
+	}
+	return out
+}
+
+// StudyVerdicts returns the cached reasons of d's study per online worker,
+// without asking anyone (for status).
+func (c *NetCohort) StudyVerdicts(d *Driver) map[WorkerID][]string {
 	out := map[WorkerID][]string{}
 	for _, iw := range c.studyVerdicts(d.fsm.Name(), c.Online()) {
 		if len(iw.Reasons) > 0 {

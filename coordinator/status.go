@@ -74,7 +74,11 @@ func (d *Driver) Status() Status {
 		}
 	}
 	byWorker := map[WorkerID]*IncompatibleWorker{}
-	for w, rs := range d.incompatible() {
+	verdicts := d.incompatible
+	if d.Verdicts != nil {
+		verdicts = d.Verdicts
+	}
+	for w, rs := range verdicts() {
 		byWorker[w] = &IncompatibleWorker{Worker: w, Reasons: rs}
 	}
 	if d.Warnings != nil {

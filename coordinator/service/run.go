@@ -116,6 +116,7 @@ func Run(ctx context.Context, cfg *Config, logOut io.Writer, o Options) error {
 		sd.LedgerPath = filepath.Join(cfg.Data, coordinator.StudyLedgerFileName(name))
 		sd.Incompatible = func() map[coordinator.WorkerID][]string { return cohort.StudyIncompatible(sd) }
 		sd.Warnings = func() map[coordinator.WorkerID][]string { return cohort.StudyWarnings(sd) }
+		sd.Verdicts = func() map[coordinator.WorkerID][]string { return cohort.StudyVerdicts(sd) }
 		return sd, nil
 	}
 	sched := coordinator.NewScheduler(d, build, log)
