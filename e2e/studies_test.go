@@ -204,3 +204,93 @@ func TestStudies(t *testing.T) {
 	}
 	t.Logf("studies: %+v", ss)
 }
+
+// TestStudyFailover: the leader is killed while a round of a created
+// study is in flight; the new leader rebuilds the study's driver from the
+// replicated spec, resumes the round and finishes the study, and the
+// surviving replicas' ledgers of it agree and verify.
+func TestStudyFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: skips the created study's failover (3 coordinators, 3 workers)")
+	}
+	c := newCluster(t, clusterOptions{coords: 3, workers: 3, rounds: 1})
+	for _, w := range c.wcfg {
+		patch(t, w, `accepted_models = ["logreg"]`, `accepted_models = ["logreg", "mlp:16"]`)
+	}
+	for i := range c.cnames {
+		c.startCoordinator(i)
+	}
+	for i := range c.wnames {
+		c.startWorker(i)
+	}
+	c.waitStudies("the default study to finish", 120*time.Second, func(ss map[string]studyState) bool {
+		return ss["default"].State == "finished"
+	})
+	// pace keeps each round in flight for a while before its first stage.
+	f := c.writeStudy("f", "name = \"f\"\n\n[rounds]\nmodel = \"mlp:16\"\ninput = [1, 1, 64]\nclasses = 10\nrounds = 3\nworkers_per_round = 3\nmin_workers = 3\nepochs = 1\nbatch = 16\nlr = 0.3\nclip = 2.0\nnoise = 0.5\nmax_weight = 1000\nstage_timeout = \"3s\"\nseed = 5\npoll_interval = \"100ms\"\npace = \"1500ms\"\n")
+	if out, err := c.studyCmd("start", "--config", f); err != nil {
+		t.Fatalf("study f did not start (%v):\n%s", err, out)
+	}
+	// Kill the leader once study f's second round is in flight.
+	rs := c.waitStatus("study f's second round in flight", 60*time.Second, func(rs []haStatus) bool {
+		ss, err := c.studies()
+		return err == nil && ss["f"].Attempts == 2 && ss["f"].CommittedRounds == 1
+	})
+	leader := -1
+	for i, r := range rs {
+		if r.raftState() == "Leader" {
+			leader = i
+		}
+	}
+	if leader < 0 {
+		t.Fatal("no leader")
+	}
+	c.coords[leader].kill()
+	ss := c.waitStudies("study f to finish after the failover", 120*time.Second, func(ss map[string]studyState) bool {
+		return ss["f"].State == "finished"
+	})
+	if ss["f"].CommittedRounds != 3 {
+		t.Fatalf("study f: %+v", ss["f"])
+	}
+	var ledgers []string
+	for i, dir := range c.cdirs {
+		if i == leader {
+			continue
+		}
+		p := filepath.Join(dir, "ledger-f.json")
+		var b []byte
+		for deadline := time.Now().Add(30 * time.Second); ; {
+			var err error
+			b, err = os.ReadFile(p)
+			if err == nil && strings.Contains(string(b), `"finished"`) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s does not record study f's end (%v)", p, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if out, err := run(t, "ledger", "verify", "--file", p); err != nil {
+			t.Fatalf("%s does not verify (%v):\n%s", p, err, out)
+		}
+		ledgers = append(ledgers, string(b))
+	}
+	if ledgers[0] != ledgers[1] {
+		t.Fatal("the surviving replicas' ledgers of study f differ")
+	}
+	// The round in flight at the kill was resumed by the new leader, not
+	// started again under a new number: f took three rounds for three
+	// models, and a survivor logged the resume.
+	if ss["f"].Attempts != 3 {
+		t.Fatalf("study f took %d rounds for 3 models: the round in flight was not resumed", ss["f"].Attempts)
+	}
+	resumed := false
+	for i, p := range c.coords {
+		if i != leader && strings.Contains(p.logText(), `msg=resuming`) && strings.Contains(p.logText(), "study=f") {
+			resumed = true
+		}
+	}
+	if !resumed {
+		t.Fatal("no surviving coordinator logged resuming study f's round")
+	}
+}
