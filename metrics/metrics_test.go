@@ -227,6 +227,23 @@ sovereign_worker_rounds_joined_total 2
 	}
 }
 
+// The worker's own ε per study: one sample per study of its privacy
+// ledger, the default study named "default".
+func TestWorkerEpsilonPerStudy(t *testing.T) {
+	w := metrics.NewWorker(metrics.WorkerSource{Epsilon: func() (float64, error) { return 0, nil },
+		OwnEpsilon:        func() (float64, error) { return 7, nil },
+		OwnEpsilonByStudy: func() (map[string]float64, error) { return map[string]float64{"": 4, "sepsis": 5}, nil }})
+	want := `
+# HELP sovereign_worker_epsilon_own_study ε of this worker's own accountant (q = 1) over the rounds of one study; policy.max_epsilon caps each, policy.max_epsilon_total their composition (worker_epsilon_own).
+# TYPE sovereign_worker_epsilon_own_study gauge
+sovereign_worker_epsilon_own_study{study="default"} 4
+sovereign_worker_epsilon_own_study{study="sepsis"} 5
+`
+	if err := testutil.GatherAndCompare(w.Registry(), strings.NewReader(want), "sovereign_worker_epsilon_own_study"); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestCheckListen(t *testing.T) {
 	for _, c := range []struct {
 		addr     string

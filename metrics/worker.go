@@ -20,6 +20,9 @@ type WorkerSource struct {
 	// OwnEpsilon returns the ε of the worker's own accountant (q = 1,
 	// worker.OwnEpsilonOf).
 	OwnEpsilon func() (float64, error)
+	// OwnEpsilonByStudy returns that ε per study ("" = the default
+	// study; worker.OwnEpsilonByStudy).
+	OwnEpsilonByStudy func() (map[string]float64, error)
 	// Budget is the policy's max_epsilon (+Inf when unset).
 	Budget float64
 	// StoreDir is the worker's badger folder, whose files are summed.
@@ -74,6 +77,11 @@ func NewWorker(src WorkerSource) *Worker {
 				return e
 			}))
 		}
+		if src.OwnEpsilonByStudy != nil {
+			w.reg.MustRegister(&studyEpsilon{f: src.OwnEpsilonByStudy, desc: prometheus.NewDesc(Namespace+"_worker_epsilon_own_study",
+				"ε of this worker's own accountant (q = 1) over the rounds of one study; policy.max_epsilon caps each, policy.max_epsilon_total their composition (worker_epsilon_own).",
+				[]string{"study"}, nil)})
+		}
 		w.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Name: "worker_epsilon_budget",
 			Help: "The worker's policy.max_epsilon (+Inf when unset)."}, func() float64 { return src.Budget }))
 	}
@@ -85,6 +93,28 @@ func NewWorker(src WorkerSource) *Worker {
 		w.reg.MustRegister(bc)
 	}
 	return w
+}
+
+// studyEpsilon reports worker_epsilon_own_study, one sample per study the
+// worker's privacy ledger holds, read at scrape time.
+type studyEpsilon struct {
+	f    func() (map[string]float64, error)
+	desc *prometheus.Desc
+}
+
+func (c *studyEpsilon) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *studyEpsilon) Collect(ch chan<- prometheus.Metric) {
+	m, err := c.f()
+	if err != nil {
+		return
+	}
+	for study, e := range m {
+		if study == "" {
+			study = "default"
+		}
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, e, study)
+	}
 }
 
 // dirSize sums the sizes of the regular files under dir (0 when unreadable).

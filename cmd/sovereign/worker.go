@@ -97,7 +97,8 @@ func runWorker(ctx context.Context, cfg *worker.Config, logOut io.Writer) error 
 	}
 	delta := cfg.Policy.WithDefaults().Delta
 	mon := metrics.NewWorker(metrics.WorkerSource{Epsilon: st.Epsilon, OwnEpsilon: func() (float64, error) { return worker.OwnEpsilonOf(st, delta) },
-		Budget: cfg.Policy.MaxEpsilon, StoreDir: cfg.Store, Bandwidth: h.Bandwidth})
+		OwnEpsilonByStudy: func() (map[string]float64, error) { return worker.OwnEpsilonByStudy(st, delta) },
+		Budget:            cfg.Policy.MaxEpsilon, StoreDir: cfg.Store, Bandwidth: h.Bandwidth})
 	// SecAgg+ keys are signed with the identity key and checked against the
 	// federation in force (security review H1).
 	enrolled := func(p peer.ID) (p2p.Member, bool) { return h.Federation().Lookup(p) }
