@@ -12,8 +12,8 @@ var ConfigDoc = confdoc.File{
 	Name:  "coordinator",
 	Title: "Coordinator file (`sovereign coordinator --config`)",
 	Intro: "One file per coordinator replica. Relative paths are resolved against the file's folder. " +
-		"`[rounds]` is the training configuration of the federation's study (today a coordinator runs one; " +
-		"a study file will take the same keys), `[raft]` tunes the replicated log.",
+		"`[rounds]` is the training configuration of the federation's default study (more studies start on the running federation with `sovereign study start`; " +
+		"a study file takes the same keys), `[raft]` tunes the replicated log.",
 	Schema: reflect.TypeOf(File{}),
 	Docs: confdoc.Docs{
 		"name":       {Text: "The coordinator's name in the federation file (role `coordinator`).", Note: "required", Example: `"coord-1"`},
