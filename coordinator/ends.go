@@ -39,10 +39,14 @@ type StudyEnded struct {
 }
 
 // StudyResumed reopens a failed or budget-exhausted study: its failure
-// count starts again from zero.
+// count starts again from zero. It also lifts a pause.
 type StudyResumed struct {
 	// Round is the last round started (the study's Round).
 	Round uint64 `json:"round"`
+	// Spec, for a created study that ended, replaces its spec (the
+	// configuration fix it is resumed after); the model, its input and
+	// its classes must stay those of the committed models.
+	Spec *StudySpec `json:"spec,omitempty"`
 }
 
 func (f *FSM) applyEnded(c *Command) error {
@@ -74,6 +78,9 @@ func (f *FSM) applyEnded(c *Command) error {
 func (f *FSM) applyResumed(c *Command) error {
 	s := f.st()
 	m := c.StudyResumed
+	if m.Spec != nil && s.Ended == nil {
+		return refuse(c, "a new spec only comes with resuming an ended study")
+	}
 	if s.Ended == nil && s.Paused != nil {
 		if s.Paused.Stop {
 			return stale(c, "study %s is stopping", studyLabel(c.Study))
@@ -89,6 +96,11 @@ func (f *FSM) applyResumed(c *Command) error {
 	}
 	if m.Round != s.Round {
 		return stale(c, "resumed at round %d, the last round started is %d", m.Round, s.Round)
+	}
+	if m.Spec != nil {
+		if err := f.replaceSpec(c.Study, m.Spec); err != nil {
+			return refuse(c, "%v", err)
+		}
 	}
 	s.Ended = nil
 	s.Failures = 0

@@ -37,7 +37,8 @@ type Scheduler struct {
 
 	mu      sync.Mutex
 	drivers map[string]*Driver
-	broken  map[string]error
+	specs   map[string]string // the spec (JSON) each driver was built from
+	broken  map[string]brokenStudy
 	next    int
 }
 
@@ -50,45 +51,55 @@ func NewScheduler(def *Driver, build func(name string, cfg Config) (*Driver, err
 		logger = slog.Default()
 	}
 	return &Scheduler{fsm: def.fsm.Study(DefaultStudy), def: def, build: build, log: logger, PollInterval: def.cfg.PollInterval,
-		drivers: map[string]*Driver{DefaultStudy: def}, broken: map[string]error{}}
+		drivers: map[string]*Driver{DefaultStudy: def}, specs: map[string]string{}, broken: map[string]brokenStudy{}}
 }
 
 // Driver returns the driver of study name, building it on first use.
 func (s *Scheduler) Driver(name string) (*Driver, error) {
+	spec := s.fsm.Study(name).Spec()
+	key := ""
+	if spec != nil {
+		b, _ := json.Marshal(spec)
+		key = string(b)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if d, ok := s.drivers[name]; ok {
+	// A study resumed with a new spec (study resume --config) gets a new
+	// driver: the cached one is keyed by the spec it was built from.
+	if d, ok := s.drivers[name]; ok && (name == DefaultStudy || s.specs[name] == key) {
 		return d, nil
 	}
-	if err, ok := s.broken[name]; ok {
-		return nil, err
-	}
-	v := s.fsm.Study(name)
-	var spec *StudySpec
-	for _, st := range s.fsm.Studies() {
-		if st.Name == name {
-			spec = st.Spec
-		}
+	if b, ok := s.broken[name]; ok && b.spec == key {
+		return nil, b.err
 	}
 	if spec == nil {
 		return nil, fmt.Errorf("study %q unknown", name)
 	}
+	fail := func(err error) (*Driver, error) {
+		s.broken[name] = brokenStudy{spec: key, err: err}
+		return nil, err
+	}
 	cfg, err := spec.Config(name)
 	if err != nil {
-		s.broken[name] = err
-		return nil, err
+		return fail(err)
 	}
 	cfg.Federation = s.def.cfg.Federation
 	d, err := s.build(name, cfg)
 	if err != nil {
-		s.broken[name] = err
-		return nil, err
+		return fail(err)
 	}
-	if d.fsm.Name() != v.Name() {
+	if d.fsm.Name() != name {
 		return nil, fmt.Errorf("study %s: its driver reads study %q", studyLabel(name), d.fsm.Name())
 	}
-	s.drivers[name] = d
+	s.drivers[name], s.specs[name] = d, key
+	delete(s.broken, name)
 	return d, nil
+}
+
+// brokenStudy is a study whose spec did not give a driver.
+type brokenStudy struct {
+	spec string
+	err  error
 }
 
 // Run drives the studies until ctx ends or leadership is lost
@@ -256,7 +267,7 @@ func (s *Scheduler) Handle(ctx context.Context, req StudyRequest) (string, error
 	case "stop":
 		c = Command{StudyPaused: &StudyPaused{Stop: true, Reason: truncate(req.Reason)}}
 	case "resume":
-		c = Command{StudyResumed: &StudyResumed{Round: st.Round}}
+		c = Command{StudyResumed: &StudyResumed{Round: st.Round, Spec: req.Spec}}
 	default:
 		return "", fmt.Errorf("study request: unknown operation %q (start, pause, resume, stop)", req.Op)
 	}
@@ -386,8 +397,9 @@ func (s *Scheduler) start(ctx context.Context, req StudyRequest) (string, error)
 	if err := s.def.repl.Apply(ctx, b); err != nil {
 		return "", err
 	}
+	b, _ = json.Marshal(req.Spec)
 	s.mu.Lock()
-	s.drivers[req.Name] = d
+	s.drivers[req.Name], s.specs[req.Name] = d, string(b)
 	s.mu.Unlock()
 	s.log.Info("study started", "study", req.Name, "model", cfg.Model, "rounds", cfg.Rounds, "initial_model", h)
 	return fmt.Sprintf("study %s started: model %s, %d rounds, initial model %s", req.Name, cfg.Model, cfg.Rounds, h), nil

@@ -272,3 +272,46 @@ func (f *FSM) StateOfRound(round uint64) State {
 	f.fed.mu.RUnlock()
 	return f.Study(name).State()
 }
+
+// Spec returns a copy of the view's study spec (nil for the default study
+// or a study that does not exist).
+func (f *FSM) Spec() *StudySpec {
+	f.fed.mu.RLock()
+	defer f.fed.mu.RUnlock()
+	st, ok := f.fed.studies[f.name]
+	if !ok || st.Spec == nil {
+		return nil
+	}
+	sp := *st.Spec
+	sp.SchemaText = slices.Clone(st.Spec.SchemaText)
+	return &sp
+}
+
+// replaceSpec checks and installs a resumed created study's new spec: it
+// must validate, and its model, input shape, classes and schema must be
+// those of the study's committed models. The caller holds fed.mu.
+func (f *FSM) replaceSpec(name string, spec *StudySpec) error {
+	st, ok := f.fed.studies[name]
+	if !ok || st.Spec == nil {
+		return fmt.Errorf("study %s: only a created study's spec is replaced (the default study's is the coordinator file)", studyLabel(name))
+	}
+	if len(spec.SchemaText) > MaxStatsBytes {
+		return fmt.Errorf("schema of %d bytes, above %d", len(spec.SchemaText), MaxStatsBytes)
+	}
+	nc, err := spec.Config(name)
+	if err != nil {
+		return fmt.Errorf("spec: %w", err)
+	}
+	oc, err := st.Spec.Config(name)
+	if err != nil {
+		return fmt.Errorf("the study's spec: %w", err)
+	}
+	if nc.Model != oc.Model || nc.InC != oc.InC || nc.InH != oc.InH || nc.InW != oc.InW || nc.Classes != oc.Classes || nc.SchemaHash != oc.SchemaHash {
+		return fmt.Errorf("study %s: the new spec's model %s %v×%d classes (schema %x) is not the committed models' %s %v×%d (schema %x); start a new study",
+			name, nc.Model, []int{nc.InC, nc.InH, nc.InW}, nc.Classes, nc.SchemaHash[:4], oc.Model, []int{oc.InC, oc.InH, oc.InW}, oc.Classes, oc.SchemaHash[:4])
+	}
+	sp := *spec
+	sp.SchemaText = slices.Clone(spec.SchemaText)
+	st.Spec = &sp
+	return nil
+}

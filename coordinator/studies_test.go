@@ -307,3 +307,45 @@ func TestAttackTwoRoundsInFlight(t *testing.T) {
 		t.Fatalf("a second round in flight was accepted or refused for another reason: %v", err)
 	}
 }
+
+// TestStudyResumedWithNewSpec: a failed created study is resumed with a
+// fixed spec (here more rounds and another retry limit) and finishes under
+// it; a spec with another model is refused and changes nothing.
+func TestStudyResumedWithNewSpec(t *testing.T) {
+	fx := newStudies(t, 1)
+	ctx := context.Background()
+	waitUntil(t, "the default study to finish", func() bool { return ended(fx.fsm, DefaultStudy) == EndFinished })
+	if _, err := fx.sched.Handle(ctx, StudyRequest{Op: "start", Name: "r", Spec: studySpec("logreg", 50)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fx.sched.Handle(ctx, StudyRequest{Op: "pause", Name: "r"}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the pause", func() bool { st := fx.fsm.Study("r").State(); return st.Paused != nil && st.Current == nil })
+	// The study fails (as after retry_limit failed rounds).
+	st := fx.fsm.Study("r").State()
+	b, _ := EncodeCommand(Command{Study: "r", StudyEnded: &StudyEnded{Round: st.Round, State: EndFailed, Reason: "test"}})
+	if err := fx.rec.Apply(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	other := studySpec("mlp:3", 2)
+	if _, err := fx.sched.Handle(ctx, StudyRequest{Op: "resume", Name: "r", Spec: other}); err == nil || !strings.Contains(err.Error(), "start a new study") {
+		t.Fatalf("a resume with another model: %v", err)
+	}
+	if ended(fx.fsm, "r") != EndFailed {
+		t.Fatal("the refused resume changed the study")
+	}
+	fixed := studySpec("logreg", st.CommittedRounds()+2)
+	fixed.Rounds.RetryLimit = ptr(7)
+	if _, err := fx.sched.Handle(ctx, StudyRequest{Op: "resume", Name: "r", Spec: fixed}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the resumed study to finish", func() bool { return ended(fx.fsm, "r") == EndFinished })
+	after := fx.fsm.Study("r").State()
+	if got := after.CommittedRounds(); got != st.CommittedRounds()+2 {
+		t.Fatalf("resumed study committed %d models, want %d (the new spec's rounds)", got, st.CommittedRounds()+2)
+	}
+	if sp := fx.fsm.Study("r").Spec(); sp == nil || *sp.Rounds.RetryLimit != 7 {
+		t.Fatal("the new spec was not installed")
+	}
+}

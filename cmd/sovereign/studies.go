@@ -172,16 +172,30 @@ func newStudyStartCmd() *cobra.Command {
 
 func newStudyOpCmd(op, short string) *cobra.Command {
 	var o operatorFlags
-	var reason string
+	var reason, path string
 	cmd := &cobra.Command{
 		Use:   op + " NAME --federation FILE --identity FILE",
 		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return o.send(cmd.Context(), cmd.OutOrStdout(), coordinator.StudyRequest{Op: op, Name: args[0], Reason: reason})
+			req := coordinator.StudyRequest{Op: op, Name: args[0], Reason: reason}
+			if path != "" {
+				sr, _, err := loadStudyFile(path)
+				if err != nil {
+					return err
+				}
+				if sr.Name != args[0] {
+					return fmt.Errorf("study resume %s: %s names study %q", args[0], path, sr.Name)
+				}
+				req.Spec = sr.Spec
+			}
+			return o.send(cmd.Context(), cmd.OutOrStdout(), req)
 		},
 	}
-	if op != "resume" {
+	if op == "resume" {
+		cmd.Use = op + " NAME [--config study.toml] --federation FILE --identity FILE"
+		cmd.Flags().StringVarP(&path, "config", "c", "", "the study file with the fix (same name, model, input, classes and schema): replaces a failed or budget-exhausted created study's configuration")
+	} else {
 		cmd.Flags().StringVar(&reason, "reason", "", "why, recorded with the study")
 	}
 	o.add(cmd)
