@@ -151,7 +151,9 @@ func (s *Scheduler) step(ctx context.Context) (bool, error) {
 		s.mu.Unlock()
 		for k := range studies {
 			i := (start + k) % len(studies)
-			if studies[i].State.Ended == nil {
+			// The default study is asked even when it ended: a higher
+			// rounds in the coordinator file reopens it (Driver.Step).
+			if studies[i].State.Ended == nil || studies[i].Name == DefaultStudy {
 				order = append(order, i)
 			}
 		}
