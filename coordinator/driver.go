@@ -473,9 +473,10 @@ func (d *Driver) Step(ctx context.Context) (StepResult, error) {
 		if e.State == EndFinished && st.CommittedRounds() < d.cfg.Rounds && d.fsm.Name() == DefaultStudy {
 			// rounds was raised in the coordinator file since: the
 			// study goes on.
-			if _, err := d.Resume(ctx); err != nil {
+			if err := d.commit(ctx, Command{StudyResumed: &StudyResumed{Round: st.Round}}); err != nil {
 				return 0, err
 			}
+			d.log.Info("study reopened: rounds raised", "round", st.Round, "committed", st.CommittedRounds(), "rounds", d.cfg.Rounds)
 			return StepRan, nil
 		}
 		d.setStage(e.State)

@@ -91,7 +91,9 @@ func (f *FSM) applyResumed(c *Command) error {
 	if s.Ended == nil {
 		return stale(c, "the study has not ended")
 	}
-	if s.Ended.State == EndFinished || s.Ended.State == EndStopped {
+	// A finished default study reopens when the coordinator file raises its
+	// rounds (Driver.Step); a created study's rounds are in its spec.
+	if s.Ended.State == EndStopped || s.Ended.State == EndFinished && (c.Study != DefaultStudy || m.Spec != nil) {
 		return refuse(c, "a %s study is not resumed; start a new study", s.Ended.State)
 	}
 	if m.Round != s.Round {

@@ -24,6 +24,7 @@ func studySpec(model string, rounds int) *StudySpec {
 }
 
 type studyFixture struct {
+	reg   ModelStore
 	fsm   *FSM
 	rec   *recorder
 	sched *Scheduler
@@ -47,7 +48,7 @@ func newStudies(t *testing.T, rounds int) *studyFixture {
 		return NewDriver(c, f.Study(name), rec, reg, cohort, quietLogger())
 	}, quietLogger())
 	ctx, cancel := context.WithCancel(context.Background())
-	fx := &studyFixture{fsm: f, rec: rec, sched: sched, errc: make(chan error, 1)}
+	fx := &studyFixture{reg: reg, fsm: f, rec: rec, sched: sched, errc: make(chan error, 1)}
 	go func() { fx.errc <- sched.Run(ctx) }()
 	var once sync.Once
 	fx.stop = func() {
@@ -347,5 +348,39 @@ func TestStudyResumedWithNewSpec(t *testing.T) {
 	}
 	if sp := fx.fsm.Study("r").Spec(); sp == nil || *sp.Rounds.RetryLimit != 7 {
 		t.Fatal("the new spec was not installed")
+	}
+}
+
+// TestSchedulerReopensDefaultStudyWithMoreRounds: a finished default study
+// goes on when the coordinator restarts with a higher rounds.
+func TestSchedulerReopensDefaultStudyWithMoreRounds(t *testing.T) {
+	fx := newStudies(t, 1)
+	waitUntil(t, "the default study to finish", func() bool { return ended(fx.fsm, DefaultStudy) == EndFinished })
+	fx.stop()
+	cfg := testConfig()
+	cfg.Rounds = 2
+	cfg.PollInterval = 10 * time.Millisecond
+	cohort := coordtest.NewCohort(6, 21)
+	def := newTestDriver(t, cfg, fx.fsm, fx.rec, fx.reg, cohort)
+	sched := NewScheduler(def, func(name string, c Config) (*Driver, error) {
+		return NewDriver(c, fx.fsm.Study(name), fx.rec, fx.reg, cohort, quietLogger())
+	}, quietLogger())
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- sched.Run(ctx) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st := fx.fsm.State()
+		if st.Ended != nil && st.CommittedRounds() == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the reopened study did not finish its second model: ended %+v, %d models, %d failures, recent %v", st.Ended, st.CommittedRounds(), st.Failures, st.RecentFailures)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	if err := <-errc; err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatal(err)
 	}
 }
