@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -68,5 +70,31 @@ func TestPrepareChecksInputs(t *testing.T) {
 	cfg.Init = filepath.Join(t.TempDir(), "absent.safetensors")
 	if _, err := Prepare(cfg); err == nil {
 		t.Fatal("Prepare accepted a missing --init file")
+	}
+}
+
+// TestPrepareRefusesNoHeldOutSplit: a csv with test=0 has nothing to
+// evaluate the global model on; Prepare says so (it used to fail in round
+// 1 with "batch=0").
+func TestPrepareRefusesNoHeldOutSplit(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "t.csv")
+	var b strings.Builder
+	b.WriteString("a,b,label\n")
+	for i := range 40 {
+		fmt.Fprintf(&b, "%d,%d,%d\n", i, 40-i, i%2)
+	}
+	if err := os.WriteFile(p, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := small()
+	cfg.Model = "logreg"
+	cfg.Dataset = "csv:" + p + "?label=label&test=0"
+	_, err := Prepare(cfg)
+	if err == nil || !strings.Contains(err.Error(), "no held-out test examples") || !strings.Contains(err.Error(), "test=0") {
+		t.Fatalf("Prepare with test=0: %v", err)
+	}
+	cfg.Dataset = "csv:" + p + "?label=label&test=0.25"
+	if _, err := Prepare(cfg); err != nil {
+		t.Fatalf("Prepare with test=0.25: %v", err)
 	}
 }

@@ -203,6 +203,11 @@ func PrepareOn(cfg Config, train, test *data.Dataset) (*Prepared, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if test == nil || test.N == 0 {
+		// Every round evaluates the global model on the held-out split;
+		// with none there is no accuracy to report (or to target).
+		return nil, fmt.Errorf("--dataset %s: no held-out test examples (a csv's test=0?): the simulator evaluates the global model on them every round; keep test above 0 (default %g)", cfg.Dataset, data.DefaultTestFrac)
+	}
 	f, err := newFederation(cfg, train, test)
 	if err != nil {
 		return nil, err
