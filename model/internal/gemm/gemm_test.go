@@ -119,7 +119,7 @@ func TestDirectPathSplits(t *testing.T) {
 	}
 	k := active.Load()
 	if k == nil || k.direct[0] == nil {
-		t.Skipf("path %s has no direct kernels", Path())
+		t.Skipf("the best path on this CPU, %s, has no direct kernels (they are AVX-512 only), so no product takes the parallel direct path; its packed path is checked by TestGemmPathsAgreeWithGonum", Path())
 	}
 	rng := rand.New(rand.NewPCG(5, 6))
 	trans := []blas.Transpose{blas.NoTrans, blas.Trans}
