@@ -111,9 +111,7 @@ func (f *FSM) applyResumed(c *Command) error {
 
 // end commits the study's end and logs it.
 func (d *Driver) end(ctx context.Context, st *State, state, reason string) error {
-	if len(reason) > MaxRefusalReason {
-		reason = strings.ToValidUTF8(reason[:MaxRefusalReason], "")
-	}
+	reason = truncate(reason)
 	if err := d.commit(ctx, Command{StudyEnded: &StudyEnded{Round: st.Round, State: state, Reason: reason}}); err != nil {
 		return err
 	}

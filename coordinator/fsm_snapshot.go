@@ -128,3 +128,28 @@ func ReadSnapshotLedgerEnd(r io.Reader) ([]LedgerEntry, *StudyEnded, error) {
 	}
 	return sn.State.Ledger, sn.State.Ended, nil
 }
+
+// StudyLedger is one study's ledger and end as a snapshot holds them.
+type StudyLedger struct {
+	Name   string
+	Ledger []LedgerEntry
+	End    *StudyEnded
+}
+
+// ReadSnapshotStudies reads every study's ledger and end out of a snapshot
+// written by FSM.Snapshot, without verifying them, the default study
+// first.
+func ReadSnapshotStudies(r io.Reader) ([]StudyLedger, error) {
+	var sn snapshot
+	if err := json.NewDecoder(r).Decode(&sn); err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	if sn.V != CommandVersion {
+		return nil, fmt.Errorf("snapshot: version %d, want %d", sn.V, CommandVersion)
+	}
+	out := []StudyLedger{{Name: DefaultStudy, Ledger: sn.State.Ledger, End: sn.State.Ended}}
+	for _, st := range sn.Studies {
+		out = append(out, StudyLedger{Name: st.Name, Ledger: st.State.Ledger, End: st.State.Ended})
+	}
+	return out, nil
+}

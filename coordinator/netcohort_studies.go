@@ -12,7 +12,6 @@ import (
 	"slices"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -93,13 +92,8 @@ func checkPlanAnswer(m *pb.PlanCheck, study string) *pb.PlanCheck {
 	if m.Study != study {
 		return bad("it answers for another study")
 	}
-	if len(m.Reasons)+len(m.Warnings) > MaxPlanReasons {
-		return bad("too many reasons")
-	}
-	for _, r := range append(slices.Clone(m.Reasons), m.Warnings...) {
-		if len(r) > MaxRefusalReason || !utf8.ValidString(r) {
-			return bad("a reason too long or not UTF-8")
-		}
+	if why := planCheckProblem(m); why != "" {
+		return bad(why)
 	}
 	return &pb.PlanCheck{Study: study, Reasons: slices.Clone(m.Reasons), Warnings: slices.Clone(m.Warnings)}
 }
@@ -122,39 +116,34 @@ func (c *NetCohort) studyVerdicts(study string, ws []WorkerID) []IncompatibleWor
 	return out
 }
 
-// StudyIncompatible returns, for d's study, the online workers that cannot
-// take part, asking those not asked yet first (a created study's
-// Driver.Incompatible).
-func (c *NetCohort) StudyIncompatible(d *Driver) map[WorkerID][]string {
-	c.askStudyPlan(context.Background(), d, false)
+// studyTexts returns, per online worker, the cached texts pick takes from
+// its verdict on d's study, for those that have any.
+func (c *NetCohort) studyTexts(d *Driver, pick func(IncompatibleWorker) []string) map[WorkerID][]string {
 	out := map[WorkerID][]string{}
 	for _, iw := range c.studyVerdicts(d.fsm.Name(), c.Online()) {
-		if len(iw.Reasons) > 0 {
-			out[iw.Worker] = iw.Reasons
+		if v := pick(iw); len(v) > 0 {
+			out[iw.Worker] = v
 		}
 	}
 	return out
+}
+
+func reasonsOf(iw IncompatibleWorker) []string  { return iw.Reasons }
+func warningsOf(iw IncompatibleWorker) []string { return iw.Warnings }
+
+// StudyIncompatible returns, for d's study, the online workers that cannot
+// take part, asking those not asked yet first (a created study's
+// Driver.Incompatible, used when it samples).
+func (c *NetCohort) StudyIncompatible(d *Driver) map[WorkerID][]string {
+	c.askStudyPlan(context.Background(), d, false)
+	return c.studyTexts(d, reasonsOf)
 }
 
 // StudyVerdicts returns the cached reasons of d's study per online worker,
 // without asking anyone (for status).
-func (c *NetCohort) StudyVerdicts(d *Driver) map[WorkerID][]string {
-	out := map[WorkerID][]string{}
-	for _, iw := range c.studyVerdicts(d.fsm.Name(), c.Online()) {
-		if len(iw.Reasons) > 0 {
-			out[iw.Worker] = iw.Reasons
-		}
-	}
-	return out
-}
+func (c *NetCohort) StudyVerdicts(d *Driver) map[WorkerID][]string { return c.studyTexts(d, reasonsOf) }
 
-// StudyWarnings returns the cached warnings of d's study per worker.
+// StudyWarnings returns the cached warnings of d's study per online worker.
 func (c *NetCohort) StudyWarnings(d *Driver) map[WorkerID][]string {
-	out := map[WorkerID][]string{}
-	for _, iw := range c.studyVerdicts(d.fsm.Name(), c.Online()) {
-		if len(iw.Warnings) > 0 {
-			out[iw.Worker] = iw.Warnings
-		}
-	}
-	return out
+	return c.studyTexts(d, warningsOf)
 }

@@ -59,13 +59,8 @@ func (c *NetCohort) handlePlanCheck(_ context.Context, s *p2p.Stream) error {
 		c.log.Warn("plan check refused", "peer", s.Peer().String(), "member", s.Remote().Name, "reason", msg)
 		return s.WriteMsg(&pb.Ack{Refusal: &pb.Refusal{Reason: msg}})
 	}
-	if len(m.Reasons)+len(m.Warnings) > MaxPlanReasons {
-		return bad("%d reasons and warnings, at most %d", len(m.Reasons)+len(m.Warnings), MaxPlanReasons)
-	}
-	for _, r := range append(slices.Clone(m.Reasons), m.Warnings...) {
-		if len(r) > MaxRefusalReason || !utf8.ValidString(r) {
-			return bad("a reason of %d bytes (at most %d, UTF-8)", len(r), MaxRefusalReason)
-		}
+	if why := planCheckProblem(&m); why != "" {
+		return bad("%s", why)
 	}
 	c.mu.Lock()
 	c.checks[s.Peer()] = &pb.PlanCheck{Reasons: slices.Clone(m.Reasons), Warnings: slices.Clone(m.Warnings)}
@@ -84,6 +79,20 @@ func (c *NetCohort) handlePlanCheck(_ context.Context, s *p2p.Stream) error {
 		c.log.Info("worker accepts the study plan", "peer", s.Peer().String(), "member", member)
 	}
 	return s.WriteMsg(&pb.Ack{})
+}
+
+// planCheckProblem says what is out of bounds in a worker's PlanCheck
+// ("" if nothing): too many texts, or one too long or not UTF-8.
+func planCheckProblem(m *pb.PlanCheck) string {
+	if len(m.Reasons)+len(m.Warnings) > MaxPlanReasons {
+		return fmt.Sprintf("%d reasons and warnings, at most %d", len(m.Reasons)+len(m.Warnings), MaxPlanReasons)
+	}
+	for _, r := range append(slices.Clone(m.Reasons), m.Warnings...) {
+		if len(r) > MaxRefusalReason || !utf8.ValidString(r) {
+			return fmt.Sprintf("a reason of %d bytes (at most %d, UTF-8)", len(r), MaxRefusalReason)
+		}
+	}
+	return ""
 }
 
 // Incompatible returns the workers whose PlanCheck named rules the study

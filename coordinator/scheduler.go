@@ -37,7 +37,7 @@ type Scheduler struct {
 
 	mu      sync.Mutex
 	drivers map[string]*Driver
-	specs   map[string]string // the spec (JSON) each driver was built from
+	specs   map[string]*StudySpec // the replicated spec each driver was built from
 	broken  map[string]brokenStudy
 	next    int
 }
@@ -51,32 +51,32 @@ func NewScheduler(def *Driver, build func(name string, cfg Config) (*Driver, err
 		logger = slog.Default()
 	}
 	return &Scheduler{fsm: def.fsm.Study(DefaultStudy), def: def, build: build, log: logger, PollInterval: def.cfg.PollInterval,
-		drivers: map[string]*Driver{DefaultStudy: def}, specs: map[string]string{}, broken: map[string]brokenStudy{}}
+		drivers: map[string]*Driver{DefaultStudy: def}, specs: map[string]*StudySpec{}, broken: map[string]brokenStudy{}}
 }
 
 // Driver returns the driver of study name, building it on first use.
 func (s *Scheduler) Driver(name string) (*Driver, error) {
-	spec := s.fsm.Study(name).Spec()
-	key := ""
-	if spec != nil {
-		b, _ := json.Marshal(spec)
-		key = string(b)
+	var spec *StudySpec
+	for _, b := range s.fsm.briefs() {
+		if b.Name == name {
+			spec = b.spec
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	// A study resumed with a new spec (study resume --config) gets a new
 	// driver: the cached one is keyed by the spec it was built from.
-	if d, ok := s.drivers[name]; ok && (name == DefaultStudy || s.specs[name] == key) {
+	if d, ok := s.drivers[name]; ok && (name == DefaultStudy || s.specs[name] == spec) {
 		return d, nil
 	}
-	if b, ok := s.broken[name]; ok && b.spec == key {
+	if b, ok := s.broken[name]; ok && b.spec == spec {
 		return nil, b.err
 	}
 	if spec == nil {
 		return nil, fmt.Errorf("study %q unknown", name)
 	}
 	fail := func(err error) (*Driver, error) {
-		s.broken[name] = brokenStudy{spec: key, err: err}
+		s.broken[name] = brokenStudy{spec: spec, err: err}
 		return nil, err
 	}
 	cfg, err := spec.Config(name)
@@ -91,14 +91,14 @@ func (s *Scheduler) Driver(name string) (*Driver, error) {
 	if d.fsm.Name() != name {
 		return nil, fmt.Errorf("study %s: its driver reads study %q", studyLabel(name), d.fsm.Name())
 	}
-	s.drivers[name], s.specs[name] = d, key
+	s.drivers[name], s.specs[name] = d, spec
 	delete(s.broken, name)
 	return d, nil
 }
 
 // brokenStudy is a study whose spec did not give a driver.
 type brokenStudy struct {
-	spec string
+	spec *StudySpec
 	err  error
 }
 
@@ -138,10 +138,10 @@ func (s *Scheduler) Run(ctx context.Context) error {
 // step gives one study a Step: the one with a round in flight, else the
 // next running one after the last that made progress.
 func (s *Scheduler) step(ctx context.Context) (bool, error) {
-	studies := s.fsm.Studies()
+	studies := s.fsm.briefs()
 	order := make([]int, 0, len(studies))
 	for i, st := range studies {
-		if st.State.Current != nil {
+		if st.InFlight {
 			order = append(order, i)
 		}
 	}
@@ -153,7 +153,7 @@ func (s *Scheduler) step(ctx context.Context) (bool, error) {
 			i := (start + k) % len(studies)
 			// The default study is asked even when it ended: a higher
 			// rounds in the coordinator file reopens it (Driver.Step).
-			if studies[i].State.Ended == nil || studies[i].Name == DefaultStudy {
+			if !studies[i].Ended || studies[i].Name == DefaultStudy {
 				order = append(order, i)
 			}
 		}
@@ -399,10 +399,15 @@ func (s *Scheduler) start(ctx context.Context, req StudyRequest) (string, error)
 	if err := s.def.repl.Apply(ctx, b); err != nil {
 		return "", err
 	}
-	b, _ = json.Marshal(req.Spec)
-	s.mu.Lock()
-	s.drivers[req.Name], s.specs[req.Name] = d, string(b)
-	s.mu.Unlock()
+	// The driver is cached against the spec the FSM now holds (the next
+	// Driver call would build the same one).
+	for _, b := range s.fsm.briefs() {
+		if b.Name == req.Name {
+			s.mu.Lock()
+			s.drivers[req.Name], s.specs[req.Name] = d, b.spec
+			s.mu.Unlock()
+		}
+	}
 	s.log.Info("study started", "study", req.Name, "model", cfg.Model, "rounds", cfg.Rounds, "initial_model", h)
 	return fmt.Sprintf("study %s started: model %s, %d rounds, initial model %s", req.Name, cfg.Model, cfg.Rounds, h), nil
 }
@@ -417,11 +422,11 @@ func (s *Scheduler) names(w WorkerID) string {
 // Statuses returns every study's status, the default study first.
 func (s *Scheduler) Statuses() []Status {
 	var out []Status
-	for _, st := range s.fsm.Studies() {
+	for _, st := range s.fsm.briefs() {
 		d, err := s.Driver(st.Name)
 		if err != nil {
-			out = append(out, Status{Study: studyLabel(st.Name), StudyState: EndFailed, EndReason: err.Error(), Round: st.State.Round,
-				CommittedRounds: st.State.CommittedRounds(), Attempts: st.State.Attempts})
+			out = append(out, Status{Study: studyLabel(st.Name), StudyState: EndFailed, EndReason: err.Error(), Round: st.Round,
+				CommittedRounds: st.CommittedRounds, Attempts: st.Attempts})
 			continue
 		}
 		out = append(out, d.Status())

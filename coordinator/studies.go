@@ -20,13 +20,15 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+
+	"github.com/sovereign-fl/sovereign/wire"
 )
 
 // DefaultStudy is the name of the default study in commands and State;
 // it is shown as DefaultStudyLabel.
 const (
 	DefaultStudy      = ""
-	DefaultStudyLabel = "default"
+	DefaultStudyLabel = wire.DefaultStudyLabel
 )
 
 // EndStopped is the end of a study stopped from the command line.
@@ -59,16 +61,7 @@ func StudyKey(label string) string {
 	return label
 }
 
-func studyLabel(name string) string {
-	if name == DefaultStudy {
-		return DefaultStudyLabel
-	}
-	return name
-}
-
-// StudyLabel returns how a study is named to people ("default" for the
-// default study).
-func StudyLabel(name string) string { return studyLabel(name) }
+func studyLabel(name string) string { return wire.StudyLabel(name) }
 
 // StudySpec is what every replica needs to drive a created study: its
 // [rounds] table (the same keys as the coordinator file's, with the model
@@ -314,4 +307,29 @@ func (f *FSM) replaceSpec(name string, spec *StudySpec) error {
 	sp.SchemaText = slices.Clone(spec.SchemaText)
 	st.Spec = &sp
 	return nil
+}
+
+// studyBrief is what the scheduler needs of a study on every step, read
+// without copying the study's state.
+type studyBrief struct {
+	Name                      string
+	InFlight, Ended           bool
+	Round                     uint64
+	CommittedRounds, Attempts int
+	// spec is the replicated spec's identity: a resume with a new spec or
+	// a restored snapshot replaces the pointer (read-only).
+	spec *StudySpec
+}
+
+// briefs returns every study's brief, the default study first.
+func (f *FSM) briefs() []studyBrief {
+	f.fed.mu.RLock()
+	defer f.fed.mu.RUnlock()
+	out := make([]studyBrief, 0, len(f.fed.studies))
+	for _, n := range f.fed.names() {
+		st := f.fed.studies[n]
+		out = append(out, studyBrief{Name: n, InFlight: st.State.Current != nil, Ended: st.State.Ended != nil, Round: st.State.Round,
+			CommittedRounds: st.State.CommittedRounds(), Attempts: st.State.Attempts, spec: st.Spec})
+	}
+	return out
 }

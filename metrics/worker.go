@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sovereign-fl/sovereign/wire"
 	"github.com/sovereign-fl/sovereign/worker"
 )
 
@@ -110,10 +111,7 @@ func (c *studyEpsilon) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	for study, e := range m {
-		if study == "" {
-			study = "default"
-		}
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, e, study)
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, e, wire.StudyLabel(study))
 	}
 }
 

@@ -50,6 +50,18 @@ type Announce struct {
 // MaxStudyName bounds RoundAnnounce.study and StudyPlan.study.
 const MaxStudyName = 63
 
+// DefaultStudyLabel is how the federation's default study (Study "") is
+// named to people: in logs, status, metrics and on the command line.
+const DefaultStudyLabel = "default"
+
+// StudyLabel names study for people (DefaultStudyLabel for "").
+func StudyLabel(study string) string {
+	if study == "" {
+		return DefaultStudyLabel
+	}
+	return study
+}
+
 // TrainParams are the local-training settings a round asks workers to use.
 type TrainParams struct {
 	Epochs int     `json:"epochs"`

@@ -8,7 +8,6 @@ import (
 	"encoding/gob"
 	"errors"
 	"fmt"
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"io"
 	"log/slog"
 	"math"
@@ -19,6 +18,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
 
 	"github.com/sovereign-fl/sovereign/aggregation/dp"
 	"github.com/sovereign-fl/sovereign/aggregation/secagg"
@@ -273,22 +274,43 @@ func (n *Node) EpsilonSpentStudy(study string) (float64, error) { return n.st.Ep
 // dp.min_clients honest noise shares, which the SecAgg+ threshold
 // enforces against the coordinator alone. It only reads the store, so it
 // does not wait for a training in progress.
-func (n *Node) OwnEpsilon() (float64, error) { return n.ownEpsilon(0, nil) }
+func (n *Node) OwnEpsilon() (float64, error) {
+	total, _, err := n.ownEpsilons(0, "")
+	return total, err
+}
 
 // OwnEpsilonStudy is OwnEpsilon over the rounds of one study ("" = the
 // default study): the figure policy.max_epsilon caps, where
 // policy.max_epsilon_total caps OwnEpsilon.
-func (n *Node) OwnEpsilonStudy(study string) (float64, error) { return n.ownEpsilon(0, &study) }
+func (n *Node) OwnEpsilonStudy(study string) (float64, error) {
+	_, in, err := n.ownEpsilons(0, study)
+	return in, err
+}
 
-// ownEpsilon is OwnEpsilon with one more round of noise multiplier extra
-// (0: none) charged, over the rounds of study (nil: every study).
-func (n *Node) ownEpsilon(extra float64, study *string) (float64, error) {
-	return ownEpsilon(n.st, n.cfg.Policy.Delta, extra, study)
+// ownEpsilons returns the worker's own ε over every study and over study,
+// with one more round of noise multiplier extra (0: none) charged to both,
+// from one read of the privacy ledger.
+func (n *Node) ownEpsilons(extra float64, study string) (total, inStudy float64, err error) {
+	steps, err := n.st.Privacy()
+	if err != nil {
+		return 0, 0, err
+	}
+	if total, err = epsilonOf(steps, n.cfg.Policy.Delta, extra, func(PrivacyStep) bool { return true }); err != nil {
+		return 0, 0, err
+	}
+	inStudy, err = epsilonOf(steps, n.cfg.Policy.Delta, extra, func(p PrivacyStep) bool { return p.Study == study })
+	return total, inStudy, err
 }
 
 // OwnEpsilonOf returns the ε at delta of the privacy ledger in st over
 // every study (see Node.OwnEpsilon), for monitoring.
-func OwnEpsilonOf(st *Store, delta float64) (float64, error) { return ownEpsilon(st, delta, 0, nil) }
+func OwnEpsilonOf(st *Store, delta float64) (float64, error) {
+	steps, err := st.Privacy()
+	if err != nil {
+		return 0, err
+	}
+	return epsilonOf(steps, delta, 0, func(PrivacyStep) bool { return true })
+}
 
 // OwnEpsilonByStudy returns the ε at delta of each study in st's privacy
 // ledger ("" = the default study).
@@ -302,8 +324,7 @@ func OwnEpsilonByStudy(st *Store, delta float64) (map[string]float64, error) {
 		if _, ok := out[p.Study]; ok {
 			continue
 		}
-		study := p.Study
-		e, err := ownEpsilon(st, delta, 0, &study)
+		e, err := epsilonOf(steps, delta, 0, func(q PrivacyStep) bool { return q.Study == p.Study })
 		if err != nil {
 			return nil, err
 		}
@@ -312,17 +333,14 @@ func OwnEpsilonByStudy(st *Store, delta float64) (map[string]float64, error) {
 	return out, nil
 }
 
-// ownEpsilon composes the steps of study (nil: all) by RDP (Mironov 2017):
-// the institution's data is the same in every study, so its privacy loss
-// over all studies is the composition of all their rounds.
-func ownEpsilon(st *Store, delta, extra float64, study *string) (float64, error) {
-	steps, err := st.Privacy()
-	if err != nil {
-		return 0, err
-	}
+// epsilonOf composes the steps keep selects (and one more of noise
+// multiplier extra, if > 0) by RDP at q = 1 (Mironov 2017): the
+// institution's data is the same in every study, so its privacy loss over
+// all studies is the composition of all their rounds.
+func epsilonOf(steps []PrivacyStep, delta, extra float64, keep func(PrivacyStep) bool) (float64, error) {
 	acc := &dp.Accountant{}
 	for _, p := range steps {
-		if study == nil || p.Study == *study {
+		if keep(p) {
 			acc.Step(1, p.Sigma, 1)
 		}
 	}
@@ -364,8 +382,7 @@ func (n *Node) ownBudget(a *Announce) error {
 	if done, err := n.charged(a.Round); err != nil || done {
 		return err
 	}
-	study := a.Study
-	eps, err := n.ownEpsilon(a.DP.Noise, &study)
+	total, eps, err := n.ownEpsilons(a.DP.Noise, a.Study)
 	if err != nil {
 		return fmt.Errorf("worker %s: round %d: own privacy accountant: %w", n.cfg.Name, a.Round, err)
 	}
@@ -373,15 +390,9 @@ func (n *Node) ownBudget(a *Announce) error {
 		return n.refuseDetail(a.Round, nil, "this worker's own ε (q = 1) in this study after this round would be above policy.max_epsilon",
 			fmt.Sprintf("study %s: own ε %.4g after the round at δ %g, policy.max_epsilon %.4g, announced ε %.4g", studyName(a.Study), eps, p.Delta, p.MaxEpsilon, a.Epsilon))
 	}
-	if finiteTotal(p) {
-		total, err := n.ownEpsilon(a.DP.Noise, nil)
-		if err != nil {
-			return fmt.Errorf("worker %s: round %d: own privacy accountant: %w", n.cfg.Name, a.Round, err)
-		}
-		if total > p.MaxEpsilonTotal {
-			return n.refuseDetail(a.Round, nil, "this worker's own ε (q = 1) over all studies after this round would be above policy.max_epsilon_total",
-				fmt.Sprintf("study %s: own ε over all studies %.4g after the round at δ %g, policy.max_epsilon_total %.4g", studyName(a.Study), total, p.Delta, p.MaxEpsilonTotal))
-		}
+	if finiteTotal(p) && total > p.MaxEpsilonTotal {
+		return n.refuseDetail(a.Round, nil, "this worker's own ε (q = 1) over all studies after this round would be above policy.max_epsilon_total",
+			fmt.Sprintf("study %s: own ε over all studies %.4g after the round at δ %g, policy.max_epsilon_total %.4g", studyName(a.Study), total, p.Delta, p.MaxEpsilonTotal))
 	}
 	return nil
 }
@@ -389,13 +400,8 @@ func (n *Node) ownBudget(a *Announce) error {
 // finiteTotal reports whether the policy caps ε over all studies.
 func finiteTotal(p Policy) bool { return p.MaxEpsilonTotal > 0 && !math.IsInf(p.MaxEpsilonTotal, 1) }
 
-// studyName names a study in logs ("default" for "").
-func studyName(s string) string {
-	if s == "" {
-		return "default"
-	}
-	return s
-}
+// studyName names a study in logs.
+func studyName(s string) string { return wire.StudyLabel(s) }
 
 func (n *Node) canonicalSpec(s string) (string, error) {
 	sp, err := n.parseSpec(s)
@@ -606,11 +612,7 @@ func (n *Node) commitLocked(round uint64, epsilon float64) error {
 			delete(n.clients, r)
 		}
 	}
-	own, err := n.ownEpsilon(0, nil)
-	if err != nil {
-		return err
-	}
-	ownStudy, err := n.ownEpsilon(0, &study)
+	own, ownStudy, err := n.ownEpsilons(0, study)
 	if err != nil {
 		return err
 	}
@@ -891,12 +893,7 @@ func (n *Node) MaskedInput(sb secagg.ShareBundle, global []float32) (secagg.Mask
 	if err := n.persist(sb.Round, c, func(s []byte) error { return n.st.PutMaskedCharged(sb.Round, s, mi, step) }); err != nil {
 		return secagg.MaskedInput{}, err
 	}
-	own, err := n.ownEpsilon(0, nil)
-	if err != nil {
-		return secagg.MaskedInput{}, err
-	}
-	study := a.Study
-	ownStudy, err := n.ownEpsilon(0, &study)
+	own, ownStudy, err := n.ownEpsilons(0, a.Study)
 	if err != nil {
 		return secagg.MaskedInput{}, err
 	}

@@ -53,7 +53,7 @@ func (n *Node) CheckPlan(p StudyPlan) (reasons, warnings []string) {
 	if p.DP && finiteTotal(pol) {
 		// The worker's own ε over every study so far, plus this plan's
 		// (RDP composes; adding ε values over-states it, a warning only).
-		if spent, err := ownEpsilon(n.st, pol.Delta, 0, nil); err == nil && spent+p.PlannedEpsilon > pol.MaxEpsilonTotal {
+		if spent, _, err := n.ownEpsilons(0, p.Study); err == nil && spent+p.PlannedEpsilon > pol.MaxEpsilonTotal {
 			warnings = append(warnings, fmt.Sprintf("the study plans ε %.3g, and with the ε already spent in other studies this institution may reach policy.max_epsilon_total before it ends", p.PlannedEpsilon))
 		}
 	}

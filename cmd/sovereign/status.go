@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
@@ -104,33 +103,13 @@ func newStatusCmd() *cobra.Command {
 			"federation that is starting: coordinators that do not listen yet refuse the connection).",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if fedPath == "" {
-				return errors.New("status: --federation is required")
-			}
-			if identity == "" {
-				identity = os.Getenv("SOVEREIGN_IDENTITY")
-			}
-			if identity == "" {
-				return errors.New("status: --identity is required (a key enrolled in the federation file, e.g. as role \"observer\")")
-			}
-			fed, err := p2p.LoadFederation(fedPath)
-			if err != nil {
-				return err
-			}
-			sk, err := p2p.LoadIdentity(identity)
-			if err != nil {
-				return fmt.Errorf("identity: %w", err)
-			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout+wait)
 			defer cancel()
-			h, err := p2p.NewHost(ctx, p2p.HostConfig{Identity: sk, Federation: fed, StreamTimeout: timeout, DialTimeout: timeout})
+			h, fed, err := memberHost(ctx, fedPath, identity, "", timeout)
 			if err != nil {
-				return err
+				return fmt.Errorf("status: %w", err)
 			}
 			defer h.Close()
-			if _, ok := fed.Lookup(h.ID()); !ok {
-				return fmt.Errorf("identity: peer %s of %s is not enrolled in %s", h.ID(), identity, fedPath)
-			}
 			reports := waitStatus(ctx, h, fed, timeout, wait)
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())

@@ -79,37 +79,40 @@ func loadStudyFile(path string) (coordinator.StudyRequest, coordinator.Config, e
 	return req, cfg, nil
 }
 
-// operatorHost opens a host with an enrolled identity for study requests.
-func operatorHost(ctx context.Context, fedPath, identity string, timeout time.Duration) (*p2p.Host, error) {
+// memberHost opens a host for fedPath's federation with identity (default
+// $SOVEREIGN_IDENTITY), which must be enrolled there — with role role when
+// it is not "". The caller closes it.
+func memberHost(ctx context.Context, fedPath, identity string, role p2p.Role, timeout time.Duration) (*p2p.Host, *p2p.Federation, error) {
 	if fedPath == "" {
-		return nil, errors.New("--federation is required")
+		return nil, nil, errors.New("--federation is required")
 	}
 	if identity == "" {
 		identity = os.Getenv("SOVEREIGN_IDENTITY")
 	}
+	as := ", e.g. as role \"observer\""
+	if role != "" {
+		as = fmt.Sprintf(" as role %q", role)
+	}
 	if identity == "" {
-		return nil, errors.New("--identity is required (a key enrolled in the federation file as role \"operator\")")
+		return nil, nil, fmt.Errorf("--identity is required (a key enrolled in the federation file%s)", as)
 	}
 	fed, err := p2p.LoadFederation(fedPath)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	sk, err := p2p.LoadIdentity(identity)
 	if err != nil {
-		return nil, fmt.Errorf("identity: %w", err)
+		return nil, nil, fmt.Errorf("identity: %w", err)
 	}
 	h, err := p2p.NewHost(ctx, p2p.HostConfig{Identity: sk, Federation: fed, StreamTimeout: timeout, DialTimeout: timeout})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if m, ok := fed.Lookup(h.ID()); !ok || m.Role != p2p.RoleOperator {
+	if m, ok := fed.Lookup(h.ID()); !ok || role != "" && m.Role != role {
 		h.Close()
-		return nil, fmt.Errorf("identity: peer %s of %s is not enrolled in %s as role %q", h.ID(), identity, fedPath, p2p.RoleOperator)
+		return nil, nil, fmt.Errorf("identity: peer %s of %s is not enrolled in %s%s", h.ID(), identity, fedPath, as)
 	}
-	for _, c := range fed.Coordinators() {
-		_ = h.Connect(ctx, c.AddrInfo())
-	}
-	return h, nil
+	return h, fed, nil
 }
 
 type operatorFlags struct {
@@ -126,11 +129,14 @@ func (o *operatorFlags) add(cmd *cobra.Command) {
 func (o *operatorFlags) send(ctx context.Context, out io.Writer, req coordinator.StudyRequest) error {
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	h, err := operatorHost(ctx, o.fedPath, o.identity, o.timeout)
+	h, fed, err := memberHost(ctx, o.fedPath, o.identity, p2p.RoleOperator, o.timeout)
 	if err != nil {
 		return fmt.Errorf("study %s: %w", req.Op, err)
 	}
 	defer h.Close()
+	for _, c := range fed.Coordinators() {
+		_ = h.Connect(ctx, c.AddrInfo())
+	}
 	msg, err := coordinator.SendStudyRequest(ctx, h, req)
 	if err != nil {
 		return fmt.Errorf("study %s %s: %w", req.Op, req.Name, err)
@@ -277,23 +283,9 @@ func printStudies(w io.Writer, ss []studyReport) {
 // firstStatus returns the status of the first coordinator of fedPath that
 // answers, asked with identity (default $SOVEREIGN_IDENTITY).
 func firstStatus(ctx context.Context, fedPath, identity string, timeout time.Duration) (statusReport, error) {
-	if identity == "" {
-		identity = os.Getenv("SOVEREIGN_IDENTITY")
-	}
-	if identity == "" {
-		return statusReport{}, errors.New("--identity is required with --federation (a key enrolled in the federation file)")
-	}
-	fed, err := p2p.LoadFederation(fedPath)
-	if err != nil {
-		return statusReport{}, err
-	}
-	sk, err := p2p.LoadIdentity(identity)
-	if err != nil {
-		return statusReport{}, fmt.Errorf("identity: %w", err)
-	}
 	ctx, cancel := context.WithTimeout(ctx, 2*timeout)
 	defer cancel()
-	h, err := p2p.NewHost(ctx, p2p.HostConfig{Identity: sk, Federation: fed, StreamTimeout: timeout, DialTimeout: timeout})
+	h, fed, err := memberHost(ctx, fedPath, identity, "", timeout)
 	if err != nil {
 		return statusReport{}, err
 	}

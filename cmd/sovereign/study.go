@@ -96,9 +96,6 @@ func newStudyPlanCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("study plan: %w", err)
 			}
-			if identity == "" {
-				identity = os.Getenv("SOVEREIGN_IDENTITY")
-			}
 			if fedPath != "" {
 				if isStudy {
 					req.Op = "check"

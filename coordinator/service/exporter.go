@@ -65,17 +65,23 @@ type exporter struct {
 	statePath  string
 	log        *slog.Logger
 
-	mu     sync.Mutex
-	last   [32]byte
-	ledger int
-	ended  bool
-	done   bool
+	mu   sync.Mutex
+	last [32]byte
+	done bool
+	// written is, per study, the ledger length and end last written: a
+	// study's file is rewritten only when its ledger or end changed.
+	written map[string]ledgerMark
+}
+
+type ledgerMark struct {
+	entries int
+	ended   bool
 }
 
 func (e *exporter) export() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	// Read the state once: the ledger and the snapshot agree.
+	// Read the state once: the ledgers and the snapshot agree.
 	var snap bytes.Buffer
 	if err := e.fsm.Snapshot(&snap); err != nil {
 		e.log.Warn("state export", "err", err)
@@ -85,28 +91,26 @@ func (e *exporter) export() {
 	if e.done && sum == e.last {
 		return
 	}
-	ledger, end, err := coordinator.ReadSnapshotLedgerEnd(bytes.NewReader(snap.Bytes()))
+	studies, err := coordinator.ReadSnapshotStudies(bytes.NewReader(snap.Bytes()))
 	if err != nil {
 		e.log.Warn("state export", "err", err)
 		return
 	}
-	if len(ledger) > 0 && (!e.done || len(ledger) != e.ledger || (end != nil) != e.ended) {
-		if err := coordinator.WriteLedgerFileEnd(e.ledgerPath, ledger, end); err != nil {
-			e.log.Warn("ledger export", "path", e.ledgerPath, "err", err)
-			return
-		}
-		e.ledger, e.ended = len(ledger), end != nil
+	if e.written == nil {
+		e.written = map[string]ledgerMark{}
 	}
-	// Each created study's ledger beside it (ledger-NAME.json).
-	for _, st := range e.fsm.Studies() {
-		if st.Name == coordinator.DefaultStudy {
+	// Each study's ledger: ledger.json (default), ledger-NAME.json.
+	for _, st := range studies {
+		mark := ledgerMark{entries: len(st.Ledger), ended: st.End != nil}
+		if prev, ok := e.written[st.Name]; len(st.Ledger) == 0 || ok && prev == mark {
 			continue
 		}
 		p := filepath.Join(filepath.Dir(e.ledgerPath), coordinator.StudyLedgerFileName(st.Name))
-		if err := coordinator.WriteLedgerFileEnd(p, st.State.Ledger, st.State.Ended); err != nil {
+		if err := coordinator.WriteLedgerFileEnd(p, st.Ledger, st.End); err != nil {
 			e.log.Warn("ledger export", "path", p, "err", err)
 			return
 		}
+		e.written[st.Name] = mark
 	}
 	if err := writeFileAtomic(e.statePath, snap.Bytes()); err != nil {
 		e.log.Warn("state export", "path", e.statePath, "err", err)
