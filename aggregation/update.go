@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+
+	"github.com/sovereign-fl/sovereign/internal/finite"
 )
 
 // Update is one client's contribution for a round: the model delta
@@ -100,15 +102,7 @@ func check(u Update, i, dim int, seen map[string]bool) error {
 }
 
 // firstNonFinite returns the index of the first NaN or ±Inf in x, or -1.
-func firstNonFinite(x []float32) int {
-	for j, v := range x {
-		// v-v is 0 for finite v and NaN for NaN and ±Inf.
-		if v-v != 0 {
-			return j
-		}
-	}
-	return -1
-}
+func firstNonFinite(x []float32) int { return finite.First(x) }
 
 // checkShapes verifies that the rule can run on updates without panicking:
 // at least min updates, and every delta of len(dst). It does not look for

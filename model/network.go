@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+
+	"github.com/sovereign-fl/sovereign/internal/finite"
 )
 
 // maxEvalBufFloats bounds the activation buffers Evaluate and Predict grow
@@ -118,10 +120,8 @@ func (n *Network) SetParams(p []float32) error {
 func (n *Network) CheckParams() error { return n.checkFinite(n.params, "parameters") }
 
 func (n *Network) checkFinite(p []float32, what string) error {
-	for i, v := range p {
-		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return fmt.Errorf("model: %s: element %d (%s) is %v", what, i, n.ParamLocation(i), v)
-		}
+	if i := finite.First(p); i >= 0 {
+		return fmt.Errorf("model: %s: element %d (%s) is %v", what, i, n.ParamLocation(i), p[i])
 	}
 	return nil
 }

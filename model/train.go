@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 
 	"gonum.org/v1/gonum/blas/blas32"
+
+	"github.com/sovereign-fl/sovereign/internal/finite"
 )
 
 // TrainConfig configures local training.
@@ -87,10 +89,8 @@ func Train(n *Network, x []float32, y []int32, dim int, idx []int, cfg TrainConf
 		if c := y[i]; c < 0 || int(c) >= n.classes {
 			return 0, fmt.Errorf("model: Train: label y[%d]=%d out of range [0, %d)", i, c, n.classes)
 		}
-		for j, v := range x[i*dim : (i+1)*dim] {
-			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-				return 0, fmt.Errorf("model: Train: example %d feature %d is %v", i, j, v)
-			}
+		if j := finite.First(x[i*dim : (i+1)*dim]); j >= 0 {
+			return 0, fmt.Errorf("model: Train: example %d feature %d is %v", i, j, x[i*dim+j])
 		}
 	}
 	if err := n.CheckParams(); err != nil {

@@ -31,6 +31,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+
+	"github.com/sovereign-fl/sovereign/internal/finite"
 )
 
 // ClipL2 scales v in place so that its Euclidean norm is at most c and
@@ -103,11 +105,8 @@ func L2Norm(v []float32) float64 {
 // CheckFinite returns an error naming the first coordinate of v that is NaN
 // or ±Inf, or nil when every coordinate is finite.
 func CheckFinite(v []float32) error {
-	for i, x := range v {
-		f := float64(x)
-		if math.IsNaN(f) || math.IsInf(f, 0) {
-			return fmt.Errorf("dp: coordinate %d of the update is %v", i, x)
-		}
+	if i := finite.First(v); i >= 0 {
+		return fmt.Errorf("dp: coordinate %d of the update is %v", i, v[i])
 	}
 	return nil
 }

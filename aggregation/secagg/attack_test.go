@@ -46,6 +46,13 @@ func testPKI(ids []uint32, seed uint64) map[uint32]ed25519.PrivateKey {
 // roundHook may replace a client's reply before the server sees it.
 type roundHook func(to uint32, reply any) any
 
+// mustRefuse is a reply a hook makes that the server must refuse; check
+// sees the server's error.
+type mustRefuse struct {
+	msg   any
+	check func(error)
+}
+
 // runRound drives one whole round; every client and the server use the
 // PKI when keys is non-nil. It returns the server after the round ended.
 func runRound(t *testing.T, cfg Config, keys map[uint32]ed25519.PrivateKey, up map[uint32][]float32, w map[uint32]float64, hook roundHook) (*Server, error) {
@@ -75,6 +82,14 @@ func runRound(t *testing.T, cfg Config, keys map[uint32]ed25519.PrivateKey, up m
 			reply = hook(to, reply)
 		}
 		if reply == nil { // the client vanishes
+			return
+		}
+		if r, ok := reply.(mustRefuse); ok {
+			err := srv.Receive(r.msg, now)
+			if err == nil {
+				t.Fatalf("server accepted the reply %T of client %d", r.msg, to)
+			}
+			r.check(err)
 			return
 		}
 		if err := srv.Receive(reply, now); err != nil {

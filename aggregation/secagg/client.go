@@ -2,7 +2,6 @@ package secagg
 
 import (
 	"bytes"
-	"crypto/ecdh"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -86,8 +85,8 @@ type Client struct {
 	rand    io.Reader
 	graph   *Graph
 	quant   *Quantizer
-	encKey  *ecdh.PrivateKey
-	maskKey *ecdh.PrivateKey
+	encPub  [KeySize]byte // c_u^PK
+	maskPub [KeySize]byte // s_u^PK
 	exp     *maskExpander
 	auth    Authenticator
 }
@@ -135,12 +134,13 @@ func newClient(cfg Config, id uint32, rand io.Reader, sh *roundShared) (*Client,
 		return nil, err
 	}
 	var err error
-	if c.encKey, c.st.EncSeed, err = newPrivateKey(rand); err != nil {
+	if c.st.EncSeed, err = newScalar(rand); err != nil {
 		return nil, err
 	}
-	if c.maskKey, c.st.MaskSeed, err = newPrivateKey(rand); err != nil {
+	if c.st.MaskSeed, err = newScalar(rand); err != nil {
 		return nil, err
 	}
+	c.setPublicKeys()
 	// b_u is drawn now so that its commitment goes out with the keys.
 	if _, err := io.ReadFull(rand, c.st.SelfSeed[:]); err != nil {
 		return nil, fmt.Errorf("secagg: client %d: reading self-mask seed: %w", id, err)
@@ -224,6 +224,12 @@ func (c *Client) wrongStage(call string, want Stage) error {
 	return fmt.Errorf("%w: client %d round %d: %s called in %v, needs %v", ErrWrongStage, c.st.ID, c.st.Cfg.Round, call, c.st.Stage, want)
 }
 
+// setPublicKeys computes c_u^PK and s_u^PK from the scalars in the state.
+func (c *Client) setPublicKeys() {
+	pubs := publicKeys(c.st.EncSeed, c.st.MaskSeed)
+	c.encPub, c.maskPub = pubs[0], pubs[1]
+}
+
 // Advertise runs stage 0: it returns the client's two public keys.
 func (c *Client) Advertise() (AdvertiseKeys, error) {
 	if c.st.Stage > StageAdvertise {
@@ -232,8 +238,8 @@ func (c *Client) Advertise() (AdvertiseKeys, error) {
 	ads := AdvertiseKeys{
 		Round:      c.st.Cfg.Round,
 		From:       c.st.ID,
-		EncKey:     c.encKey.PublicKey().Bytes(),
-		MaskKey:    c.maskKey.PublicKey().Bytes(),
+		EncKey:     slices.Clone(c.encPub[:]),
+		MaskKey:    slices.Clone(c.maskPub[:]),
 		SeedCommit: seedCommit(c.st.Cfg.Round, c.st.ID, c.st.SelfSeed[:]),
 	}
 	if c.auth != nil {
@@ -318,15 +324,19 @@ func (c *Client) ShareKeys(ads []AdvertiseKeys) ([]EncryptedShare, error) {
 	if err != nil {
 		return nil, err
 	}
+	pubs := make([][KeySize]byte, len(ids))
+	for i, v := range ids {
+		pubs[i], _ = parsePublicKey(peers[v].EncKey, "")
+	}
+	keys, err := agreeKeys(&c.st.EncSeed, pubs, cfg.Round, me, ids, purposeShareKey)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]EncryptedShare, len(ids))
 	pt := make([]byte, sharePlainSize)
 	for i, v := range ids {
 		p := peers[v]
-		pub, _ := parsePublicKey(p.EncKey, "")
-		key, err := agreeKey(c.encKey, pub, cfg.Round, me, v, purposeShareKey)
-		if err != nil {
-			return nil, err
-		}
+		key := keys[i]
 		p.ShareKey = key
 		peers[v] = p
 		binary.BigEndian.PutUint32(pt[0:], me)
@@ -442,18 +452,22 @@ func (c *Client) maskedInput(shares []EncryptedShare, update []float32, weight f
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
+	pubs := make([][KeySize]byte, len(ids))
+	for i, v := range ids {
+		pubs[i], _ = parsePublicKey(got[v].MaskKey, "")
+	}
+	pairwise, err := agreeKeys(&c.st.MaskSeed, pubs, cfg.Round, me, ids, purposeMaskSeed)
+	if err != nil {
+		return MaskedInput{}, err
+	}
 	seeds := make([][KeySize]byte, 1, len(ids)+1)
 	neg := make([]bool, 1, len(ids)+1)
 	seeds[0] = c.st.SelfSeed
-	for _, v := range ids {
-		pub, _ := parsePublicKey(got[v].MaskKey, "")
-		seed, err := agreeKey(c.maskKey, pub, cfg.Round, me, v, purposeMaskSeed)
-		if err != nil {
-			return MaskedInput{}, err
-		}
-		seeds = append(seeds, seed)
+	for i, v := range ids {
+		seeds = append(seeds, pairwise[i])
 		neg = append(neg, me > v)
 	}
+	clear(pairwise)
 	c.exp.AddMany(y, seeds, neg)
 	clear(seeds)
 	reduceBits(y, cfg.Bits)

@@ -2,9 +2,9 @@ package secagg
 
 import "encoding/binary"
 
-// AES-256-CTR keystream with the AVX-512 vector-AES instructions (VAES),
+// AES-128-CTR keystream with the AVX-512 vector-AES instructions (VAES),
 // added to or subtracted from the mask words directly, without a keystream
-// buffer: the same PRG as newPRGStream (AES-256, zero IV, 128-bit
+// buffer: the same PRG as newPRGStream (AES-128, zero IV, 128-bit
 // big-endian block counter, keystream read as little-endian words), four
 // to eight times the speed of crypto/cipher's CTR on CPUs that have VAES
 // (BenchmarkPRG). The round keys are expanded here (FIPS-197 §5.2) because
@@ -42,30 +42,35 @@ var aesSbox = func() (s [256]byte) {
 	return s
 }()
 
-// expandKey256 returns the 15 round keys of AES-256 for key, each in the
-// byte order AESENC takes.
-func expandKey256(key *[KeySize]byte) *[15][16]byte {
-	var w [60]uint32
-	for i := range 8 {
+// roundKeys are the 11 round keys of AES-128, each in the byte order
+// AESENC takes.
+type roundKeys [11][16]byte
+
+// expandKey128 returns the round keys of AES-128 for the PRG key of seed
+// (prgKey).
+func expandKey128(seed *[KeySize]byte) *roundKeys {
+	key := prgKey(seed)
+	var w [44]uint32
+	for i := range 4 {
 		w[i] = binary.BigEndian.Uint32(key[4*i:])
 	}
 	sub := func(t uint32) uint32 {
 		return uint32(aesSbox[t>>24])<<24 | uint32(aesSbox[t>>16&0xff])<<16 | uint32(aesSbox[t>>8&0xff])<<8 | uint32(aesSbox[t&0xff])
 	}
 	rcon := uint32(1)
-	for i := 8; i < 60; i++ {
+	for i := 4; i < 44; i++ {
 		t := w[i-1]
-		switch i % 8 {
-		case 0:
+		if i%4 == 0 {
 			t = sub(t<<8|t>>24) ^ rcon<<24
 			rcon <<= 1
-		case 4:
-			t = sub(t)
+			if rcon == 0x100 {
+				rcon = 0x1b // x^8 mod x^8+x^4+x^3+x+1
+			}
 		}
-		w[i] = w[i-8] ^ t
+		w[i] = w[i-4] ^ t
 	}
-	rk := new([15][16]byte)
-	for r := range 15 {
+	rk := new(roundKeys)
+	for r := range rk {
 		for c := range 4 {
 			binary.BigEndian.PutUint32(rk[r][4*c:], w[4*r+c])
 		}
@@ -76,7 +81,7 @@ func expandKey256(key *[KeySize]byte) *[15][16]byte {
 // ctrApply applies the keystream of rk from counter block first on (four
 // words per block) to dst: op opSet stores it, opAdd adds it, opSub
 // subtracts it. Only with haveVAES.
-func ctrApply(rk *[15][16]byte, dst []uint32, first uint64, o op) {
+func ctrApply(rk *roundKeys, dst []uint32, first uint64, o op) {
 	groups := len(dst) / 64
 	if groups > 0 {
 		ctrVAES(rk, &dst[0], groups, first, int(o))
@@ -101,13 +106,13 @@ func ctrApply(rk *[15][16]byte, dst []uint32, first uint64, o op) {
 	}
 }
 
-// ctrWords is a continuous AES-256-CTR keystream (zero IV) read as
+// ctrWords is a continuous AES-128-CTR keystream (zero IV) read as
 // little-endian uint64 words: the random words of a client's stochastic
 // rounding, keyed by a seed the client draws from its random source. With
 // VAES it is generated 64 words at a time by ctrVAES, otherwise by
 // crypto/cipher; both give the same words (TestCTRWordsPaths).
 type ctrWords struct {
-	rk     *[15][16]byte
+	rk     *roundKeys
 	stream interface{ XORKeyStream(dst, src []byte) }
 	block  uint64     // next counter block (VAES path)
 	buf    [64]uint32 // keystream generated but not yet read (VAES path)
@@ -116,7 +121,7 @@ type ctrWords struct {
 
 func newCTRWords(seed *[KeySize]byte) *ctrWords {
 	if haveVAES && littleEndian {
-		return &ctrWords{rk: expandKey256(seed)}
+		return &ctrWords{rk: expandKey128(seed)}
 	}
 	return &ctrWords{stream: newPRGStream(seed)}
 }

@@ -23,8 +23,8 @@ DATA ctrStep<>+0(SB)/8, $0
 DATA ctrStep<>+8(SB)/8, $4
 GLOBL ctrStep<>(SB), RODATA|NOPTR, $16
 
-// func ctrVAES(rk *[15][16]byte, dst *uint32, groups int, block uint64, mode int)
-// AES-256-CTR keystream from counter block number block on (zero IV),
+// func ctrVAES(rk *roundKeys, dst *uint32, groups int, block uint64, mode int)
+// AES-128-CTR keystream from counter block number block on (zero IV),
 // 16 blocks (64 words) per group, four zmm of four blocks each in flight:
 // mode 0 stores it into dst, 1 adds it to dst and 2 subtracts it from dst,
 // word by word mod 2^32 (words little-endian, as the Go path reads them).
@@ -45,10 +45,6 @@ TEXT ·ctrVAES(SB), NOSPLIT, $0-40
 	VBROADCASTI32X4 128(AX), Z24
 	VBROADCASTI32X4 144(AX), Z25
 	VBROADCASTI32X4 160(AX), Z26
-	VBROADCASTI32X4 176(AX), Z27
-	VBROADCASTI32X4 192(AX), Z28
-	VBROADCASTI32X4 208(AX), Z29
-	VBROADCASTI32X4 224(AX), Z30
 	VBROADCASTI32X4 ctrShuf<>(SB), Z31
 	// Z4..Z7: counters of blocks block+0..3, +4..7, +8..11, +12..15.
 	MOVQ DX, X8
@@ -83,14 +79,10 @@ ctr_loop:
 	ROUND(Z23)
 	ROUND(Z24)
 	ROUND(Z25)
-	ROUND(Z26)
-	ROUND(Z27)
-	ROUND(Z28)
-	ROUND(Z29)
-	VAESENCLAST Z30, Z0, Z0
-	VAESENCLAST Z30, Z1, Z1
-	VAESENCLAST Z30, Z2, Z2
-	VAESENCLAST Z30, Z3, Z3
+	VAESENCLAST Z26, Z0, Z0
+	VAESENCLAST Z26, Z1, Z1
+	VAESENCLAST Z26, Z2, Z2
+	VAESENCLAST Z26, Z3, Z3
 	VPADDQ Z9, Z4, Z4
 	VPADDQ Z9, Z5, Z5
 	VPADDQ Z9, Z6, Z6

@@ -8,7 +8,7 @@ import "golang.org/x/sys/cpu"
 var haveVAES = cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512VAES
 
 //go:noescape
-func ctrVAES(rk *[15][16]byte, dst *uint32, groups int, block uint64, mode int)
+func ctrVAES(rk *roundKeys, dst *uint32, groups int, block uint64, mode int)
 
 // haveQuantAVX512 selects quantAVX512 (quant_amd64.s).
 var haveQuantAVX512 = cpu.X86.HasAVX512F && cpu.X86.HasAVX512DQ && cpu.X86.HasAVX512VL

@@ -10,9 +10,13 @@ import (
 )
 
 // Pseudo-random generator for masks (Bonawitz et al. 2017, §3 "Pseudorandom
-// Generator"): AES-256-CTR keyed by the full 256-bit seed with a zero IV
-// (every seed is used for exactly one expansion), read as little-endian
-// uint32 words. Masks are added or subtracted with uint32 wrap-around, i.e.
+// Generator"): AES-128-CTR keyed by the two halves of the 256-bit seed
+// XORed together (prgKey: uniform when the seed is, and every seed bit
+// counts), with a zero IV (every seed is used for exactly one expansion),
+// read as little-endian uint32 words. 128-bit keys match the security of the X25519
+// agreement the pairwise seeds come from (about 2^128 work); AES-128 has 10
+// rounds to AES-256's 14, and mask expansion is most of a SecAgg+ client's
+// work. Masks are added or subtracted with uint32 wrap-around, i.e.
 // in Z_(2^32); reducing mod 2^b afterwards gives arithmetic in Z_(2^b).
 
 // prgChunk is the keystream block generated at a time (fits in L1/L2).
@@ -27,11 +31,24 @@ type maskExpander struct {
 	conv [prgChunk / 4]uint32 // used on big-endian machines only
 }
 
+// prgKeySize is the size of the PRG's AES-128 key.
+const prgKeySize = 16
+
+// prgKey folds a 256-bit seed into the PRG's 128-bit key.
+func prgKey(seed *[KeySize]byte) [prgKeySize]byte {
+	var k [prgKeySize]byte
+	for i := range k {
+		k[i] = seed[i] ^ seed[prgKeySize+i]
+	}
+	return k
+}
+
 func newPRGStream(seed *[KeySize]byte) cipher.Stream {
-	block, err := aes.NewCipher(seed[:])
+	key := prgKey(seed)
+	block, err := aes.NewCipher(key[:])
 	if err != nil {
-		// Unreachable: a 32-byte key is always valid for AES-256.
-		panic("secagg: aes.NewCipher with 32-byte key: " + err.Error())
+		// Unreachable: a 16-byte key is always valid for AES-128.
+		panic("secagg: aes.NewCipher with 16-byte key: " + err.Error())
 	}
 	var iv [aes.BlockSize]byte
 	return cipher.NewCTR(block, iv[:])
@@ -78,7 +95,7 @@ const (
 
 func (m *maskExpander) apply(acc []uint32, seed *[KeySize]byte, o op) {
 	if haveVAES && littleEndian {
-		ctrApply(expandKey256(seed), acc, 0, o)
+		ctrApply(expandKey128(seed), acc, 0, o)
 		return
 	}
 	s := newPRGStream(seed)
@@ -113,9 +130,9 @@ func (m *maskExpander) AddMany(acc []uint32, seeds [][KeySize]byte, neg []bool) 
 	if haveVAES && littleEndian {
 		// The vector-AES kernel adds the keystream in place: no stream
 		// state but the round keys, so all masks are applied to each block.
-		rks := make([]*[15][16]byte, len(seeds))
+		rks := make([]*roundKeys, len(seeds))
 		for i := range seeds {
-			rks[i] = expandKey256(&seeds[i])
+			rks[i] = expandKey128(&seeds[i])
 		}
 		for off := 0; off < len(acc); off += blk {
 			d := acc[off:min(off+blk, len(acc))]

@@ -109,7 +109,7 @@ func (q *Quantizer) Quantize(dst []uint32, x []float32, weight float64, rng *ran
 }
 
 // quantizeCTR is the client's Quantize: its rounding words are the
-// AES-256-CTR keystream of seed (ctrWords), with AVX-512 vector AES about
+// AES-128-CTR keystream of seed (ctrWords), with AVX-512 vector AES about
 // ten times the speed of a ChaCha8 generator, which at d = 200k words cost
 // as much as all of a client's masks together.
 func (q *Quantizer) quantizeCTR(dst []uint32, x []float32, weight float64, seed *[KeySize]byte) error {

@@ -2,7 +2,6 @@ package secagg
 
 import (
 	"bytes"
-	"crypto/ecdh"
 	"encoding/binary"
 	"fmt"
 	"runtime"
@@ -875,18 +874,17 @@ func (s *Server) closeUnmask() error {
 		}
 		rebuilt[u] = b
 	}
-	keys := map[uint32]*ecdh.PrivateKey{}
+	keys := map[uint32][KeySize]byte{}
 	for _, v := range s.needKey {
 		adv := s.ads[v].MaskKey
 		skb := s.rebuild(s.sShares[v], func(sec []byte) bool {
-			sk, err := ecdh.X25519().NewPrivateKey(sec)
-			return err == nil && bytes.Equal(sk.PublicKey().Bytes(), adv)
+			return len(sec) == KeySize && bytes.Equal(publicKeys([KeySize]byte(sec))[0][:], adv)
 		})
 		if skb == nil {
 			lost = append(lost, v)
 			continue
 		}
-		keys[v], _ = ecdh.X25519().NewPrivateKey(skb)
+		keys[v] = [KeySize]byte(skb)
 	}
 	if len(lost) > 0 {
 		slices.Sort(lost)
@@ -904,6 +902,8 @@ func (s *Server) closeUnmask() error {
 	}
 	for _, v := range s.needKey {
 		sk := keys[v]
+		var us []uint32
+		var pubs [][KeySize]byte
 		for _, u := range s.graph.Neighbours(v) {
 			if _, ok := slices.BinarySearch(s.u3, u); !ok {
 				continue
@@ -912,14 +912,18 @@ func (s *Server) closeUnmask() error {
 			if err != nil {
 				return err
 			}
-			seed, err := agreeKey(sk, pub, s.cfg.Round, u, v, purposeMaskSeed)
-			if err != nil {
-				return err
-			}
+			us, pubs = append(us, u), append(pubs, pub)
+		}
+		pairwise, err := agreeKeys(&sk, pubs, s.cfg.Round, v, us, purposeMaskSeed)
+		if err != nil {
+			return err
+		}
+		for i, u := range us {
 			// Survivor u added +PRG(s_uv) if u < v and -PRG(s_uv) otherwise.
-			seeds = append(seeds, seed)
+			seeds = append(seeds, pairwise[i])
 			neg = append(neg, u < v)
 		}
+		clear(pairwise)
 	}
 	s.exp.AddMany(s.sum, seeds, neg)
 	clear(seeds)

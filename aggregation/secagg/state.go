@@ -2,7 +2,6 @@ package secagg
 
 import (
 	"bytes"
-	"crypto/ecdh"
 	"encoding/gob"
 	"fmt"
 	"io"
@@ -81,12 +80,6 @@ func RestoreClientWithMasked(data []byte, masked *MaskedInput, rand io.Reader) (
 	if c.st.Stage > StageMaskedInput && len(c.st.Masked.Vector) != c.st.Cfg.Dim+1 {
 		return nil, fmt.Errorf("%w: client %d state: cached masked input has %d words, want %d", ErrMalformed, c.st.ID, len(c.st.Masked.Vector), c.st.Cfg.Dim+1)
 	}
-	var err error
-	if c.encKey, err = ecdh.X25519().NewPrivateKey(c.st.EncSeed[:]); err != nil {
-		return nil, fmt.Errorf("%w: client %d state: encryption key: %v", ErrMalformed, c.st.ID, err)
-	}
-	if c.maskKey, err = ecdh.X25519().NewPrivateKey(c.st.MaskSeed[:]); err != nil {
-		return nil, fmt.Errorf("%w: client %d state: mask key: %v", ErrMalformed, c.st.ID, err)
-	}
+	c.setPublicKeys()
 	return c, nil
 }
