@@ -41,9 +41,11 @@
 // hold every update.
 //
 // Primitives, each in its own file: X25519 + HKDF-SHA256 key agreement
-// (keyagree.go), AES-256-GCM for the encrypted shares (aead.go), Shamir
+// (keyagree.go; a client's agreements of a stage in one batch, eight
+// ladders at a time with AVX-512 IFMA in aggregation/internal/x25519;
+// public keys of small order refused where keys are parsed), AES-256-GCM for the encrypted shares (aead.go), Shamir
 // secret sharing over GF(2^61-1) with 32-bit limbs (shamir.go), an
-// AES-256-CTR pseudo-random generator expanding into uint32 words
+// AES-128-CTR pseudo-random generator expanding into uint32 words
 // (prg.go; with AVX-512 vector AES in ctr.go and ctr_amd64.s where the CPU
 // has it, crypto/cipher otherwise), fixed-point quantization with
 // stochastic rounding (quant.go, its rounding loop also in AVX-512) and the

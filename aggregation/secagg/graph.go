@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"sync"
 )
 
 // Graph is the SecAgg+ communication graph (Bell et al. 2020, §3): a Harary
@@ -17,6 +18,13 @@ type Graph struct {
 	idx  map[uint32]int
 	nbrs [][]uint32 // sorted neighbour lists, by client position in ids
 	npos [][]int32  // the same lists as positions in ids
+
+	// The last set components was asked about and its answer: in a
+	// simulated round every client shares one Graph and checks the same
+	// survivor set.
+	memoMu    sync.Mutex
+	memoSet   []uint32
+	memoComps [][]uint32
 }
 
 // NewGraph builds the degree-k graph over the sorted, distinct client
@@ -96,8 +104,25 @@ func (g *Graph) AreNeighbours(a, b uint32) bool {
 // components splits the sorted set of clients into the connected
 // components of the graph induced on it, largest first (ties: smallest
 // member first). Security review M6: a survivor set whose induced graph
-// falls apart lets the server unmask each component's sum on its own.
+// falls apart lets the server unmask each component's sum on its own. The
+// result is shared with later calls: callers must not modify it.
 func (g *Graph) components(set []uint32) [][]uint32 {
+	g.memoMu.Lock()
+	if g.memoSet != nil && slices.Equal(g.memoSet, set) {
+		comps := g.memoComps
+		g.memoMu.Unlock()
+		return comps
+	}
+	g.memoMu.Unlock()
+	comps := g.componentsOf(set)
+	g.memoMu.Lock()
+	g.memoSet, g.memoComps = slices.Clone(set), comps
+	g.memoMu.Unlock()
+	return comps
+}
+
+// componentsOf is components without the memo.
+func (g *Graph) componentsOf(set []uint32) [][]uint32 {
 	// Per client position: 1 = in set, 2 = reached. Positions instead of
 	// maps: every client of a round checks this over the whole survivor set.
 	mark := make([]uint8, len(g.ids))

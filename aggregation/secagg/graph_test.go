@@ -77,7 +77,9 @@ func TestGraphRefusesBadDegree(t *testing.T) {
 	}
 }
 
-// components agrees with a naive fixpoint labelling on random subsets.
+// components agrees with a naive fixpoint labelling on random subsets, and
+// its memo (the last set asked about) answers a repeated set and the set
+// before it alike.
 func TestComponentsMatchesNaive(t *testing.T) {
 	r := rand.New(rand.NewPCG(9, 9))
 	ids := make([]uint32, 60)
@@ -88,6 +90,8 @@ func TestComponentsMatchesNaive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var prevSet []uint32
+	var prevComps [][]uint32
 	for range 50 {
 		var set []uint32
 		for _, v := range ids {
@@ -125,5 +129,14 @@ func TestComponentsMatchesNaive(t *testing.T) {
 				t.Fatalf("component %v, naive %v", c, groups[label[c[0]]])
 			}
 		}
+		if again := g.components(slices.Clone(set)); !slices.EqualFunc(again, comps, slices.Equal) {
+			t.Fatalf("set %v asked twice: %v, then %v", set, comps, again)
+		}
+		if prevSet != nil {
+			if got := g.components(prevSet); !slices.EqualFunc(got, prevComps, slices.Equal) {
+				t.Fatalf("set %v asked again after another: %v, first %v", prevSet, got, prevComps)
+			}
+		}
+		prevSet, prevComps = set, comps
 	}
 }
