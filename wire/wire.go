@@ -40,8 +40,10 @@ const (
 	// ProtoMasked is stage 2: EncryptedShares (addressed to the worker) →
 	// MaskedInputHeader, then, unless refused, the masked vector as a blob
 	// (BlobHeader, BlobChunk..., BlobTrailer) on the same stream, whose
-	// SHA-256 the header names.
-	ProtoMasked protocol.ID = "/sovereign/round-masked/1.0.0"
+	// SHA-256 the header names. Version 2: masks expanded with AES-128-CTR
+	// (1.0.0 used AES-256), so that a worker and a coordinator of different
+	// versions fail to talk instead of summing masks that do not cancel.
+	ProtoMasked protocol.ID = "/sovereign/round-masked/2.0.0"
 	// ProtoConsistency is the consistency check of Bonawitz et al. 2017
 	// (their round 4), between stages 2 and 3 in rounds whose SecAgg+
 	// configuration sets it: ConsistencyRequest → ConsistencyResponse.

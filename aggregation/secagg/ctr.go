@@ -11,31 +11,28 @@ import "encoding/binary"
 // crypto/aes does not expose them; TestCTRVAESMatchesCipher checks the
 // kernel against crypto/cipher for every mode, length and start block.
 
-// aesSbox is the AES S-box (FIPS-197 §5.1.1), computed at start-up.
+// aesSbox is the AES S-box (FIPS-197 §5.1.1), computed at start-up: the
+// inverse of x in GF(2^8) from the powers of the generator 3 (x = 3^i has
+// inverse 3^(255-i)), then the affine map.
 var aesSbox = func() (s [256]byte) {
-	mul := func(a, b byte) byte { // GF(2^8) modulo x^8+x^4+x^3+x+1
-		var p byte
-		for b != 0 {
-			if b&1 != 0 {
-				p ^= a
-			}
-			hi := a & 0x80
-			a <<= 1
-			if hi != 0 {
-				a ^= 0x1b
-			}
-			b >>= 1
+	var exp [255]byte
+	var log [256]int
+	p := byte(1)
+	for i := range exp {
+		exp[i], log[p] = p, i
+		// p·3 = p·2 ⊕ p, modulo x^8+x^4+x^3+x+1
+		hi := p & 0x80
+		p2 := p << 1
+		if hi != 0 {
+			p2 ^= 0x1b
 		}
-		return p
+		p ^= p2
 	}
 	rotl := func(x byte, k uint) byte { return x<<k | x>>(8-k) }
 	for x := range 256 {
 		inv := byte(0)
-		if x != 0 { // x^254 = x^-1
-			inv = 1
-			for range 254 {
-				inv = mul(inv, byte(x))
-			}
+		if x != 0 {
+			inv = exp[(255-log[x])%255]
 		}
 		s[x] = inv ^ rotl(inv, 1) ^ rotl(inv, 2) ^ rotl(inv, 3) ^ rotl(inv, 4) ^ 0x63
 	}
