@@ -208,6 +208,9 @@ type conv struct {
 	x                []float32 // input of the last forward (not owned)
 	col, y, dcol, dx []float32
 	cap              int
+
+	// The per-example passes, split over the examples of a batch.
+	im2colPass, col2imPass splitter
 }
 
 func newConv(inC, h, w, outC, k int, relu, chw bool) *conv {
@@ -264,14 +267,22 @@ func (c *conv) kxRange(ox int) (int, int) {
 	return kx0, kx1
 }
 
-// im2col writes one row of k·k·inC input values per output pixel.
-func (c *conv) im2col(x []float32, batch int) {
+// im2col writes one row of k·k·inC values of c.x per output pixel.
+func (c *conv) im2col(batch int) {
+	if c.im2colPass.f == nil {
+		c.im2colPass.f = c.im2colRange
+	}
+	c.im2colPass.run(batch, c.h*c.w*c.kkc())
+}
+
+// im2colRange is im2col for the examples [b0, b1).
+func (c *conv) im2colRange(b0, b1 int) {
 	kkc, inC, k := c.kkc(), c.inC, c.k
 	cs, ys, xs := c.strides()
 	ex := c.inDim()
-	col := c.col[:batch*c.h*c.w*kkc]
-	r := 0
-	for b := 0; b < batch; b++ {
+	x, col := c.x, c.col
+	r := b0 * c.h * c.w
+	for b := b0; b < b1; b++ {
 		xb := x[b*ex : (b+1)*ex]
 		for oy := 0; oy < c.h; oy++ {
 			for ox := 0; ox < c.w; ox++ {
@@ -306,15 +317,23 @@ func (c *conv) im2col(x []float32, batch int) {
 }
 
 // col2im adds every row of dcol back onto the input positions it was read
-// from (the adjoint of im2col), writing dx.
-func (c *conv) col2im(dx []float32, batch int) {
+// from (the adjoint of im2col), writing c.dx.
+func (c *conv) col2im(batch int) {
+	if c.col2imPass.f == nil {
+		c.col2imPass.f = c.col2imRange
+	}
+	c.col2imPass.run(batch, c.h*c.w*c.kkc())
+}
+
+// col2imRange is col2im for the examples [b0, b1).
+func (c *conv) col2imRange(b0, b1 int) {
 	kkc, inC, k := c.kkc(), c.inC, c.k
 	cs, ys, xs := c.strides()
 	ex := c.inDim()
-	clear(dx)
-	dcol := c.dcol[:batch*c.h*c.w*kkc]
-	r := 0
-	for b := 0; b < batch; b++ {
+	dx, dcol := c.dx, c.dcol
+	clear(dx[b0*ex : b1*ex])
+	r := b0 * c.h * c.w
+	for b := b0; b < b1; b++ {
 		db := dx[b*ex : (b+1)*ex]
 		for oy := 0; oy < c.h; oy++ {
 			for ox := 0; ox < c.w; ox++ {
@@ -348,7 +367,7 @@ func (c *conv) col2im(dx []float32, batch int) {
 func (c *conv) forward(x []float32, batch int) []float32 {
 	c.x = x[:batch*c.inDim()]
 	rows, kkc := batch*c.h*c.w, c.kkc()
-	c.im2col(c.x, batch)
+	c.im2col(batch)
 	y := c.y[:rows*c.outC]
 	fillRows(y, c.b, rows)
 	// y (rows×outC) += col (rows×kkc) · Wᵀ (kkc×outC)
@@ -373,9 +392,8 @@ func (c *conv) backward(dy []float32, batch int, needDX bool) []float32 {
 	}
 	// dcol (rows×kkc) = dy · W, then scatter back to the input.
 	gemm.Gemm(blas.NoTrans, blas.NoTrans, 1, general(dy, rows, c.outC), general(c.wt, c.outC, kkc), 0, general(c.dcol[:rows*kkc], rows, kkc))
-	dx := c.dx[:batch*c.inDim()]
-	c.col2im(dx, batch)
-	return dx
+	c.col2im(batch)
+	return c.dx[:batch*c.inDim()]
 }
 
 // maxPool is 2×2 max pooling with stride 2 on HWC input; odd trailing rows
@@ -390,6 +408,9 @@ type maxPool struct {
 	y, dx []float32
 	arg   []int32 // per output: index of the winning input within its example
 	cap   int
+
+	x, dy                 []float32 // inputs of the running pass (not owned)
+	forwardPass, backPass splitter
 }
 
 func newMaxPool(c, h, w int) *maxPool {
@@ -415,11 +436,22 @@ func (p *maxPool) reserve(batch int) {
 }
 
 func (p *maxPool) forward(x []float32, batch int) []float32 {
+	if p.forwardPass.f == nil {
+		p.forwardPass.f = p.forwardRange
+	}
+	p.x = x
+	p.forwardPass.run(batch, p.inDim())
+	p.x = nil
+	return p.y[:batch*p.outDim()]
+}
+
+// forwardRange is forward for the examples [b0, b1) of p.x.
+func (p *maxPool) forwardRange(b0, b1 int) {
 	ex, ox := p.inDim(), p.outDim()
-	y, arg := p.y[:batch*ox], p.arg[:batch*ox]
+	x, y, arg := p.x, p.y, p.arg
 	c, rowStride := p.c, p.w*p.c
-	o := 0
-	for b := 0; b < batch; b++ {
+	o := b0 * ox
+	for b := b0; b < b1; b++ {
 		xb := x[b*ex : (b+1)*ex]
 		for py := 0; py < p.oh; py++ {
 			for px := 0; px < p.ow; px++ {
@@ -456,17 +488,27 @@ func (p *maxPool) forward(x []float32, batch int) []float32 {
 			}
 		}
 	}
-	return y
 }
 
 func (p *maxPool) backward(dy []float32, batch int, needDX bool) []float32 {
 	if !needDX {
 		return nil
 	}
+	if p.backPass.f == nil {
+		p.backPass.f = p.backwardRange
+	}
+	p.dy = dy
+	p.backPass.run(batch, p.inDim())
+	p.dy = nil
+	return p.dx[:batch*p.inDim()]
+}
+
+// backwardRange is backward for the examples [b0, b1) of p.dy.
+func (p *maxPool) backwardRange(b0, b1 int) {
 	ex, ox := p.inDim(), p.outDim()
-	dx := p.dx[:batch*ex]
-	clear(dx)
-	for b := 0; b < batch; b++ {
+	dx, dy := p.dx, p.dy
+	clear(dx[b0*ex : b1*ex])
+	for b := b0; b < b1; b++ {
 		db := dx[b*ex : (b+1)*ex]
 		if p.relu {
 			for o := b * ox; o < (b+1)*ox; o++ {
@@ -480,5 +522,4 @@ func (p *maxPool) backward(dy []float32, batch int, needDX bool) []float32 {
 			db[p.arg[o]] += dy[o]
 		}
 	}
-	return dx
 }
