@@ -549,9 +549,12 @@ func Gemm(tA, tB blas.Transpose, alpha float32, a, b blas32.General, beta float3
 	putWS(ws)
 }
 
-// parallel splits each (jc, pc) block over workers: by mc row blocks when
-// there are enough, otherwise by nr column panels, each worker packing its
-// own A block; the packed B block is shared read-only.
+// parallel splits the product over workers. With at least as many mc row
+// blocks as workers it splits each (jc, pc) block by row blocks, the packed B
+// block shared read-only. Otherwise (thin or short C) each worker takes a
+// range of nr column panels for the whole k range: it packs its own columns
+// of B (or, for thin C with B untransposed, reads them in place) and all of
+// op(A), so no packing is serial and the workers meet once per jc block.
 func parallel(k *kernel, workers int, tA, tB blas.Transpose, alpha float32, a, b, c blas32.General, m, n, kk int, overwrite bool) {
 	shared := getWS()
 	wss := make([]*workspace, workers)
@@ -559,66 +562,65 @@ func parallel(k *kernel, workers int, tA, tB blas.Transpose, alpha float32, a, b
 		wss[w] = getWS()
 	}
 	var wg sync.WaitGroup
+	icBlocks := (m + mc - 1) / mc
 	for jc := 0; jc < n; jc += nc {
 		nb := min(nc, n-jc)
+		panels := (nb + k.nr - 1) / k.nr
+		if icBlocks < workers {
+			inPlace := tB == blas.NoTrans && forceInPlace != 0 && m <= mc
+			for w := 0; w < workers; w++ {
+				lo := (panels * w / workers) * k.nr
+				hi := min(nb, (panels*(w+1)/workers)*k.nr)
+				if lo >= hi {
+					continue
+				}
+				wg.Add(1)
+				go func(ws *workspace) {
+					defer wg.Done()
+					for pc := 0; pc < kk; pc += kc {
+						kb := min(kc, kk-pc)
+						first := overwrite && pc == 0
+						if inPlace {
+							ws.a = grow(ws.a, roundUp(m, k.mr)*kb)
+							packA(ws.a, a, tA, 0, m, pc, kb, k.mr, alpha)
+							full := (hi - lo) / k.nr * k.nr
+							macroInPlace(k, ws, ws.a, b, pc, kb, m, jc+lo, full, c, first)
+							if lo+full < hi {
+								ws.b = grow(ws.b, k.nr*kb)
+								packB(ws.b, b, tB, pc, kb, jc+lo+full, hi-lo-full, k.nr)
+								macro(k, ws, ws.a, ws.b, kb, m, 0, hi-lo-full, c, 0, jc+lo+full, first)
+							}
+							continue
+						}
+						ws.b = grow(ws.b, roundUp(hi-lo, k.nr)*kb)
+						packB(ws.b, b, tB, pc, kb, jc+lo, hi-lo, k.nr)
+						for ic := 0; ic < m; ic += mc {
+							mb := min(mc, m-ic)
+							ws.a = grow(ws.a, roundUp(mb, k.mr)*kb)
+							packA(ws.a, a, tA, ic, mb, pc, kb, k.mr, alpha)
+							macro(k, ws, ws.a, ws.b, kb, mb, 0, hi-lo, c, ic, jc+lo, first)
+						}
+					}
+				}(wss[w])
+			}
+			wg.Wait()
+			continue
+		}
 		for pc := 0; pc < kk; pc += kc {
 			kb := min(kc, kk-pc)
-			panels := (nb + k.nr - 1) / k.nr
-			if tB == blas.NoTrans && forceInPlace != 0 && m <= mc {
-				// Thin C: as in Gemm, B is read in place; the workers
-				// split its column panels and each packs all of op(A).
-				for w := 0; w < workers; w++ {
-					wg.Add(1)
-					go func(w int) {
-						defer wg.Done()
-						ws := wss[w]
-						lo := (panels * w / workers) * k.nr
-						hi := min(nb, (panels*(w+1)/workers)*k.nr)
-						if lo >= hi {
-							return
-						}
-						ws.a = grow(ws.a, roundUp(m, k.mr)*kb)
-						packA(ws.a, a, tA, 0, m, pc, kb, k.mr, alpha)
-						full := (hi - lo) / k.nr * k.nr
-						macroInPlace(k, ws, ws.a, b, pc, kb, m, jc+lo, full, c, overwrite && pc == 0)
-						if lo+full < hi {
-							ws.b = grow(ws.b, k.nr*kb)
-							packB(ws.b, b, tB, pc, kb, jc+lo+full, hi-lo-full, k.nr)
-							macro(k, ws, ws.a, ws.b, kb, m, 0, hi-lo-full, c, 0, jc+lo+full, overwrite && pc == 0)
-						}
-					}(w)
-				}
-				wg.Wait()
-				continue
-			}
 			shared.b = grow(shared.b, roundUp(nb, k.nr)*kb)
 			packB(shared.b, b, tB, pc, kb, jc, nb, k.nr)
-			icBlocks := (m + mc - 1) / mc
 			for w := 0; w < workers; w++ {
 				wg.Add(1)
 				go func(w int) {
 					defer wg.Done()
 					ws := wss[w]
-					if icBlocks >= workers {
-						for blk := w; blk < icBlocks; blk += workers {
-							ic := blk * mc
-							mb := min(mc, m-ic)
-							ws.a = grow(ws.a, roundUp(mb, k.mr)*kb)
-							packA(ws.a, a, tA, ic, mb, pc, kb, k.mr, alpha)
-							macro(k, ws, ws.a, shared.b, kb, mb, 0, nb, c, ic, jc, overwrite && pc == 0)
-						}
-						return
-					}
-					lo := (panels * w / workers) * k.nr
-					hi := min(nb, (panels*(w+1)/workers)*k.nr)
-					if lo >= hi {
-						return
-					}
-					for ic := 0; ic < m; ic += mc {
+					for blk := w; blk < icBlocks; blk += workers {
+						ic := blk * mc
 						mb := min(mc, m-ic)
 						ws.a = grow(ws.a, roundUp(mb, k.mr)*kb)
 						packA(ws.a, a, tA, ic, mb, pc, kb, k.mr, alpha)
-						macro(k, ws, ws.a, shared.b, kb, mb, lo, hi, c, ic, jc, overwrite && pc == 0)
+						macro(k, ws, ws.a, shared.b, kb, mb, 0, nb, c, ic, jc, overwrite && pc == 0)
 					}
 				}(w)
 			}
