@@ -209,8 +209,11 @@ type conv struct {
 	col, y, dcol, dx []float32
 	cap              int
 
-	// The per-example passes, split over the examples of a batch.
-	im2colPass, col2imPass splitter
+	// The per-example passes, split over the examples of a batch: forward
+	// (im2col and the product of those rows) and, in backward, dcol and
+	// col2im. dy is backward's input while it runs.
+	fwdPass, dxPass splitter
+	dy              []float32
 }
 
 func newConv(inC, h, w, outC, k int, relu, chw bool) *conv {
@@ -267,15 +270,8 @@ func (c *conv) kxRange(ox int) (int, int) {
 	return kx0, kx1
 }
 
-// im2col writes one row of k·k·inC values of c.x per output pixel.
-func (c *conv) im2col(batch int) {
-	if c.im2colPass.f == nil {
-		c.im2colPass.f = c.im2colRange
-	}
-	c.im2colPass.run(batch, c.h*c.w*c.kkc())
-}
-
-// im2colRange is im2col for the examples [b0, b1).
+// im2colRange writes one row of k·k·inC values of c.x per output pixel of
+// the examples [b0, b1).
 func (c *conv) im2colRange(b0, b1 int) {
 	kkc, inC, k := c.kkc(), c.inC, c.k
 	cs, ys, xs := c.strides()
@@ -316,16 +312,9 @@ func (c *conv) im2colRange(b0, b1 int) {
 	}
 }
 
-// col2im adds every row of dcol back onto the input positions it was read
-// from (the adjoint of im2col), writing c.dx.
-func (c *conv) col2im(batch int) {
-	if c.col2imPass.f == nil {
-		c.col2imPass.f = c.col2imRange
-	}
-	c.col2imPass.run(batch, c.h*c.w*c.kkc())
-}
-
-// col2imRange is col2im for the examples [b0, b1).
+// col2imRange adds every row of dcol of the examples [b0, b1) back onto
+// the input positions it was read from (the adjoint of im2col), writing
+// their c.dx.
 func (c *conv) col2imRange(b0, b1 int) {
 	kkc, inC, k := c.kkc(), c.inC, c.k
 	cs, ys, xs := c.strides()
@@ -366,16 +355,33 @@ func (c *conv) col2imRange(b0, b1 int) {
 
 func (c *conv) forward(x []float32, batch int) []float32 {
 	c.x = x[:batch*c.inDim()]
-	rows, kkc := batch*c.h*c.w, c.kkc()
-	c.im2col(batch)
-	y := c.y[:rows*c.outC]
-	fillRows(y, c.b, rows)
-	// y (rows×outC) += col (rows×kkc) · Wᵀ (kkc×outC)
-	gemm.Gemm(blas.NoTrans, blas.Trans, 1, general(c.col[:rows*kkc], rows, kkc), general(c.wt, c.outC, kkc), 1, general(y, rows, c.outC))
+	if c.fwdPass.f == nil {
+		c.fwdPass.f = c.forwardRange
+	}
+	c.fwdPass.run(batch, c.h*c.w*c.kkc())
+	y := c.y[:batch*c.h*c.w*c.outC]
 	if c.relu && !c.reluInPool {
 		reluForward(y)
 	}
 	return y
+}
+
+// forwardRange is forward before the ReLU for the examples [b0, b1): their
+// im2col rows and y = bias + col·Wᵀ of those rows. A range of a split
+// batch runs its product on its own goroutine (the split is the
+// parallelism); the whole batch lets Gemm split it.
+func (c *conv) forwardRange(b0, b1 int) {
+	c.im2colRange(b0, b1)
+	hw, kkc := c.h*c.w, c.kkc()
+	r0, r1 := b0*hw, b1*hw
+	y := c.y[r0*c.outC : r1*c.outC]
+	fillRows(y, c.b, r1-r0)
+	// y (rows×outC) += col (rows×kkc) · Wᵀ (kkc×outC)
+	mul := gemm.GemmSerial
+	if c.fwdPass.whole() {
+		mul = gemm.Gemm
+	}
+	mul(blas.NoTrans, blas.Trans, 1, general(c.col[r0*kkc:r1*kkc], r1-r0, kkc), general(c.wt, c.outC, kkc), 1, general(y, r1-r0, c.outC))
 }
 
 func (c *conv) backward(dy []float32, batch int, needDX bool) []float32 {
@@ -390,10 +396,28 @@ func (c *conv) backward(dy []float32, batch int, needDX bool) []float32 {
 	if !needDX {
 		return nil
 	}
-	// dcol (rows×kkc) = dy · W, then scatter back to the input.
-	gemm.Gemm(blas.NoTrans, blas.NoTrans, 1, general(dy, rows, c.outC), general(c.wt, c.outC, kkc), 0, general(c.dcol[:rows*kkc], rows, kkc))
-	c.col2im(batch)
+	// dcol (rows×kkc) = dy · W, then scatter back to the input, per range
+	// of examples.
+	c.dy = dy
+	if c.dxPass.f == nil {
+		c.dxPass.f = c.backwardDXRange
+	}
+	c.dxPass.run(batch, c.h*c.w*kkc)
+	c.dy = nil
 	return c.dx[:batch*c.inDim()]
+}
+
+// backwardDXRange computes dcol = dy·W for the rows of the examples
+// [b0, b1) and scatters it into their dx (col2im).
+func (c *conv) backwardDXRange(b0, b1 int) {
+	hw, kkc := c.h*c.w, c.kkc()
+	r0, r1 := b0*hw, b1*hw
+	mul := gemm.GemmSerial
+	if c.dxPass.whole() {
+		mul = gemm.Gemm
+	}
+	mul(blas.NoTrans, blas.NoTrans, 1, general(c.dy[r0*c.outC:r1*c.outC], r1-r0, c.outC), general(c.wt, c.outC, kkc), 0, general(c.dcol[r0*kkc:r1*kkc], r1-r0, kkc))
+	c.col2imRange(b0, b1)
 }
 
 // maxPool is 2×2 max pooling with stride 2 on HWC input; odd trailing rows

@@ -47,12 +47,18 @@ func startPool() {
 // A layer keeps one splitter per pass (its job slots are reused), so a
 // training step allocates nothing.
 type splitter struct {
-	f    func(b0, b1 int)
-	jobs []exampleJob
-	wg   sync.WaitGroup
+	f     func(b0, b1 int)
+	jobs  []exampleJob
+	wg    sync.WaitGroup
+	split bool // the running pass is split (f sees a part of the batch)
 }
 
+// whole reports whether f's range is the whole batch, run unsplit (f may
+// then use parallel code of its own).
+func (s *splitter) whole() bool { return !s.split }
+
 func (s *splitter) run(batch, perExample int) {
+	s.split = false
 	workers := min(runtime.GOMAXPROCS(0), batch)
 	if workers < 2 || batch*perExample < parallelWork {
 		s.f(0, batch)
@@ -64,6 +70,7 @@ func (s *splitter) run(batch, perExample int) {
 		s.f(0, batch)
 		return
 	}
+	s.split = true
 	if len(s.jobs) < workers {
 		s.jobs = make([]exampleJob, workers)
 	}

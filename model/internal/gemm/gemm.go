@@ -444,8 +444,19 @@ func grow(s []float32, n int) []float32 {
 	return s[:n]
 }
 
-// Gemm computes C = alpha·op(A)·op(B) + beta·C, like blas32.Gemm.
+// Gemm computes C = alpha·op(A)·op(B) + beta·C, like blas32.Gemm, split
+// over GOMAXPROCS goroutines when the product is large enough.
 func Gemm(tA, tB blas.Transpose, alpha float32, a, b blas32.General, beta float32, c blas32.General) {
+	gemm(runtime.GOMAXPROCS(0), tA, tB, alpha, a, b, beta, c)
+}
+
+// GemmSerial is Gemm on the caller's goroutine only, for callers that
+// split the work themselves (one call per range of examples).
+func GemmSerial(tA, tB blas.Transpose, alpha float32, a, b blas32.General, beta float32, c blas32.General) {
+	gemm(1, tA, tB, alpha, a, b, beta, c)
+}
+
+func gemm(workers int, tA, tB blas.Transpose, alpha float32, a, b blas32.General, beta float32, c blas32.General) {
 	k := active.Load()
 	if k == nil {
 		blas32.Gemm(tA, tB, alpha, a, b, beta, c)
@@ -498,7 +509,6 @@ func Gemm(tA, tB blas.Transpose, alpha float32, a, b blas32.General, beta float3
 		dotNT(k, a, b, c, m, n, kk)
 		return
 	}
-	workers := runtime.GOMAXPROCS(0)
 	big := workers > 1 && float64(m)*float64(n)*float64(kk) >= parallelFlops
 	if dir {
 		if workers > 1 && float64(m)*float64(n)*float64(kk) >= parallelDirectFlops {
