@@ -925,6 +925,7 @@ func (s *Server) closeUnmask() error {
 		}
 		clear(pairwise)
 	}
+	clear(keys)
 	s.exp.AddMany(s.sum, seeds, neg)
 	clear(seeds)
 	reduceBits(s.sum, s.cfg.Bits)
