@@ -47,10 +47,13 @@ func startPool() {
 // A layer keeps one splitter per pass (its job slots are reused), so a
 // training step allocates nothing.
 type splitter struct {
-	f     func(b0, b1 int)
-	jobs  []exampleJob
-	wg    sync.WaitGroup
-	split bool // the running pass is split (f sees a part of the batch)
+	f func(b0, b1 int)
+	// minWork replaces parallelWork as the size below which the pass
+	// stays unsplit (a GEMM's multiply-adds rather than elements touched).
+	minWork int
+	jobs    []exampleJob
+	wg      sync.WaitGroup
+	split   bool // the running pass is split (f sees a part of the batch)
 }
 
 // whole reports whether f's range is the whole batch, run unsplit (f may
@@ -60,7 +63,11 @@ func (s *splitter) whole() bool { return !s.split }
 func (s *splitter) run(batch, perExample int) {
 	s.split = false
 	workers := min(runtime.GOMAXPROCS(0), batch)
-	if workers < 2 || batch*perExample < parallelWork {
+	threshold := parallelWork
+	if s.minWork > 0 {
+		threshold = s.minWork
+	}
+	if workers < 2 || batch*perExample < threshold {
 		s.f(0, batch)
 		return
 	}
