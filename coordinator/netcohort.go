@@ -36,6 +36,8 @@ type NetCohortOptions struct {
 	Info func() (round uint64, model Hash)
 	// Plan, if set, is the study plan a HelloAck carries (online: the
 	// workers online now); each worker answers its PlanCheck (plan.go).
+	// While it returns nil (no driver yet) Hellos are refused as "starting"
+	// and the workers retry, so none is online unchecked.
 	Plan func(online int) *pb.StudyPlan
 }
 
@@ -137,7 +139,14 @@ func (c *NetCohort) handleHello(_ context.Context, s *p2p.Stream) error {
 			ack.CurrentRound, ack.CurrentModelSha256 = r, h[:]
 		}
 		if c.opts.Plan != nil {
-			ack.Plan = c.opts.Plan(len(c.Online()) + 1)
+			if ack.Plan = c.opts.Plan(len(c.Online()) + 1); ack.Plan == nil {
+				// The study's driver is not built yet (the replica is
+				// starting): a worker let in now would never be checked
+				// against the plan and would be sampled for rounds it
+				// must refuse. It says Hello again after its backoff.
+				c.log.Info("hello deferred: no study plan yet", "peer", s.Peer().String(), "member", member.Name)
+				return s.WriteMsg(&pb.HelloAck{Accepted: false, Reason: "the coordinator is starting and has no study plan yet; hello again"})
+			}
 		}
 		c.mu.Lock()
 		_, again := c.hello[s.Peer()]

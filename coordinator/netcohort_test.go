@@ -1,6 +1,7 @@
 package coordinator_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"math/rand"
 	mrand "math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -70,6 +72,8 @@ func newNetFed(t *testing.T, n int, seed int64) *netFed {
 type netFedOptions struct {
 	auth   bool
 	coords int
+	// plan, if set, is every coordinator's NetCohortOptions.Plan.
+	plan func(online int) *pb.StudyPlan
 }
 
 // newNetFedOpts is newNetFed with options.
@@ -126,7 +130,7 @@ func newNetFedOpts(t *testing.T, n int, seed int64, o netFedOptions) *netFed {
 		if err := ch.SetFederation(fed); err != nil {
 			t.Fatal(err)
 		}
-		c, err := coordinator.NewNetCohort(ch, coordinator.NetCohortOptions{Logger: logger})
+		c, err := coordinator.NewNetCohort(ch, coordinator.NetCohortOptions{Logger: logger, Plan: o.plan})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -298,4 +302,35 @@ func TestNetCohortRefusal(t *testing.T) {
 	if resp.Round != 4 || resp.Accuracy != 0.5 || len(resp.Members) != 3 {
 		t.Fatalf("status %v", &resp)
 	}
+}
+
+// A coordinator replica that is still building its study's driver has no
+// plan yet: its Hellos are refused as "starting" and the workers say Hello
+// again after their backoff, so no worker is online (and sampled) before
+// its plan check has arrived. Here the first 2n Hellos find no plan; every
+// worker then joins with a plan it cannot take part in (a data schema it
+// does not have) and is listed as incompatible.
+func TestHelloDeferredUntilPlan(t *testing.T) {
+	const n = 3
+	var calls, maxOnline atomic.Int64
+	plan := func(online int) *pb.StudyPlan {
+		if calls.Add(1) <= 2*n {
+			for {
+				m := maxOnline.Load()
+				if int64(online) <= m || maxOnline.CompareAndSwap(m, int64(online)) {
+					break
+				}
+			}
+			return nil
+		}
+		return &pb.StudyPlan{ModelSpec: "logreg", NumParams: 650, PlannedRounds: 3, Cohort: n, SchemaSha256: bytes.Repeat([]byte{7}, 32)}
+	}
+	f := newNetFedOpts(t, n, 11, netFedOptions{plan: plan})
+	if m := maxOnline.Load(); m != 1 {
+		t.Fatalf("while Hellos were deferred a Hello saw %d workers online, want 0", m-1)
+	}
+	if inc := f.cohort.Incompatible(); len(inc) != n {
+		t.Fatalf("incompatible workers %v: want all %d, each checked against the plan", inc, n)
+	}
+	t.Logf("%d Hellos, the first %d deferred; all %d workers online and checked", calls.Load(), 2*n, n)
 }

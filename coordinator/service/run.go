@@ -76,7 +76,8 @@ func Run(ctx context.Context, cfg *Config, logOut io.Writer, o Options) error {
 	if st := fsm.State(); st.Round > 0 || len(st.Ledger) > 0 {
 		log.Info("state restored", "round", st.Round, "committed", st.CommittedRounds())
 	}
-	// The driver is built after the cohort; Hellos before it get no plan.
+	// The driver is built after the cohort; Hellos before it are deferred
+	// (the cohort refuses them until Plan returns one, and workers retry).
 	var planner atomic.Pointer[coordinator.Driver]
 	cohort, err := coordinator.NewNetCohort(h, coordinator.NetCohortOptions{Logger: log, Info: func() (uint64, coordinator.Hash) {
 		m, _ := fsm.LatestModel()
