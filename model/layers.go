@@ -125,6 +125,15 @@ type dense struct {
 	needDX  bool
 }
 
+func newDense(in, out int, relu bool) *dense {
+	d := &dense{in: in, out: out, relu: relu}
+	// Split only products of at least 4M multiply-adds (the CNN's 3136×512
+	// layer at B=10 has 16M; the 2NN's largest 1.6M), where a range per
+	// core pays for waking the other core.
+	d.rowPass.f, d.rowPass.minWork = d.backwardRows, 1<<22
+	return d
+}
+
 func (d *dense) numParams() int { return d.in*d.out + d.out }
 func (d *dense) inDim() int     { return d.in }
 func (d *dense) outDim() int    { return d.out }
@@ -172,12 +181,6 @@ func (d *dense) backward(dy []float32, batch int, needDX bool) []float32 {
 	if d.relu {
 		reluBackward(dy, d.y)
 	}
-	if d.rowPass.f == nil {
-		// Split only products of at least 4M multiply-adds (the CNN's
-		// 3136×512 layer at B=10 has 16M; the 2NN's largest 1.6M), where
-		// a range per core pays for waking the other core.
-		d.rowPass.f, d.rowPass.minWork = d.backwardRows, 1<<22
-	}
 	d.dy, d.batch, d.needDX = dy, batch, needDX
 	d.rowPass.run(d.in, batch*d.out)
 	d.dy = nil
@@ -200,10 +203,7 @@ func (d *dense) backward(dy []float32, batch int, needDX bool) []float32 {
 // each way per step), or ∇W[i0:i1] = x[:, i0:i1]ᵀ·dy.
 func (d *dense) backwardRows(i0, i1 int) {
 	batch, dy, n := d.batch, d.dy, i1-i0
-	mul := gemm.GemmSerial
-	if d.rowPass.whole() {
-		mul = gemm.Gemm
-	}
+	mul := d.rowPass.gemm()
 	wRows := blas32.General{Rows: n, Cols: d.out, Stride: d.out, Data: d.w[i0*d.out : i1*d.out]}
 	xCols := blas32.General{Rows: batch, Cols: n, Stride: d.in, Data: d.x[i0:]}
 	dyM := general(dy, batch, d.out)
@@ -247,7 +247,9 @@ type conv struct {
 }
 
 func newConv(inC, h, w, outC, k int, relu, chw bool) *conv {
-	return &conv{inC: inC, h: h, w: w, outC: outC, k: k, pad: k / 2, relu: relu, chw: chw}
+	c := &conv{inC: inC, h: h, w: w, outC: outC, k: k, pad: k / 2, relu: relu, chw: chw}
+	c.fwdPass.f, c.dxPass.f = c.forwardRange, c.backwardDXRange
+	return c
 }
 
 func (c *conv) kkc() int       { return c.k * c.k * c.inC }
@@ -385,9 +387,6 @@ func (c *conv) col2imRange(b0, b1 int) {
 
 func (c *conv) forward(x []float32, batch int) []float32 {
 	c.x = x[:batch*c.inDim()]
-	if c.fwdPass.f == nil {
-		c.fwdPass.f = c.forwardRange
-	}
 	c.fwdPass.run(batch, c.h*c.w*c.kkc())
 	y := c.y[:batch*c.h*c.w*c.outC]
 	if c.relu && !c.reluInPool {
@@ -407,10 +406,7 @@ func (c *conv) forwardRange(b0, b1 int) {
 	y := c.y[r0*c.outC : r1*c.outC]
 	fillRows(y, c.b, r1-r0)
 	// y (rows×outC) += col (rows×kkc) · Wᵀ (kkc×outC)
-	mul := gemm.GemmSerial
-	if c.fwdPass.whole() {
-		mul = gemm.Gemm
-	}
+	mul := c.fwdPass.gemm()
 	mul(blas.NoTrans, blas.Trans, 1, general(c.col[r0*kkc:r1*kkc], r1-r0, kkc), general(c.wt, c.outC, kkc), 1, general(y, r1-r0, c.outC))
 }
 
@@ -429,9 +425,6 @@ func (c *conv) backward(dy []float32, batch int, needDX bool) []float32 {
 	// dcol (rows×kkc) = dy · W, then scatter back to the input, per range
 	// of examples.
 	c.dy = dy
-	if c.dxPass.f == nil {
-		c.dxPass.f = c.backwardDXRange
-	}
 	c.dxPass.run(batch, c.h*c.w*kkc)
 	c.dy = nil
 	return c.dx[:batch*c.inDim()]
@@ -442,10 +435,7 @@ func (c *conv) backward(dy []float32, batch int, needDX bool) []float32 {
 func (c *conv) backwardDXRange(b0, b1 int) {
 	hw, kkc := c.h*c.w, c.kkc()
 	r0, r1 := b0*hw, b1*hw
-	mul := gemm.GemmSerial
-	if c.dxPass.whole() {
-		mul = gemm.Gemm
-	}
+	mul := c.dxPass.gemm()
 	mul(blas.NoTrans, blas.NoTrans, 1, general(c.dy[r0*c.outC:r1*c.outC], r1-r0, c.outC), general(c.wt, c.outC, kkc), 0, general(c.dcol[r0*kkc:r1*kkc], r1-r0, kkc))
 	c.col2imRange(b0, b1)
 }
@@ -468,7 +458,9 @@ type maxPool struct {
 }
 
 func newMaxPool(c, h, w int) *maxPool {
-	return &maxPool{c: c, h: h, w: w, oh: h / 2, ow: w / 2}
+	p := &maxPool{c: c, h: h, w: w, oh: h / 2, ow: w / 2}
+	p.forwardPass.f, p.backPass.f = p.forwardRange, p.backwardRange
+	return p
 }
 
 func (p *maxPool) numParams() int            { return 0 }
@@ -490,9 +482,6 @@ func (p *maxPool) reserve(batch int) {
 }
 
 func (p *maxPool) forward(x []float32, batch int) []float32 {
-	if p.forwardPass.f == nil {
-		p.forwardPass.f = p.forwardRange
-	}
 	p.x = x
 	p.forwardPass.run(batch, p.inDim())
 	p.x = nil
@@ -547,9 +536,6 @@ func (p *maxPool) forwardRange(b0, b1 int) {
 func (p *maxPool) backward(dy []float32, batch int, needDX bool) []float32 {
 	if !needDX {
 		return nil
-	}
-	if p.backPass.f == nil {
-		p.backPass.f = p.backwardRange
 	}
 	p.dy = dy
 	p.backPass.run(batch, p.inDim())

@@ -59,7 +59,7 @@ func New(spec Spec) (*Network, error) {
 			c.reluInPool, p.relu = s.relu, s.relu
 			n.layers = append(n.layers, c, p)
 		} else {
-			n.layers = append(n.layers, &dense{in: s.in, out: s.out, relu: s.relu})
+			n.layers = append(n.layers, newDense(s.in, s.out, s.relu))
 		}
 	}
 	total := 0

@@ -3,6 +3,11 @@ package model
 import (
 	"runtime"
 	"sync"
+
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas32"
+
+	"github.com/sovereign-fl/sovereign/model/internal/gemm"
 )
 
 // parallelWork is the number of elements a per-example pass must touch
@@ -56,9 +61,15 @@ type splitter struct {
 	split   bool // the running pass is split (f sees a part of the batch)
 }
 
-// whole reports whether f's range is the whole batch, run unsplit (f may
-// then use parallel code of its own).
-func (s *splitter) whole() bool { return !s.split }
+// gemm is the product f should run: gemm.Gemm, which may split it over
+// goroutines, when f has the whole batch; gemm.GemmSerial when f has one
+// range of a split pass (the split is the parallelism).
+func (s *splitter) gemm() func(tA, tB blas.Transpose, alpha float32, a, b blas32.General, beta float32, c blas32.General) {
+	if s.split {
+		return gemm.GemmSerial
+	}
+	return gemm.Gemm
+}
 
 func (s *splitter) run(batch, perExample int) {
 	s.split = false

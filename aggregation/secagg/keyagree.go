@@ -97,6 +97,7 @@ func agreeKeys(priv *[KeySize]byte, pubs [][KeySize]byte, round uint64, me uint3
 	var salt [8]byte
 	binary.BigEndian.PutUint64(salt[:], round)
 	info := make([]byte, 0, len(purpose)+8)
+	keys := make([][KeySize]byte, len(shared))
 	for i := range shared {
 		if x25519.IsZero(&shared[i]) {
 			return nil, fmt.Errorf("%w: key agreement between clients %d and %d: the public key of client %d is a point of small order", ErrMalformed, me, peers[i], peers[i])
@@ -112,11 +113,9 @@ func agreeKeys(priv *[KeySize]byte, pubs [][KeySize]byte, round uint64, me uint3
 		if err != nil {
 			return nil, fmt.Errorf("secagg: hkdf: %w", err)
 		}
-		copy(shared[i][:], k)
+		keys[i] = [KeySize]byte(k)
 	}
-	out := make([][KeySize]byte, len(shared))
-	copy(out, shared)
-	return out, nil
+	return keys, nil
 }
 
 // publicKeys returns the X25519 public keys of the scalars, in one batch.

@@ -85,14 +85,13 @@ func window(s [][Size]byte, off, n int) [][Size]byte {
 	return s[off : off+n]
 }
 
-// batch computes up to k.lanes results; unused lanes repeat the last one,
-// and scalars or points of length one serve every lane.
+// batch computes up to k.lanes results; unused lanes repeat the last
+// point (and run with a zero scalar: their results are dropped), and
+// scalars or points of length one serve every lane.
 func (k *kernels) batch(st *ladderState, bits *[255]uint8, dst, scalars, points [][Size]byte) {
-	clear(bits[:])
 	for l := 0; l < k.lanes; l++ {
-		j := min(l, len(dst)-1)
 		var x elem
-		x.setBytes(&points[min(j, len(points)-1)])
+		x.setBytes(&points[min(l, len(points)-1, len(dst)-1)])
 		for i := range x {
 			st[stX1][i][l] = x[i]
 			st[stX3][i][l] = x[i]
@@ -102,22 +101,14 @@ func (k *kernels) batch(st *ladderState, bits *[255]uint8, dst, scalars, points 
 		}
 		st[stX2][0][l] = 1
 		st[stZ3][0][l] = 1
-		if len(scalars) > 1 {
-			e := clamp(&scalars[j])
-			for t := range bits {
-				pos := 254 - t
-				bits[t] |= (e[pos>>3] >> (pos & 7) & 1) << l
-			}
-			clear(e[:])
-		}
 	}
-	if len(scalars) == 1 { // one scalar: its bit in every lane
-		e := clamp(&scalars[0])
-		for t := range bits {
-			pos := 254 - t
-			bits[t] = -(e[pos>>3] >> (pos & 7) & 1)
+	clear(bits[:])
+	if len(scalars) == 1 {
+		setBits(bits, &scalars[0], 1<<k.lanes-1)
+	} else {
+		for l := range dst {
+			setBits(bits, &scalars[l], 1<<l)
 		}
-		clear(e[:])
 	}
 	k.ladder(st, bits)
 	// x2/z2 → x2 · z2^(p-2), with the scratch fields of the state.
@@ -133,6 +124,17 @@ func (k *kernels) batch(st *ladderState, bits *[255]uint8, dst, scalars, points 
 	}
 }
 
+// setBits sets, in the lanes of mask, bit pos of the clamped scalar s at
+// bits[254-pos]: the ladder's order, most significant bit first.
+func setBits(bits *[255]uint8, s *[Size]byte, mask uint8) {
+	e := clamp(s)
+	for t := range bits {
+		pos := 254 - t
+		bits[t] |= mask & -(e[pos>>3] >> (pos & 7) & 1)
+	}
+	clear(e[:])
+}
+
 // clamp returns the scalar as RFC 7748 §5 decodes it.
 func clamp(s *[Size]byte) [Size]byte {
 	e := *s
@@ -142,7 +144,8 @@ func clamp(s *[Size]byte) [Size]byte {
 	return e
 }
 
-// invert sets out = z^(p-2), as elem.invert does, with eight scratch
+// invert sets out = z^(p-2) = 1/z by the addition chain of Bernstein's
+// curve25519 (254 squarings, 11 multiplications), with eight scratch
 // vectors in t.
 func (k *kernels) invert(out, z *fe, t []fe) {
 	z2, z9, z11, z2_5_0, z2_10_0, z2_20_0, z2_50_0, z2_100_0 := &t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7]

@@ -8,13 +8,21 @@ import (
 	"testing"
 )
 
+// needKernels skips a test of the vector kernels on a CPU that cannot run
+// them: there the package never calls them (Path is "go"), and
+// TestAgreeMatchesECDH covers the crypto/ecdh path it calls instead.
+func needKernels(t *testing.T) {
+	t.Helper()
+	if !hasIFMA {
+		t.Skip("no AVX-512 IFMA on this CPU: the vector kernels never run here; TestAgreeMatchesECDH covers the crypto/ecdh path that does")
+	}
+}
+
 // TestVectorPerLaneScalars: the kernels with a different scalar and point
 // in every lane (the server's case when it rebuilds several keys), for
 // every batch length from 1 to 17, against crypto/ecdh.
 func TestVectorPerLaneScalars(t *testing.T) {
-	if !hasIFMA {
-		t.Skip("no AVX-512 IFMA on this CPU: the vector kernels never run here; TestAgreeMatchesECDH covers the crypto/ecdh path that does")
-	}
+	needKernels(t)
 	r := rand.New(rand.NewPCG(5, 6))
 	for n := 1; n <= 17; n++ {
 		scalars := make([][Size]byte, n)
@@ -49,9 +57,7 @@ func toBig(v *fe, lane int) *big.Int {
 // lanes) and checks every lane against math/big modulo p, and that every
 // output limb is loose (below 2^51 + 2^15), as the next operation needs.
 func TestKernelMulBounds(t *testing.T) {
-	if !hasIFMA {
-		t.Skip("no AVX-512 IFMA on this CPU: the vector kernels never run here; TestAgreeMatchesECDH covers the crypto/ecdh path that does")
-	}
+	needKernels(t)
 	p := new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 255), big.NewInt(19))
 	r := rand.New(rand.NewPCG(7, 8))
 	extremes := []uint64{0, 1, 1<<51 - 1, 1 << 51, 1<<51 + 1<<15, 1<<52 - 1}

@@ -525,38 +525,46 @@ func gemm(workers int, tA, tB blas.Transpose, alpha float32, a, b blas32.General
 		parallel(k, workers, tA, tB, alpha, a, b, c, m, n, kk, overwrite)
 		return
 	}
-	inPlace := tB == blas.NoTrans && forceInPlace != 0
 	ws := getWS()
 	for jc := 0; jc < n; jc += nc {
-		nb := min(nc, n-jc)
-		for pc := 0; pc < kk; pc += kc {
-			kb := min(kc, kk-pc)
-			if inPlace && m <= mc {
-				// Thin C (the minibatch rows): each B panel would serve at
-				// most mc/mr tiles, too few to repay packing it, so the
-				// kernel reads B's rows where they are.
-				ws.a = grow(ws.a, roundUp(m, k.mr)*kb)
-				packA(ws.a, a, tA, 0, m, pc, kb, k.mr, alpha)
-				full := nb / k.nr * k.nr
-				macroInPlace(k, ws, ws.a, b, pc, kb, m, jc, full, c, overwrite && pc == 0)
-				if full < nb {
-					ws.b = grow(ws.b, k.nr*kb)
-					packB(ws.b, b, tB, pc, kb, jc+full, nb-full, k.nr)
-					macro(k, ws, ws.a, ws.b, kb, m, 0, nb-full, c, 0, jc+full, overwrite && pc == 0)
-				}
-				continue
-			}
-			ws.b = grow(ws.b, roundUp(nb, k.nr)*kb)
-			packB(ws.b, b, tB, pc, kb, jc, nb, k.nr)
-			for ic := 0; ic < m; ic += mc {
-				mb := min(mc, m-ic)
-				ws.a = grow(ws.a, roundUp(mb, k.mr)*kb)
-				packA(ws.a, a, tA, ic, mb, pc, kb, k.mr, alpha)
-				macro(k, ws, ws.a, ws.b, kb, mb, 0, nb, c, ic, jc, overwrite && pc == 0)
-			}
-		}
+		columns(k, ws, tA, tB, alpha, a, b, c, m, kk, jc, jc+min(nc, n-jc), overwrite)
 	}
 	putWS(ws)
+}
+
+// columns computes C's columns [j0, j1) (at most nc) over the whole k
+// range, block by block: for thin C (the minibatch rows) with B
+// untransposed, each B panel would serve at most mc/mr tiles, too few to
+// repay packing it, so the kernel reads B's rows where they are;
+// otherwise B's columns are packed and every mc row block of op(A) packed
+// in turn.
+func columns(k *kernel, ws *workspace, tA, tB blas.Transpose, alpha float32, a, b, c blas32.General, m, kk, j0, j1 int, overwrite bool) {
+	width := j1 - j0
+	inPlace := tB == blas.NoTrans && forceInPlace != 0 && m <= mc
+	for pc := 0; pc < kk; pc += kc {
+		kb := min(kc, kk-pc)
+		first := overwrite && pc == 0
+		if inPlace {
+			ws.a = grow(ws.a, roundUp(m, k.mr)*kb)
+			packA(ws.a, a, tA, 0, m, pc, kb, k.mr, alpha)
+			full := width / k.nr * k.nr
+			macroInPlace(k, ws, ws.a, b, pc, kb, m, j0, full, c, first)
+			if full < width {
+				ws.b = grow(ws.b, k.nr*kb)
+				packB(ws.b, b, tB, pc, kb, j0+full, width-full, k.nr)
+				macro(k, ws, ws.a, ws.b, kb, m, 0, width-full, c, 0, j0+full, first)
+			}
+			continue
+		}
+		ws.b = grow(ws.b, roundUp(width, k.nr)*kb)
+		packB(ws.b, b, tB, pc, kb, j0, width, k.nr)
+		for ic := 0; ic < m; ic += mc {
+			mb := min(mc, m-ic)
+			ws.a = grow(ws.a, roundUp(mb, k.mr)*kb)
+			packA(ws.a, a, tA, ic, mb, pc, kb, k.mr, alpha)
+			macro(k, ws, ws.a, ws.b, kb, mb, 0, width, c, ic, j0, first)
+		}
+	}
 }
 
 // parallel splits the product over workers. With at least as many mc row
@@ -577,7 +585,6 @@ func parallel(k *kernel, workers int, tA, tB blas.Transpose, alpha float32, a, b
 		nb := min(nc, n-jc)
 		panels := (nb + k.nr - 1) / k.nr
 		if icBlocks < workers {
-			inPlace := tB == blas.NoTrans && forceInPlace != 0 && m <= mc
 			for w := 0; w < workers; w++ {
 				lo := (panels * w / workers) * k.nr
 				hi := min(nb, (panels*(w+1)/workers)*k.nr)
@@ -587,30 +594,7 @@ func parallel(k *kernel, workers int, tA, tB blas.Transpose, alpha float32, a, b
 				wg.Add(1)
 				go func(ws *workspace) {
 					defer wg.Done()
-					for pc := 0; pc < kk; pc += kc {
-						kb := min(kc, kk-pc)
-						first := overwrite && pc == 0
-						if inPlace {
-							ws.a = grow(ws.a, roundUp(m, k.mr)*kb)
-							packA(ws.a, a, tA, 0, m, pc, kb, k.mr, alpha)
-							full := (hi - lo) / k.nr * k.nr
-							macroInPlace(k, ws, ws.a, b, pc, kb, m, jc+lo, full, c, first)
-							if lo+full < hi {
-								ws.b = grow(ws.b, k.nr*kb)
-								packB(ws.b, b, tB, pc, kb, jc+lo+full, hi-lo-full, k.nr)
-								macro(k, ws, ws.a, ws.b, kb, m, 0, hi-lo-full, c, 0, jc+lo+full, first)
-							}
-							continue
-						}
-						ws.b = grow(ws.b, roundUp(hi-lo, k.nr)*kb)
-						packB(ws.b, b, tB, pc, kb, jc+lo, hi-lo, k.nr)
-						for ic := 0; ic < m; ic += mc {
-							mb := min(mc, m-ic)
-							ws.a = grow(ws.a, roundUp(mb, k.mr)*kb)
-							packA(ws.a, a, tA, ic, mb, pc, kb, k.mr, alpha)
-							macro(k, ws, ws.a, ws.b, kb, mb, 0, hi-lo, c, ic, jc+lo, first)
-						}
-					}
+					columns(k, ws, tA, tB, alpha, a, b, c, m, kk, jc+lo, jc+hi, overwrite)
 				}(wss[w])
 			}
 			wg.Wait()
