@@ -56,13 +56,16 @@ type kernel struct {
 	// dot, if set, holds the 1-, 2- and 3-row dot-product kernels used for
 	// C += A·Bᵀ with thin A (dotNT).
 	dot [3]dotFn
-	// direct, if set, holds the unpacked 12×32 kernels for Aᵀ read in place
-	// (or a packed 12-row panel) and for untransposed A read in place (see
-	// direct).
-	direct [2]directFn
-	// directTail, if set, holds 4×32 and 8×32 versions of direct[0] for
-	// op(A)'s last rows.
+	// direct, if set, is the unpacked 12×32 kernel for Aᵀ read in place (or
+	// a packed 12-row panel); see direct.
+	direct directFn
+	// directTail, if set, holds 4×32 and 8×32 versions of direct for Aᵀ's
+	// last rows.
 	directTail [2]directFn
+	// dn, if set, holds the unpacked kernels for untransposed A read in
+	// place: dn[w][r-1] computes r rows (1..12) by 16·(w+1) columns, so that
+	// neither a batch's last rows nor its narrow last column panel is padded.
+	dn [2][12]directFn
 }
 
 type dotFn func(k16 int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int, mask uint16)
@@ -78,16 +81,38 @@ const directMR, directNR = 12, 32
 // read in place is still in L1 for the second), and packing both pays only
 // when each tile has enough k steps to amortise the copies (k > 16); the
 // CNN's convolutions (n = 25, 32 or 64 except conv2's dW and dcol) and the
-// dense layers' dW (k = 10) are below one bound or the other.
-func useDirect(k *kernel, n, kk int) bool {
-	return k.direct[0] != nil && forceDirect != 0 && (n <= 2*directNR || kk <= 16)
+// dense layers' dW (k = 10) are below one bound or the other. An
+// untransposed product (directNN: the dense layers' forward pass, a
+// minibatch times an in×out weight matrix, and the convolutions' dcol) is
+// direct too while it has at most 256 rows, or at most 1024 with k ≥ 256,
+// its B read in place a 32-column panel at a time while A's rows stream
+// past: for a thin product packing A cost a tenth of the time and the
+// padding of the packed 12×32 tiles a fifth (10×200 in 12×32 tiles). In
+// same-session A/B runs the direct path measured 1.1–1.6× the packed one
+// from 10 to 600 rows with k = 200 or 784, level at 1024³, and 0.94× at
+// 600–1960 rows with k = 64 (conv2's dcol), hence the bounds.
+func useDirect(k *kernel, tA, tB blas.Transpose, m, n, kk int) bool {
+	return k.direct != nil && forceDirect != 0 && (n <= 2*directNR || kk <= 16 || directNN(k, tA, tB, m, kk))
+}
+
+// directNNRows and directNNLongRows bound m for a direct untransposed
+// product with short (k < 256) and long k (see useDirect). Variables so that
+// the benchmarks can compare.
+var directNNRows, directNNLongRows = 256, 1024
+
+func directNN(k *kernel, tA, tB blas.Transpose, m, kk int) bool {
+	if tA != blas.NoTrans || tB != blas.NoTrans || k.dn[1][0] == nil {
+		return false
+	}
+	return m <= directNNRows || (m <= directNNLongRows && kk >= 256)
 }
 
 // direct computes C[i0:i1, j0:j1] = alpha·op(A)[i0:i1, p0:p1]·op(B)[p0:p1,
 // j0:j1] + C (C's old value is dropped in the first k block if overwrite) in
 // 12×32 tiles. An untransposed B is read in place (column tail under
 // opmasks), a transposed one from pb, packed once by packBAll (it is small:
-// n ≤ 64 or k ≤ 16); op(A) is read in place but for its last rows (fewer
+// n ≤ 64 or k ≤ 16); op(A) is read in place, untransposed all of it (the dn
+// kernels of the last rows' height), transposed but for its last rows (fewer
 // than 12, see tailOf).
 func direct(k *kernel, ws *workspace, pb []float32, tA, tB blas.Transpose, alpha float32, a, b, c blas32.General, i0, i1, j0, j1, p0, p1 int, overwrite bool) {
 	const mr, nr = directMR, directNR
@@ -99,7 +124,7 @@ func direct(k *kernel, ws *workspace, pb []float32, tA, tB blas.Transpose, alpha
 			acc = 0
 		}
 		var t directTail
-		if full < i1 {
+		if full < i1 && (tA == blas.Trans || k.dn[1][0] == nil) {
 			t = tailOf(k, tA, a, i1-full, full, pc, kb)
 			if t.inPlace < kb {
 				ws.a = grow(ws.a, mr*(kb-t.inPlace))
@@ -153,7 +178,7 @@ type directTail struct {
 // reads mr values from A[p][full], which may run past A's row (rows < mr)
 // into the next one, and is in place only while that stays inside A.Data.
 func tailOf(k *kernel, tA blas.Transpose, a blas32.General, rows, full, pc, kb int) directTail {
-	t := directTail{fn: k.direct[0], mr: directMR}
+	t := directTail{fn: k.direct, mr: directMR}
 	switch {
 	case k.directTail[0] == nil:
 	case rows <= 4:
@@ -195,6 +220,14 @@ func directTile(k *kernel, ws *workspace, pb []float32, tA, tB blas.Transpose, a
 	coff := ir*c.Stride + jr
 	_ = c.Data[coff+(rows-1)*c.Stride+cols-1]
 	switch {
+	case tA == blas.NoTrans && k.dn[1][0] != nil:
+		aoff := ir*a.Stride + pc
+		_ = a.Data[aoff+(rows-1)*a.Stride+kb-1]
+		w := 1
+		if cols <= directNR/2 {
+			w = 0
+		}
+		k.dn[w][rows-1](kb, &a.Data[aoff], a.Stride, bp, ldb, &c.Data[coff], c.Stride, rows, m0, m1, alpha, acc)
 	case ir >= full:
 		if t.inPlace > 0 {
 			aoff := pc*a.Stride + ir
@@ -205,14 +238,10 @@ func directTile(k *kernel, ws *workspace, pb []float32, tA, tB blas.Transpose, a
 		if t.inPlace < kb {
 			t.fn(kb-t.inPlace, &ws.a[0], mr, bRest, ldb, &c.Data[coff], c.Stride, rows, m0, m1, alpha, acc)
 		}
-	case tA == blas.Trans:
+	default:
 		aoff := pc*a.Stride + ir
 		_ = a.Data[aoff+(kb-1)*a.Stride+mr-1]
-		k.direct[0](kb, &a.Data[aoff], a.Stride, bp, ldb, &c.Data[coff], c.Stride, mr, m0, m1, alpha, acc)
-	default:
-		aoff := ir*a.Stride + pc
-		_ = a.Data[aoff+(mr-1)*a.Stride+kb-1]
-		k.direct[1](kb, &a.Data[aoff], a.Stride, bp, ldb, &c.Data[coff], c.Stride, mr, m0, m1, alpha, acc)
+		k.direct(kb, &a.Data[aoff], a.Stride, bp, ldb, &c.Data[coff], c.Stride, mr, m0, m1, alpha, acc)
 	}
 }
 
@@ -486,7 +515,7 @@ func gemm(workers int, tA, tB blas.Transpose, alpha float32, a, b blas32.General
 		return
 	}
 	dot := tA == blas.NoTrans && tB == blas.Trans && k.dot[0] != nil && forceDot != 0 && alpha == 1 && m <= 16 && n >= 4
-	dir := !dot && useDirect(k, n, kk)
+	dir := !dot && useDirect(k, tA, tB, m, n, kk)
 	// With beta = 0 the first k block stores its tiles over C (see macro)
 	// instead of C being cleared, then read back, in a pass of its own.
 	overwrite := beta == 0 && (k.store != nil || dir) && forceStore != 0 && kk > 0 && alpha != 0 && !dot
@@ -511,7 +540,14 @@ func gemm(workers int, tA, tB blas.Transpose, alpha float32, a, b blas32.General
 	}
 	big := workers > 1 && float64(m)*float64(n)*float64(kk) >= parallelFlops
 	if dir {
-		if workers > 1 && float64(m)*float64(n)*float64(kk) >= parallelDirectFlops {
+		// Only the narrow products with long k (n ≤ 64, k > 16: the CNN's
+		// conv1) wait for parallelDirectFlops; the others split at the
+		// packed path's threshold.
+		split := float64(parallelFlops)
+		if n <= 2*directNR && kk > 16 && !directNN(k, tA, tB, m, kk) {
+			split = parallelDirectFlops
+		}
+		if workers > 1 && float64(m)*float64(n)*float64(kk) >= split {
 			parallelDirect(k, workers, tA, tB, alpha, a, b, c, m, n, kk, overwrite)
 			return
 		}

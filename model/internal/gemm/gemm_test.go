@@ -118,7 +118,7 @@ func TestDirectPathSplits(t *testing.T) {
 		t.Fatal(err)
 	}
 	k := active.Load()
-	if k == nil || k.direct[0] == nil {
+	if k == nil || k.direct == nil {
 		t.Skipf("the best path on this CPU, %s, has no direct kernels (they are AVX-512 only), so no product takes the parallel direct path; its packed path is checked by TestGemmPathsAgreeWithGonum", Path())
 	}
 	rng := rand.New(rand.NewPCG(5, 6))
@@ -130,7 +130,7 @@ func TestDirectPathSplits(t *testing.T) {
 			{40, 7000, 16}, {23, 20000, 10}, // by column panels
 			{32, 25, 7840}, {36, 32, 3700}, {30, 17, 9000}, // along k
 		} {
-			if !useDirect(k, s.n, s.k) || float64(s.m)*float64(s.n)*float64(s.k) < parallelDirectFlops {
+			if !useDirect(k, blas.NoTrans, blas.Trans, s.m, s.n, s.k) || float64(s.m)*float64(s.n)*float64(s.k) < parallelDirectFlops {
 				t.Fatalf("%v does not take the parallel direct path", s)
 			}
 			for _, tA := range trans {
@@ -260,9 +260,11 @@ func TestAddMatchesLoop(t *testing.T) {
 }
 
 // TestDirectTails sweeps the direct path's row tails (op(A)'s last 1..11
-// rows: the 4- and 8-row kernels, reading Aᵀ in place until the reads would
-// pass the end of A.Data, then a packed panel) and column tails (opmasks),
-// for every transpose, k from 1 step to past one k block, strided or not.
+// rows: for Aᵀ the 4- and 8-row kernels, reading in place until the reads
+// would pass the end of A.Data, then a packed panel; for untransposed A the
+// kernel of each height 1..12, in place) and column tails (opmasks, and the
+// 16-column kernels of untransposed A), for every transpose, k from 1 step
+// to past one k block, strided or not.
 func TestDirectTails(t *testing.T) {
 	defer func() { _ = Select(os.Getenv(EnvVar)) }()
 	rng := rand.New(rand.NewPCG(7, 8))
@@ -274,9 +276,13 @@ func TestDirectTails(t *testing.T) {
 		for m := 1; m <= 26; m++ {
 			for _, n := range []int{1, 7, 16, 25, 32, 40, 64, 65} {
 				for _, k := range []int{1, 3, 10, 16, 300} {
-					alpha := []float32{1, -0.5}[rng.IntN(2)]
-					beta := []float32{0, 1, 0.25}[rng.IntN(3)]
-					checkAgainstGonum(t, rng, path, trans[rng.IntN(2)], trans[rng.IntN(2)], shape{m, n, k}, alpha, beta)
+					for _, tA := range trans {
+						for _, tB := range trans {
+							alpha := []float32{1, -0.5}[rng.IntN(2)]
+							beta := []float32{0, 1, 0.25}[rng.IntN(3)]
+							checkAgainstGonum(t, rng, path, tA, tB, shape{m, n, k}, alpha, beta)
+						}
+					}
 				}
 			}
 		}

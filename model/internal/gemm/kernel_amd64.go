@@ -29,17 +29,15 @@ func dot2x4AVX512(k16 int, a *float32, lda int, b *float32, ldb int, c *float32,
 //go:noescape
 func dot3x4AVX512(k16 int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int, mask uint16)
 
-// kernelAVX512DT and kernelAVX512DN compute a 12×32 tile of C (its first
-// rows rows, the columns under m0 and m1) as alpha·op(A)·B, added to C if acc
-// is 1, over k steps of B's rows at stride ldb, with neither operand packed:
-// DT reads A's step p as 12 contiguous values at a + p·lda, DN reads twelve
-// rows of A at stride lda. DT8 and DT4 are DT for 8 and 4 rows.
+// kernelAVX512DT computes a 12×32 tile of C (its first rows rows, the
+// columns under m0 and m1) as alpha·op(A)·B, added to C if acc is 1, over k
+// steps of B's rows at stride ldb, with neither operand packed: it reads A's
+// step p as 12 contiguous values at a + p·lda. DT8 and DT4 are DT for 8 and
+// 4 rows. The kernels for untransposed A read in place, kernelAVX512DN<r>x<w>,
+// are declared in kernel_dn_amd64.go.
 //
 //go:noescape
 func kernelAVX512DT(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int, rows int, m0, m1 uint16, alpha float32, acc int)
-
-//go:noescape
-func kernelAVX512DN(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int, rows int, m0, m1 uint16, alpha float32, acc int)
 
 //go:noescape
 func kernelAVX512DT8(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int, rows int, m0, m1 uint16, alpha float32, acc int)
@@ -56,7 +54,8 @@ func kernels() []kernel {
 	if cpu.X86.HasAVX512F {
 		ks = append(ks, kernel{name: "avx512", mr: 12, nr: 32, fn: kernelAVX512, store: kernelAVX512Store, edge: kernelAVX512Edge,
 			dot:        [3]dotFn{dot1x4AVX512, dot2x4AVX512, dot3x4AVX512},
-			direct:     [2]directFn{kernelAVX512DT, kernelAVX512DN},
+			direct:     kernelAVX512DT,
+			dn:         dnAVX512,
 			directTail: [2]directFn{kernelAVX512DT4, kernelAVX512DT8}})
 	}
 	if cpu.X86.HasAVX2 && cpu.X86.HasFMA {
