@@ -145,6 +145,14 @@ func weightedCombine(dst []float32, updates []Update, scale float64, workers int
 // deterministic.
 func accumulate(acc []float64, rows [][]float32, ws []float64) {
 	clear(acc)
+	accumulateInto(acc, rows, ws)
+}
+
+// accumulateInto is accumulate onto acc's current values: rows in groups of
+// four, then the rest one by one, so that calls on consecutive groups of
+// rows whose lengths are multiples of four leave the same bits as one call
+// on all of them.
+func accumulateInto(acc []float64, rows [][]float32, ws []float64) {
 	i := 0
 	for ; i+4 <= len(rows); i += 4 {
 		// Separately rounded products and sums in a fixed order (no fused

@@ -161,7 +161,7 @@ func (f *federation) secureStreamed(r int, params []float32, sampled []int, drop
 	train := func(id int) clientOut {
 		net := <-f.pool
 		defer func() { f.pool <- net }()
-		o := f.trainClient(net, r, id, params)
+		o := f.trainClient(net, r, id, params, nil)
 		mu.Lock()
 		outs[pos[id]], trained[pos[id]] = clientOut{id: id, weight: o.weight, loss: o.loss, err: o.err}, true
 		mu.Unlock()

@@ -343,6 +343,52 @@ func TestReportHTML(t *testing.T) {
 // plotTitleHTML is plotTitle as html/template escapes it.
 func plotTitleHTML(c Config) string { return template.HTMLEscapeString(plotTitle(c)) }
 
+// Plain rounds streamed into a running sum (plainStreamed) give the same
+// run, bit for bit, as holding every update (plainRound): FedAvg and
+// FedAdam, with dropouts, attackers and an invalid update, with and
+// without DP.
+func TestPlainStreamedMatchesHeld(t *testing.T) {
+	train, test := digits(t)
+	for _, strategy := range []string{"fedavg", "fedadam"} {
+		for _, dpOn := range []bool{false, true} {
+			cfg := small()
+			cfg.Rounds = 3
+			cfg.Strategy = strategy
+			cfg.Dropout = 0.2
+			cfg.Attackers = "3:scale:1e39" // Inf: rejected
+			if dpOn {
+				cfg.DPClip, cfg.DPNoise, cfg.DPDelta = 1, 0.5, 1e-5
+				cfg.Attackers = "1:noise:0.01"
+			}
+			run := func(stream bool) *Result {
+				streamPlain = stream
+				defer func() { streamPlain = true }()
+				res, err := RunOn(context.Background(), cfg, train, test, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return res
+			}
+			held, streamed := run(false), run(true)
+			if !slices.Equal(held.Params, streamed.Params) {
+				t.Fatalf("%s dp %v: streamed and held plain runs end with different parameters", strategy, dpOn)
+			}
+			rejected := 0
+			for i, h := range held.Rounds {
+				s := streamed.Rounds[i]
+				h.Seconds, s.Seconds = 0, 0
+				rejected += h.Rejected
+				if fmt.Sprintf("%+v", h) != fmt.Sprintf("%+v", s) { // NaN metrics compare unequal
+					t.Fatalf("%s dp %v round %d: held %+v, streamed %+v", strategy, dpOn, h.Round, h, s)
+				}
+			}
+			if !dpOn && rejected == 0 {
+				t.Fatalf("%s: the NaN attackers' updates were never rejected; the test does not cover rejections", strategy)
+			}
+		}
+	}
+}
+
 // Training streamed into SecAgg+ (secureStreamed) gives the same run, bit
 // for bit, as training every client first (secureRound): with dropouts at
 // every stage, distributed DP noise and attackers, and without DP.
