@@ -716,9 +716,7 @@ func (f *federation) trainClient(net *model.Network, r, id int, global, buf []fl
 	if len(delta) != len(p) {
 		delta = make([]float32, len(p))
 	}
-	for j := range delta {
-		delta[j] = p[j] - global[j]
-	}
+	model.Delta(delta, p, global)
 	return clientOut{id: id, delta: delta, weight: float64(len(c.Train)), loss: loss}
 }
 

@@ -83,8 +83,6 @@ func (f *federation) trainExternal(r, id int, global []float32) clientOut {
 		return clientOut{id: id, err: fmt.Errorf("trainer %q: %w", p.Name(), err)}
 	}
 	delta := make([]float32, len(local))
-	for j := range delta {
-		delta[j] = local[j] - global[j]
-	}
+	model.Delta(delta, local, global)
 	return clientOut{id: id, delta: delta, weight: float64(len(c.Train)), loss: res.Loss}
 }

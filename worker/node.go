@@ -946,9 +946,7 @@ func (n *Node) update(a *Announce, global []float32) ([]float32, float64, error)
 		n.delta = make([]float32, len(p))
 	}
 	delta := n.delta
-	for j := range delta {
-		delta[j] = p[j] - global[j]
-	}
+	model.Delta(delta, p, global)
 	if err := dp.CheckFinite(delta); err != nil {
 		return nil, 0, fmt.Errorf("worker %s: round %d: local update: %w", n.cfg.Name, a.Round, err)
 	}

@@ -81,3 +81,6 @@ func peakLoop(path string) (func(int), int) {
 
 //go:noescape
 func addAVX512(dst, src *float32, n int)
+
+//go:noescape
+func subAVX512(dst, a, b *float32, n int)
