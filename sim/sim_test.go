@@ -343,10 +343,38 @@ func TestReportHTML(t *testing.T) {
 // plotTitleHTML is plotTitle as html/template escapes it.
 func plotTitleHTML(c Config) string { return template.HTMLEscapeString(plotTitle(c)) }
 
+// heldAndStreamed runs cfg with the streamed path switched off and on
+// (*stream) and fails unless both end with the same parameters and the
+// same metrics every round; it returns the rounds.
+func heldAndStreamed(t *testing.T, what string, cfg Config, train, test *data.Dataset, stream *bool) []RoundMetrics {
+	t.Helper()
+	run := func(on bool) *Result {
+		*stream = on
+		defer func() { *stream = true }()
+		res, err := RunOn(context.Background(), cfg, train, test, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	held, streamed := run(false), run(true)
+	if !slices.Equal(held.Params, streamed.Params) {
+		t.Fatalf("%s: streamed and held runs end with different parameters", what)
+	}
+	for i, h := range held.Rounds {
+		s := streamed.Rounds[i]
+		h.Seconds, s.Seconds = 0, 0
+		if fmt.Sprintf("%+v", h) != fmt.Sprintf("%+v", s) { // NaN metrics compare unequal
+			t.Fatalf("%s round %d: held %+v, streamed %+v", what, h.Round, h, s)
+		}
+	}
+	return held.Rounds
+}
+
 // Plain rounds streamed into a running sum (plainStreamed) give the same
 // run, bit for bit, as holding every update (plainRound): FedAvg and
-// FedAdam, with dropouts, attackers and an invalid update, with and
-// without DP.
+// FedAdam, with dropouts, attackers and invalid updates, with and without
+// DP.
 func TestPlainStreamedMatchesHeld(t *testing.T) {
 	train, test := digits(t)
 	for _, strategy := range []string{"fedavg", "fedadam"} {
@@ -360,30 +388,13 @@ func TestPlainStreamedMatchesHeld(t *testing.T) {
 				cfg.DPClip, cfg.DPNoise, cfg.DPDelta = 1, 0.5, 1e-5
 				cfg.Attackers = "1:noise:0.01"
 			}
-			run := func(stream bool) *Result {
-				streamPlain = stream
-				defer func() { streamPlain = true }()
-				res, err := RunOn(context.Background(), cfg, train, test, nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return res
-			}
-			held, streamed := run(false), run(true)
-			if !slices.Equal(held.Params, streamed.Params) {
-				t.Fatalf("%s dp %v: streamed and held plain runs end with different parameters", strategy, dpOn)
-			}
+			rounds := heldAndStreamed(t, fmt.Sprintf("%s dp %v", strategy, dpOn), cfg, train, test, &streamPlain)
 			rejected := 0
-			for i, h := range held.Rounds {
-				s := streamed.Rounds[i]
-				h.Seconds, s.Seconds = 0, 0
-				rejected += h.Rejected
-				if fmt.Sprintf("%+v", h) != fmt.Sprintf("%+v", s) { // NaN metrics compare unequal
-					t.Fatalf("%s dp %v round %d: held %+v, streamed %+v", strategy, dpOn, h.Round, h, s)
-				}
+			for _, m := range rounds {
+				rejected += m.Rejected
 			}
 			if !dpOn && rejected == 0 {
-				t.Fatalf("%s: the NaN attackers' updates were never rejected; the test does not cover rejections", strategy)
+				t.Fatalf("%s: the attackers' Inf updates were never rejected; the test does not cover rejections", strategy)
 			}
 		}
 	}
@@ -403,25 +414,6 @@ func TestSecureStreamedMatchesHeld(t *testing.T) {
 		if dpOn {
 			cfg.DPClip, cfg.DPNoise, cfg.DPDelta = 1, 0.5, 1e-5
 		}
-		run := func(stream bool) *Result {
-			streamSecure = stream
-			defer func() { streamSecure = true }()
-			res, err := RunOn(context.Background(), cfg, train, test, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return res
-		}
-		held, streamed := run(false), run(true)
-		if !slices.Equal(held.Params, streamed.Params) {
-			t.Fatalf("dp %v: streamed and held secure runs end with different parameters", dpOn)
-		}
-		for i, h := range held.Rounds {
-			s := streamed.Rounds[i]
-			h.Seconds, s.Seconds = 0, 0
-			if fmt.Sprintf("%+v", h) != fmt.Sprintf("%+v", s) { // NaN metrics compare unequal
-				t.Fatalf("dp %v round %d: held %+v, streamed %+v", dpOn, h.Round, h, s)
-			}
-		}
+		heldAndStreamed(t, fmt.Sprintf("secure dp %v", dpOn), cfg, train, test, &streamSecure)
 	}
 }
