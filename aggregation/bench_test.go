@@ -10,7 +10,7 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/sovereign-fl/sovereign/aggregation/internal/vsum"
+	"github.com/sovereign-fl/sovereign/internal/memfloor"
 )
 
 // benchUpdates returns n updates of dim uniform values, built fast.
@@ -42,7 +42,7 @@ func baselineLoop(acc []float32, us []Update) {
 }
 
 // readFloor reads every byte of the updates' deltas once with vectorised
-// loads (vsum.ReadSum: four AVX-512 accumulators), split over workers by
+// loads (memfloor.ReadSum: four AVX-512 accumulators), split over workers by
 // coordinate ranges as the kernel splits them: the memory-speed floor of
 // any weighted sum of the same bytes.
 func readFloor(us []Update, dim, workers int) uint32 {
@@ -51,7 +51,7 @@ func readFloor(us []Update, dim, workers int) uint32 {
 		var s uint32
 		for _, u := range us {
 			d := u.Delta[lo:hi]
-			s += vsum.ReadSum(unsafe.Slice((*uint32)(unsafe.Pointer(&d[0])), len(d)))
+			s += memfloor.ReadSum(unsafe.Slice((*uint32)(unsafe.Pointer(&d[0])), len(d)))
 		}
 		total.Add(s)
 	})

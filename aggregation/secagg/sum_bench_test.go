@@ -8,12 +8,13 @@ import (
 	"time"
 
 	"github.com/sovereign-fl/sovereign/aggregation/internal/vsum"
+	"github.com/sovereign-fl/sovereign/internal/memfloor"
 )
 
 // BenchmarkMaskedSum1M is the server's sum of masked inputs (Bonawitz et
 // al. 2017, §4: the server adds the y_u mod 2^32) over 100 inputs of 1M
 // words (400 MB per op), beside the memory-speed floor measured in the same
-// iterations: a vectorised read of the same bytes (vsum.ReadSum, four
+// iterations: a vectorised read of the same bytes (memfloor.ReadSum, four
 // AVX-512 accumulators) on one goroutine ("read") and on GOMAXPROCS
 // goroutines split by coordinate range ("readP"). "sum" is the server's own
 // path: the inputs fed to Server.flushMasked maskedBatch at a time as they
@@ -48,7 +49,7 @@ func BenchmarkMaskedSum1M(b *testing.B) {
 			wg.Go(func() {
 				var s uint32
 				for _, v := range vecs {
-					s += vsum.ReadSum(v[lo:hi])
+					s += memfloor.ReadSum(v[lo:hi])
 				}
 				_ = s
 			})
@@ -64,7 +65,7 @@ func BenchmarkMaskedSum1M(b *testing.B) {
 	for b.Loop() {
 		timeIt(&tRead, func() {
 			for _, v := range vecs {
-				sink += vsum.ReadSum(v)
+				sink += memfloor.ReadSum(v)
 			}
 		})
 		timeIt(&tReadP, readP)

@@ -8,6 +8,3 @@ var useAVX512 = cpu.X86.HasAVX512F
 
 //go:noescape
 func anyNonFiniteAVX512(x *float32, n int) bool
-
-//go:noescape
-func readAVX512(x *float32, n int) uint32

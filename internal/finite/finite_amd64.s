@@ -38,39 +38,3 @@ loop:
 	SETNE ret+16(FP)
 	VZEROUPPER
 	RET
-
-// func readAVX512(x *float32, n int) uint32
-// The floor a scan of x is measured against (BenchmarkFirst): every word of
-// x[0:n] (n a positive multiple of 64) loaded and ORed into four
-// accumulators, folded to one word.
-TEXT ·readAVX512(SB), NOSPLIT, $0-20
-	MOVQ x+0(FP), SI
-	MOVQ n+8(FP), CX
-	SHRQ $6, CX
-	VPXORD Z0, Z0, Z0
-	VPXORD Z1, Z1, Z1
-	VPXORD Z2, Z2, Z2
-	VPXORD Z3, Z3, Z3
-rloop:
-	VPORD (SI), Z0, Z0
-	VPORD 64(SI), Z1, Z1
-	VPORD 128(SI), Z2, Z2
-	VPORD 192(SI), Z3, Z3
-	ADDQ $256, SI
-	DECQ CX
-	JNZ rloop
-	VPORD Z1, Z0, Z0
-	VPORD Z3, Z2, Z2
-	VPORD Z2, Z0, Z0
-	VEXTRACTI64X4 $1, Z0, Y1
-	VPOR Y1, Y0, Y0
-	VEXTRACTI128 $1, Y0, X1
-	VPOR X1, X0, X0
-	VPSHUFD $0x4e, X0, X1
-	VPOR X1, X0, X0
-	VPSHUFD $0xb1, X0, X1
-	VPOR X1, X0, X0
-	VMOVD X0, AX
-	MOVL AX, ret+16(FP)
-	VZEROUPPER
-	RET

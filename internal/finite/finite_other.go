@@ -7,5 +7,3 @@ var useAVX512 = false
 func anyNonFiniteAVX512(x *float32, n int) bool {
 	panic("finite: no AVX-512 kernel on this architecture")
 }
-
-func readAVX512(x *float32, n int) uint32 { panic("finite: no AVX-512 kernel on this architecture") }

@@ -5,6 +5,9 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+	"unsafe"
+
+	"github.com/sovereign-fl/sovereign/internal/memfloor"
 )
 
 // TestFirst puts NaN, +Inf, -Inf, the largest finite values and
@@ -59,8 +62,8 @@ func testFirst(t *testing.T) {
 
 // BenchmarkFirst scans finite vectors of the 2NN's size (0.8 MB, in L2
 // after a client's training wrote it) and of 1M values, beside the floor a
-// scan cannot beat, a vectorised read of the same bytes (readAVX512, four
-// accumulators), and the Go loop, in the same run.
+// scan cannot beat, a vectorised read of the same bytes (memfloor.ReadSum),
+// and the Go loop, in the same run.
 func BenchmarkFirst(b *testing.B) {
 	defer func(v bool) { useAVX512 = v }(useAVX512)
 	vecOK := useAVX512
@@ -83,10 +86,10 @@ func BenchmarkFirst(b *testing.B) {
 		if vecOK {
 			scan("first", true)
 			b.Run(fmt.Sprintf("n=%d/read-floor", n), func(b *testing.B) {
-				m := n / 64 * 64
-				b.SetBytes(int64(4 * m))
+				words := unsafe.Slice((*uint32)(unsafe.Pointer(&x[0])), len(x))
+				b.SetBytes(int64(4 * n))
 				for b.Loop() {
-					sink ^= readAVX512(&x[0], m)
+					sink ^= memfloor.ReadSum(words)
 				}
 			})
 		}

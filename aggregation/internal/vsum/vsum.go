@@ -1,8 +1,8 @@
 // Package vsum holds the streaming kernels of aggregation: the float64
 // weighted accumulation of FedAvg's blocked sum, the modular uint32 addition
 // and subtraction of SecAgg+ (the server's sum of masked inputs, masks added
-// to or removed from a vector), and ReadSum, a vectorised
-// read of the same bytes that the benchmarks use as their memory-speed floor.
+// to or removed from a vector). The benchmarks measure them against
+// internal/memfloor's vectorised read of the same bytes.
 //
 // On amd64 CPUs with AVX-512 the loops run in Go assembly; elsewhere, and for
 // the tail of a slice, the plain Go loops below run. Both give bit-identical
@@ -102,20 +102,6 @@ func SubU32(dst, src []uint32) {
 	subU32Go(dst[done:], src[done:])
 }
 
-// ReadSum returns the sum modulo 2^32 of the words of p: it reads every byte
-// once at the speed of vector loads, the floor a streaming sum of the same
-// bytes is measured against.
-func ReadSum(p []uint32) uint32 {
-	n := len(p)
-	done := 0
-	var s uint32
-	if haveAVX512 && n >= 64 {
-		done = n &^ 63
-		s = readSumAVX512(&p[0], done)
-	}
-	return s + readSumGo(p[done:])
-}
-
 func accumulate4Go(acc []float64, r0, r1, r2, r3 []float32, w0, w1, w2, w3 float64) {
 	for j := range acc {
 		// Explicit float64 conversions of each product keep the rounding
@@ -141,19 +127,4 @@ func subU32Go(dst, src []uint32) {
 	for j := range dst {
 		dst[j] -= src[j]
 	}
-}
-
-func readSumGo(p []uint32) uint32 {
-	var s0, s1, s2, s3 uint32
-	i := 0
-	for ; i+4 <= len(p); i += 4 {
-		s0 += p[i]
-		s1 += p[i+1]
-		s2 += p[i+2]
-		s3 += p[i+3]
-	}
-	for ; i < len(p); i++ {
-		s0 += p[i]
-	}
-	return s0 + s1 + s2 + s3
 }

@@ -18,9 +18,6 @@ func accumulate1AVX512(acc *float64, r *float32, n int, w float64)
 func addU32AVX512(dst, src *uint32, n int)
 
 //go:noescape
-func readSumAVX512(p *uint32, n int) uint32
-
-//go:noescape
 func subU32AVX512(dst, src *uint32, n int)
 
 //go:noescape

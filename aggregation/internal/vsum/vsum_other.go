@@ -9,7 +9,6 @@ func accumulate4AVX512(acc *float64, r0, r1, r2, r3 *float32, n int, w0, w1, w2,
 }
 func accumulate1AVX512(acc *float64, r *float32, n int, w float64) { panic("unreachable") }
 func addU32AVX512(dst, src *uint32, n int)                         { panic("unreachable") }
-func readSumAVX512(p *uint32, n int) uint32                        { panic("unreachable") }
 
 func subU32AVX512(dst, src *uint32, n int) { panic("unreachable") }
 

@@ -60,13 +60,6 @@ func TestKernelsMatchGoLoops(t *testing.T) {
 		if !slices.Equal(u, wantU) {
 			t.Fatalf("SubU32 n=%d differs from the Go loop", n)
 		}
-		var s uint32
-		for _, x := range u {
-			s += x
-		}
-		if got := ReadSum(u); got != s {
-			t.Fatalf("ReadSum n=%d = %d, want %d", n, got, s)
-		}
 	}
 }
 
@@ -117,13 +110,11 @@ func TestForceGoMatches(t *testing.T) {
 	}
 	fast := slices.Clone(a)
 	AddU32(fast, b)
-	s1 := ReadSum(fast)
 	restore := ForceGo()
 	slow := slices.Clone(a)
 	AddU32(slow, b)
-	s2 := ReadSum(slow)
 	restore()
-	if !slices.Equal(fast, slow) || s1 != s2 {
+	if !slices.Equal(fast, slow) {
 		t.Fatal("forced Go path differs from the assembly")
 	}
 }

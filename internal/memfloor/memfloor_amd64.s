@@ -1,0 +1,35 @@
+#include "textflag.h"
+
+// func readSumAVX512(p *uint32, n int) uint32
+// Four independent zmm accumulators, 256 bytes per step.
+TEXT ·readSumAVX512(SB), NOSPLIT, $0-20
+	MOVQ p+0(FP), SI
+	MOVQ n+8(FP), CX
+	SHRQ $6, CX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+read_loop:
+	VPADDD (SI), Z0, Z0
+	VPADDD 64(SI), Z1, Z1
+	VPADDD 128(SI), Z2, Z2
+	VPADDD 192(SI), Z3, Z3
+	ADDQ $256, SI
+	DECQ CX
+	JNZ read_loop
+	VPADDD Z1, Z0, Z0
+	VPADDD Z3, Z2, Z2
+	VPADDD Z2, Z0, Z0
+	VEXTRACTI64X4 $1, Z0, Y1
+	VPADDD Y1, Y0, Y0
+	VEXTRACTI128 $1, Y0, X1
+	VPADDD X1, X0, X0
+	VPSHUFD $0x4e, X0, X1
+	VPADDD X1, X0, X0
+	VPSHUFD $0xb1, X0, X1
+	VPADDD X1, X0, X0
+	VMOVD X0, AX
+	MOVL AX, ret+16(FP)
+	VZEROUPPER
+	RET
