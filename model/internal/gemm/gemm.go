@@ -84,27 +84,30 @@ const directMR, directNR = 12, 32
 // dense layers' dW (k = 10) are below one bound or the other. An
 // untransposed product (directNN: the dense layers' forward pass, a
 // minibatch times an in×out weight matrix, and the convolutions' dcol) is
-// direct too while it has at most 256 rows, or at most 1024 with k ≥ 256,
-// its B read in place a 32-column panel at a time while A's rows stream
-// past: for a thin product packing A cost a tenth of the time and the
-// padding of the packed 12×32 tiles a fifth (10×200 in 12×32 tiles). In
-// same-session A/B runs the direct path measured 1.1–1.6× the packed one
-// from 10 to 600 rows with k = 200 or 784, level at 1024³, and 0.94× at
-// 600–1960 rows with k = 64 (conv2's dcol), hence the bounds.
+// direct too while it has at most 256 rows, or at most 1024 with k ≥ 256
+// and n ≤ 256, its B read in place a 32-column panel at a time while A's
+// rows stream past: for a thin product packing A cost a tenth of the time
+// and the padding of the packed 12×32 tiles a fifth (10×200 in 12×32
+// tiles). In same-session A/B runs the direct path measured 1.1–1.6× the
+// packed one from 10 to 600 rows with n = 200 and k = 200 or 784, 0.94×
+// at 600–1960 rows with k = 64 (conv2's dcol), and 0.75× on one core at
+// 1024³, where a panel of B read in place spans 256 rows 4 KiB apart
+// (a page each) and the packed path's contiguous panels win; hence the
+// bounds.
 func useDirect(k *kernel, tA, tB blas.Transpose, m, n, kk int) bool {
-	return k.direct != nil && forceDirect != 0 && (n <= 2*directNR || kk <= 16 || directNN(k, tA, tB, m, kk))
+	return k.direct != nil && forceDirect != 0 && (n <= 2*directNR || kk <= 16 || directNN(k, tA, tB, m, n, kk))
 }
 
-// directNNRows and directNNLongRows bound m for a direct untransposed
-// product with short (k < 256) and long k (see useDirect). Variables so that
-// the benchmarks can compare.
-var directNNRows, directNNLongRows = 256, 1024
+// directNNRows bounds m for any direct untransposed product,
+// directNNLongRows for one with k ≥ 256 and n ≤ directNNCols (see
+// useDirect). Variables so that the benchmarks can compare.
+var directNNRows, directNNLongRows, directNNCols = 256, 1024, 256
 
-func directNN(k *kernel, tA, tB blas.Transpose, m, kk int) bool {
+func directNN(k *kernel, tA, tB blas.Transpose, m, n, kk int) bool {
 	if tA != blas.NoTrans || tB != blas.NoTrans || k.dn[1][0] == nil {
 		return false
 	}
-	return m <= directNNRows || (m <= directNNLongRows && kk >= 256)
+	return m <= directNNRows || (m <= directNNLongRows && kk >= 256 && n <= directNNCols)
 }
 
 // direct computes C[i0:i1, j0:j1] = alpha·op(A)[i0:i1, p0:p1]·op(B)[p0:p1,
@@ -544,7 +547,7 @@ func gemm(workers int, tA, tB blas.Transpose, alpha float32, a, b blas32.General
 		// conv1) wait for parallelDirectFlops; the others split at the
 		// packed path's threshold.
 		split := float64(parallelFlops)
-		if n <= 2*directNR && kk > 16 && !directNN(k, tA, tB, m, kk) {
+		if n <= 2*directNR && kk > 16 && !directNN(k, tA, tB, m, n, kk) {
 			split = parallelDirectFlops
 		}
 		if workers > 1 && float64(m)*float64(n)*float64(kk) >= split {
