@@ -12,13 +12,16 @@
 // A panel and one B panel with fused multiply-adds. Two micro-kernels exist:
 // AVX-512 (12×32, 24 zmm accumulators) and AVX2+FMA (6×16, twelve ymm
 // accumulators). For thin C (the minibatch rows) an untransposed B is read in
-// place instead of packed, and C += A·Bᵀ runs on AVX-512 dot-product kernels
+// place instead of packed (when the direct path below does not take the
+// product), and C += A·Bᵀ runs on AVX-512 dot-product kernels
 // that read both operands along k, so the weight matrix is never repacked.
-// Products with one column panel of C (n ≤ 32) or k ≤ 16, where packing
-// costs as much as the multiply-adds, run on AVX-512 kernels that read both
-// operands where they are (see direct). The kernel is chosen once at start-up from the CPU's
-// features (golang.org/x/sys/cpu); on other CPUs and architectures gonum's
-// pure-Go blas32.Gemm runs instead.
+// Products with at most two column panels of C (n ≤ 64) or k ≤ 16, and
+// untransposed products of a few hundred rows (the minibatch times a
+// weight matrix), where packing costs as much as the multiply-adds, run on
+// AVX-512 kernels that read both operands where they are (see useDirect).
+// The kernel is chosen once at start-up from the CPU's features
+// (golang.org/x/sys/cpu); on other CPUs and architectures gonum's pure-Go
+// blas32.Gemm runs instead.
 //
 // The environment variable SOVEREIGN_GEMM (avx512, avx2 or go) forces a path;
 // a path the CPU cannot run is refused at start-up with a message on stderr
@@ -379,11 +382,12 @@ const (
 	parallelFlops = 1 << 22
 )
 
-// parallelDirectFlops is the m·n·k above which the direct path is split
-// over GOMAXPROCS goroutines. It is higher than parallelFlops because the
-// direct products just above that (the CNN's conv1, 6.3M) take 30–60 µs
-// on one core, and on this 2-core machine two goroutines ran them at
-// 0.7–1.1× the speed of one (goroutine start-up and the other core's
+// parallelDirectFlops is the m·n·k above which a narrow direct product
+// with long k (n ≤ 64, k > 16) is split over GOMAXPROCS goroutines; the
+// other direct products split at parallelFlops. It is higher because the
+// narrow products just above parallelFlops (the CNN's conv1, 6.3M) take
+// 30–60 µs on one core, and on this 2-core machine two goroutines ran them
+// at 0.7–1.1× the speed of one (goroutine start-up and the other core's
 // load). A variable so that the tests can lower it.
 var parallelDirectFlops = float64(1 << 24)
 
