@@ -56,3 +56,57 @@ func TestBinaryMetricsAUCMatchesPairCount(t *testing.T) {
 		t.Fatal("label 2 accepted")
 	}
 }
+
+// EvaluateScores gives Evaluate's loss and accuracy and Scores' scores, from
+// one pass, on a chunked batch; it refuses a network of more classes and a
+// short scores slice.
+func TestEvaluateScoresMatchesSeparatePasses(t *testing.T) {
+	spec, err := ParseSpec("mlp:16", 1, 1, 7, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := New(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Init(1)
+	rng := rand.New(rand.NewPCG(5, 6))
+	const count = 1037 // several evaluation chunks and a tail
+	x := make([]float32, count*7)
+	y := make([]int32, count)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+	}
+	for i := range y {
+		y[i] = int32(rng.IntN(2))
+	}
+	loss, acc := n.Evaluate(x, y, count)
+	want := make([]float64, count)
+	if err := n.Scores(x, count, want); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]float64, count)
+	gl, ga, err := n.EvaluateScores(x, y, count, got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gl != loss || ga != acc {
+		t.Fatalf("EvaluateScores loss %v accuracy %v, Evaluate %v %v", gl, ga, loss, acc)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("score %d: %v, Scores %v", i, got[i], want[i])
+		}
+	}
+	if _, _, err := n.EvaluateScores(x, y, count, got[:count-1]); err == nil {
+		t.Fatal("a short scores slice was accepted")
+	}
+	spec3, _ := ParseSpec("mlp:16", 1, 1, 7, 3)
+	n3, err := New(spec3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := n3.EvaluateScores(x, y, count, got); err == nil {
+		t.Fatal("a three-class network was accepted")
+	}
+}

@@ -338,6 +338,23 @@ func (n *Network) Evaluate(x []float32, y []int32, count int) (loss float64, acc
 
 // EvaluateChecked is Evaluate returning an error for malformed input.
 func (n *Network) EvaluateChecked(x []float32, y []int32, count int) (loss float64, accuracy float64, err error) {
+	return n.evaluate(x, y, count, nil)
+}
+
+// EvaluateScores is EvaluateChecked for a two-class network that also
+// writes each example's score (as Scores does) into scores, from the same
+// forward pass.
+func (n *Network) EvaluateScores(x []float32, y []int32, count int, scores []float64) (loss float64, accuracy float64, err error) {
+	if n.classes != 2 {
+		return math.NaN(), math.NaN(), fmt.Errorf("model: EvaluateScores: %d classes, want 2", n.classes)
+	}
+	if len(scores) < count {
+		return math.NaN(), math.NaN(), fmt.Errorf("model: EvaluateScores: len(scores)=%d < count=%d", len(scores), count)
+	}
+	return n.evaluate(x, y, count, scores)
+}
+
+func (n *Network) evaluate(x []float32, y []int32, count int, scores []float64) (loss float64, accuracy float64, err error) {
 	if err := n.CheckBatch(x, y, count); err != nil {
 		return math.NaN(), math.NaN(), err
 	}
@@ -347,6 +364,11 @@ func (n *Network) EvaluateChecked(x []float32, y []int32, count int) (loss float
 	for s := 0; s < count; s += chunk {
 		b := min(chunk, count-s)
 		logits := n.forward(x[s*n.inDim:(s+b)*n.inDim], b)
+		if scores != nil {
+			for r := 0; r < b; r++ {
+				scores[s+r] = float64(logits[2*r+1]) - float64(logits[2*r])
+			}
+		}
 		yb := y[s : s+b]
 		total += softmaxCrossEntropy(logits, yb, b, n.classes, nil) * float64(b)
 		for r := 0; r < b; r++ {

@@ -274,12 +274,13 @@ func (p *Prepared) Run(ctx context.Context, progress Progress) (res *Result, err
 		if err != nil {
 			return res, fmt.Errorf("round %d: %w", r, err)
 		}
-		m.Loss, m.Accuracy = global.Evaluate(test.X, test.Y, test.N)
 		m.AUC = math.NaN()
 		if f.spec.Classes == 2 {
 			if err := binaryMetrics(global, test, &m.RoundMetrics); err != nil {
 				return res, fmt.Errorf("round %d: %w", r, err)
 			}
+		} else {
+			m.Loss, m.Accuracy = global.Evaluate(test.X, test.Y, test.N)
 		}
 		m.LocalAccuracy = f.localAccuracy(global, m.participants)
 		m.Seconds = time.Since(t0).Seconds()
@@ -782,13 +783,15 @@ func FormatProgress(w io.Writer, total int, m RoundMetrics, elapsed, eta time.Du
 		elapsed.Round(100*time.Millisecond), eta.Round(time.Second))
 }
 
-// binaryMetrics fills ROC AUC and the confusion matrix of a two-class model
-// on the test set.
+// binaryMetrics fills the loss, accuracy, ROC AUC and confusion matrix of
+// a two-class model on the test set, from one forward pass.
 func binaryMetrics(n *model.Network, test *data.Dataset, m *RoundMetrics) error {
 	scores := make([]float64, test.N)
-	if err := n.Scores(test.X, test.N, scores); err != nil {
+	loss, acc, err := n.EvaluateScores(test.X, test.Y, test.N, scores)
+	if err != nil {
 		return err
 	}
+	m.Loss, m.Accuracy = loss, acc
 	b, err := model.BinaryMetrics(scores, test.Y)
 	if err != nil {
 		return err
