@@ -417,3 +417,28 @@ func TestSecureStreamedMatchesHeld(t *testing.T) {
 		heldAndStreamed(t, fmt.Sprintf("secure dp %v", dpOn), cfg, train, test, &streamSecure)
 	}
 }
+
+// A client whose training fails ends a streamed plain round with the error
+// the held path returns (the first failing client in sample order), and
+// the run stops there.
+func TestPlainStreamedTrainingError(t *testing.T) {
+	train, test := digits(t)
+	cfg := small()
+	cfg.LR = 1e30 // every client's loss turns NaN in its first steps
+	var msgs []string
+	for _, on := range []bool{false, true} {
+		streamPlain = on
+		res, err := RunOn(context.Background(), cfg, train, test, nil)
+		streamPlain = true
+		if err == nil {
+			t.Fatalf("stream %v: a diverged training did not fail the run", on)
+		}
+		if res != nil && len(res.Rounds) != 0 {
+			t.Fatalf("stream %v: %d rounds recorded after the failing one", on, len(res.Rounds))
+		}
+		msgs = append(msgs, err.Error())
+	}
+	if msgs[0] != msgs[1] || !strings.Contains(msgs[1], "diverged") {
+		t.Fatalf("held: %q, streamed: %q", msgs[0], msgs[1])
+	}
+}
