@@ -158,10 +158,32 @@ func (f *federation) secureStreamed(r int, params []float32, sampled []int, drop
 	trained := make([]bool, len(sampled))
 	var mu sync.Mutex
 	rejected := 0
+	// Delta buffers are reused: SecAgg+ gives each update back once its
+	// masked input is computed (the release of SimulateInputs).
+	var freeMu sync.Mutex
+	var free [][]float32
+	release := func(d []float32) {
+		if len(d) != len(params) {
+			return
+		}
+		freeMu.Lock()
+		free = append(free, d)
+		freeMu.Unlock()
+	}
+	buffer := func() []float32 {
+		freeMu.Lock()
+		defer freeMu.Unlock()
+		if n := len(free); n > 0 {
+			d := free[n-1]
+			free = free[:n-1]
+			return d
+		}
+		return nil
+	}
 	train := func(id int) clientOut {
 		net := <-f.pool
 		defer func() { f.pool <- net }()
-		o := f.trainClient(net, r, id, params, nil)
+		o := f.trainClient(net, r, id, params, buffer())
 		mu.Lock()
 		outs[pos[id]], trained[pos[id]] = clientOut{id: id, weight: o.weight, loss: o.loss, err: o.err}, true
 		mu.Unlock()
@@ -171,6 +193,7 @@ func (f *federation) secureStreamed(r int, params []float32, sampled []int, drop
 		id := int(uid - 1)
 		o := train(id)
 		if o.err != nil {
+			release(o.delta)
 			return nil, 0, fmt.Errorf("client %d: %w", id, o.err)
 		}
 		f.attackUpdate(r, id, o.delta)
@@ -183,17 +206,19 @@ func (f *federation) secureStreamed(r int, params []float32, sampled []int, drop
 			mu.Lock()
 			rejected++
 			mu.Unlock()
+			release(u.Delta)
 			return nil, 0, nil
 		}
 		if f.acct != nil {
 			rng := newRNG(seedFor(cfg.Seed, seedNoise, uint64(r), uint64(uid)))
 			if err := dp.AddGaussian(u.Delta, std, rng); err != nil {
+				release(u.Delta)
 				return nil, 0, fmt.Errorf("client %d: distributed noise: %w", id, err)
 			}
 		}
 		return u.Delta, u.Weight, nil
 	}
-	out, err := secagg.SimulateInputs(sc, input, f.dropStages(r, ids, dropped), rand.NewChaCha8(seedBytes(cfg.Seed, seedSecAgg, uint64(r), 2)), time.Unix(0, 0))
+	out, err := secagg.SimulateInputs(sc, input, release, f.dropStages(r, ids, dropped), rand.NewChaCha8(seedBytes(cfg.Seed, seedSecAgg, uint64(r), 2)), time.Unix(0, 0))
 	if err != nil {
 		var ie *secagg.InsufficientError
 		if errors.As(err, &ie) {
@@ -206,7 +231,7 @@ func (f *federation) secureStreamed(r int, params []float32, sampled []int, drop
 	var wg sync.WaitGroup
 	for _, uid := range ids {
 		if id := int(uid - 1); !trained[pos[id]] {
-			wg.Go(func() { train(id) })
+			wg.Go(func() { release(train(id).delta) })
 		}
 	}
 	wg.Wait()

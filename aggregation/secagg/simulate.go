@@ -67,7 +67,7 @@ func SimulateObserved(cfg Config, updates map[uint32][]float32, weights map[uint
 		}
 		return upd, weights[id], nil
 	}
-	return simulate(cfg, input, drop, rng, now, observe)
+	return simulate(cfg, input, nil, drop, rng, now, observe)
 }
 
 // SimulateInputs is Simulate with each client's update and weight asked of
@@ -75,15 +75,17 @@ func SimulateObserved(cfg Config, updates map[uint32][]float32, weights map[uint
 // caller can produce updates on demand and never hold all n of them. input
 // is called once per client reaching stage 2, from up to GOMAXPROCS
 // goroutines at once; the update is not used after the masked input is
-// computed. A nil update with a nil error means the client refuses to
-// contribute (as a worker refusing its own update): it vanishes at stage 2
-// and the protocol removes its masks like any dropout's. An error ends the
-// round with that error.
-func SimulateInputs(cfg Config, input func(id uint32) (update []float32, weight float64, err error), drop map[uint32]Stage, rng io.Reader, now time.Time) (*Outcome, error) {
-	return simulate(cfg, input, drop, rng, now, nil)
+// computed: release, if not nil, is then given it back (from the goroutine
+// that computed the masked input), for the caller to reuse. A nil update
+// with a nil error means the client refuses to contribute (as a worker
+// refusing its own update): it vanishes at stage 2 and the protocol
+// removes its masks like any dropout's. An error ends the round with that
+// error.
+func SimulateInputs(cfg Config, input func(id uint32) (update []float32, weight float64, err error), release func(update []float32), drop map[uint32]Stage, rng io.Reader, now time.Time) (*Outcome, error) {
+	return simulate(cfg, input, release, drop, rng, now, nil)
 }
 
-func simulate(cfg Config, input func(id uint32) ([]float32, float64, error), drop map[uint32]Stage, rng io.Reader, now time.Time, observe func(msg any)) (*Outcome, error) {
+func simulate(cfg Config, input func(id uint32) ([]float32, float64, error), release func([]float32), drop map[uint32]Stage, rng io.Reader, now time.Time, observe func(msg any)) (*Outcome, error) {
 	// An observer may keep the messages it sees, so their vectors are
 	// recycled only when there is none.
 	recycle := observe == nil
@@ -246,6 +248,9 @@ func simulate(cfg Config, input func(id uint32) ([]float32, float64, error), dro
 					return
 				}
 				mi, err := c.maskedInput(msg.Shares, upd, w, getVector())
+				if release != nil {
+					release(upd)
+				}
 				*r = reply{mi, mi.WireSize(), err}
 			case ConsistencyRequest:
 				if !alive(m.To, StageConsistency) {

@@ -74,6 +74,7 @@ func TestSimulateInputsRefusalIsStage2Dropout(t *testing.T) {
 	}
 	var mu sync.Mutex
 	asked := map[uint32]int{}
+	released := map[*float32]int{}
 	got, err := SimulateInputs(cfg, func(id uint32) ([]float32, float64, error) {
 		mu.Lock()
 		asked[id]++
@@ -82,6 +83,10 @@ func TestSimulateInputsRefusalIsStage2Dropout(t *testing.T) {
 			return nil, 0, nil
 		}
 		return up[id], w[id], nil
+	}, func(u []float32) {
+		mu.Lock()
+		released[&u[0]]++
+		mu.Unlock()
 	}, nil, seeded(4), t0)
 	if err != nil {
 		t.Fatal(err)
@@ -93,6 +98,12 @@ func TestSimulateInputsRefusalIsStage2Dropout(t *testing.T) {
 		if asked[id] != 1 {
 			t.Fatalf("input asked %d times for client %d, want once", asked[id], id)
 		}
+		if n := released[&up[id][0]]; id != refuser && n != 1 {
+			t.Fatalf("client %d's update released %d times, want once after its masked input", id, n)
+		}
+	}
+	if len(released) != len(cfg.Clients)-1 {
+		t.Fatalf("%d updates released, want the %d given", len(released), len(cfg.Clients)-1)
 	}
 }
 
