@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+
+	"github.com/sovereign-fl/sovereign/internal/finite"
 )
 
 // MaxClasses bounds the number of classes a loader will infer from labels.
@@ -91,10 +93,8 @@ func (d *Dataset) Validate() error {
 			return fmt.Errorf("data: dataset %s: row %d: label %d outside [0, %d)", name, i, y, d.Classes)
 		}
 	}
-	for j, v := range d.X {
-		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return fmt.Errorf("data: dataset %s: row %d, feature %d: non-finite value %v", name, j/d.Dim, j%d.Dim, v)
-		}
+	if j := finite.First(d.X); j >= 0 {
+		return fmt.Errorf("data: dataset %s: row %d, feature %d: non-finite value %v", name, j/d.Dim, j%d.Dim, d.X[j])
 	}
 	return nil
 }

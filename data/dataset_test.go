@@ -201,3 +201,17 @@ func TestLoadSpecs(t *testing.T) {
 		}
 	}
 }
+
+// A non-finite value deep in a large data set (past the vector scan's
+// first blocks) is named by row and feature.
+func TestValidateLargeNamesNonFinite(t *testing.T) {
+	const n, dim = 2000, 3
+	d := &Dataset{Name: "large", N: n, Dim: dim, Classes: 2, C: 1, H: 1, W: dim, X: make([]float32, n*dim), Y: make([]int32, n)}
+	if err := d.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	d.X[1500*dim+2] = float32(math.Inf(-1))
+	if err := d.Validate(); err == nil || !strings.Contains(err.Error(), "row 1500, feature 2") {
+		t.Fatalf("got %v, want an error naming row 1500, feature 2", err)
+	}
+}
