@@ -3,6 +3,7 @@ package model
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -57,9 +58,10 @@ func TestBinaryMetricsAUCMatchesPairCount(t *testing.T) {
 	}
 }
 
-// EvaluateScores gives Evaluate's loss and accuracy and Scores' scores, from
-// one pass, on a chunked batch; it refuses a network of more classes and a
-// short scores slice.
+// EvaluateScores and EvaluateProbabilities give Evaluate's loss and
+// accuracy and Scores' scores or Probabilities' probabilities, bit for bit,
+// from one pass over a chunked batch; they refuse short output slices, and
+// EvaluateScores a network of more classes.
 func TestEvaluateScoresMatchesSeparatePasses(t *testing.T) {
 	spec, err := ParseSpec("mlp:16", 1, 1, 7, 2)
 	if err != nil {
@@ -100,6 +102,21 @@ func TestEvaluateScoresMatchesSeparatePasses(t *testing.T) {
 	}
 	if _, _, err := n.EvaluateScores(x, y, count, got[:count-1]); err == nil {
 		t.Fatal("a short scores slice was accepted")
+	}
+	wantP := make([]float32, 2*count)
+	if err := n.Probabilities(x, count, wantP); err != nil {
+		t.Fatal(err)
+	}
+	gotP := make([]float32, 2*count)
+	pl, pa, err := n.EvaluateProbabilities(x, y, count, gotP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pl != loss || pa != acc || !slices.Equal(gotP, wantP) {
+		t.Fatalf("EvaluateProbabilities (loss %v accuracy %v) differs from Evaluate and Probabilities (%v %v)", pl, pa, loss, acc)
+	}
+	if _, _, err := n.EvaluateProbabilities(x, y, count, gotP[:2*count-1]); err == nil {
+		t.Fatal("a short probabilities slice was accepted")
 	}
 	spec3, _ := ParseSpec("mlp:16", 1, 1, 7, 3)
 	n3, err := New(spec3)

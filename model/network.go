@@ -338,7 +338,7 @@ func (n *Network) Evaluate(x []float32, y []int32, count int) (loss float64, acc
 
 // EvaluateChecked is Evaluate returning an error for malformed input.
 func (n *Network) EvaluateChecked(x []float32, y []int32, count int) (loss float64, accuracy float64, err error) {
-	return n.evaluate(x, y, count, nil)
+	return n.evaluate(x, y, count, nil, nil)
 }
 
 // EvaluateScores is EvaluateChecked for a two-class network that also
@@ -351,10 +351,20 @@ func (n *Network) EvaluateScores(x []float32, y []int32, count int, scores []flo
 	if len(scores) < count {
 		return math.NaN(), math.NaN(), fmt.Errorf("model: EvaluateScores: len(scores)=%d < count=%d", len(scores), count)
 	}
-	return n.evaluate(x, y, count, scores)
+	return n.evaluate(x, y, count, scores, nil)
 }
 
-func (n *Network) evaluate(x []float32, y []int32, count int, scores []float64) (loss float64, accuracy float64, err error) {
+// EvaluateProbabilities is EvaluateChecked that also writes each example's
+// class probabilities (as Probabilities does, Classes values per example)
+// into probs, from the same forward pass.
+func (n *Network) EvaluateProbabilities(x []float32, y []int32, count int, probs []float32) (loss float64, accuracy float64, err error) {
+	if len(probs) < count*n.classes {
+		return math.NaN(), math.NaN(), fmt.Errorf("model: EvaluateProbabilities: len(probs)=%d < count*Classes=%d", len(probs), count*n.classes)
+	}
+	return n.evaluate(x, y, count, nil, probs)
+}
+
+func (n *Network) evaluate(x []float32, y []int32, count int, scores []float64, probs []float32) (loss float64, accuracy float64, err error) {
 	if err := n.CheckBatch(x, y, count); err != nil {
 		return math.NaN(), math.NaN(), err
 	}
@@ -367,6 +377,11 @@ func (n *Network) evaluate(x []float32, y []int32, count int, scores []float64) 
 		if scores != nil {
 			for r := 0; r < b; r++ {
 				scores[s+r] = float64(logits[2*r+1]) - float64(logits[2*r])
+			}
+		}
+		if probs != nil {
+			for r := 0; r < b; r++ {
+				softmaxRow(probs[(s+r)*n.classes:(s+r+1)*n.classes], logits[r*n.classes:(r+1)*n.classes])
 			}
 		}
 		yb := y[s : s+b]
@@ -417,17 +432,21 @@ func (n *Network) Probabilities(x []float32, batch int, out []float32) error {
 		b := min(chunk, batch-s)
 		logits := n.forward(x[s*n.inDim:(s+b)*n.inDim], b)
 		for r := 0; r < b; r++ {
-			z := logits[r*n.classes : (r+1)*n.classes]
-			m := z[argmax(z)]
-			var sum float64
-			for _, v := range z {
-				sum += math.Exp(float64(v - m))
-			}
-			dst := out[(s+r)*n.classes : (s+r+1)*n.classes]
-			for j, v := range z {
-				dst[j] = float32(math.Exp(float64(v-m)) / sum)
-			}
+			softmaxRow(out[(s+r)*n.classes:(s+r+1)*n.classes], logits[r*n.classes:(r+1)*n.classes])
 		}
 	}
 	return nil
+}
+
+// softmaxRow writes the softmax of the logits z into dst, shifted by the
+// largest logit and summed in float64.
+func softmaxRow(dst, z []float32) {
+	m := z[argmax(z)]
+	var sum float64
+	for _, v := range z {
+		sum += math.Exp(float64(v - m))
+	}
+	for j, v := range z {
+		dst[j] = float32(math.Exp(float64(v-m)) / sum)
+	}
 }

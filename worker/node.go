@@ -1262,16 +1262,9 @@ func (n *Node) EvaluateSpec(spec string, params []float32) (examples int, loss, 
 	}
 	n.evalMu.Lock()
 	defer n.evalMu.Unlock()
-	net, err := reuseNet(n.evalNet, sp)
-	if err != nil {
+	net, err := n.loadEvalNet(sp, params)
+	if err != nil || n.test.N == 0 {
 		return 0, 0, 0, err
-	}
-	n.evalNet = net
-	if err := net.SetParams(params); err != nil {
-		return 0, 0, 0, fmt.Errorf("worker %s: evaluate: %w", n.cfg.Name, err)
-	}
-	if n.test.N == 0 {
-		return 0, 0, 0, nil
 	}
 	loss, accuracy, err = net.EvaluateChecked(n.test.X, n.test.Y, n.test.N)
 	if err != nil {
@@ -1280,29 +1273,48 @@ func (n *Node) EvaluateSpec(spec string, params []float32) (examples int, loss, 
 	return n.test.N, loss, accuracy, nil
 }
 
+// loadEvalNet returns the evaluation network of spec holding params; the
+// caller holds evalMu.
+func (n *Node) loadEvalNet(sp model.Spec, params []float32) (*model.Network, error) {
+	net, err := reuseNet(n.evalNet, sp)
+	if err != nil {
+		return nil, err
+	}
+	n.evalNet = net
+	if err := net.SetParams(params); err != nil {
+		return nil, fmt.Errorf("worker %s: evaluate: %w", n.cfg.Name, err)
+	}
+	return net, nil
+}
+
 // evaluateReport is EvaluateSpec plus, for a two-class model, the
 // confusion matrix at the argmax decision and the histograms of P(class 1)
-// of the positive and negative test examples.
+// of the positive and negative test examples, from the same forward pass
+// under the same hold of the evaluation network (two passes with the lock
+// released between them could see another evaluation's parameters).
 func (n *Node) evaluateReport(spec string, params []float32) (wire.Metrics, error) {
-	ex, loss, acc, err := n.EvaluateSpec(spec, params)
-	if err != nil || ex == 0 {
+	sp, err := n.parseSpec(spec)
+	if err != nil || n.ext != nil || sp.Classes != 2 {
+		// The trainer reports loss and accuracy only; so does a model of
+		// more classes.
+		ex, loss, acc, err := n.EvaluateSpec(spec, params)
 		return wire.Metrics{Examples: ex, Loss: loss, Accuracy: acc}, err
 	}
-	m := wire.Metrics{Examples: ex, Loss: loss, Accuracy: acc}
-	if n.ext != nil {
-		// The trainer reports loss and accuracy only.
-		return m, nil
+	if sp.NumParams() != len(params) {
+		return wire.Metrics{}, fmt.Errorf("worker %s: evaluate: model %q has %d parameters, got %d", n.cfg.Name, spec, sp.NumParams(), len(params))
 	}
 	n.evalMu.Lock()
 	defer n.evalMu.Unlock()
-	net := n.evalNet
-	if net == nil || n.test == nil || net.Spec().Classes != 2 {
-		return m, nil
+	net, err := n.loadEvalNet(sp, params)
+	if err != nil || n.test.N == 0 {
+		return wire.Metrics{}, err
 	}
 	probs := make([]float32, 2*n.test.N)
-	if err := net.Probabilities(n.test.X, n.test.N, probs); err != nil {
+	loss, acc, err := net.EvaluateProbabilities(n.test.X, n.test.Y, n.test.N, probs)
+	if err != nil {
 		return wire.Metrics{}, fmt.Errorf("worker %s: evaluate: %w", n.cfg.Name, err)
 	}
+	m := wire.Metrics{Examples: n.test.N, Loss: loss, Accuracy: acc}
 	var b wire.BinaryReport
 	for i, y := range n.test.Y[:n.test.N] {
 		p1 := float64(probs[2*i+1])
