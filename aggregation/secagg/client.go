@@ -564,11 +564,17 @@ func (c *Client) confirmed(surv, dropped []uint32, sigs []ConsistencyResponse) e
 		sigs = slices.Clone(sigs)
 		slices.SortStableFunc(sigs, func(a, b ConsistencyResponse) int { return cmpU32(a.From, b.From) })
 	}
+	// Both lists are sorted, so membership is one merge walk (j only moves
+	// forward), not a search per signature.
+	j := 0
 	for i, sg := range sigs {
 		if sg.Round != cfg.Round {
 			return fmt.Errorf("%w: client %d: consistency signature %d from client %d is for round %d, expected %d", ErrStaleRound, me, i, sg.From, sg.Round, cfg.Round)
 		}
-		if _, ok := slices.BinarySearch(surv, sg.From); !ok {
+		for j < len(surv) && surv[j] < sg.From {
+			j++
+		}
+		if j == len(surv) || surv[j] != sg.From {
 			return fmt.Errorf("%w: client %d round %d: consistency signature %d from client %d, which is not a survivor", ErrInconsistent, me, cfg.Round, i, sg.From)
 		}
 		if i > 0 && sigs[i-1].From == sg.From {
