@@ -180,7 +180,7 @@ func BenchmarkBlobThroughput(b *testing.B) {
 				coord, worker := hosts[0], hosts[1]
 				store := NewMemBlobStore()
 				sum := store.Put(data)
-				if err := coord.ServeBlobs(store); err != nil {
+				if err := coord.ServeBlobs(store, RoleWorker); err != nil {
 					b.Fatal(err)
 				}
 				b.SetBytes(size)
