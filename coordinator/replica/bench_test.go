@@ -195,6 +195,14 @@ func benchModelCommits(b *testing.B, tmpl []coordinator.Command, model []float32
 				m := *c.SurvivorsCommitted
 				m.Round = round
 				apply(coordinator.Command{SurvivorsCommitted: &m})
+			case c.ConsistencyCommitted != nil:
+				m := *c.ConsistencyCommitted
+				m.Round = round
+				m.Signatures = slices.Clone(m.Signatures)
+				for i := range m.Signatures {
+					m.Signatures[i].Round = round
+				}
+				apply(coordinator.Command{ConsistencyCommitted: &m})
 			case c.ModelCommitted != nil:
 				m := *c.ModelCommitted
 				m.Round, m.Prev, m.Optimizer, m.DP, m.Epsilon = round, head.Hash, coordinator.OptimizerRef{}, nil, 0
