@@ -160,26 +160,8 @@ func (f *federation) secureStreamed(r int, params []float32, sampled []int, drop
 	rejected := 0
 	// Delta buffers are reused: SecAgg+ gives each update back once its
 	// masked input is computed (the release of SimulateInputs).
-	var freeMu sync.Mutex
-	var free [][]float32
-	release := func(d []float32) {
-		if len(d) != len(params) {
-			return
-		}
-		freeMu.Lock()
-		free = append(free, d)
-		freeMu.Unlock()
-	}
-	buffer := func() []float32 {
-		freeMu.Lock()
-		defer freeMu.Unlock()
-		if n := len(free); n > 0 {
-			d := free[n-1]
-			free = free[:n-1]
-			return d
-		}
-		return nil
-	}
+	bufs := &deltaPool{dim: len(params)}
+	buffer, release := bufs.get, bufs.put
 	train := func(id int) clientOut {
 		net := <-f.pool
 		defer func() { f.pool <- net }()

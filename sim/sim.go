@@ -506,6 +506,35 @@ var streamSecure = true
 // strategy (tests turn it off to compare with plainRound).
 var streamPlain = true
 
+// deltaPool is a free list of update buffers of dim values, shared by the
+// goroutines of one round: get returns nil when it is empty (trainClient
+// then allocates), put ignores a slice of another length.
+type deltaPool struct {
+	dim  int
+	mu   sync.Mutex
+	free [][]float32
+}
+
+func (p *deltaPool) get() []float32 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n := len(p.free); n > 0 {
+		d := p.free[n-1]
+		p.free = p.free[:n-1]
+		return d
+	}
+	return nil
+}
+
+func (p *deltaPool) put(d []float32) {
+	if len(d) != p.dim {
+		return
+	}
+	p.mu.Lock()
+	p.free = append(p.free, d)
+	p.mu.Unlock()
+}
+
 // plainStreamed is a plain round of a weighted-mean strategy (FedAvg and
 // the FedOpt family) with each update added to the round's running sum
 // (aggregation.Stream) once it and every earlier sampled client's are
@@ -519,28 +548,8 @@ func (f *federation) plainStreamed(r int, params []float32, sampled []int, dropp
 	// Updates trained ahead of the next one to add: enough to keep every
 	// pooled network busy while the oldest finishes.
 	window := 2*cap(f.pool) + 2
-	var (
-		freeMu sync.Mutex
-		free   [][]float32
-	)
-	getBuf := func() []float32 {
-		freeMu.Lock()
-		defer freeMu.Unlock()
-		if n := len(free); n > 0 {
-			b := free[n-1]
-			free = free[:n-1]
-			return b
-		}
-		return nil
-	}
-	putBuf := func(b []float32) {
-		if len(b) != len(params) {
-			return
-		}
-		freeMu.Lock()
-		free = append(free, b)
-		freeMu.Unlock()
-	}
+	bufs := &deltaPool{dim: len(params)}
+	getBuf, putBuf := bufs.get, bufs.put
 	results := make([]chan clientOut, len(sampled))
 	for i := range results {
 		results[i] = make(chan clientOut, 1)
