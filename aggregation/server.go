@@ -3,6 +3,8 @@ package aggregation
 import (
 	"fmt"
 	"math"
+
+	"github.com/sovereign-fl/sovereign/internal/finite"
 )
 
 // ServerOptimizer applies a combined delta to the global model (Reddi et
@@ -348,10 +350,10 @@ func (s *OptimizerState) set(name string, in OptimizerState, second bool) error 
 	if !second && in.V != nil {
 		return fmt.Errorf("%s: SetState: V has %d values, this optimizer keeps none", name, len(in.V))
 	}
-	if j := firstNonFinite(in.M); j >= 0 {
+	if j := finite.First(in.M); j >= 0 {
 		return fmt.Errorf("%s: SetState: M[%d] = %v is not finite", name, j, in.M[j])
 	}
-	if j := firstNonFinite(in.V); j >= 0 {
+	if j := finite.First(in.V); j >= 0 {
 		return fmt.Errorf("%s: SetState: V[%d] = %v is not finite", name, j, in.V[j])
 	}
 	if second {
@@ -381,7 +383,7 @@ func checkStep(name string, global, delta []float32) error {
 	if len(global) != len(delta) {
 		return fmt.Errorf("%s: delta has %d values, global model has %d", name, len(delta), len(global))
 	}
-	if j := firstNonFinite(delta); j >= 0 {
+	if j := finite.First(delta); j >= 0 {
 		return fmt.Errorf("%s: %w: delta[%d] = %v", name, ErrNonFinite, j, delta[j])
 	}
 	return nil

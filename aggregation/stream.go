@@ -27,11 +27,9 @@ type Stream struct {
 	group    []Update
 	seen     map[string]bool
 	added    int
-	valid    int
 	total    float64
 	rejected []Rejection
 	release  func(delta []float32)
-	rows     [][]float32
 	ws       []float64
 }
 
@@ -53,7 +51,6 @@ func (s *Stream) Add(u Update) error {
 		s.free(u.Delta)
 		return err
 	}
-	s.valid++
 	s.total += u.Weight
 	s.group = append(s.group, u)
 	if len(s.group) == streamGroup {
@@ -69,7 +66,7 @@ func (s *Stream) free(delta []float32) {
 }
 
 // fold adds the queued updates into the sum, block by block as
-// weightedCombine does, split over GOMAXPROCS goroutines by coordinates.
+// weightedCombine does (eachBlock).
 func (s *Stream) fold() {
 	if len(s.group) == 0 {
 		return
@@ -78,16 +75,8 @@ func (s *Stream) fold() {
 	for _, u := range s.group {
 		s.ws = append(s.ws, u.Weight)
 	}
-	group := s.group
-	parallelRanges(workersFor(0, s.dim*len(group)), s.dim, func(lo, hi int) {
-		rows := make([][]float32, len(group))
-		for b := lo; b < hi; b += blockLen {
-			e := min(b+blockLen, hi)
-			for i, u := range group {
-				rows[i] = u.Delta[b:e]
-			}
-			accumulateInto(s.acc[b:e], rows, s.ws)
-		}
+	eachBlock(s.group, s.dim, 0, func(b, e int, rows [][]float32) {
+		accumulateInto(s.acc[b:e], rows, s.ws)
 	})
 	for i, u := range s.group {
 		s.free(u.Delta)
@@ -97,7 +86,7 @@ func (s *Stream) fold() {
 }
 
 // Valid returns how many updates were accepted so far.
-func (s *Stream) Valid() int { return s.valid }
+func (s *Stream) Valid() int { return s.added - len(s.rejected) }
 
 // Rejected returns the rejected updates, in the order they were added.
 func (s *Stream) Rejected() []Rejection { return s.rejected }
@@ -123,7 +112,7 @@ func (s *Stream) Mean(dst []float32) error {
 	if err := s.finish(dst, "mean"); err != nil {
 		return err
 	}
-	if s.valid == 0 {
+	if s.Valid() == 0 {
 		return fmt.Errorf("mean: %w: no valid update", ErrTooFewUpdates)
 	}
 	if math.IsNaN(s.total) || math.IsInf(s.total, 0) || s.total <= 0 {

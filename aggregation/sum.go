@@ -121,20 +121,30 @@ func weightedCombine(dst []float32, updates []Update, scale float64, workers int
 	for i, u := range updates {
 		ws[i] = u.Weight
 	}
-	parallelRanges(workersFor(workers, n*len(updates)), n, func(lo, hi int) {
+	eachBlock(updates, n, workers, func(b, e int, rows [][]float32) {
 		var acc [blockLen]float64
+		a := acc[:e-b]
+		accumulate(a, rows, ws)
+		out := dst[b:e]
+		for j, v := range a {
+			out[j] = float32(v * scale)
+		}
+	})
+}
+
+// eachBlock calls fn for every block [b, e) of blockLen coordinates of
+// [0, n) with the updates' deltas cut to it, the blocks split over
+// `workers` goroutines (0 = GOMAXPROCS) by contiguous ranges: each
+// coordinate is handled by one call, so results do not depend on workers.
+func eachBlock(updates []Update, n, workers int, fn func(b, e int, rows [][]float32)) {
+	parallelRanges(workersFor(workers, n*len(updates)), n, func(lo, hi int) {
 		rows := make([][]float32, len(updates))
 		for b := lo; b < hi; b += blockLen {
 			e := min(b+blockLen, hi)
 			for i, u := range updates {
 				rows[i] = u.Delta[b:e]
 			}
-			a := acc[:e-b]
-			accumulate(a, rows, ws)
-			out := dst[b:e]
-			for j, v := range a {
-				out[j] = float32(v * scale)
-			}
+			fn(b, e, rows)
 		}
 	})
 }

@@ -95,14 +95,11 @@ func check(u Update, i, dim int, seen map[string]bool) error {
 	if math.IsNaN(u.Weight) || math.IsInf(u.Weight, 0) || u.Weight <= 0 {
 		return fmt.Errorf("update from client %q: %w: weight is %v, must be finite and > 0", u.Client, ErrBadWeight, u.Weight)
 	}
-	if j := firstNonFinite(u.Delta); j >= 0 {
+	if j := finite.First(u.Delta); j >= 0 {
 		return fmt.Errorf("update from client %q: %w: delta[%d] = %v", u.Client, ErrNonFinite, j, u.Delta[j])
 	}
 	return nil
 }
-
-// firstNonFinite returns the index of the first NaN or ±Inf in x, or -1.
-func firstNonFinite(x []float32) int { return finite.First(x) }
 
 // checkShapes verifies that the rule can run on updates without panicking:
 // at least min updates, and every delta of len(dst). It does not look for

@@ -20,14 +20,9 @@ func (n *Network) Scores(x []float32, count int, out []float64) error {
 	if len(out) < count {
 		return fmt.Errorf("model: Scores: len(out)=%d < count=%d", len(out), count)
 	}
-	chunk := n.evalChunk()
-	for s := 0; s < count; s += chunk {
-		b := min(chunk, count-s)
-		logits := n.forward(x[s*n.inDim:(s+b)*n.inDim], b)
-		for r := 0; r < b; r++ {
-			out[s+r] = float64(logits[2*r+1]) - float64(logits[2*r])
-		}
-	}
+	n.forwardChunks(x, count, func(s, b int, logits []float32) {
+		n.writeScores(out[s:s+b], logits)
+	})
 	return nil
 }
 

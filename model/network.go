@@ -364,25 +364,20 @@ func (n *Network) EvaluateProbabilities(x []float32, y []int32, count int, probs
 	return n.evaluate(x, y, count, nil, probs)
 }
 
+// evaluate is EvaluateChecked, also writing scores and probs when they are
+// not nil (their lengths checked by the caller).
 func (n *Network) evaluate(x []float32, y []int32, count int, scores []float64, probs []float32) (loss float64, accuracy float64, err error) {
 	if err := n.CheckBatch(x, y, count); err != nil {
 		return math.NaN(), math.NaN(), err
 	}
-	chunk := n.evalChunk()
 	var total float64
 	correct := 0
-	for s := 0; s < count; s += chunk {
-		b := min(chunk, count-s)
-		logits := n.forward(x[s*n.inDim:(s+b)*n.inDim], b)
+	n.forwardChunks(x, count, func(s, b int, logits []float32) {
 		if scores != nil {
-			for r := 0; r < b; r++ {
-				scores[s+r] = float64(logits[2*r+1]) - float64(logits[2*r])
-			}
+			n.writeScores(scores[s:s+b], logits)
 		}
 		if probs != nil {
-			for r := 0; r < b; r++ {
-				softmaxRow(probs[(s+r)*n.classes:(s+r+1)*n.classes], logits[r*n.classes:(r+1)*n.classes])
-			}
+			n.writeProbabilities(probs[s*n.classes:(s+b)*n.classes], logits)
 		}
 		yb := y[s : s+b]
 		total += softmaxCrossEntropy(logits, yb, b, n.classes, nil) * float64(b)
@@ -391,8 +386,35 @@ func (n *Network) evaluate(x []float32, y []int32, count int, scores []float64, 
 				correct++
 			}
 		}
-	}
+	})
 	return total / float64(count), float64(correct) / float64(count), nil
+}
+
+// forwardChunks runs the network on the count rows of x (already checked)
+// in chunks of evalChunk rows, handing fn each chunk's first row s, row
+// count b and logits (b×classes, valid until the next chunk).
+func (n *Network) forwardChunks(x []float32, count int, fn func(s, b int, logits []float32)) {
+	chunk := n.evalChunk()
+	for s := 0; s < count; s += chunk {
+		b := min(chunk, count-s)
+		fn(s, b, n.forward(x[s*n.inDim:(s+b)*n.inDim], b))
+	}
+}
+
+// writeScores writes the logit margin z_1 − z_0 of each row of a
+// two-class network's logits into out.
+func (n *Network) writeScores(out []float64, logits []float32) {
+	for r := range out {
+		out[r] = float64(logits[2*r+1]) - float64(logits[2*r])
+	}
+}
+
+// writeProbabilities writes the softmax of each row of logits into out
+// (Classes values per row).
+func (n *Network) writeProbabilities(out, logits []float32) {
+	for r := 0; r*n.classes < len(out); r++ {
+		softmaxRow(out[r*n.classes:(r+1)*n.classes], logits[r*n.classes:(r+1)*n.classes])
+	}
 }
 
 // Predict writes the most likely class of each of the batch rows of x into
@@ -405,14 +427,11 @@ func (n *Network) Predict(x []float32, batch int, out []int32) error {
 	if len(out) < batch {
 		return fmt.Errorf("model: Predict: len(out)=%d < batch=%d", len(out), batch)
 	}
-	chunk := n.evalChunk()
-	for s := 0; s < batch; s += chunk {
-		b := min(chunk, batch-s)
-		logits := n.forward(x[s*n.inDim:(s+b)*n.inDim], b)
+	n.forwardChunks(x, batch, func(s, b int, logits []float32) {
 		for r := 0; r < b; r++ {
 			out[s+r] = int32(argmax(logits[r*n.classes : (r+1)*n.classes]))
 		}
-	}
+	})
 	return nil
 }
 
@@ -427,14 +446,9 @@ func (n *Network) Probabilities(x []float32, batch int, out []float32) error {
 	if len(out) < batch*n.classes {
 		return fmt.Errorf("model: Probabilities: len(out)=%d < batch*Classes=%d", len(out), batch*n.classes)
 	}
-	chunk := n.evalChunk()
-	for s := 0; s < batch; s += chunk {
-		b := min(chunk, batch-s)
-		logits := n.forward(x[s*n.inDim:(s+b)*n.inDim], b)
-		for r := 0; r < b; r++ {
-			softmaxRow(out[(s+r)*n.classes:(s+r+1)*n.classes], logits[r*n.classes:(r+1)*n.classes])
-		}
-	}
+	n.forwardChunks(x, batch, func(s, b int, logits []float32) {
+		n.writeProbabilities(out[s*n.classes:(s+b)*n.classes], logits)
+	})
 	return nil
 }
 

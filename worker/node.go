@@ -1250,32 +1250,62 @@ func (n *Node) checkEvaluation(round uint64, hash [32]byte, spec string) (*Annou
 // EvaluateSpec evaluates params as a model of the given spec on the local
 // test split.
 func (n *Node) EvaluateSpec(spec string, params []float32) (examples int, loss, accuracy float64, err error) {
+	m, err := n.evaluate(spec, params, false)
+	return m.Examples, m.Loss, m.Accuracy, err
+}
+
+// evaluateReport is EvaluateSpec plus, for a two-class model, the
+// confusion matrix at the argmax decision and the histograms of P(class 1)
+// of the positive and negative test examples.
+func (n *Node) evaluateReport(spec string, params []float32) (wire.Metrics, error) {
+	return n.evaluate(spec, params, true)
+}
+
+// evaluate is EvaluateSpec, with the two-class report when binary is set
+// (the trainer reports loss and accuracy only). The report comes from the
+// same forward pass under the same hold of the evaluation network: two
+// passes with the lock released between them could see another
+// evaluation's parameters.
+func (n *Node) evaluate(spec string, params []float32, binary bool) (wire.Metrics, error) {
 	sp, err := n.parseSpec(spec)
 	if err != nil {
-		return 0, 0, 0, fmt.Errorf("worker %s: evaluate: %w", n.cfg.Name, err)
+		return wire.Metrics{}, fmt.Errorf("worker %s: evaluate: %w", n.cfg.Name, err)
 	}
 	if sp.NumParams() != len(params) {
-		return 0, 0, 0, fmt.Errorf("worker %s: evaluate: model %q has %d parameters, got %d", n.cfg.Name, spec, sp.NumParams(), len(params))
+		return wire.Metrics{}, fmt.Errorf("worker %s: evaluate: model %q has %d parameters, got %d", n.cfg.Name, spec, sp.NumParams(), len(params))
 	}
 	if n.ext != nil {
-		return n.evaluateExternal(sp, params)
+		ex, loss, acc, err := n.evaluateExternal(sp, params)
+		return wire.Metrics{Examples: ex, Loss: loss, Accuracy: acc}, err
 	}
 	n.evalMu.Lock()
 	defer n.evalMu.Unlock()
-	net, err := n.loadEvalNet(sp, params)
+	net, err := n.reuseEvalNet(sp, params)
 	if err != nil || n.test.N == 0 {
-		return 0, 0, 0, err
+		return wire.Metrics{}, err
 	}
-	loss, accuracy, err = net.EvaluateChecked(n.test.X, n.test.Y, n.test.N)
+	binary = binary && sp.Classes == 2
+	var probs []float32
+	var loss, acc float64
+	if binary {
+		probs = make([]float32, 2*n.test.N)
+		loss, acc, err = net.EvaluateProbabilities(n.test.X, n.test.Y, n.test.N, probs)
+	} else {
+		loss, acc, err = net.EvaluateChecked(n.test.X, n.test.Y, n.test.N)
+	}
 	if err != nil {
-		return 0, 0, 0, fmt.Errorf("worker %s: evaluate: %w", n.cfg.Name, err)
+		return wire.Metrics{}, fmt.Errorf("worker %s: evaluate: %w", n.cfg.Name, err)
 	}
-	return n.test.N, loss, accuracy, nil
+	m := wire.Metrics{Examples: n.test.N, Loss: loss, Accuracy: acc}
+	if binary {
+		m.Binary = binaryReport(probs, n.test.Y[:n.test.N])
+	}
+	return m, nil
 }
 
-// loadEvalNet returns the evaluation network of spec holding params; the
+// reuseEvalNet returns the evaluation network of sp holding params; the
 // caller holds evalMu.
-func (n *Node) loadEvalNet(sp model.Spec, params []float32) (*model.Network, error) {
+func (n *Node) reuseEvalNet(sp model.Spec, params []float32) (*model.Network, error) {
 	net, err := reuseNet(n.evalNet, sp)
 	if err != nil {
 		return nil, err
@@ -1287,56 +1317,31 @@ func (n *Node) loadEvalNet(sp model.Spec, params []float32) (*model.Network, err
 	return net, nil
 }
 
-// evaluateReport is EvaluateSpec plus, for a two-class model, the
-// confusion matrix at the argmax decision and the histograms of P(class 1)
-// of the positive and negative test examples, from the same forward pass
-// under the same hold of the evaluation network (two passes with the lock
-// released between them could see another evaluation's parameters).
-func (n *Node) evaluateReport(spec string, params []float32) (wire.Metrics, error) {
-	sp, err := n.parseSpec(spec)
-	if err != nil || n.ext != nil || sp.Classes != 2 {
-		// The trainer reports loss and accuracy only; so does a model of
-		// more classes.
-		ex, loss, acc, err := n.EvaluateSpec(spec, params)
-		return wire.Metrics{Examples: ex, Loss: loss, Accuracy: acc}, err
-	}
-	if sp.NumParams() != len(params) {
-		return wire.Metrics{}, fmt.Errorf("worker %s: evaluate: model %q has %d parameters, got %d", n.cfg.Name, spec, sp.NumParams(), len(params))
-	}
-	n.evalMu.Lock()
-	defer n.evalMu.Unlock()
-	net, err := n.loadEvalNet(sp, params)
-	if err != nil || n.test.N == 0 {
-		return wire.Metrics{}, err
-	}
-	probs := make([]float32, 2*n.test.N)
-	loss, acc, err := net.EvaluateProbabilities(n.test.X, n.test.Y, n.test.N, probs)
-	if err != nil {
-		return wire.Metrics{}, fmt.Errorf("worker %s: evaluate: %w", n.cfg.Name, err)
-	}
-	m := wire.Metrics{Examples: n.test.N, Loss: loss, Accuracy: acc}
+// binaryReport is the confusion matrix at the argmax decision and the
+// histograms of P(class 1) of the positive and negative examples, from
+// their two-class probabilities.
+func binaryReport(probs []float32, y []int32) *wire.BinaryReport {
 	var b wire.BinaryReport
-	for i, y := range n.test.Y[:n.test.N] {
+	for i, yi := range y {
 		p1 := float64(probs[2*i+1])
 		pred := probs[2*i+1] > probs[2*i]
 		switch {
-		case y == 1 && pred:
+		case yi == 1 && pred:
 			b.TP++
-		case y == 1:
+		case yi == 1:
 			b.FN++
 		case pred:
 			b.FP++
 		default:
 			b.TN++
 		}
-		if y == 1 {
+		if yi == 1 {
 			b.Pos[wire.ScoreBin(p1)]++
 		} else {
 			b.Neg[wire.ScoreBin(p1)]++
 		}
 	}
-	m.Binary = &b
-	return m, nil
+	return &b
 }
 
 // modelRule applies the policy's model rules to spec with numParams

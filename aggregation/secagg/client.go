@@ -324,9 +324,9 @@ func (c *Client) ShareKeys(ads []AdvertiseKeys) ([]EncryptedShare, error) {
 	if err != nil {
 		return nil, err
 	}
-	pubs := make([][KeySize]byte, len(ids))
-	for i, v := range ids {
-		pubs[i], _ = parsePublicKey(peers[v].EncKey, "")
+	pubs, err := peerKeys(ids, func(v uint32) []byte { return peers[v].EncKey }, "encryption key", cfg.Round)
+	if err != nil {
+		return nil, err
 	}
 	keys, err := agreeKeys(&c.st.EncSeed, pubs, cfg.Round, me, ids, purposeShareKey)
 	if err != nil {
@@ -452,9 +452,9 @@ func (c *Client) maskedInput(shares []EncryptedShare, update []float32, weight f
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
-	pubs := make([][KeySize]byte, len(ids))
-	for i, v := range ids {
-		pubs[i], _ = parsePublicKey(got[v].MaskKey, "")
+	pubs, err := peerKeys(ids, func(v uint32) []byte { return got[v].MaskKey }, "mask key", cfg.Round)
+	if err != nil {
+		return MaskedInput{}, err
 	}
 	pairwise, err := agreeKeys(&c.st.MaskSeed, pubs, cfg.Round, me, ids, purposeMaskSeed)
 	if err != nil {

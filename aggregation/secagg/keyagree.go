@@ -64,6 +64,20 @@ func parsePublicKey(b []byte, field string) ([KeySize]byte, error) {
 	return pk, nil
 }
 
+// peerKeys parses the public keys raw(v) of the clients ids, for
+// agreeKeys. They were checked when they arrived; one that fails now (a
+// state restored from a damaged store) is named with its client.
+func peerKeys(ids []uint32, raw func(v uint32) []byte, what string, round uint64) ([][KeySize]byte, error) {
+	pubs := make([][KeySize]byte, len(ids))
+	for i, v := range ids {
+		var err error
+		if pubs[i], err = parsePublicKey(raw(v), fmt.Sprintf("%s of client %d (round %d)", what, v, round)); err != nil {
+			return nil, err
+		}
+	}
+	return pubs, nil
+}
+
 // isLowOrder reports whether u (top bit ignored, as X25519 does, and
 // reduced mod p) is one of lowOrder.
 func isLowOrder(u *[KeySize]byte) bool {

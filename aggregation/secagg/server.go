@@ -903,16 +903,14 @@ func (s *Server) closeUnmask() error {
 	for _, v := range s.needKey {
 		sk := keys[v]
 		var us []uint32
-		var pubs [][KeySize]byte
 		for _, u := range s.graph.Neighbours(v) {
-			if _, ok := slices.BinarySearch(s.u3, u); !ok {
-				continue
+			if _, ok := slices.BinarySearch(s.u3, u); ok {
+				us = append(us, u)
 			}
-			pub, err := parsePublicKey(s.ads[u].MaskKey, "")
-			if err != nil {
-				return err
-			}
-			us, pubs = append(us, u), append(pubs, pub)
+		}
+		pubs, err := peerKeys(us, func(u uint32) []byte { return s.ads[u].MaskKey }, "MaskKey", s.cfg.Round)
+		if err != nil {
+			return err
 		}
 		pairwise, err := agreeKeys(&sk, pubs, s.cfg.Round, v, us, purposeMaskSeed)
 		if err != nil {

@@ -57,13 +57,10 @@ func newEvaluateCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("evaluate: %w", err)
 			}
-			loss, acc, err := net.EvaluateChecked(d.X, d.Y, d.N)
-			if err != nil {
-				return fmt.Errorf("evaluate: %w", err)
-			}
 			k := m.Spec.Classes
 			probs := make([]float32, d.N*k)
-			if err := net.Probabilities(d.X, d.N, probs); err != nil {
+			loss, acc, err := net.EvaluateProbabilities(d.X, d.Y, d.N, probs)
+			if err != nil {
 				return fmt.Errorf("evaluate: %w", err)
 			}
 			r := classificationReport(probs, d.Y, k)

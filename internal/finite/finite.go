@@ -1,15 +1,16 @@
-// Package finite finds NaN and ±Inf in float32 vectors at memory speed: every update, parameter vector and noise vector that crosses a
-// trust boundary is scanned, once per client per round.
+// Package finite finds NaN and ±Inf in float32 vectors at memory speed:
+// every update, parameter vector and noise vector that crosses a trust
+// boundary is scanned, once per client per round.
 package finite
 
 // block is how many elements are summed before the sum is looked at.
 const block = 1024
 
 // First returns the index of the first NaN or ±Inf in x, or -1. With
-// AVX-512 each whole block is classified 16 lanes at a time (VFPCLASSPS,
-// see finite_amd64.s) and only a block holding a NaN or ±Inf is searched
-// element by element; the rest, and every block on other CPUs, goes
-// through firstGo.
+// AVX-512 each whole block is checked 16 lanes at a time (its largest
+// sign-cleared bit pattern against +Inf's, see finite_amd64.s) and only a
+// block holding a NaN or ±Inf is searched element by element; the rest,
+// and every block on other CPUs, goes through firstGo.
 func First(x []float32) int {
 	off := 0
 	if useAVX512 {
