@@ -161,11 +161,10 @@ func (f *federation) secureStreamed(r int, params []float32, sampled []int, drop
 	// Delta buffers are reused: SecAgg+ gives each update back once its
 	// masked input is computed (the release of SimulateInputs).
 	bufs := &deltaPool{dim: len(params)}
-	buffer, release := bufs.get, bufs.put
 	train := func(id int) clientOut {
 		net := <-f.pool
 		defer func() { f.pool <- net }()
-		o := f.trainClient(net, r, id, params, buffer())
+		o := f.trainClient(net, r, id, params, bufs.get())
 		mu.Lock()
 		outs[pos[id]], trained[pos[id]] = clientOut{id: id, weight: o.weight, loss: o.loss, err: o.err}, true
 		mu.Unlock()
@@ -175,32 +174,29 @@ func (f *federation) secureStreamed(r int, params []float32, sampled []int, drop
 		id := int(uid - 1)
 		o := train(id)
 		if o.err != nil {
-			release(o.delta)
+			bufs.put(o.delta)
 			return nil, 0, fmt.Errorf("client %d: %w", id, o.err)
 		}
 		f.attackUpdate(r, id, o.delta)
 		u := aggregation.Update{Client: clientName(id), Delta: o.delta, Weight: o.weight}
-		if f.acct != nil {
-			dp.ClipL2(u.Delta, cfg.DPClip)
-			u.Weight = 1
-		}
+		f.clipForDP(&u)
 		if _, rej := aggregation.Validate([]aggregation.Update{u}, len(params)); len(rej) > 0 {
 			mu.Lock()
 			rejected++
 			mu.Unlock()
-			release(u.Delta)
+			bufs.put(u.Delta)
 			return nil, 0, nil
 		}
 		if f.acct != nil {
 			rng := newRNG(seedFor(cfg.Seed, seedNoise, uint64(r), uint64(uid)))
 			if err := dp.AddGaussian(u.Delta, std, rng); err != nil {
-				release(u.Delta)
+				bufs.put(u.Delta)
 				return nil, 0, fmt.Errorf("client %d: distributed noise: %w", id, err)
 			}
 		}
 		return u.Delta, u.Weight, nil
 	}
-	out, err := secagg.SimulateInputs(sc, input, release, f.dropStages(r, ids, dropped), rand.NewChaCha8(seedBytes(cfg.Seed, seedSecAgg, uint64(r), 2)), time.Unix(0, 0))
+	out, err := secagg.SimulateInputs(sc, input, bufs.put, f.dropStages(r, ids, dropped), rand.NewChaCha8(seedBytes(cfg.Seed, seedSecAgg, uint64(r), 2)), time.Unix(0, 0))
 	if err != nil {
 		var ie *secagg.InsufficientError
 		if errors.As(err, &ie) {
@@ -213,7 +209,7 @@ func (f *federation) secureStreamed(r int, params []float32, sampled []int, drop
 	var wg sync.WaitGroup
 	for _, uid := range ids {
 		if id := int(uid - 1); !trained[pos[id]] {
-			wg.Go(func() { release(train(id).delta) })
+			wg.Go(func() { bufs.put(train(id).delta) })
 		}
 	}
 	wg.Wait()

@@ -476,13 +476,8 @@ func (f *federation) attempt(ctx context.Context, r, attempt int, params []float
 	if wSum > 0 {
 		res.TrainLoss = lossSum / wSum
 	}
-	if f.acct != nil {
-		// DP-FedAvg (McMahan et al. 2018): clip each update, weight clients
-		// equally so one client's influence on the sum is at most C.
-		for i := range updates {
-			dp.ClipL2(updates[i].Delta, cfg.DPClip)
-			updates[i].Weight = 1
-		}
+	for i := range updates {
+		f.clipForDP(&updates[i])
 	}
 
 	var err error
@@ -505,6 +500,17 @@ var streamSecure = true
 // streamPlain selects plainStreamed for plain rounds of a weighted-mean
 // strategy (tests turn it off to compare with plainRound).
 var streamPlain = true
+
+// clipForDP is DP-FedAvg's treatment of one update (McMahan et al. 2018)
+// when differential privacy is on: clipped to L2 norm C and weighted 1 like
+// every client's, so that one client's influence on the sum is at most C.
+func (f *federation) clipForDP(u *aggregation.Update) {
+	if f.acct == nil {
+		return
+	}
+	dp.ClipL2(u.Delta, f.cfg.DPClip)
+	u.Weight = 1
+}
 
 // deltaPool is a free list of update buffers of dim values, shared by the
 // goroutines of one round: get returns nil when it is empty (trainClient
@@ -544,12 +550,10 @@ func (p *deltaPool) put(d []float32) {
 // the checks, the attacks, the clipping and the noise are those of
 // attempt and plainRound, so the run is the same bit for bit.
 func (f *federation) plainStreamed(r int, params []float32, sampled []int, dropped map[int]bool, res *roundResult) error {
-	cfg := f.cfg
 	// Updates trained ahead of the next one to add: enough to keep every
 	// pooled network busy while the oldest finishes.
 	window := 2*cap(f.pool) + 2
 	bufs := &deltaPool{dim: len(params)}
-	getBuf, putBuf := bufs.get, bufs.put
 	results := make([]chan clientOut, len(sampled))
 	for i := range results {
 		results[i] = make(chan clientOut, 1)
@@ -564,13 +568,13 @@ func (f *federation) plainStreamed(r int, params []float32, sampled []int, dropp
 			}
 			net := <-f.pool
 			go func() {
-				o := f.trainClient(net, r, id, params, getBuf())
+				o := f.trainClient(net, r, id, params, bufs.get())
 				f.pool <- net
 				results[i] <- o
 			}()
 		}
 	}()
-	st := aggregation.NewStream(len(params), putBuf)
+	st := aggregation.NewStream(len(params), bufs.put)
 	var firstErr error
 	var lossSum, wSum float64
 	var participants []int
@@ -583,18 +587,14 @@ func (f *federation) plainStreamed(r int, params []float32, sampled []int, dropp
 			firstErr = fmt.Errorf("client %d: %w", o.id, o.err)
 		}
 		if firstErr != nil || o.delta == nil {
-			putBuf(o.delta)
+			bufs.put(o.delta)
 			continue
 		}
 		f.attackUpdate(r, o.id, o.delta)
 		lossSum += o.loss * o.weight
 		wSum += o.weight
 		u := aggregation.Update{Client: clientName(o.id), Delta: o.delta, Weight: o.weight}
-		if f.acct != nil {
-			// DP-FedAvg, as in attempt.
-			dp.ClipL2(u.Delta, cfg.DPClip)
-			u.Weight = 1
-		}
+		f.clipForDP(&u)
 		// plainRound counts every update as a participant without DP and
 		// the valid ones with it.
 		if err := st.Add(u); err == nil || f.acct == nil {
